@@ -1,0 +1,175 @@
+"""Configs are dataclasses; CLI flags and YAML keys are generated from them (one source of truth).
+
+A field ``learning_rate`` is the flag ``--learning-rate`` and the YAML key ``learning_rate`` (a YAML
+key may also be spelled ``learning-rate``). Help text comes from ``field(metadata={"help": ...})``.
+Precedence: dataclass default < ``--config file.yaml`` < explicit command-line flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from pro_lib.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def field(default: Any = dataclasses.MISSING, *, help: str = "", choices: list | None = None,
+          default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with help text (and optional choices) for the generated CLI."""
+    meta = {"help": help}
+    if choices is not None:
+        meta["choices"] = list(choices)
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """Return (inner type, optional?) for X | None annotations."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _parse_bool(text: str) -> bool:
+    low = str(text).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
+    """Coerce a YAML value to the field's type, with an error that names the key."""
+    hints = typing.get_type_hints(cls)
+    tp, optional = _base_type(hints[name])
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: key '{name}' must not be null")
+    origin = typing.get_origin(tp)
+    try:
+        if tp is bool:
+            return value if isinstance(value, bool) else _parse_bool(value)
+        if tp in (int, float, str):
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError("not an integer")
+            return tp(value)
+        if origin in (list, tuple):
+            (inner,) = typing.get_args(tp)[:1] or (str,)
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            return [inner(v) if inner in (int, float, str) else v for v in value]
+        if origin is dict or tp is dict:
+            if not isinstance(value, dict):
+                raise ValueError("expected a mapping")
+            return dict(value)
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+        raise ConfigError(f"{where}: key '{name}' has a bad value {value!r}: {exc}") from None
+    return value
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one ``--flag`` per dataclass field, plus ``--config`` for a YAML file."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(f"{cls.__name__} options")
+    if not any(a.dest == "config" for a in parser._actions):
+        parser.add_argument(
+            "--config", type=Path, default=None,
+            help="YAML file whose keys are these flags' names (dashes or underscores); "
+                 "flags given on the command line win over the file.")
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp, _ = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        help_text = f"{help_text} (default: {default!r})" if help_text else f"(default: {default!r})"
+        kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        origin = typing.get_origin(tp)
+        if tp is bool:
+            kwargs.update(type=_parse_bool, nargs="?", const=True, metavar="BOOL")
+        elif origin in (list, tuple):
+            inner = (typing.get_args(tp) or (str,))[0]
+            kwargs.update(type=lambda s, inner=inner: [inner(v) for v in s.split(",") if v.strip()],
+                          metavar="A,B,...")
+        elif origin is dict or tp is dict:
+            kwargs.update(type=yaml.safe_load, metavar="YAML")
+        elif tp in (int, float, str):
+            kwargs["type"] = tp
+        else:
+            kwargs["type"] = str
+        group.add_argument(flag, **kwargs)
+
+
+def load_yaml_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option names to values")
+    return data
+
+
+def build_config(cls: type[T], values: dict | None = None, *, where: str = "config") -> T:
+    """Build ``cls`` from a mapping, rejecting unknown keys with a message that names them."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise ConfigError(
+                f"{where}: unknown key '{key}' for {cls.__name__}; known keys: {', '.join(sorted(known))}")
+        kwargs[name] = _coerce(cls, name, value, where)
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing required option(s): "
+                          + ", ".join("--" + m.replace("_", "-") for m in missing))
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """Merge ``--config`` YAML (if any) with explicitly given flags and build ``cls``."""
+    values: dict[str, Any] = {}
+    where = "command line"
+    cfg_path = getattr(args, "config", None)
+    if cfg_path is not None:
+        values.update({str(k).replace("-", "_"): v for k, v in load_yaml_config(cfg_path).items()})
+        where = f"{cfg_path} / command line"
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    for name, value in vars(args).items():
+        if name in known:
+            values[name] = value
+    return build_config(cls, values, where=where)
+
+
+def to_dict(cfg: Any) -> dict:
+    """A config as a plain dict (for logging as MLflow params or writing YAML)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,17 @@
+"""Errors PRO raises for bad input. Each message names the file, line or field and how to fix it."""
+
+
+class ProError(Exception):
+    """Base class of PRO's user-facing errors (the CLI prints them without a traceback)."""
+
+
+class ConfigError(ProError, ValueError):
+    """A bad config value, flag or YAML key."""
+
+
+class DataError(ProError, ValueError):
+    """A malformed data file or record."""
+
+
+class CheckpointError(ProError, FileNotFoundError):
+    """A missing or corrupt model folder / checkpoint."""

@@ -1,0 +1,124 @@
+"""Small I/O helpers: PRO's working folder, atomic writes, JSON/JSONL, and URI localisation.
+
+Everything PRO writes goes through :func:`atomic_write_text`, :func:`atomic_dir` or friends, so a
+crash never leaves a half-written artifact where a finished one is expected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from pro_lib.errors import CheckpointError
+
+
+def pro_home() -> Path:
+    """PRO's working folder (caches, local MLflow store, converted models): ``$PRO_HOME`` or ./.pro."""
+    home = Path(os.environ.get("PRO_HOME", Path.cwd() / ".pro")).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON (line {exc.lineno}): {exc.msg}; "
+                              "the file is corrupt, re-create it") from None
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
+    lines = [json.dumps(r, default=_json_default, ensure_ascii=False) for r in rows]
+    return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces ``path`` in one rename.
+
+    >>> with atomic_dir("out/model") as tmp:
+    ...     model.save_pretrained(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another output folder or remove it")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def localize(ref: str | Path) -> Path | str:
+    """Turn a model/artifact reference into something ``from_pretrained`` can open.
+
+    - ``models:/name@alias`` or ``models:/name/3``: downloaded from the MLflow registry.
+    - ``s3://bucket/key``: downloaded with boto3 (endpoint and credentials from the environment).
+    - an existing local path: returned as a Path.
+    - anything else (a hub name such as ``sentence-transformers/all-MiniLM-L6-v2``): returned as is.
+    """
+    text = str(ref)
+    if text.startswith("models:/"):
+        from pro_lib.registry import download_model  # mlflow import is slow: only when needed
+
+        return download_model(text)
+    if text.startswith("s3://"):
+        from pro_lib.storage import download
+
+        return download(text)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    return text
