@@ -1,0 +1,146 @@
+"""The ``pro`` command.
+
+Library subcommands live here and in ``pro_lib/commands/``; platform subcommands (``pipeline``,
+``registry``, ``ui``) plug in through the ``pro.commands`` entry-point group so that pro_lib never
+imports kfp or streamlit. Every training subcommand takes ``--config file.yaml`` whose keys are the
+flag names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from importlib.metadata import entry_points
+from typing import Callable
+
+from pro_lib.config import add_dataclass_arguments, config_from_args
+from pro_lib.errors import ProError
+
+# Library command modules: each has ``register(subparsers)``.
+COMMAND_MODULES: list[str] = [
+]
+
+
+def _print_metrics(metrics: dict) -> None:
+    print(json.dumps(metrics, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def add_stage(sub, name: str, cls: type, fn: Callable[[object], dict], help: str,
+              after: Callable[[object, dict], None] | None = None) -> argparse.ArgumentParser:
+    """A subcommand whose flags are generated from ``cls`` and which runs ``fn(config)``."""
+    p = sub.add_parser(name, help=help, description=(cls.__doc__ or help).strip(),
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_dataclass_arguments(p, cls)
+
+    def run(args):
+        cfg = config_from_args(cls, args)
+        metrics = fn(cfg)
+        if after:
+            after(cfg, metrics)
+        else:
+            _print_metrics(metrics)
+
+    p.set_defaults(func=run)
+    return p
+
+
+def _register_core(sub) -> None:
+    from pro_lib import data, evaluation, orchestrator, rewards, suite
+
+    p = sub.add_parser("data", help="prepare preference data (load, label, split)")
+    s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add_stage(s, "prepare", data.DataConfig, data.prepare_data, "load sources and write train/eval splits")
+
+    p = sub.add_parser("rewards", help="train reward models and score data with the reward suite")
+    s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def show_rm(cfg, m):
+        print(rewards.reward_eval_table([m]))
+        print(f"saved to {cfg.output_dir}")
+
+    add_stage(s, "train", rewards.RewardTrainConfig, rewards.train_reward_model,
+              "train one Bradley-Terry reward model (trl RewardTrainer)", after=show_rm)
+    add_stage(s, "score", suite.ScoreConfig, suite.score_and_target,
+              "score preferred responses, fit normalisation stats, write w* targets")
+
+    p = sub.add_parser("orchestrator", help="train and evaluate the Preference Orchestrator")
+    s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add_stage(s, "train", orchestrator.OrchestratorTrainConfig, orchestrator.train_orchestrator,
+              "train the orchestrator on w* targets (KL loss, AdamW, resumable)")
+
+    def show_eval(cfg, m):
+        print(open(os.path.join(cfg.output_dir, "eval_table.txt")).read().rstrip())
+        print(f"written: {os.path.join(cfg.output_dir, 'eval.json')}")
+
+    add_stage(s, "eval", evaluation.OrchestratorEvalConfig, evaluation.evaluate_orchestrator,
+              "held-out KL / MSE / argmax agreement vs uniform and best fixed weights", after=show_eval)
+
+    p = sub.add_parser("weights", help="print the orchestrator's weight per objective for prompts",
+                       description="Print the Preference Orchestrator's weights for one or more prompts.")
+    p.add_argument("prompts", nargs="+", help="prompt text(s)")
+    p.add_argument("--orchestrator", default=os.environ.get("PRO_ORCHESTRATOR", "models:/pro-orchestrator@champion"),
+                   help="orchestrator folder or models:/ ref (env PRO_ORCHESTRATOR)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    def weights(args):
+        orch = orchestrator.PreferenceOrchestrator.from_pretrained(args.orchestrator)
+        w = orch.predict(args.prompts)
+        if args.json:
+            _print_metrics([dict(zip(orch.objectives, map(float, row))) for row in w])
+            return
+        width = max(len(n) for n in orch.objectives)
+        for prompt, row in zip(args.prompts, w):
+            print(prompt if len(prompt) <= 70 else prompt[:67] + "...")
+            for name, value in zip(orch.objectives, row):
+                print(f"  {name:<{width}}  {value:6.3f}  {'#' * int(round(value * 40))}")
+
+    p.set_defaults(func=weights)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pro",
+        description="PRO: prompt-aware multi-objective alignment. Train reward models and the "
+                    "Preference Orchestrator, align policies (PRO-WIC, PRO-MORLHF), run pipelines.",
+        epilog="Run `pro <command> --help` for a command's options. Docs: README.md, docs/.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _register_core(sub)
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).register(sub)
+    for ep in entry_points(group="pro.commands"):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # the platform/ui extras are optional for library users
+            extra = {"pipeline": "platform", "registry": "platform", "ui": "ui"}.get(ep.name, ep.name)
+            sub.add_parser(ep.name, help=f"(unavailable: pip install 'pro-align[{extra}]')").set_defaults(
+                func=lambda a, exc=exc, extra=extra: sys.exit(
+                    f"error: this command needs the '{extra}' extra ({exc}); pip install 'pro-align[{extra}]'"))
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except ProError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; training commands resume from their last checkpoint when re-run",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`pro` subcommand modules; each exposes ``register(subparsers)``."""

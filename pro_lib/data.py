@@ -1,0 +1,297 @@
+"""Preference pairs: one schema, loaders for the formats PRO meets, deterministic splits.
+
+Supported sources (``load_pairs(spec)``):
+
+- ``demo``: the small preference set shipped with PRO (helpful / harmless / humor).
+- HH-RLHF transcripts (``*.jsonl[.gz]`` with ``chosen``/``rejected`` full transcripts and no
+  ``prompt`` column): split at the last ``\\n\\nAssistant:``. Prefix a path with ``hh:`` to force it.
+- binarized UltraFeedback and any table with prompt / chosen / rejected columns (JSONL, JSON, CSV,
+  Parquet); chosen / rejected may be strings or chat-message lists.
+- a hub dataset name (``Anthropic/hh-rlhf``, ``HuggingFaceH4/ultrafeedback_binarized``...) through
+  ``datasets.load_dataset``; ``name:split`` picks a split.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from pro_lib.config import field
+from pro_lib.errors import DataError
+from pro_lib.io import localize, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+HH_ASSISTANT = "\n\nAssistant:"
+
+
+@dataclass
+class PreferencePair:
+    """One preference pair: ``chosen`` is preferred over ``rejected`` as a reply to ``prompt``."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class LoadReport:
+    """What a load did: how many records were read, kept and skipped (and why)."""
+
+    read: int = 0
+    kept: int = 0
+    skipped_identical: int = 0
+
+    def __str__(self) -> str:
+        return (f"read {self.read} records, kept {self.kept}, skipped {self.skipped_identical} "
+                "whose chosen == rejected")
+
+
+def demo_data_path() -> Path:
+    """The demo preference set shipped inside the package."""
+    return Path(str(resources.files("pro_lib") / "demo_data" / "preferences.jsonl"))
+
+
+def split_hh_transcript(text: str, *, where: str = "") -> tuple[str, str]:
+    """Split an HH-RLHF transcript into (prompt, response) at the last ``\\n\\nAssistant:``.
+
+    The prompt keeps everything up to and including that marker; the response is what follows.
+    """
+    idx = text.rfind(HH_ASSISTANT)
+    if idx < 0:
+        raise DataError(f"{where}: transcript has no '\\n\\nAssistant:' turn; is this HH-RLHF data?")
+    cut = idx + len(HH_ASSISTANT)
+    return text[:cut], text[cut:].strip()
+
+
+def _message_text(value: Any, *, role: str | None, where: str, column: str) -> str:
+    """A string, or the last message (of ``role`` if given) of a chat-message list."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        msgs = [m for m in value if role is None or m.get("role") == role] or value
+        content = msgs[-1].get("content")
+        if isinstance(content, str):
+            return content
+    raise DataError(f"{where}: column '{column}' must be a string or a list of chat messages "
+                    f"({{'role': ..., 'content': ...}}), got {type(value).__name__}")
+
+
+def _record_to_pair(rec: dict, *, where: str, prompt_column: str, chosen_column: str,
+                    rejected_column: str, source_column: str | None, source: str | None,
+                    hh: bool | None) -> PreferencePair:
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    missing = [c for c in (chosen_column, rejected_column) if c not in rec]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {missing}; found {sorted(rec)}. "
+                        "Name the right columns with --chosen-column / --rejected-column.")
+    is_hh = hh if hh is not None else (prompt_column not in rec and isinstance(rec[chosen_column], str)
+                                       and HH_ASSISTANT in rec[chosen_column])
+    if is_hh:
+        prompt, chosen = split_hh_transcript(rec[chosen_column], where=where)
+        prompt_r, rejected = split_hh_transcript(rec[rejected_column], where=where)
+        if prompt_r != prompt:
+            # HH pairs share the dialogue up to the last reply; keep the chosen side's prompt.
+            log.debug("%s: chosen and rejected transcripts differ before the last reply", where)
+    else:
+        if prompt_column not in rec:
+            raise DataError(f"{where}: missing column '{prompt_column}'; found {sorted(rec)}. "
+                            "Name it with --prompt-column, or use hh:<file> for HH-RLHF transcripts.")
+        prompt = _message_text(rec[prompt_column], role="user", where=where, column=prompt_column)
+        chosen = _message_text(rec[chosen_column], role="assistant", where=where, column=chosen_column)
+        rejected = _message_text(rec[rejected_column], role="assistant", where=where,
+                                 column=rejected_column)
+    # An empty *response* is a legitimate (bad) reply, as in HH-RLHF; an empty prompt is not.
+    for name, value in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise DataError(f"{where}: {name} is missing (null/NaN); fix or drop the record")
+    if not str(prompt).strip() or (is_hh and not str(prompt).removesuffix(HH_ASSISTANT).strip()):
+        raise DataError(f"{where}: empty prompt; every pair needs a prompt (fix or drop the record)")
+    src = rec.get(source_column) if source_column else None
+    return PreferencePair(str(prompt), str(chosen), str(rejected),
+                          str(src) if src is not None else source)
+
+
+def _iter_file_records(path: Path) -> Iterator[tuple[str, dict]]:
+    """Yield (where, record) with ``where`` = 'file:line' for each record of a local file."""
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{path}:{lineno}", json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    elif name.endswith((".json", ".json.gz")):
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            try:
+                data = json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        if isinstance(data, dict):
+            data = data.get("data", data.get("rows"))
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON list of records (or {{'data': [...]}})")
+        for i, rec in enumerate(data):
+            yield f"{path}: record {i}", rec
+    elif name.endswith((".csv", ".tsv")):
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if name.endswith(".tsv") else ",")
+            for rec in reader:
+                yield f"{path}:{reader.line_num}", rec
+    elif name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            raise DataError(f"{path}: cannot read Parquet: {exc}") from None
+        for i, rec in enumerate(table.to_pylist()):
+            yield f"{path}: row {i}", rec
+    else:
+        raise DataError(f"{path}: unknown file type; use .jsonl, .jsonl.gz, .json, .csv, .tsv or .parquet")
+
+
+def _iter_hub_records(name: str, split: str) -> Iterator[tuple[str, dict]]:
+    import datasets
+
+    if ":" in name:
+        name, split = name.split(":", 1)
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as exc:
+        raise DataError(f"cannot load hub dataset '{name}' (split '{split}'): {exc}. Offline? Pass a "
+                        "local file instead (.jsonl/.csv/.parquet).") from None
+    for i, rec in enumerate(ds):
+        yield f"{name}[{split}] row {i}", rec
+
+
+def load_pairs(spec: str | Path, *, prompt_column: str = "prompt", chosen_column: str = "chosen",
+               rejected_column: str = "rejected", source_column: str | None = None,
+               source: str | None = None, split: str = "train", limit: int | None = None,
+               report: LoadReport | None = None) -> list[PreferencePair]:
+    """Load preference pairs from a file, ``demo``, ``hh:<file>`` or a hub dataset name.
+
+    Pairs whose chosen == rejected are skipped and counted (logged, and in ``report``).
+    ``source`` labels every pair (e.g. the HH subset) unless ``source_column`` names a column.
+    """
+    report = report if report is not None else LoadReport()
+    text = str(spec)
+    hh: bool | None = None
+    if text == "demo":
+        path: Path | str = demo_data_path()
+        source_column = source_column or "source"
+    else:
+        if text.startswith("hh:"):
+            hh, text = True, text[3:]
+        path = localize(text) if text.startswith(("s3://",)) else Path(text).expanduser()
+    if isinstance(path, Path) and path.exists():
+        if source is None and hh:
+            source = path.name.split("_")[0].removesuffix(".jsonl.gz")
+        records: Iterable[tuple[str, dict]] = _iter_file_records(path)
+    elif isinstance(path, Path) and (path.suffix or "/" not in text or text.startswith((".", "/"))):
+        raise DataError(f"data file {path} does not exist; pass an existing file, 'demo', or a hub "
+                        "dataset name such as Anthropic/hh-rlhf")
+    else:
+        records = _iter_hub_records(text, split)
+
+    pairs: list[PreferencePair] = []
+    for where, rec in records:
+        report.read += 1
+        pair = _record_to_pair(rec, where=where, prompt_column=prompt_column,
+                               chosen_column=chosen_column, rejected_column=rejected_column,
+                               source_column=source_column, source=source, hh=hh)
+        if pair.chosen.strip() == pair.rejected.strip():
+            report.skipped_identical += 1
+            continue
+        pairs.append(pair)
+        if limit is not None and len(pairs) >= limit:
+            break
+    report.kept = len(pairs)
+    if not pairs:
+        raise DataError(f"{spec}: no usable preference pairs ({report})")
+    log.info("%s: %s", spec, report)
+    return pairs
+
+
+def split_pairs(pairs: list[PreferencePair], eval_fraction: float = 0.1,
+                seed: int = 0) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Deterministic train/eval split by hashing each pair's content with ``seed``.
+
+    Pairs with the same prompt land on the same side, so eval prompts are unseen in training.
+    Stable under reordering of the input and independent of the platform.
+    """
+    if not 0.0 < eval_fraction < 1.0:
+        raise DataError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    threshold = int(eval_fraction * 2**32)
+    train, evals = [], []
+    for p in pairs:
+        h = int(hashlib.sha256(f"{seed}\0{p.prompt}".encode()).hexdigest()[:8], 16)
+        (evals if h < threshold else train).append(p)
+    if not train or not evals:
+        raise DataError(f"split of {len(pairs)} pairs with eval_fraction={eval_fraction} left one side "
+                        "empty; use more data or another eval fraction")
+    return train, evals
+
+
+def write_pairs(pairs: Iterable[PreferencePair], path: str | Path) -> Path:
+    return write_jsonl(path, (p.to_dict() for p in pairs))
+
+
+@dataclass
+class DataConfig:
+    """Prepare data: load one or more sources, label them, split into train/eval JSONL files."""
+
+    sources: list[str] = field(default_factory=lambda: ["demo"],
+                               help="data sources: files, 'demo', 'hh:<file>' or hub names")
+    output_dir: str = field("runs/data", help="folder for train.jsonl, eval.jsonl, data_report.json")
+    eval_fraction: float = field(0.1, help="fraction of prompts held out for evaluation")
+    seed: int = field(0, help="split seed")
+    limit_per_source: int | None = field(None, help="keep at most this many pairs per source")
+    prompt_column: str = field("prompt", help="prompt column of tabular sources")
+    chosen_column: str = field("chosen", help="chosen-response column")
+    rejected_column: str = field("rejected", help="rejected-response column")
+    source_column: str | None = field(None, help="column naming each pair's source/subset")
+
+
+def prepare_data(cfg: DataConfig) -> dict:
+    """Load ``cfg.sources``, split deterministically and write ``train.jsonl`` / ``eval.jsonl``."""
+    out = Path(cfg.output_dir)
+    pairs: list[PreferencePair] = []
+    per_source = {}
+    for spec in cfg.sources:
+        rep = LoadReport()
+        got = load_pairs(spec, prompt_column=cfg.prompt_column, chosen_column=cfg.chosen_column,
+                         rejected_column=cfg.rejected_column, source_column=cfg.source_column,
+                         limit=cfg.limit_per_source, report=rep)
+        per_source[spec] = dataclasses.asdict(rep)
+        pairs.extend(got)
+    train, evals = split_pairs(pairs, cfg.eval_fraction, cfg.seed)
+    write_pairs(train, out / "train.jsonl")
+    write_pairs(evals, out / "eval.jsonl")
+    counts: dict[str, int] = {}
+    for p in pairs:
+        counts[p.source or "unlabelled"] = counts.get(p.source or "unlabelled", 0) + 1
+    report = {"n_train": len(train), "n_eval": len(evals), "per_source": per_source,
+              "per_label": counts}
+    write_json(out / "data_report.json", report)
+    return {"n_train": len(train), "n_eval": len(evals),
+            "skipped_identical": sum(r["skipped_identical"] for r in per_source.values())}

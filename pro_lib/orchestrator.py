@@ -1,0 +1,330 @@
+"""The Preference Orchestrator (paper Eq. 8): prompt -> weight vector on the K-simplex.
+
+``f(x) = softmax(W · pool(encoder(x)) + b)``, trained with ``KL(f(x) || w*)`` (the paper's
+direction; ``KL(w* || f(x))``, i.e. cross-entropy to soft targets, is available as ``--loss
+forward_kl``). Saved as a self-describing folder::
+
+    orchestrator/
+      pro_orchestrator.json   objectives, tau, backbone, pooling, max_length, normalisation stats
+      model.safetensors       encoder + head weights
+      encoder_config.json     the encoder's transformers config (+ tokenizer files)
+
+Training checkpoints (model, optimiser, scheduler, RNG, step) go to ``<output_dir>.checkpoints``
+every ``save_steps`` steps; a re-run with the same arguments resumes from the newest one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pro_lib.config import field, to_dict
+from pro_lib.errors import CheckpointError, ConfigError, DataError
+from pro_lib.io import atomic_dir, write_json
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "pro_orchestrator.json"
+WEIGHTS_NAME = "model.safetensors"
+ENCODER_CONFIG = "encoder_config.json"
+POOLINGS = ("mean", "cls")
+
+
+class PreferenceOrchestrator(nn.Module):
+    """Encoder + pooling + linear head + softmax over the K objectives."""
+
+    def __init__(self, encoder: nn.Module, tokenizer, objectives: Sequence[str], *, pooling: str = "mean",
+                 max_length: int = 256, tau: float = 0.1, backbone: str = "", norm_stats: dict | None = None):
+        super().__init__()
+        objectives = list(objectives)
+        if len(objectives) < 2:
+            raise ConfigError(f"an orchestrator needs at least 2 objectives, got {objectives}")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.objectives = objectives
+        self.pooling = pooling
+        self.max_length = max_length
+        self.tau = tau
+        self.backbone = backbone
+        self.norm_stats = norm_stats
+        self.head = nn.Linear(encoder.config.hidden_size, len(objectives))
+        nn.init.zeros_(self.head.weight)  # start at uniform weights
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def K(self) -> int:  # noqa: N802
+        return len(self.objectives)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_backbone(cls, backbone: str, objectives: Sequence[str], **kwargs) -> "PreferenceOrchestrator":
+        from transformers import AutoModel, AutoTokenizer
+
+        from pro_lib.models import resolve_model
+
+        path = resolve_model(backbone)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            encoder = AutoModel.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot load orchestrator backbone {backbone}: {exc}") from None
+        return cls(encoder, tokenizer, objectives, backbone=backbone, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, ref: str | Path, *, device: str | None = None) -> "PreferenceOrchestrator":
+        """Load a saved orchestrator folder, ``models:/pro-orchestrator@champion`` or ``s3://``."""
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        from pro_lib.io import localize
+
+        folder = Path(localize(ref))
+        cfg_file = folder / CONFIG_NAME
+        if not cfg_file.is_file():
+            raise CheckpointError(f"{folder} is not a PRO orchestrator: {CONFIG_NAME} is missing "
+                                  "(train one with `pro orchestrator train`)")
+        try:
+            meta = json.loads(cfg_file.read_text())
+            objectives, pooling = meta["objectives"], meta["pooling"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise CheckpointError(f"{cfg_file} is corrupt ({exc}); retrain or restore the folder") from None
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise CheckpointError(f"{folder}: {WEIGHTS_NAME} is missing; the orchestrator was not saved "
+                                  "completely - retrain it")
+        try:
+            enc_cfg = AutoConfig.from_pretrained(folder / ENCODER_CONFIG) if (folder / ENCODER_CONFIG).is_file() \
+                else AutoConfig.from_pretrained(folder)
+            encoder = AutoModel.from_config(enc_cfg)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{folder}: cannot rebuild the encoder/tokenizer: {exc}") from None
+        model = cls(encoder, tokenizer, objectives, pooling=pooling, max_length=meta.get("max_length", 256),
+                    tau=meta.get("tau", 0.1), backbone=meta.get("backbone", ""),
+                    norm_stats=meta.get("norm_stats"))
+        try:
+            state = load_file(str(weights))
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            raise CheckpointError(f"{weights} is corrupt ({exc}); retrain or restore it") from None
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{weights} does not match the orchestrator config: missing "
+                                  f"{missing[:3]}, unexpected {unexpected[:3]}")
+        model.eval()
+        if device:
+            model.to(device)
+        return model
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Save atomically: a crash never leaves a half-written orchestrator folder."""
+        from safetensors.torch import save_file
+
+        with atomic_dir(path) as tmp:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_NAME))
+            (tmp / ENCODER_CONFIG).write_text(self.encoder.config.to_json_string())
+            self.tokenizer.save_pretrained(tmp)
+            write_json(tmp / CONFIG_NAME, self.describe())
+        return Path(path)
+
+    def describe(self) -> dict:
+        return {"format": "pro-orchestrator/1", "objectives": self.objectives, "pooling": self.pooling,
+                "max_length": self.max_length, "tau": self.tau, "backbone": self.backbone,
+                "encoder_type": self.encoder.config.model_type, "norm_stats": self.norm_stats}
+
+    # -- forward ------------------------------------------------------------------------------
+    def tokenize(self, prompts: Sequence[str]) -> dict:
+        # Keep the end of long prompts: in a dialogue the last turn says most about what is asked.
+        old = self.tokenizer.truncation_side
+        self.tokenizer.truncation_side = "left"
+        try:
+            enc = self.tokenizer(list(prompts), truncation=True, max_length=self.max_length,
+                                 padding=True, return_tensors="pt")
+        finally:
+            self.tokenizer.truncation_side = old
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Log-weights (N, K): ``log_softmax`` of the head's logits."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return torch.log_softmax(self.head(pooled).float(), dim=-1)
+
+    @torch.inference_mode()
+    def predict(self, prompts: Sequence[str], batch_size: int = 64, *, progress: bool = False) -> np.ndarray:
+        """Weights for each prompt: an (N, K) float32 array whose rows sum to 1.
+
+        Prompts are sorted by length so each batch pads little; the output keeps the input order.
+        """
+        from tqdm.auto import tqdm
+
+        prompts = list(prompts)
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str) or not p.strip():
+                raise DataError(f"prompt {i} is empty; the orchestrator needs some text to weigh")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        order = np.argsort([-len(p) for p in prompts], kind="stable")
+        out = np.empty((len(prompts), self.K), dtype=np.float32)
+        for start in tqdm(range(0, len(prompts), batch_size), desc="orchestrator", disable=not progress):
+            idx = order[start:start + batch_size]
+            enc = self.tokenize([prompts[i] for i in idx])
+            logw = self(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+            out[idx] = logw.exp().cpu().numpy()
+        self.train(was_training)
+        return out
+
+    def check_objectives(self, names: Sequence[str], *, what: str = "the reward suite") -> None:
+        """Raise a clear error when the orchestrator and e.g. the reward suite disagree on objectives."""
+        if list(names) != self.objectives:
+            raise ConfigError(f"K mismatch: the orchestrator weighs {self.K} objectives {self.objectives} "
+                              f"but {what} has {len(list(names))}: {list(names)}; retrain the orchestrator "
+                              "on targets from this suite or load the matching one")
+
+
+def kl_loss(log_pred: torch.Tensor, target: torch.Tensor, direction: str = "reverse") -> torch.Tensor:
+    """Mean KL between predicted weights and targets.
+
+    ``reverse`` (paper): KL(f(x) || w*) = sum f log(f / w*). ``forward``: KL(w* || f(x)).
+    Targets are clamped away from 0 so the reverse KL stays finite for near one-hot targets.
+    """
+    log_t = torch.log(target.clamp(min=1e-8))
+    if direction == "reverse":
+        return (log_pred.exp() * (log_pred - log_t)).sum(-1).mean()
+    if direction == "forward":
+        return (target * (log_t - log_pred)).sum(-1).mean()
+    raise ConfigError(f"loss direction must be 'reverse' or 'forward', got {direction!r}")
+
+
+@dataclass
+class OrchestratorTrainConfig:
+    """Train the Preference Orchestrator on (prompt, w*) targets."""
+
+    targets: str = field("runs/targets", help="targets folder or targets.jsonl from `pro rewards score`")
+    backbone: str = field("minilm", help="encoder: 'minilm' (bundled), a folder, hub name (paper: "
+                                         "xlm-roberta-base) or models:/ ref")
+    output_dir: str = field("runs/orchestrator", help="where the trained orchestrator is saved")
+    loss: str = field("reverse_kl", help="reverse_kl = KL(f||w*) (paper), forward_kl = KL(w*||f)",
+                      choices=["reverse_kl", "forward_kl"])
+    pooling: str = field("mean", help="pooling of the encoder's token states", choices=list(POOLINGS))
+    max_length: int = field(256, help="max prompt tokens (long prompts keep their end)")
+    epochs: float = field(3.0, help="training epochs")
+    batch_size: int = field(32, help="batch size (paper: 32)")
+    learning_rate: float = field(1e-5, help="AdamW learning rate for the encoder (paper: 1e-5)")
+    head_learning_rate: float = field(1e-3, help="AdamW learning rate for the fresh linear head")
+    weight_decay: float = field(0.01, help="AdamW weight decay")
+    warmup_ratio: float = field(0.05, help="linear warm-up share of the steps")
+    seed: int = field(0, help="random seed")
+    save_steps: int = field(100, help="checkpoint every N optimiser steps (resumable)")
+    resume: bool = field(True, help="resume from <output_dir>.checkpoints when present")
+    progress: bool = field(True, help="show a progress bar")
+
+
+def _checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".checkpoints") / "last.pt"
+
+
+def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
+    """Train on ``cfg.targets`` and save to ``cfg.output_dir``. Returns training metrics."""
+    from tqdm.auto import tqdm
+
+    from pro_lib.suite import RewardSuite, load_targets
+
+    prompts, targets, _ = load_targets(cfg.targets)
+    if len(prompts) < 2:
+        raise DataError(f"{cfg.targets}: need at least 2 targets to train on")
+    tdir = Path(cfg.targets)
+    suite_dir = (tdir if tdir.is_dir() else tdir.parent) / "suite"
+    if not suite_dir.is_dir():
+        raise DataError(f"{suite_dir} is missing: the targets folder must hold the suite that made them "
+                        "(as `pro rewards score` writes)")
+    suite = RewardSuite.load(suite_dir)
+    if targets.shape[1] != suite.K:
+        raise DataError(f"targets have {targets.shape[1]} objectives but the suite in {suite_dir} has {suite.K}")
+    with open(Path(tdir if tdir.is_dir() else tdir.parent) / "target_report.json") as fh:
+        tau = json.load(fh).get("tau", 0.1)
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = PreferenceOrchestrator.from_backbone(cfg.backbone, suite.names, pooling=cfg.pooling,
+                                                 max_length=cfg.max_length, tau=tau,
+                                                 norm_stats=suite.stats)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).train()
+    opt = torch.optim.AdamW([
+        {"params": model.encoder.parameters(), "lr": cfg.learning_rate},
+        {"params": model.head.parameters(), "lr": cfg.head_learning_rate},
+    ], weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(prompts) / cfg.batch_size)
+    total = max(1, int(round(steps_per_epoch * cfg.epochs)))
+    warmup = int(total * cfg.warmup_ratio)
+    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then linear decay to 0
+        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    direction = "reverse" if cfg.loss == "reverse_kl" else "forward"
+
+    out = Path(cfg.output_dir)
+    ckpt = _checkpoint_path(out)
+    step, losses = 0, []
+    if cfg.resume and ckpt.is_file():
+        try:
+            state = torch.load(ckpt, map_location=device, weights_only=False)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            step, losses = state["step"], state["losses"]
+            torch.set_rng_state(state["torch_rng"])
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint {ckpt} is corrupt ({exc}); delete it to start over") from None
+        log.info("resumed orchestrator training from %s at step %d/%d", ckpt, step, total)
+
+    t0 = time.time()
+    target_t = torch.as_tensor(targets, dtype=torch.float32)
+    bar = tqdm(total=total, initial=step, desc="orchestrator", disable=not cfg.progress)
+    while step < total:
+        # One permutation per epoch, seeded by the epoch, so a resumed run sees the same batches.
+        epoch, pos = divmod(step, steps_per_epoch)
+        perm = np.random.default_rng(cfg.seed + epoch).permutation(len(prompts))
+        idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+        enc = model.tokenize([prompts[i] for i in idx])
+        log_pred = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+        loss = kl_loss(log_pred, target_t[idx].to(device), direction)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if step % cfg.save_steps == 0 or step == total:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "step": step, "losses": losses,
+                        "torch_rng": torch.get_rng_state(), "config": to_dict(cfg)}, tmp)
+            tmp.replace(ckpt)
+    bar.close()
+    model.eval()
+    model.save_pretrained(out)
+    write_json(out / "train_metrics.json", {"steps": step, "final_loss": float(np.mean(losses[-20:])),
+                                            "losses": losses, "config": to_dict(cfg)})
+    return {"train_steps": step, "train_loss": float(np.mean(losses[-20:])) if losses else float("nan"),
+            "train_seconds": time.time() - t0, "n_train": len(prompts)}
