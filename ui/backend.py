@@ -1,0 +1,301 @@
+"""The explorer's backend: everything the page needs from pro_lib and MLflow, behind one small class.
+
+The Streamlit page (ui/app.py) only talks to :class:`Backend`; the real implementation calls
+``pro_lib`` (orchestrator, reward suite, WIC policy, registry). Every failure a user can cause
+(a model that is missing, a registry that is down, bad input) surfaces as :class:`UIError` with a
+message that says what is wrong and how to fix it, so the page never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+# A registry that is down must fail fast, not retry for minutes (set before mlflow is imported).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+ALIASES = ("champion", "challenger")
+MAX_PROMPT_CHARS = int(os.environ.get("PRO_UI_MAX_PROMPT_CHARS", "4000"))
+
+
+class UIError(Exception):
+    """A problem the page shows as a message (never a traceback)."""
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` or the platform's local store ``sqlite:///$PRO_HOME/mlflow.db``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    home = Path(os.environ.get("PRO_HOME", Path.cwd() / ".pro")).resolve()
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def check_prompt(text: str | None) -> str:
+    """The prompt stripped; a clear error when it is empty or longer than the limit."""
+    prompt = (text or "").strip()
+    if not prompt:
+        raise UIError("The prompt is empty: type a prompt (or pick one from a dataset) first.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise UIError(f"The prompt is {len(prompt):,} characters long; the limit is {MAX_PROMPT_CHARS:,}. "
+                      "Shorten it (the orchestrator only reads its last few hundred tokens anyway) "
+                      "or raise PRO_UI_MAX_PROMPT_CHARS.")
+    return prompt
+
+
+# -- model references ---------------------------------------------------------------------------
+
+_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?/?$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from: a registered model at an alias/version, or a local folder."""
+
+    source: str            # "registry" or "local"
+    name: str              # registered model name, or folder path
+    selector: str = "champion"   # alias ("champion", "challenger") or version number
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelSpec":
+        """``models:/name@alias``, ``models:/name/3``, ``models:/name`` (champion) or a folder."""
+        text = str(text).strip()
+        if not text:
+            raise UIError("empty model reference")
+        m = _REF.match(text)
+        if m:
+            return cls("registry", m["name"], m["alias"] or m["version"] or "champion")
+        if text.startswith("models:/"):
+            raise UIError(f"bad registry reference {text!r}: write models:/<name>@<alias> or models:/<name>/<version>")
+        return cls("local", text, "")
+
+    @property
+    def uri(self) -> str:
+        if self.source == "local":
+            return self.name
+        if self.selector.isdigit():
+            return f"models:/{self.name}/{self.selector}"
+        return f"models:/{self.name}@{self.selector}"
+
+
+@dataclass
+class Provenance:
+    """Which artifact a loaded model really is (shown in the sidebar)."""
+
+    spec: ModelSpec
+    load_ref: str                      # what from_pretrained gets: models:/name/<version> or a folder
+    version: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    run_id: str | None = None
+    run_name: str | None = None
+
+    def label(self) -> str:
+        if self.spec.source == "local":
+            return f"local folder `{self.load_ref}`"
+        alias = f" ({', '.join(self.aliases)})" if self.aliases else ""
+        run = f", run `{self.run_id[:12]}`" if self.run_id else ""
+        name = f" *{self.run_name}*" if self.run_name else ""
+        return f"`{self.spec.name}` v{self.version}{alias}{run}{name}"
+
+
+@dataclass
+class Loaded:
+    obj: Any
+    provenance: Provenance
+
+
+def align_objectives(reference: Sequence[str], other: Sequence[str], what: str) -> list[int]:
+    """Column order that puts ``other``'s objectives in ``reference``'s order (error if they differ)."""
+    reference, other = list(reference), list(other)
+    if sorted(reference) != sorted(other):
+        raise UIError(f"{what} has objectives {other} but the orchestrator weighs {reference}; "
+                      "load models trained on the same reward suite")
+    return [other.index(n) for n in reference]
+
+
+# -- the backend --------------------------------------------------------------------------------
+
+class Backend:
+    """Real implementation over pro_lib and MLflow."""
+
+    def __init__(self, tracking_uri: str | None = None):
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+
+    # registry ----------------------------------------------------------------------------------
+    def _client(self):
+        uri = self.tracking_uri
+        if uri.startswith("sqlite:///"):
+            db = Path(uri[len("sqlite:///"):])
+            if not db.is_file():
+                raise UIError(f"No MLflow store at {db} yet. Run `make demo` (or `pro pipeline run`) to "
+                              "train and register models, set MLFLOW_TRACKING_URI to your registry, or "
+                              "load models from local folders.")
+        try:
+            import mlflow
+            from mlflow import MlflowClient
+
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
+            return MlflowClient(tracking_uri=uri, registry_uri=uri)
+        except Exception as exc:  # bad URI scheme, missing driver...
+            raise UIError(f"Cannot open the MLflow registry at {uri}: {_short(exc)}") from None
+
+    def _registry_call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UIError:
+            raise
+        except Exception as exc:
+            text = _short(exc)
+            if "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower() or "does not exist" in text:
+                raise UIError(f"{what}: not found in the registry at {self.tracking_uri} ({text}).") from None
+            raise UIError(f"The MLflow registry at {self.tracking_uri} is not reachable while trying to "
+                          f"{what} ({text}). Start the tracking server or set MLFLOW_TRACKING_URI, "
+                          "or load models from local folders.") from None
+
+    def registry_status(self) -> str:
+        """A one-line description; raises UIError when the registry cannot be used."""
+        client = self._client()
+        models = self._registry_call("list registered models", client.search_registered_models)
+        return f"{len(models)} registered model(s) at {self.tracking_uri}"
+
+    def list_models(self, contains: str | None = None) -> list[str]:
+        client = self._client()
+        models = self._registry_call("list registered models", client.search_registered_models,
+                                     max_results=1000)
+        names = sorted(m.name for m in models)
+        if contains:
+            names = [n for n in names if contains in n]
+        return names
+
+    def list_versions(self, name: str) -> list[dict]:
+        """Versions with aliases and gate metrics (pro_lib.registry.list_versions)."""
+        self._client()
+        from pro_lib import registry
+
+        rows = self._registry_call(f"list the versions of {name}", registry.list_versions, name)
+        return [dict(r) for r in rows]
+
+    def selectors(self, name: str) -> list[str]:
+        """Aliases in use, then versions (newest first): the choices of the sidebar's selector."""
+        client = self._client()
+        versions = self._registry_call(f"list the versions of {name}", client.search_model_versions,
+                                       f"name='{name}'")
+        aliases = sorted({a for v in versions for a in (getattr(v, "aliases", None) or [])},
+                         key=lambda a: (a not in ALIASES, ALIASES.index(a) if a in ALIASES else 0, a))
+        numbers = sorted((str(v.version) for v in versions), key=int, reverse=True)
+        return aliases + numbers
+
+    def promote(self, name: str, version: str | None = None, *, force: bool = False,
+                reason: str | None = None) -> Any:
+        """Gated promotion (pro_lib.registry.promote); the result says whether it happened and why."""
+        if force and not (reason or "").strip():
+            raise UIError("A forced promotion needs a reason (it is recorded on the model version).")
+        self._client()
+        from pro_lib import registry
+
+        kwargs: dict[str, Any] = {"force": force}
+        if version:
+            kwargs["version"] = str(version)
+        if reason:
+            kwargs["reason"] = reason
+        return self._registry_call(f"promote {name}", registry.promote, name, **kwargs)
+
+    def resolve(self, spec: ModelSpec) -> Provenance:
+        """Pin an alias to the version it points at now (the cache key), with its run."""
+        if spec.source == "local":
+            path = Path(spec.name).expanduser()
+            if not path.exists():
+                raise UIError(f"Model folder {path} does not exist; check the path in the sidebar.")
+            return Provenance(spec, str(path.resolve()), run_id=_local_run_id(path))
+        client = self._client()
+        if spec.selector.isdigit():
+            mv = self._registry_call(f"find {spec.uri}", client.get_model_version, spec.name, spec.selector)
+        else:
+            mv = self._registry_call(f"find {spec.uri}", client.get_model_version_by_alias,
+                                     spec.name, spec.selector)
+        run_name = None
+        if mv.run_id:
+            try:
+                run_name = client.get_run(mv.run_id).info.run_name
+            except Exception:  # a deleted run still leaves a usable model version
+                run_name = None
+        return Provenance(spec, f"models:/{spec.name}/{mv.version}", version=str(mv.version),
+                          aliases=list(getattr(mv, "aliases", None) or []), run_id=mv.run_id,
+                          run_name=run_name)
+
+    # loading (the page caches these by load_ref) ------------------------------------------------
+    def load_orchestrator(self, load_ref: str):
+        from pro_lib.orchestrator import PreferenceOrchestrator
+
+        return _load("orchestrator", load_ref, PreferenceOrchestrator.from_pretrained)
+
+    def load_suite(self, load_ref: str):
+        from pro_lib.suite import RewardSuite
+
+        return _load("reward suite", load_ref, RewardSuite.load)
+
+    def load_policy(self, load_ref: str):
+        from pro_lib.wic import WICPolicy
+
+        return _load("policy", load_ref, WICPolicy.from_pretrained)
+
+    # inference ---------------------------------------------------------------------------------
+    def predict(self, orchestrator, prompts: Sequence[str]) -> np.ndarray:
+        try:
+            return np.asarray(orchestrator.predict(list(prompts)), dtype=np.float64)
+        except Exception as exc:
+            raise UIError(f"The orchestrator failed on this input: {_short(exc)}") from None
+
+    def stream(self, policy, prompt: str, weights: np.ndarray, **gen_kwargs) -> Iterator[str]:
+        """Text chunks as the policy generates them."""
+        try:
+            yield from policy.stream(prompt, np.asarray(weights, dtype=np.float64), **gen_kwargs)
+        except Exception as exc:
+            raise UIError(f"Generation failed: {_short(exc)}") from None
+
+    def score(self, suite, prompt: str, responses: Sequence[str], names: Sequence[str]) -> tuple[np.ndarray, bool]:
+        """Scores (N, K) in ``names`` order; z-scores when the suite has normalisation stats.
+
+        Returns (scores, normalised?).
+        """
+        order = align_objectives(names, suite.names, "the reward suite")
+        normalized = suite.stats is not None
+        try:
+            s = suite.score([prompt] * len(responses), list(responses), normalize=normalized,
+                            progress=False)
+        except Exception as exc:
+            raise UIError(f"Scoring failed: {_short(exc)}") from None
+        return np.asarray(s, dtype=np.float64)[:, order], normalized
+
+
+def _load(what: str, ref: str, loader):
+    try:
+        return loader(ref)
+    except UIError:
+        raise
+    except Exception as exc:
+        raise UIError(f"Cannot load the {what} from {ref}: {_short(exc)}") from None
+
+
+def _short(exc: BaseException, limit: int = 400) -> str:
+    text = str(exc).strip().splitlines()
+    text = text[0] if text else type(exc).__name__
+    text = f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _local_run_id(path: Path) -> str | None:
+    """Run id of an MLflow-logged folder (MLmodel file), if any."""
+    for cand in (path / "MLmodel", path.parent / "MLmodel"):
+        if cand.is_file():
+            m = re.search(r"^run_id:\s*(\S+)", cand.read_text(), re.M)
+            if m:
+                return m.group(1)
+    return None

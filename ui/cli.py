@@ -1,0 +1,93 @@
+"""``pro ui``: start the Streamlit preference explorer.
+
+Registered through the ``pro.commands`` entry-point group (pyproject.toml), so ``pro_lib`` never
+imports Streamlit. This module stays light: Streamlit is only imported by the server it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+
+def default_tracking_uri(env: dict | None = None) -> str:
+    """The platform's local store: ``sqlite:///$PRO_HOME/mlflow.db`` (PRO_HOME defaults to ./.pro)."""
+    env = os.environ if env is None else env
+    if env.get("MLFLOW_TRACKING_URI"):
+        return env["MLFLOW_TRACKING_URI"]
+    home = Path(env.get("PRO_HOME") or Path.cwd() / ".pro").resolve()
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def build_command(args: argparse.Namespace, env: dict | None = None) -> tuple[list[str], dict]:
+    """The ``streamlit run`` command line and its environment for parsed ``pro ui`` arguments."""
+    env = dict(os.environ if env is None else env)
+    env["MLFLOW_TRACKING_URI"] = args.tracking_uri or default_tracking_uri(env)
+    for flag, var in (("orchestrator", "PRO_UI_ORCHESTRATOR"), ("suite", "PRO_UI_SUITE"),
+                      ("policy", "PRO_UI_POLICY"), ("policy_b", "PRO_UI_POLICY_B")):
+        value = getattr(args, flag, None)
+        if value:
+            env[var] = value
+    if args.datasets:
+        env["PRO_UI_DATASETS"] = args.datasets
+    # the page imports `ui` as a package; make sure the repository root is importable
+    root = str(APP.parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
+           "--server.address", args.host, "--server.port", str(args.port),
+           "--server.headless", "true" if args.headless else "false",
+           "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
+    return cmd, env
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "ui", help="start the Streamlit preference explorer",
+        description="Start the PRO preference explorer: inferred weights per prompt, weight overrides, "
+                    "side-by-side generations with reward scores, batch view, and the model registry "
+                    "with gated promotion. Models come from the MLflow registry (by name and alias or "
+                    "version) or from local folders; with no flags it uses the local store the main job "
+                    "leaves (sqlite:///$PRO_HOME/mlflow.db) and the registered pro-* models.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, loopback only; 0.0.0.0 to serve others, e.g. in a pod)")
+    p.add_argument("--port", type=int, default=8501, help="port to listen on (default: 8501)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///$PRO_HOME/mlflow.db)")
+    p.add_argument("--orchestrator", default=None,
+                   help="start-up orchestrator: models:/name@alias, models:/name/<version> or a folder "
+                        "(default: pro-orchestrator at its champion alias)")
+    p.add_argument("--suite", default=None, help="start-up reward suite (registry ref or folder with suite.yaml)")
+    p.add_argument("--policy", default=None, help="start-up WIC policy (registry ref or folder)")
+    p.add_argument("--policy-b", default=None, help="second policy for the Compare view")
+    p.add_argument("--datasets", default=None,
+                   help="comma-separated extra prompt sources for the batch view (any `load_pairs` spec)")
+    p.add_argument("--no-headless", dest="headless", action="store_false",
+                   help="let Streamlit open a browser window")
+    p.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    if importlib.util.find_spec("streamlit") is None:
+        sys.exit("error: `pro ui` needs Streamlit: pip install 'pro-align[ui]'")
+    cmd, env = build_command(args)
+    if args.dry_run:
+        print(f"MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']} " + " ".join(cmd))
+        return
+    print(f"PRO explorer on http://{args.host}:{args.port} (MLflow: {env['MLFLOW_TRACKING_URI']}); Ctrl+C stops it",
+          file=sys.stderr)
+    try:
+        rc = subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        rc = 0
+    if rc:
+        sys.exit(rc)
