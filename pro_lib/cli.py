@@ -22,6 +22,7 @@ from pro_lib.errors import ProError
 
 # Library command modules: each has ``register(subparsers)``.
 COMMAND_MODULES: list[str] = [
+    "pro_lib.commands.morlhf",
 ]
 
 

@@ -1,0 +1,781 @@
+"""PRO-MORLHF and MORLHF: online RL against a weighted sum of K reward models (paper Eq. 9).
+
+    max_pi  E_{x, y ~ pi(.|x)} [ sum_k w_k(x) * r_k(x, y) ]  -  beta * KL(pi || pi_ref)
+
+- **PRO-MORLHF**: ``w(x) = f(x)``, the Preference Orchestrator's weights for each prompt.
+- **MORLHF** (baseline): one fixed weight vector for every prompt (uniform by default).
+
+The paper optimises Eq. 9 with PPO. trl 1.16 ships no PPO trainer any more, so PRO uses trl's
+critic-free online trainers instead: **RLOO** (default; the KL penalty is subtracted from the
+sequence reward, exactly the shape of Eq. 9) or **GRPO** (the KL term is added to the per-token
+loss). Both sample ``num_generations`` completions per prompt and use their group as the baseline.
+
+How the reward reaches trl: the training dataset has a ``prompt`` column and a ``weights`` column
+(one K-vector per prompt, precomputed by the orchestrator or fixed). trl passes every dataset
+column to Python reward functions, so :class:`WeightedReward` receives each completion's weights,
+scores (prompt, completion) with all K reward models of a :class:`~pro_lib.suite.RewardSuite`
+(each with its own tokenizer, normalised with the suite's saved statistics) and returns
+``sum_k w_k * z_k``. Each objective's mean normalised reward is logged as ``objectives/<name>``
+next to trl's ``reward`` (the weighted reward). The reward models never join the policy's
+optimizer: they live in the suite, frozen (``requires_grad_(False)``, ``eval()``) and are called
+under ``torch.inference_mode()``.
+
+Stage functions: :func:`train_morlhf` (``MorlhfTrainConfig``) and :func:`evaluate_morlhf`
+(``MorlhfEvalConfig``); both return a metrics dict and write atomically into ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import yaml
+
+from pro_lib.config import field, to_dict
+from pro_lib.errors import CheckpointError, ConfigError, DataError
+from pro_lib.io import atomic_write_text, read_json, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_COLUMN = "weights"
+ALGORITHMS = ("rloo", "grpo")
+_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+_SUM_TOLERANCE = 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# The weighted multi-objective reward
+# ---------------------------------------------------------------------------------------------
+
+def _text(value: Any) -> str:
+    """A prompt/completion as plain text (trl passes lists of chat messages for chat datasets)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):  # conversational: [{"role": ..., "content": ...}, ...]
+        parts = []
+        for msg in value:
+            content = msg.get("content", "") if isinstance(msg, dict) else msg
+            if isinstance(content, list):  # content blocks
+                content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+            parts.append(str(content))
+        return "\n".join(parts)
+    return str(value)
+
+
+def weight_matrix(rows: Sequence[Any], names: Sequence[str], *, column: str = WEIGHTS_COLUMN) -> np.ndarray:
+    """Validate a dataset's weight column: one K-vector per row, non-negative, summing to 1.
+
+    Errors name the row and say how to fix it; rows are not silently renormalised, because a
+    column that does not sum to 1 usually means the objectives are in the wrong order or missing.
+    """
+    k = len(names)
+    out = np.empty((len(rows), k), dtype=np.float64)
+    for i, row in enumerate(rows):
+        if row is None:
+            raise DataError(f"'{column}' column: row {i} has no weights; every prompt needs a "
+                            f"{k}-vector ordered as {list(names)}")
+        if isinstance(row, dict):
+            missing = [n for n in names if n not in row]
+            if missing or len(row) != k:
+                raise DataError(f"'{column}' column: row {i} has objectives {sorted(row)} but the reward "
+                                f"suite has {list(names)}")
+            row = [row[n] for n in names]
+        vec = np.asarray(row, dtype=np.float64).reshape(-1)
+        if vec.shape[0] != k:
+            raise DataError(f"K mismatch: '{column}' column row {i} has {vec.shape[0]} weights but the reward "
+                            f"suite has {k} objectives {list(names)}; recompute the weights with an "
+                            "orchestrator trained on this suite, or pass --weights with one value per objective")
+        if not np.isfinite(vec).all() or (vec < 0).any():
+            raise DataError(f"'{column}' column: row {i} = {vec.tolist()} must be finite and non-negative")
+        if abs(vec.sum() - 1.0) > _SUM_TOLERANCE:
+            raise DataError(f"'{column}' column: row {i} = {vec.tolist()} sums to {vec.sum():.4f}, not 1; "
+                            "weights live on the simplex (use pro_lib.targets.validate_weights to normalise)")
+        out[i] = vec
+    return out
+
+
+class WeightedReward:
+    """trl reward function: ``sum_k weights[k] * normalised r_k(prompt, completion)``.
+
+    Pass an instance in ``reward_funcs`` of trl's ``GRPOTrainer``/``RLOOTrainer``; the dataset must
+    carry a ``weights`` column (see :func:`build_prompt_dataset`). ``suite`` is a
+    :class:`~pro_lib.suite.RewardSuite` with normalisation statistics (or any object with ``names``
+    and ``score(prompts, responses, normalize=True, progress=False) -> (N, K)``).
+
+    ``history`` keeps the last ``keep_history`` batches' (weights, scores) for inspection.
+    """
+
+    def __init__(self, suite, *, weights_column: str = WEIGHTS_COLUMN, batch_size: int = 32,
+                 name: str = "weighted", keep_history: int = 0):
+        self.suite = suite
+        self.names = list(suite.names)
+        self.K = len(self.names)
+        if getattr(suite, "stats", "n/a") is None:
+            raise ConfigError("the reward suite has no normalisation statistics, so objectives on different "
+                              "scales cannot be weighed; use the suite saved by `pro rewards score`")
+        self.weights_column = weights_column
+        self.batch_size = batch_size
+        self.__name__ = name  # trl names the reward in its logs after __name__
+        self.keep_history = keep_history
+        self.history: list[dict] = []
+
+    def __call__(self, prompts: list, completions: list, log_metric: Callable | None = None,
+                 **columns: Any) -> list[float]:
+        if self.weights_column not in columns:
+            have = sorted(k for k in columns if k not in ("trainer_state", "log_extra", "completion_ids",
+                                                          "environments"))
+            raise DataError(f"the training data has no '{self.weights_column}' column (columns: {have}); "
+                            "build it with pro_lib.morlhf.build_prompt_dataset, or add one K-vector per prompt "
+                            f"ordered as {self.names}")
+        w = weight_matrix(columns[self.weights_column], self.names, column=self.weights_column)
+        if len(w) != len(completions):
+            raise DataError(f"{len(w)} weight rows for {len(completions)} completions")
+        z = np.asarray(self.suite.score([_text(p) for p in prompts], [_text(c) for c in completions],
+                                        batch_size=self.batch_size, normalize=True, progress=False),
+                       dtype=np.float64)
+        if z.shape != (len(completions), self.K):
+            raise DataError(f"the reward suite returned scores of shape {z.shape}, expected "
+                            f"({len(completions)}, {self.K})")
+        rewards = (w * z).sum(axis=1)
+        if log_metric is not None:
+            for k, name in enumerate(self.names):
+                log_metric(f"objectives/{name}", float(z[:, k].mean()))
+                log_metric(f"weights/{name}", float(w[:, k].mean()))
+            log_metric("weighted_reward", float(rewards.mean()))
+        if self.keep_history:
+            self.history.append({"weights": w, "scores": z, "rewards": rewards})
+            del self.history[:-self.keep_history]
+        return rewards.tolist()
+
+
+def build_prompt_dataset(prompts: Sequence[str], weights: np.ndarray, names: Sequence[str]):
+    """A ``datasets.Dataset`` with ``prompt`` and ``weights`` columns (weights validated)."""
+    from datasets import Dataset
+
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 1:
+        w = np.tile(w, (len(prompts), 1))
+    if len(w) != len(prompts):
+        raise DataError(f"{len(prompts)} prompts but {len(w)} weight rows")
+    w = weight_matrix(list(w), names)
+    return Dataset.from_dict({"prompt": list(prompts), WEIGHTS_COLUMN: w.astype(np.float32).tolist()})
+
+
+def resolve_weights(spec: str, prompts: Sequence[str], names: Sequence[str], *,
+                    orchestrator=None, batch_size: int = 64) -> tuple[np.ndarray, str]:
+    """Per-prompt weights for ``--weights``: ``orchestrator``, ``uniform``, or a fixed vector.
+
+    Returns ``(weights (N, K), method)`` where method is ``pro-morlhf`` or ``morlhf``.
+    ``orchestrator`` is a PreferenceOrchestrator or a folder / models:/ reference.
+    """
+    from pro_lib.targets import parse_weights, uniform_weights
+
+    names = list(names)
+    spec = str(spec).strip()
+    if spec == "orchestrator":
+        if orchestrator is None:
+            raise ConfigError("--weights orchestrator needs --orchestrator <folder or models:/pro-orchestrator@champion>")
+        if isinstance(orchestrator, (str, Path)):
+            from pro_lib.orchestrator import PreferenceOrchestrator
+
+            orchestrator = PreferenceOrchestrator.from_pretrained(orchestrator)
+        orchestrator.check_objectives(names)
+        w = np.asarray(orchestrator.predict(list(prompts), batch_size=batch_size), dtype=np.float64)
+        return w / w.sum(axis=1, keepdims=True), "pro-morlhf"
+    if spec == "uniform":
+        vec = uniform_weights(len(names))
+    else:
+        vec = parse_weights(spec, names)
+    return np.tile(np.asarray(vec, dtype=np.float64), (len(prompts), 1)), "morlhf"
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class MorlhfTrainConfig:
+    """Train a policy with online RL on sum_k w_k(x) r_k(x, y) - beta KL (PRO-MORLHF / MORLHF).
+
+    --weights orchestrator gives PRO-MORLHF (per-prompt weights from the Preference Orchestrator);
+    --weights uniform or a fixed vector (0.7,0.3 or helpful=0.7,harmless=0.3) gives the MORLHF
+    baseline. Re-running the same command resumes from the last checkpoint in output_dir.
+    """
+
+    policy: str = field("smollm2", help="policy to align: 'smollm2' (bundled), a folder, a hub name or models:/ ref")
+    suite: str = field("runs/targets/suite", help="reward suite folder (suite.yaml with normalisation stats)")
+    weights: str = field("orchestrator", help="'orchestrator' (PRO-MORLHF), 'uniform' (MORLHF) or a fixed "
+                                              "vector: 0.7,0.3 or helpful=0.7,harmless=0.3")
+    orchestrator: str | None = field(None, help="orchestrator folder or models:/pro-orchestrator@champion "
+                                                "(needed by --weights orchestrator)")
+    data: list[str] = field(default_factory=lambda: ["demo"],
+                            help="preference data whose prompts are trained on (load_pairs specs, comma-separated)")
+    split: str = field("train", help="which side of the deterministic prompt split to use ('all': every prompt)",
+                       choices=["train", "eval", "all"])
+    eval_fraction: float = field(0.1, help="share of prompts held out for evaluation")
+    split_seed: int = field(0, help="seed of the prompt split (use the same in `pro morlhf eval`)")
+    max_prompts: int | None = field(None, help="use at most this many training prompts")
+    max_prompt_tokens: int = field(256, help="skip prompts longer than this many policy tokens")
+    output_dir: str = field("runs/morlhf", help="output folder: checkpoints/, policy/, train_log.jsonl, metrics.json")
+    algorithm: str = field("rloo", help="trl online trainer: rloo (KL in the reward, like Eq. 9) or grpo "
+                                        "(KL in the loss)", choices=list(ALGORITHMS))
+    beta: float = field(0.05, help="KL penalty coefficient to the reference policy")
+    learning_rate: float = field(1e-6, help="AdamW learning rate")
+    num_generations: int = field(4, help="completions sampled per prompt (the group baseline; >= 2)")
+    batch_size: int = field(8, help="completions per device per optimizer step (a multiple of num_generations)")
+    gradient_accumulation_steps: int = field(1, help="gradient accumulation steps")
+    max_steps: int = field(100, help="optimizer steps")
+    max_completion_length: int = field(64, help="max new tokens per completion")
+    temperature: float = field(1.0, help="sampling temperature")
+    top_p: float = field(1.0, help="nucleus sampling")
+    save_steps: int = field(10, help="save a resumable checkpoint every N steps")
+    save_total_limit: int = field(2, help="keep this many checkpoints")
+    logging_steps: int = field(1, help="log every N steps")
+    seed: int = field(0, help="random seed")
+    bf16: bool | None = field(None, help="bf16 mixed precision (default: on with a GPU, off on CPU)")
+    gradient_checkpointing: bool = field(False, help="trade compute for memory (large policies)")
+    deepspeed: str | None = field(None, help="DeepSpeed JSON config (or use `pro morlhf launch`, which "
+                                             "sets DeepSpeed up through accelerate)")
+    resume: str = field("auto", help="'auto': resume from the last checkpoint if there is one; 'never': "
+                                     "refuse to reuse a non-empty output_dir; or a checkpoint folder")
+    reward_batch_size: int = field(32, help="reward-model scoring batch size")
+    report_to: str = field("none", help="trainer loggers: none, mlflow, tensorboard, ...")
+
+    def __post_init__(self) -> None:
+        if self.num_generations < 2:
+            raise ConfigError(f"num_generations must be >= 2 (the group baseline needs siblings), got "
+                              f"{self.num_generations}")
+        if self.batch_size % self.num_generations:
+            raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of num_generations "
+                              f"({self.num_generations}); e.g. --batch-size {2 * self.num_generations}")
+        if self.beta < 0:
+            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if isinstance(self.data, str):
+            self.data = [d for d in self.data.split(",") if d.strip()]
+        if not self.data:
+            raise ConfigError("give at least one --data source")
+
+
+@dataclass
+class MorlhfEvalConfig:
+    """Held-out evaluation of MORLHF-trained policies (and the reference policy).
+
+    For every run folder: generate one completion per held-out prompt, score it with the reward
+    suite, report the mean normalised reward per objective and the weighted reward under the
+    orchestrator's weights, uniform weights and the run's own training weights; plot the training
+    reward curves of all runs on one figure (the paper's Figure 3).
+    """
+
+    runs: list[str] = field(default_factory=list, help="training output folders (comma-separated)")
+    output_dir: str = field("runs/morlhf_eval", help="folder for eval.json, eval_table.md, curves.png, samples.jsonl")
+    suite: str | None = field(None, help="reward suite folder (default: the first run's)")
+    orchestrator: str | None = field(None, help="orchestrator for the prompt-aware weighted reward "
+                                                "(default: the first PRO-MORLHF run's)")
+    data: list[str] | None = field(None, help="prompt source (default: the first run's data)")
+    split: str = field("eval", help="side of the prompt split to evaluate on", choices=["train", "eval", "all"])
+    eval_fraction: float | None = field(None, help="split share (default: the first run's)")
+    split_seed: int | None = field(None, help="split seed (default: the first run's)")
+    max_prompts: int = field(32, help="evaluate on at most this many held-out prompts")
+    max_prompt_tokens: int | None = field(None, help="skip longer prompts (default: the first run's)")
+    max_new_tokens: int | None = field(None, help="completion length (default: the first run's)")
+    do_sample: bool = field(False, help="sample instead of greedy decoding")
+    include_reference: bool = field(True, help="also evaluate the reference (untrained) policy")
+    batch_size: int = field(8, help="generation batch size")
+    seed: int = field(0, help="random seed")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.runs, str):
+            self.runs = [r for r in self.runs.split(",") if r.strip()]
+        if not self.runs:
+            raise ConfigError("give at least one training folder with --runs")
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _local_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu"
+
+
+def load_policy_model(ref: str):
+    """(model, tokenizer) of a causal LM; ``smollm2`` is the bundled model (via pro_lib.policy)."""
+    from pro_lib.policy import load_policy
+
+    return load_policy(ref)
+
+
+def load_prompts(data: Sequence[str], *, split: str, eval_fraction: float, split_seed: int,
+                 tokenizer=None, max_prompt_tokens: int | None = None,
+                 max_prompts: int | None = None) -> tuple[list[str], dict]:
+    """Unique prompts of ``data`` on one side of the deterministic split, filtered by length."""
+    from pro_lib.data import load_pairs, split_pairs
+
+    pairs = []
+    for spec in data:
+        pairs.extend(load_pairs(spec))
+    if split != "all":
+        train, held = split_pairs(pairs, eval_fraction=eval_fraction, seed=split_seed)
+        pairs = train if split == "train" else held
+    seen: dict[str, None] = {}
+    for p in pairs:
+        seen.setdefault(p.prompt, None)
+    prompts = list(seen)
+    n_unique = len(prompts)
+    if tokenizer is not None and max_prompt_tokens:
+        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        prompts = [p for p, n in zip(prompts, lengths) if n <= max_prompt_tokens]
+    info = {"pairs": len(pairs), "unique_prompts": n_unique, "kept_prompts": len(prompts)}
+    if not prompts:
+        raise DataError(f"no prompts left from {list(data)} (split={split}, {info}); raise "
+                        "--max-prompt-tokens or use more data")
+    if max_prompts is not None:
+        prompts = prompts[:max_prompts]
+    info["used_prompts"] = len(prompts)
+    return prompts, info
+
+
+def last_checkpoint(folder: str | Path) -> Path | None:
+    """The newest *complete* ``checkpoint-N`` in ``folder`` (half-written ones are skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in folder.iterdir()
+                    if p.is_dir() and (m := _CKPT_RE.match(p.name))), reverse=True)
+    for step, path in found:
+        if (path / "trainer_state.json").is_file():
+            return path
+        log.warning("skipping incomplete checkpoint %s (no trainer_state.json: the run was killed while "
+                    "saving it)", path)
+    return None
+
+
+_RUN_IDENTITY = ("policy", "suite", "weights", "orchestrator", "data", "split", "eval_fraction", "split_seed",
+                 "algorithm", "num_generations", "batch_size")
+
+
+def _check_resume_compatible(saved: dict, cfg: MorlhfTrainConfig, where: Path) -> None:
+    now = to_dict(cfg)
+    diff = [k for k in _RUN_IDENTITY if k in saved and saved[k] != now[k]]
+    if diff:
+        detail = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in diff)
+        raise ConfigError(f"{where} belongs to a run with different settings ({detail}); resume with the "
+                          "same settings, choose another --output-dir, or pass --resume never with a fresh folder")
+
+
+def _trainer_classes(algorithm: str):
+    if algorithm == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOConfig, GRPOTrainer
+    from trl import RLOOConfig, RLOOTrainer
+
+    return RLOOConfig, RLOOTrainer
+
+
+def _trainer_args(cfg: MorlhfTrainConfig, ckpt_dir: Path):
+    import torch
+
+    config_cls, _ = _trainer_classes(cfg.algorithm)
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
+    kwargs = dict(
+        output_dir=str(ckpt_dir),
+        learning_rate=cfg.learning_rate,
+        beta=cfg.beta,
+        num_generations=cfg.num_generations,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_steps=cfg.max_steps,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        bf16=bool(bf16),
+        use_cpu=not cuda,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        remove_unused_columns=False,  # the reward function needs the weights column
+        report_to=[] if cfg.report_to in ("none", "") else [cfg.report_to],
+        deepspeed=cfg.deepspeed,
+        log_completions=False,
+        disable_tqdm=False,
+    )
+    return config_cls(**kwargs)
+
+
+def _log_rows(log_history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items()} for row in log_history if "step" in row]
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage: train
+# ---------------------------------------------------------------------------------------------
+
+def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, policy=None,
+                 callbacks: list | None = None) -> dict:
+    """Run PRO-MORLHF / MORLHF; returns metrics. Resumable: re-run to continue from the last checkpoint.
+
+    ``suite``, ``orchestrator`` and ``policy`` (a ``(model, tokenizer)`` pair) may be given as
+    objects (tests, notebooks); otherwise they are loaded from the config's references.
+
+    Writes into ``cfg.output_dir``: ``run.yaml`` (the config), ``prompts.jsonl`` (each training
+    prompt with its weights), ``checkpoints/checkpoint-N`` (resumable), ``policy/`` (the final
+    model + tokenizer, replaced atomically), ``train_log.jsonl`` and ``metrics.json``.
+    """
+    import torch
+
+    out = Path(cfg.output_dir)
+    ckpt_dir = out / "checkpoints"
+    main = _is_main_process()
+
+    # -- resume bookkeeping -------------------------------------------------------------------
+    resume_from: Path | None = None
+    if cfg.resume not in ("auto", "never"):
+        resume_from = Path(cfg.resume)
+        if not (resume_from / "trainer_state.json").is_file():
+            raise CheckpointError(f"--resume {cfg.resume}: not a complete trainer checkpoint (no "
+                                  "trainer_state.json); pass a checkpoints/checkpoint-N folder or 'auto'")
+    else:
+        found = last_checkpoint(ckpt_dir)
+        if found is not None and cfg.resume == "never":
+            raise ConfigError(f"{out} already holds checkpoints ({found.name}); use --resume auto to continue "
+                              "or choose a fresh --output-dir")
+        resume_from = found
+    if resume_from is not None and (out / "run.yaml").is_file():
+        _check_resume_compatible(yaml.safe_load((out / "run.yaml").read_text()) or {}, cfg, out / "run.yaml")
+
+    # -- models ---------------------------------------------------------------------------------
+    if suite is None:
+        from pro_lib.suite import RewardSuite
+
+        suite = RewardSuite.load(cfg.suite, device=_local_device())
+    # The trainer arguments come first: under DeepSpeed ZeRO-3 they must exist before the policy is
+    # loaded so that its weights are partitioned as they load.
+    args = _trainer_args(cfg, ckpt_dir)
+    model, tokenizer = policy if policy is not None else load_policy_model(cfg.policy)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    reward = WeightedReward(suite, batch_size=cfg.reward_batch_size)
+    _ensure_reference_on_disk(model, tokenizer, out, needed=cfg.beta > 0, main=main)
+
+    # -- prompts and their weights (kept fixed across resumes) --------------------------------
+    prompts_file = out / "prompts.jsonl"
+    if resume_from is not None and prompts_file.is_file():
+        rows = [json.loads(line) for line in prompts_file.read_text().splitlines() if line.strip()]
+        prompts = [r["prompt"] for r in rows]
+        w = weight_matrix([r[WEIGHTS_COLUMN] for r in rows], reward.names)
+        method = "pro-morlhf" if cfg.weights == "orchestrator" else "morlhf"
+        info = {"used_prompts": len(prompts), "reloaded": True}
+    else:
+        prompts, info = load_prompts(cfg.data, split=cfg.split, eval_fraction=cfg.eval_fraction,
+                                     split_seed=cfg.split_seed, tokenizer=tokenizer,
+                                     max_prompt_tokens=cfg.max_prompt_tokens, max_prompts=cfg.max_prompts)
+        w, method = resolve_weights(cfg.weights, prompts, reward.names,
+                                    orchestrator=orchestrator if orchestrator is not None else cfg.orchestrator)
+    dataset = build_prompt_dataset(prompts, w, reward.names)
+    if main:
+        atomic_write_text(out / "run.yaml", yaml.safe_dump({**to_dict(cfg), "method": method,
+                                                            "objectives": reward.names}, sort_keys=False))
+        if not prompts_file.is_file() or resume_from is None:
+            write_jsonl(prompts_file, ({"prompt": p, WEIGHTS_COLUMN: row} for p, row in zip(prompts, w)))
+    log.info("%s on %d prompts, objectives %s, mean weights %s", method, len(prompts), reward.names,
+             np.round(w.mean(axis=0), 3).tolist())
+
+    # -- train ----------------------------------------------------------------------------------
+    _, trainer_cls = _trainer_classes(cfg.algorithm)
+    trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=callbacks)
+    if resume_from is not None:
+        log.info("resuming from %s", resume_from)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    # -- save -------------------------------------------------------------------------------------
+    tmp = out / ".policy.tmp"
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))  # every rank takes part (ZeRO-3 gathers the shards)
+    trainer.accelerator.wait_for_everyone()
+    rows = _log_rows(trainer.state.log_history)
+    metrics: dict[str, Any] = {"method": method, "algorithm": cfg.algorithm, "steps": trainer.state.global_step,
+                               "prompts": len(prompts), "train_loss": float(result.training_loss),
+                               "resumed_from_step": _step_of(resume_from)}
+    steps = [r for r in rows if "reward" in r]
+    if steps:
+        tail = steps[-max(1, len(steps) // 4):]  # last quarter of the run
+        metrics["final_weighted_reward"] = float(np.mean([r["reward"] for r in tail]))
+        metrics["first_weighted_reward"] = float(steps[0]["reward"])
+        for name in reward.names:
+            key = f"objectives/{name}"
+            vals = [r[key] for r in tail if key in r]
+            if vals:
+                metrics[f"final_{name}"] = float(np.mean(vals))
+        if any("kl" in r for r in tail):
+            metrics["final_kl"] = float(np.mean([r["kl"] for r in tail if "kl" in r]))
+    if main:
+        tokenizer.save_pretrained(str(tmp))
+        final = out / "policy"
+        old = out / ".policy.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        write_jsonl(out / "train_log.jsonl", rows)
+        write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _ensure_reference_on_disk(model, tokenizer, out: Path, *, needed: bool, main: bool) -> None:
+    """trl rebuilds the KL reference policy from ``model.config._name_or_path``; a policy built in
+    memory (tests, notebooks) has no such folder, so its initial weights are saved to
+    ``<output_dir>/reference`` once (and reused on resume, so the reference stays the original)."""
+    if not needed:
+        return
+    src = getattr(model.config, "_name_or_path", "") or ""
+    if src and (Path(src) / "config.json").is_file():
+        return
+    ref = out / "reference"
+    if not (ref / "config.json").is_file():
+        if main:
+            from pro_lib.io import atomic_dir
+
+            with atomic_dir(ref) as tmp:
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+        _barrier()
+    model.config._name_or_path = str(ref.resolve())
+
+
+def _barrier() -> None:
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+
+
+def _step_of(path: Path | None) -> int:
+    if path is None:
+        return 0
+    m = _CKPT_RE.match(Path(path).name)
+    return int(m.group(1)) if m else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage: evaluate
+# ---------------------------------------------------------------------------------------------
+
+def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 8,
+             do_sample: bool = False, seed: int = 0, desc: str = "generating") -> list[str]:
+    """Completions (text after the prompt) for each prompt, batched with left padding."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.eval()
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    out: list[str] = [""] * len(prompts)
+    order = np.argsort([-len(p) for p in prompts], kind="stable")
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                 pad_token_id=tokenizer.pad_token_id)
+            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            for i, t in zip(idx, texts):
+                out[i] = t
+    return out
+
+
+def _run_info(folder: Path) -> dict:
+    run_file = folder / "run.yaml"
+    if not run_file.is_file():
+        raise CheckpointError(f"{folder} is not a MORLHF training folder (no run.yaml); pass folders written "
+                              "by `pro morlhf train`")
+    if not (folder / "policy" / "config.json").is_file():
+        raise CheckpointError(f"{folder}/policy is missing: the run has not finished; re-run `pro morlhf train` "
+                              "with the same --output-dir to resume it")
+    return yaml.safe_load(run_file.read_text()) or {}
+
+
+def _label(info: dict, folder: Path, used: set[str]) -> str:
+    base = info.get("method", folder.name)
+    label = base if base not in used else f"{base} ({folder.name})"
+    used.add(label)
+    return label
+
+
+def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, policies: dict | None = None) -> dict:
+    """Held-out rewards of each run (and the reference policy), training curves on one plot.
+
+    Writes ``eval.json`` (all numbers), ``eval_table.md``, ``samples.jsonl`` and ``curves.png``
+    into ``cfg.output_dir``. ``policies`` may map a run folder (or ``"reference"``) to a
+    ``(model, tokenizer)`` pair already in memory.
+    """
+    from pro_lib.targets import uniform_weights
+
+    folders = [Path(r) for r in cfg.runs]
+    infos = [_run_info(f) for f in folders]
+    first = infos[0]
+    if suite is None:
+        from pro_lib.suite import RewardSuite
+
+        suite = RewardSuite.load(cfg.suite or first["suite"], device=_local_device())
+    names = list(suite.names)
+    for f, info in zip(folders, infos):
+        if info.get("objectives") and list(info["objectives"]) != names:
+            raise ConfigError(f"{f} was trained on objectives {info['objectives']} but the suite has {names}")
+    orch_ref = cfg.orchestrator or next((i.get("orchestrator") for i in infos if i.get("weights") == "orchestrator"
+                                         and i.get("orchestrator")), None)
+    if orchestrator is None and orch_ref:
+        from pro_lib.orchestrator import PreferenceOrchestrator
+
+        orchestrator = PreferenceOrchestrator.from_pretrained(orch_ref)
+    policies = dict(policies or {})
+
+    ref_model, ref_tok = policies.get("reference") or load_policy_model(first["policy"])
+    max_prompt_tokens = cfg.max_prompt_tokens if cfg.max_prompt_tokens is not None else first.get("max_prompt_tokens")
+    prompts, info = load_prompts(cfg.data or first["data"], split=cfg.split,
+                                 eval_fraction=cfg.eval_fraction if cfg.eval_fraction is not None
+                                 else first.get("eval_fraction", 0.1),
+                                 split_seed=cfg.split_seed if cfg.split_seed is not None else first.get("split_seed", 0),
+                                 tokenizer=ref_tok, max_prompt_tokens=max_prompt_tokens, max_prompts=cfg.max_prompts)
+    max_new = cfg.max_new_tokens or first.get("max_completion_length", 64)
+    weight_sets: dict[str, np.ndarray] = {"uniform": np.tile(uniform_weights(len(names)), (len(prompts), 1))}
+    if orchestrator is not None:
+        orchestrator.check_objectives(names)
+        weight_sets["orchestrator"] = np.asarray(orchestrator.predict(prompts), dtype=np.float64)
+
+    entries: list[tuple[str, Path | None, dict, Any]] = []
+    if cfg.include_reference:
+        entries.append(("reference", None, {"policy": first["policy"]}, (ref_model, ref_tok)))
+    used: set[str] = set()
+    for f, rinfo in zip(folders, infos):
+        entries.append((_label(rinfo, f, used), f, rinfo, policies.get(str(f))))
+
+    results: dict[str, dict] = {}
+    samples = []
+    for label, folder, rinfo, loaded in entries:
+        model, tok = loaded if loaded is not None else load_policy_model(str(folder / "policy"))
+        responses = generate(model, tok, prompts, max_new_tokens=max_new, batch_size=cfg.batch_size,
+                             do_sample=cfg.do_sample, seed=cfg.seed, desc=f"generating ({label})")
+        z = np.asarray(suite.score(prompts, responses, normalize=True, progress=False), dtype=np.float64)
+        row: dict[str, Any] = {"n": len(prompts)}
+        for k, n in enumerate(names):
+            row[n] = float(z[:, k].mean())
+            row[f"{n}_sem"] = float(z[:, k].std(ddof=1) / math.sqrt(len(z))) if len(z) > 1 else 0.0
+        for wname, w in weight_sets.items():
+            wr = (w * z).sum(axis=1)
+            row[f"weighted_{wname}"] = float(wr.mean())
+            row[f"weighted_{wname}_sem"] = float(wr.std(ddof=1) / math.sqrt(len(wr))) if len(wr) > 1 else 0.0
+        if folder is not None and rinfo.get("weights") not in ("orchestrator", "uniform"):
+            from pro_lib.targets import parse_weights
+
+            wr = (parse_weights(rinfo["weights"], names)[None, :] * z).sum(axis=1)
+            row["weighted_own"] = float(wr.mean())
+        results[label] = row
+        for p, r, zz in zip(prompts, responses, z):
+            samples.append({"policy": label, "prompt": p, "response": r, "scores": dict(zip(names, zz.tolist()))})
+        if loaded is None:
+            del model
+
+    out = Path(cfg.output_dir)
+    curves = {label: [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines() if line.strip()]
+              for label, folder, _, _ in entries if folder is not None and (folder / "train_log.jsonl").is_file()}
+    plot_training_curves(curves, names, out / "curves.png")
+    table = format_table(results, names, list(weight_sets))
+    report = {"objectives": names, "prompts": info, "max_new_tokens": max_new, "do_sample": cfg.do_sample,
+              "weightings": list(weight_sets), "results": results,
+              "runs": {label: str(folder) for label, folder, _, _ in entries if folder is not None}}
+    write_json(out / "eval.json", report)
+    atomic_write_text(out / "eval_table.md", table + "\n")
+    write_jsonl(out / "samples.jsonl", samples)
+    metrics = {f"{label}/{key}": value for label, row in results.items() for key, value in row.items()
+               if not key.endswith("_sem") and key != "n"}
+    metrics["n_prompts"] = len(prompts)
+    return metrics
+
+
+def format_table(results: dict[str, dict], names: Sequence[str], weightings: Sequence[str]) -> str:
+    """Markdown table: one row per policy, mean normalised reward (± s.e.m.) per objective and weighted."""
+    cols = list(names) + [f"weighted_{w}" for w in weightings]
+    header = "| policy | " + " | ".join(c.replace("weighted_", "weighted (") + (")" if c.startswith("weighted_")
+                                                                                   else "") for c in cols) + " |"
+    lines = [header, "|" + "---|" * (len(cols) + 1)]
+    for label, row in results.items():
+        cells = [f"{row[c]:+.3f} ± {row.get(c + '_sem', 0.0):.3f}" for c in cols]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_training_curves(curves: dict[str, list[dict]], names: Sequence[str], path: str | Path) -> Path | None:
+    """Training reward curves of several runs on one figure: the weighted reward each run optimised,
+    then one panel per objective (mean normalised reward of the sampled completions)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        return None
+    panels = [("reward", "weighted reward (training objective)")] + [(f"objectives/{n}", n) for n in names]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for label, rows in curves.items():
+            pts = [(r["step"], r[key]) for r in rows if key in r and "step" in r]
+            if not pts:
+                continue
+            x, y = zip(*pts)
+            line, = ax.plot(x, y, alpha=0.35, linewidth=1)
+            if len(y) >= 3:  # moving average: the raw curve of a short run is noisy
+                k = max(2, len(y) // 5)
+                smooth = np.convolve(y, np.ones(k) / k, mode="valid")
+                ax.plot(x[k - 1:], smooth, color=line.get_color(), linewidth=2, label=label)
+            else:
+                line.set_label(label)
+                line.set_alpha(1.0)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean normalised reward")
+    axes[0][0].legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,355 @@
+"""PRO-MORLHF / MORLHF: weighted reward, weight resolution, training, resume, evaluation, CLI.
+
+Everything runs on tiny random Llama policies with a byte-level BPE tokenizer built here, and
+in-process reward functions (RewardSuite.from_functions), so each test takes seconds on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pro_lib.errors import ConfigError, DataError
+from pro_lib.morlhf import (MorlhfEvalConfig, MorlhfTrainConfig, WeightedReward, build_prompt_dataset,
+                            evaluate_morlhf, last_checkpoint, resolve_weights, train_morlhf, weight_matrix)
+from pro_lib.suite import RewardSuite
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- tiny models -------------------------------------------------------------------------------
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "[CLS]"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["Human: how do I bake bread? Assistant: mix flour, water and yeast."] * 5, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>", cls_token="[CLS]")
+
+
+def make_policy(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = make_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg), tok
+
+
+def make_orchestrator(objectives, seed: int = 0):
+    """A tiny random-encoder orchestrator whose weights depend on the prompt."""
+    from transformers import BertConfig, BertModel
+
+    from pro_lib.orchestrator import PreferenceOrchestrator
+
+    tok = make_tokenizer()
+    torch.manual_seed(seed)
+    enc = BertModel(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32, max_position_embeddings=256, pad_token_id=tok.pad_token_id))
+    orch = PreferenceOrchestrator(enc, tok, objectives)
+    torch.nn.init.normal_(orch.head.weight, std=0.05)
+    return orch
+
+
+def length_score(prompts, responses):
+    return [float(len(r)) for r in responses]
+
+
+def a_score(prompts, responses):
+    return [float(r.count("a")) for r in responses]
+
+
+STATS = {"length": (1.0, 2.0), "a": (0.0, 1.0)}
+
+
+def make_suite():
+    return RewardSuite.from_functions({"length": length_score, "a": a_score}, stats=STATS)
+
+
+@pytest.fixture()
+def demo_data(tmp_path):
+    rows = [{"prompt": f"Human: question number {i} about bread? Assistant:",
+             "chosen": " yes", "rejected": " no"} for i in range(40)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def tiny_cfg(tmp_path, data, name="run", **kw) -> MorlhfTrainConfig:
+    base = dict(policy="tiny", suite="in-process", data=[data], output_dir=str(tmp_path / name),
+                weights="uniform", max_steps=4, save_steps=2, num_generations=4, batch_size=8,
+                max_completion_length=6, learning_rate=1e-2, beta=0.05, max_prompts=16, seed=0)
+    base.update(kw)
+    return MorlhfTrainConfig(**base)
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# -- the weighted reward -----------------------------------------------------------------------
+
+def test_weighted_reward_combines_per_prompt_weights_by_hand():
+    reward = WeightedReward(make_suite())
+    logged: dict[str, list] = {}
+    out = reward(prompts=["p1", "p2", "p3"], completions=["aaa", "bb", "a"],
+                 weights=[[0.25, 0.75], [1.0, 0.0], [0.5, 0.5]],
+                 log_metric=lambda k, v: logged.setdefault(k, []).append(v))
+    # z_length = (len - 1) / 2, z_a = count("a"):  aaa -> (1, 3); bb -> (0.5, 0); a -> (0, 1)
+    assert out == pytest.approx([0.25 * 1 + 0.75 * 3, 1.0 * 0.5, 0.5 * 0 + 0.5 * 1])
+    assert logged["objectives/length"] == [pytest.approx((1 + 0.5 + 0) / 3)]
+    assert logged["objectives/a"] == [pytest.approx((3 + 0 + 1) / 3)]
+    assert logged["weighted_reward"] == [pytest.approx((2.5 + 0.5 + 0.5) / 3)]
+    assert logged["weights/length"] == [pytest.approx((0.25 + 1 + 0.5) / 3)]
+
+
+def test_weighted_reward_accepts_chat_completions_and_named_weights():
+    reward = WeightedReward(make_suite())
+    out = reward(prompts=[[{"role": "user", "content": "hi"}]],
+                 completions=[[{"role": "assistant", "content": "aaa"}]],
+                 weights=[{"a": 1.0, "length": 0.0}])
+    assert out == pytest.approx([3.0])
+
+
+def test_missing_weight_column_is_a_clear_error():
+    reward = WeightedReward(make_suite())
+    with pytest.raises(DataError, match="no 'weights' column.*build_prompt_dataset"):
+        reward(prompts=["p"], completions=["a"], source=["x"])
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([[0.2, 0.3, 0.5]], "K mismatch: 'weights' column row 0 has 3 weights but the reward suite has 2"),
+    ([[0.5, 0.5], [1.0]], "row 1 has 1 weights"),
+    ([[0.7, 0.7]], "sums to 1.4000, not 1"),
+    ([[-0.5, 1.5]], "non-negative"),
+    ([None], "row 0 has no weights"),
+    ([{"helpful": 1.0}], "has objectives"),
+])
+def test_bad_weight_rows_are_clear_errors(rows, message):
+    reward = WeightedReward(make_suite())
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        reward(prompts=["p"] * len(rows), completions=["a"] * len(rows), weights=rows)
+
+
+def test_suite_without_stats_is_refused():
+    with pytest.raises(ConfigError, match="no normalisation statistics"):
+        WeightedReward(RewardSuite.from_functions({"length": length_score, "a": a_score}))
+
+
+# -- weight resolution -------------------------------------------------------------------------
+
+def test_fixed_and_uniform_weights_resolve_to_morlhf():
+    names = ["length", "a"]
+    w, method = resolve_weights("uniform", ["x", "y", "z"], names)
+    assert method == "morlhf" and w.shape == (3, 2) and np.allclose(w, 0.5)
+    w1, _ = resolve_weights("0.7,0.3", ["x", "y"], names)
+    w2, _ = resolve_weights("a=0.3,length=0.7", ["x", "y"], names)
+    assert np.allclose(w1, [[0.7, 0.3]] * 2) and np.allclose(w1, w2)
+    with pytest.raises(ConfigError, match="3 entries but there are 2 objectives"):
+        resolve_weights("0.2,0.3,0.5", ["x"], names)
+    with pytest.raises(ConfigError, match="needs --orchestrator"):
+        resolve_weights("orchestrator", ["x"], names)
+
+
+def test_orchestrator_weights_are_per_prompt_and_k_checked():
+    names = ["length", "a"]
+    orch = make_orchestrator(names)
+    prompts = ["Human: bread? Assistant:", "Human: how do I mix flour and water and yeast? Assistant:"]
+    w, method = resolve_weights("orchestrator", prompts, names, orchestrator=orch)
+    assert method == "pro-morlhf"
+    assert np.allclose(w, orch.predict(prompts), atol=1e-6) and np.allclose(w.sum(1), 1)
+    assert not np.allclose(w[0], w[1], atol=1e-3)  # prompt-aware
+    with pytest.raises(ConfigError, match="K mismatch"):
+        resolve_weights("orchestrator", prompts, ["length", "a", "humor"], orchestrator=orch)
+
+
+def test_dataset_carries_weights_column():
+    ds = build_prompt_dataset(["p1", "p2"], np.array([0.25, 0.75]), ["length", "a"])
+    assert ds.column_names == ["prompt", "weights"] and ds[1]["weights"] == pytest.approx([0.25, 0.75])
+    with pytest.raises(DataError, match="3 weights but the reward suite has 2"):
+        build_prompt_dataset(["p1"], np.array([[0.2, 0.3, 0.5]]), ["length", "a"])
+
+
+def test_config_validation_names_the_fix():
+    with pytest.raises(ConfigError, match="multiple of num_generations"):
+        MorlhfTrainConfig(batch_size=6, num_generations=4)
+    with pytest.raises(ConfigError, match="num_generations must be >= 2"):
+        MorlhfTrainConfig(num_generations=1, batch_size=4)
+
+
+# -- training ----------------------------------------------------------------------------------
+
+def test_fixed_weights_reproduce_trl_multi_reward_morlhf(tmp_path, demo_data):
+    """MORLHF through the weights column == trl's own K reward functions with reward_weights."""
+    from trl import RLOOTrainer
+
+    from pro_lib.morlhf import _trainer_args
+
+    cfg = tiny_cfg(tmp_path, demo_data, weights="0.7,0.3", max_steps=3, save_steps=100)
+    model_a, tok_a = make_policy()
+    m = train_morlhf(cfg, suite=make_suite(), policy=(model_a, tok_a))
+    assert m["method"] == "morlhf" and m["steps"] == 3
+
+    # Reference implementation: one trl reward function per normalised objective, fixed reward_weights.
+    def z_length(prompts, completions, **kw):
+        return [(len(c) - 1.0) / 2.0 for c in completions]
+
+    def z_a(prompts, completions, **kw):
+        return [float(c.count("a")) for c in completions]
+
+    prompts = [json.loads(line)["prompt"] for line in (Path(cfg.output_dir) / "prompts.jsonl").read_text().splitlines()]
+    ref_cfg = tiny_cfg(tmp_path, demo_data, name="ref", weights="0.7,0.3", max_steps=3, save_steps=100)
+    args = _trainer_args(ref_cfg, tmp_path / "ref" / "checkpoints")
+    args.reward_weights = [0.7, 0.3]
+    model_b, tok_b = make_policy()
+    model_b.config._name_or_path = str(Path(cfg.output_dir) / "reference")  # same initial weights (seed 0)
+    tok_b.padding_side = "left"
+    from datasets import Dataset
+
+    trainer = RLOOTrainer(model=model_b, reward_funcs=[z_length, z_a], args=args,
+                          train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tok_b)
+    trainer.train()
+    ref_rewards = [r["reward"] for r in trainer.state.log_history if "reward" in r]
+    ours = [json.loads(line) for line in (Path(cfg.output_dir) / "train_log.jsonl").read_text().splitlines()]
+    assert [r["reward"] for r in ours if "reward" in r] == pytest.approx(ref_rewards, abs=1e-5)
+    pa, pb = params(model_a), params(trainer.model)
+    assert all(torch.allclose(pa[k], pb[k], atol=1e-5) for k in pa)
+
+
+def test_pro_morlhf_trains_logs_objectives_and_saves(tmp_path, demo_data):
+    names = ["length", "a"]
+    orch = make_orchestrator(names)
+    cfg = tiny_cfg(tmp_path, demo_data, weights="orchestrator", algorithm="grpo", max_steps=2)
+    m = train_morlhf(cfg, suite=make_suite(), orchestrator=orch, policy=make_policy())
+    out = Path(cfg.output_dir)
+    assert m["method"] == "pro-morlhf" and m["steps"] == 2
+    rows = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
+    w = np.array([r["weights"] for r in rows])
+    assert np.allclose(w, orch.predict([r["prompt"] for r in rows]), atol=1e-5)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    step = [r for r in log if "reward" in r][0]
+    for key in ("objectives/length", "objectives/a", "weighted_reward", "kl"):
+        assert key in step, key
+    assert step["weighted_reward"] == pytest.approx(step["reward"], abs=1e-5)
+    assert (out / "policy" / "config.json").is_file() and (out / "policy" / "tokenizer.json").is_file()
+    assert (out / "metrics.json").is_file() and "final_weighted_reward" in m
+
+
+def test_killed_run_resumes_from_last_checkpoint(tmp_path, demo_data):
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt("simulated kill")
+
+    # Uninterrupted reference run.
+    full_model, full_tok = make_policy()
+    train_morlhf(tiny_cfg(tmp_path, demo_data, name="full"), suite=make_suite(), policy=(full_model, full_tok))
+
+    cfg = tiny_cfg(tmp_path, demo_data, name="killed")
+    with pytest.raises(KeyboardInterrupt):
+        train_morlhf(cfg, suite=make_suite(), policy=make_policy(), callbacks=[Kill()])
+    ckpt = last_checkpoint(Path(cfg.output_dir) / "checkpoints")
+    assert ckpt is not None and ckpt.name == "checkpoint-2"
+    assert not (Path(cfg.output_dir) / "policy").exists()
+    # A half-written later checkpoint (killed while saving) is skipped.
+    (Path(cfg.output_dir) / "checkpoints" / "checkpoint-3").mkdir()
+    assert last_checkpoint(Path(cfg.output_dir) / "checkpoints").name == "checkpoint-2"
+
+    resumed_model, resumed_tok = make_policy()
+    m = train_morlhf(cfg, suite=make_suite(), policy=(resumed_model, resumed_tok))
+    assert m["resumed_from_step"] == 2 and m["steps"] == 4
+    pa, pb = params(full_model), params(resumed_model)
+    assert all(torch.allclose(pa[k], pb[k], atol=1e-5) for k in pa), "resumed run diverged from the full run"
+
+    # Same folder with other settings: refused with the differing field named.
+    with pytest.raises(ConfigError, match="weights: 'uniform' -> '0.5,0.5'"):
+        train_morlhf(tiny_cfg(tmp_path, demo_data, name="killed", weights="0.5,0.5", resume="auto"),
+                     suite=make_suite(), policy=make_policy())
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train_morlhf(tiny_cfg(tmp_path, demo_data, name="killed", resume="never"),
+                     suite=make_suite(), policy=make_policy())
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+def test_evaluate_compares_runs_and_plots_curves(tmp_path, demo_data):
+    names = ["length", "a"]
+    orch = make_orchestrator(names)
+    pro = tiny_cfg(tmp_path, demo_data, name="pro", weights="orchestrator", max_steps=2)
+    base = tiny_cfg(tmp_path, demo_data, name="base", weights="uniform", max_steps=2)
+    pro_policy, base_policy = make_policy(), make_policy()
+    train_morlhf(pro, suite=make_suite(), orchestrator=orch, policy=pro_policy)
+    train_morlhf(base, suite=make_suite(), policy=base_policy)
+
+    ecfg = MorlhfEvalConfig(runs=[pro.output_dir, base.output_dir], output_dir=str(tmp_path / "eval"),
+                            max_prompts=6, max_new_tokens=5)
+    m = evaluate_morlhf(ecfg, suite=make_suite(), orchestrator=orch,
+                        policies={"reference": make_policy(), pro.output_dir: pro_policy,
+                                  base.output_dir: base_policy})
+    out = tmp_path / "eval"
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report["results"]) == {"reference", "pro-morlhf", "morlhf"}
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    for label, row in report["results"].items():
+        mine = [s for s in samples if s["policy"] == label]
+        assert len(mine) == row["n"] == report["prompts"]["used_prompts"] >= 2
+        # Recompute from the saved samples: per-objective means and the uniform-weighted reward.
+        z = np.array([[(len(s["response"]) - 1) / 2, s["response"].count("a")] for s in mine])
+        assert row["length"] == pytest.approx(z[:, 0].mean(), abs=1e-5)
+        assert row["weighted_uniform"] == pytest.approx(z.mean(axis=1).mean(), abs=1e-5)
+        w = orch.predict([s["prompt"] for s in mine])
+        assert row["weighted_orchestrator"] == pytest.approx((w * z).sum(1).mean(), abs=1e-4)
+    assert m["n_prompts"] == row["n"] and "pro-morlhf/weighted_orchestrator" in m
+    table = (out / "eval_table.md").read_text()
+    assert "| pro-morlhf |" in table and "weighted (orchestrator)" in table
+    assert (out / "curves.png").stat().st_size > 5000
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+def test_cli_help_and_launch_dry_run(capsys):
+    from pro_lib.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["morlhf", "train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--weights", "--beta", "--learning-rate", "--num-generations", "--resume", "--algorithm"):
+        assert flag in text
+    assert main(["morlhf", "launch", "--zero", "3", "--num-processes", "4", "--dry-run", "--",
+                 "--weights", "uniform"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "launch --config_file" in line and "configs/accelerate/zero3.yaml" in line
+    assert line.endswith("-m pro_lib.cli morlhf train --weights uniform") and "--num_processes 4" in line
+
+
+def test_cli_reports_bad_weights(tmp_path, demo_data, capsys):
+    from pro_lib.cli import main
+
+    rc = main(["morlhf", "train", "--weights", "0.5,abc", "--suite", str(tmp_path / "nope"), "--data", demo_data,
+               "--output-dir", str(tmp_path / "o")])
+    assert rc == 2 and "no reward suite at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_shipped_accelerate_configs_are_deepspeed(stage):
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "accelerate" / f"zero{stage}.yaml").read_text())
+    assert cfg["distributed_type"] == "DEEPSPEED" and cfg["deepspeed_config"]["zero_stage"] == stage
