@@ -1,0 +1,246 @@
+"""MLflow tracking: one parent run per pipeline run, one child run per stage.
+
+Where runs go: ``MLFLOW_TRACKING_URI`` (an ``http://`` MLflow server, a ``postgresql+psycopg2://``
+or ``sqlite:///`` store); unset, a local SQLite store ``$PRO_HOME/mlflow.db`` with artifacts in
+``$PRO_HOME/mlartifacts``. The experiment is ``$PRO_EXPERIMENT`` (default ``pro``).
+
+How a stage finds its parent run, in order:
+
+1. ``PRO_PARENT_RUN_ID`` (set by :func:`pipeline_run`, which ``pro pipeline run --local`` uses);
+2. ``PRO_KFP_RUN`` (on a cluster every pod gets its Argo workflow name through the downward API):
+   the parent is found, or created, by the tag ``pro.kfp_run``. The parent id is deliberately not
+   a pipeline parameter or task input: that would change every task's cache key on every run and
+   switch KFP caching off;
+3. neither: the stage run is a top-level run.
+
+>>> with pipeline_run("orchestrator", {"objectives": "helpful,harmless"}):
+...     with stage_run("train_orchestrator", to_dict(cfg)) as run:
+...         log_metrics(train_orchestrator(cfg))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from pro_lib.io import pro_home
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "pro"
+PARENT_ENV = "PRO_PARENT_RUN_ID"
+KFP_RUN_ENV = "PRO_KFP_RUN"
+MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` or the local SQLite store under ``$PRO_HOME``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{pro_home() / 'mlflow.db'}"
+
+
+def is_local_store(uri: str | None = None) -> bool:
+    uri = uri or tracking_uri()
+    return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+
+
+def experiment_name() -> str:
+    return os.environ.get("PRO_EXPERIMENT") or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+
+def configure() -> str:
+    """Point mlflow at :func:`tracking_uri` (tracking and registry); return the URI."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def client():
+    from mlflow import MlflowClient
+
+    uri = configure()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(name: str | None = None) -> str:
+    """The experiment's id, creating it (artifacts under ``$PRO_HOME/mlartifacts`` for local stores)."""
+    name = name or experiment_name()
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            c.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if is_local_store():
+        location = (pro_home() / "mlartifacts").as_uri()
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by a parallel stage
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def flatten_params(params: Mapping[str, Any] | None, prefix: str = "") -> dict[str, str]:
+    """Nested dicts -> ``a.b`` keys; values as strings within MLflow's length limit."""
+    out: dict[str, str] = {}
+    for key, value in (params or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_params(value, prefix=f"{name}."))
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        out[name] = text if len(text) <= MAX_PARAM_LEN else text[: MAX_PARAM_LEN - 3] + "..."
+    return out
+
+
+def numeric_metrics(metrics: Mapping[str, Any] | None, prefix: str = "") -> dict[str, float]:
+    """The finite numbers in a (nested) metrics dict; strings, lists and NaN are left out."""
+    out: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(numeric_metrics(value, prefix=f"{name}."))
+        elif isinstance(value, bool):
+            out[name] = float(value)
+        elif isinstance(value, (int, float)) or type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+            f = float(value)
+            if math.isfinite(f):
+                out[name] = f
+    return out
+
+
+def _sanitize_key(key: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
+
+
+def _find_or_create_kfp_parent(kfp_run: str, pipeline: str | None) -> str:
+    """Parent run for a KFP run: found by tag, else created; parallel stages converge on the oldest."""
+    c = client()
+    exp_id = ensure_experiment()
+    query = f"tags.`pro.kfp_run` = '{kfp_run}' and tags.`pro.role` = 'pipeline'"
+
+    def search():
+        return c.search_runs([exp_id], query, order_by=["attributes.start_time ASC"], max_results=5)
+
+    found = search()
+    if found:
+        return found[0].info.run_id
+    run = c.create_run(exp_id, run_name=pipeline or kfp_run,
+                       tags={"pro.kfp_run": kfp_run, "pro.role": "pipeline", "pro.pipeline": pipeline or ""})
+    time.sleep(0.5)
+    found = search()
+    winner = found[0].info.run_id if found else run.info.run_id
+    if winner != run.info.run_id:  # another stage created one first: use it, drop ours
+        c.delete_run(run.info.run_id)
+    return winner
+
+
+def parent_run_id() -> str | None:
+    """The current pipeline run's MLflow run id (see the module docs), or None."""
+    if os.environ.get(PARENT_ENV):
+        return os.environ[PARENT_ENV]
+    if os.environ.get(KFP_RUN_ENV):
+        rid = _find_or_create_kfp_parent(os.environ[KFP_RUN_ENV], os.environ.get("PRO_PIPELINE"))
+        os.environ[PARENT_ENV] = rid
+        return rid
+    return None
+
+
+@contextlib.contextmanager
+def pipeline_run(pipeline: str, params: Mapping[str, Any] | None = None, *,
+                 run_name: str | None = None, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+    """Create the parent run of a pipeline run; stages started inside become its children.
+
+    Sets ``PRO_PARENT_RUN_ID`` for the duration (subprocesses such as KFP's local runner inherit
+    it); the run ends FINISHED, or FAILED when the block raises.
+    """
+    c = client()
+    exp_id = ensure_experiment()
+    run = c.create_run(exp_id, run_name=run_name or pipeline,
+                       tags={"pro.role": "pipeline", "pro.pipeline": pipeline, **dict(tags or {})})
+    rid = run.info.run_id
+    for key, value in flatten_params(params).items():
+        c.log_param(rid, _sanitize_key(key), value)
+    old = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = rid
+    status = "FAILED"
+    try:
+        yield rid
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        c.set_terminated(rid, status)
+        if old is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = old
+
+
+@contextlib.contextmanager
+def stage_run(stage_name: str, params: Mapping[str, Any] | None = None, *,
+              tags: Mapping[str, str] | None = None):
+    """A child run of the pipeline's parent run (or a top-level run outside a pipeline).
+
+    Yields the active ``mlflow.ActiveRun``; :func:`log_metrics` / :func:`log_artifacts` log to it.
+    """
+    import mlflow
+
+    configure()
+    parent = parent_run_id()
+    if parent:
+        exp_id = client().get_run(parent).info.experiment_id
+    else:
+        exp_id = ensure_experiment()
+    all_tags = {"pro.role": "stage", "pro.stage": stage_name, **dict(tags or {})}
+    with mlflow.start_run(experiment_id=exp_id, run_name=stage_name, parent_run_id=parent,
+                          nested=mlflow.active_run() is not None, tags=all_tags) as run:
+        flat = flatten_params(params)
+        if flat:
+            mlflow.log_params({_sanitize_key(k): v for k, v in flat.items()})
+        yield run
+
+
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> dict[str, float]:
+    """Log the numeric entries of ``metrics`` to the active run; return what was logged."""
+    import mlflow
+
+    nums = {_sanitize_key(k): v for k, v in numeric_metrics(metrics).items()}
+    if nums:
+        mlflow.log_metrics(nums, step=step)
+    return nums
+
+
+def log_artifacts(path: str | Path, artifact_path: str | None = None) -> None:
+    """Log a file or a folder to the active run."""
+    import mlflow
+
+    path = Path(path)
+    if path.is_dir():
+        mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+    elif path.is_file():
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def run_url(run_id: str) -> str:
+    """Where to look at a run: the server's UI URL, or how to open the local store."""
+    uri = tracking_uri()
+    c = client()
+    run = c.get_run(run_id)
+    if uri.startswith("http"):
+        return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    return f"run {run_id} in {uri} (browse: mlflow ui --backend-store-uri {uri})"
