@@ -63,7 +63,7 @@ def register(subparsers) -> None:
         print(f"policy saved to {Path(cfg.output_dir) / 'policy'}")
 
     add_stage(s, "train", morlhf.MorlhfTrainConfig, morlhf.train_morlhf,
-              "train a policy (single process; re-run to resume). Paper defaults: docs/morlhf.md",
+              "train a policy (single process; re-run to resume); GPU defaults: configs/morlhf_paper.yaml",
               after=show_train)
 
     def show_eval(cfg, m):
@@ -94,7 +94,8 @@ def register(subparsers) -> None:
         train_args = list(args.train_args)
         if train_args[:1] == ["--"]:
             train_args = train_args[1:]
-        extra = ["--mixed_precision", "no", "--cpu"] if args.cpu else []
+        # accelerate's own --cpu flag would switch DeepSpeed off; without a GPU, DeepSpeed runs on CPU (gloo)
+        extra = ["--mixed_precision", "no"] if args.cpu else []
         nproc = 1 if args.cpu and args.num_processes is None else args.num_processes
         cmd = launch_command(train_args, zero=args.zero, num_processes=nproc,
                              accelerate_config=args.accelerate_config, extra_accelerate_args=extra)
