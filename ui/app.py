@@ -23,7 +23,7 @@ import streamlit as st
 
 from ui import batch as batchlib
 from ui import charts
-from ui.backend import Backend, ModelSpec, UIError, align_objectives, check_prompt
+from ui.backend import PER_OBJECTIVE, Backend, ModelSpec, NoLocalStore, UIError, align_objectives, check_prompt, versions_table
 from ui.simplex import (WeightError, confidence, dominant, format_weights, normalize, parse_weight_text,
                         rebalance, uniform, weighted_score)
 
@@ -34,6 +34,7 @@ ROLES = {  # role -> (label, env var, registry-name hint, optional?)
     "policy_b": ("Policy B (compare)", "PRO_UI_POLICY_B", "policy", True),
 }
 SOURCES = ["Registry", "Local folder"]
+ALIASES_PER_OBJECTIVE = ("champion", "challenger")
 ss = st.session_state
 
 
@@ -56,6 +57,13 @@ def cached_selectors(tracking_uri: str, name: str) -> list[str]:
 @st.cache_data(ttl=20, show_spinner=False)
 def cached_resolve(tracking_uri: str, spec: ModelSpec):
     return Backend(tracking_uri).resolve(spec)
+
+
+@st.cache_data(ttl=20, show_spinner=False)
+def cached_resolve_per_objective(tracking_uri: str, selector: str, names: tuple, stats_json: str):
+    import json
+
+    return Backend(tracking_uri).resolve_per_objective(selector, list(names), json.loads(stats_json))
 
 
 @st.cache_resource(show_spinner="Loading the orchestrator…", max_entries=4)
@@ -126,8 +134,8 @@ def _init_role(role: str, models: list[str]) -> None:
             ss[f"{role}_source"], ss[f"{role}_path"] = "Local folder", spec.name
         return
     candidates = [m for m in models if hint in m]
-    if role == "suite":
-        candidates = candidates or [m for m in models if "reward" in m]
+    if role == "suite" and not candidates and any(m.startswith("pro-reward-") for m in models):
+        candidates = [PER_OBJECTIVE]
     if role == "policy_b" or not candidates:
         ss[f"{role}_source"] = "None" if optional else ("Registry" if models else "Local folder")
         return
@@ -136,7 +144,7 @@ def _init_role(role: str, models: list[str]) -> None:
     ss[f"{role}_name"] = preferred if preferred in candidates else candidates[0]
 
 
-def model_picker(role: str, be: Backend, models: list[str], registry_error: str | None):
+def model_picker(role: str, be: Backend, models: list[str], registry_error: str | None, context: dict):
     """Source / name / alias-or-version widgets for one role; returns the loaded object or None."""
     label, _, hint, optional = ROLES[role]
     _init_role(role, models)
@@ -155,14 +163,19 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
             st.sidebar.warning("The registry has no models yet: run `make demo`, or pick a local folder.")
             return None
         names = sorted(models, key=lambda m: (hint not in m, m))
-        if ss.get(f"{role}_name") not in names:
-            if ss.get(f"{role}_name"):
-                st.sidebar.error(f"Registered model '{ss[f'{role}_name']}' is missing from the registry.")
-                return None
-            ss[f"{role}_name"] = names[0]
-        name = st.sidebar.selectbox("registered model", names, key=f"{role}_name")
+        if role == "suite" and any(m.startswith("pro-reward-") for m in models):
+            names.insert(0, PER_OBJECTIVE)
+        wanted = ss.get(f"{role}_name")
+        if wanted is not None and wanted not in names:
+            st.sidebar.error(f"Registered model '{wanted}' is missing from the registry at "
+                             f"{be.tracking_uri}; pick another one.")
+            del ss[f"{role}_name"]
+        name = st.sidebar.selectbox("registered model", names, key=f"{role}_name", index=None,
+                                    placeholder=f"choose a registered {hint}")
+        if name is None:
+            return None
         try:
-            selectors = cached_selectors(be.tracking_uri, name)
+            selectors = list(ALIASES_PER_OBJECTIVE) if name == PER_OBJECTIVE else cached_selectors(be.tracking_uri, name)
         except UIError as exc:
             st.sidebar.error(str(exc))
             return None
@@ -184,7 +197,18 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
             return None
         spec = ModelSpec("local", path.strip(), "")
     try:
-        prov = cached_resolve(be.tracking_uri, spec)
+        if spec.name == PER_OBJECTIVE:
+            orch = context.get("orchestrator")
+            if orch is None:
+                st.sidebar.info("Load the orchestrator first: it names the objectives and holds the "
+                                "normalisation statistics.")
+                return None
+            import json
+
+            prov = cached_resolve_per_objective(be.tracking_uri, spec.selector, tuple(orch[0].objectives),
+                                                json.dumps(getattr(orch[0], "norm_stats", None), sort_keys=True))
+        else:
+            prov = cached_resolve(be.tracking_uri, spec)
         with st.spinner(f"Loading {label.lower()} from {prov.load_ref}…"):
             obj = LOADERS[role](be.tracking_uri, prov.load_ref)
     except UIError as exc:
@@ -198,7 +222,9 @@ def sidebar(be: Backend) -> dict:
     st.sidebar.header("Models")
     models, registry_error = _registry_models(be)
     st.sidebar.caption(f"MLflow: `{be.tracking_uri}`")
-    loaded = {role: model_picker(role, be, models, registry_error) for role in ROLES}
+    loaded: dict = {}
+    for role in ROLES:
+        loaded[role] = model_picker(role, be, models, registry_error, loaded)
     st.sidebar.header("Generation")
     st.sidebar.number_input("max new tokens", 1, 1024, 48, key="max_new_tokens")
     st.sidebar.checkbox("sample", value=False, key="do_sample")
@@ -546,6 +572,9 @@ def tab_registry() -> None:
     be = backend()
     try:
         models = cached_models(be.tracking_uri)
+    except NoLocalStore as exc:
+        st.info(str(exc))
+        return
     except UIError as exc:
         st.error(str(exc))
         return
@@ -562,9 +591,7 @@ def tab_registry() -> None:
     if not versions:
         st.info(f"{name} has no versions.")
         return
-    table = pd.DataFrame([{k: (", ".join(v) if isinstance(v, (list, tuple)) else v) for k, v in r.items()}
-                          for r in versions])
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(versions_table(versions), hide_index=True, width="stretch")
     st.markdown("**Promote to champion** — gated: the candidate must beat the champion on the model's "
                 "gate metric; forcing needs a reason, which is recorded.")
     numbers = [str(r.get("version")) for r in versions]

@@ -21,11 +21,19 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 ALIASES = ("champion", "challenger")
+# The suite picker's entry that assembles the suite from one registered reward model per objective
+# (pro-reward-<objective>) at one alias, with the normalisation stats stored in the orchestrator.
+PER_OBJECTIVE = "pro-reward-<objective> (one per objective)"
+PER_OBJECTIVE_PREFIX = "per-objective:"
 MAX_PROMPT_CHARS = int(os.environ.get("PRO_UI_MAX_PROMPT_CHARS", "4000"))
 
 
 class UIError(Exception):
     """A problem the page shows as a message (never a traceback)."""
+
+
+class NoLocalStore(UIError):
+    """The default local MLflow store does not exist yet (nothing was trained here)."""
 
 
 def default_tracking_uri() -> str:
@@ -96,6 +104,8 @@ class Provenance:
     run_name: str | None = None
 
     def label(self) -> str:
+        if self.spec.name == PER_OBJECTIVE:
+            return f"`pro-reward-*` @{self.spec.selector}: {self.version}"
         if self.spec.source == "local":
             return f"local folder `{self.load_ref}`"
         alias = f" ({', '.join(self.aliases)})" if self.aliases else ""
@@ -108,6 +118,28 @@ class Provenance:
 class Loaded:
     obj: Any
     provenance: Provenance
+
+
+def versions_table(rows: Sequence[dict]):
+    """Registry versions as a flat table: version, aliases, gate (metric, mode, value), metrics, run."""
+    import pandas as pd
+
+    out = []
+    for r in rows:
+        row = {"version": str(r.get("version")), "aliases": ", ".join(r.get("aliases") or []),
+               "gate metric": r.get("gate_metric"), "gate mode": r.get("gate_mode"),
+               "gate value": r.get("gate_value")}
+        for k, v in sorted((r.get("metrics") or {}).items()):
+            if k != r.get("gate_metric"):
+                row[k] = v
+        tags = r.get("tags") or {}
+        if tags.get("pro.promotion_reason"):
+            row["promotion note"] = tags["pro.promotion_reason"]
+        row["run"] = r.get("run_id")
+        created = r.get("created")
+        row["created"] = pd.to_datetime(created, unit="ms") if isinstance(created, (int, float)) else created
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def align_objectives(reference: Sequence[str], other: Sequence[str], what: str) -> list[int]:
@@ -133,7 +165,7 @@ class Backend:
         if uri.startswith("sqlite:///"):
             db = Path(uri[len("sqlite:///"):])
             if not db.is_file():
-                raise UIError(f"No MLflow store at {db} yet. Run `make demo` (or `pro pipeline run`) to "
+                raise NoLocalStore(f"No MLflow store at {db} yet. Run `make demo` (or `pro pipeline run`) to "
                               "train and register models, set MLFLOW_TRACKING_URI to your registry, or "
                               "load models from local folders.")
         try:
@@ -187,8 +219,11 @@ class Backend:
         client = self._client()
         versions = self._registry_call(f"list the versions of {name}", client.search_model_versions,
                                        f"name='{name}'")
-        aliases = sorted({a for v in versions for a in (getattr(v, "aliases", None) or [])},
-                         key=lambda a: (a not in ALIASES, ALIASES.index(a) if a in ALIASES else 0, a))
+        # search results lack aliases on some stores: the registered model has them all
+        model = self._registry_call(f"find {name}", client.get_registered_model, name)
+        found = getattr(model, "aliases", None) or {}
+        found = set(found.keys() if isinstance(found, dict) else found)
+        aliases = sorted(found, key=lambda a: (a not in ALIASES, ALIASES.index(a) if a in ALIASES else 0, a))
         numbers = sorted((str(v.version) for v in versions), key=int, reverse=True)
         return aliases + numbers
 
@@ -230,6 +265,18 @@ class Backend:
                           aliases=list(getattr(mv, "aliases", None) or []), run_id=mv.run_id,
                           run_name=run_name)
 
+    def resolve_per_objective(self, selector: str, names: Sequence[str], stats: dict | None) -> Provenance:
+        """A suite of ``pro-reward-<objective>`` models at ``selector``, one per orchestrator objective."""
+        import json
+
+        refs, versions = {}, []
+        for n in names:
+            prov = self.resolve(ModelSpec("registry", f"pro-reward-{n}", selector))
+            refs[n] = prov.load_ref
+            versions.append(f"{n} v{prov.version}")
+        load_ref = PER_OBJECTIVE_PREFIX + json.dumps({"objectives": refs, "stats": stats}, sort_keys=True)
+        return Provenance(ModelSpec("registry", PER_OBJECTIVE, selector), load_ref, version=", ".join(versions))
+
     # loading (the page caches these by load_ref) ------------------------------------------------
     def load_orchestrator(self, load_ref: str):
         from pro_lib.orchestrator import PreferenceOrchestrator
@@ -237,12 +284,21 @@ class Backend:
         return _load("orchestrator", load_ref, PreferenceOrchestrator.from_pretrained)
 
     def load_suite(self, load_ref: str):
-        from pro_lib.suite import RewardSuite
+        from pro_lib.suite import Objective, RewardSuite
 
+        if load_ref.startswith(PER_OBJECTIVE_PREFIX):
+            import json
+
+            data = json.loads(load_ref[len(PER_OBJECTIVE_PREFIX):])
+            return _load("reward suite", "the registry's pro-reward-* models", lambda _: RewardSuite(
+                [Objective(name=n, model=ref) for n, ref in data["objectives"].items()], data.get("stats")))
         return _load("reward suite", load_ref, RewardSuite.load)
 
     def load_policy(self, load_ref: str):
-        from pro_lib.wic import WICPolicy
+        try:
+            from pro_lib.wic import WICPolicy
+        except ImportError as exc:
+            raise UIError(f"Policies need pro_lib.wic, which cannot be imported here ({exc}).") from None
 
         return _load("policy", load_ref, WICPolicy.from_pretrained)
 

@@ -1,0 +1,313 @@
+"""The Streamlit explorer driven through Streamlit's AppTest, on tiny real PRO models.
+
+The page runs in-process against the real pro_lib classes: a tiny BERT PreferenceOrchestrator saved
+with save_pretrained, a saved RewardSuite of importable functions, tiny random WIC policies, and a
+real MLflow registry (SQLite) for the registry view and gated promotion.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_ui_support import NAMES, build_orchestrator, tiny_models  # noqa: F401 (fixture)
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
+PROMPT = "Tell me a funny joke about a cat, please!"
+
+
+def _app(monkeypatch, tiny, **env) -> AppTest:
+    for var, key in (("PRO_UI_ORCHESTRATOR", "orchestrator"), ("PRO_UI_SUITE", "suite"),
+                     ("PRO_UI_POLICY", "policy"), ("PRO_UI_POLICY_B", "policy_b")):
+        value = env.pop(var, None) if var in env else (str(tiny[key]) if tiny.get(key) else None)
+        if value:
+            monkeypatch.setenv(var, value)
+        else:
+            monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.syspath_prepend(str(tiny["module_dir"]))
+    return AppTest.from_file(APP, default_timeout=120)
+
+
+def _no_traceback(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _weights(at: AppTest) -> np.ndarray:
+    return np.array([at.slider(key=f"w_{n}").value for n in NAMES])
+
+
+def _needs_policy(tiny):
+    if tiny["policy"] is None:
+        pytest.skip("pro_lib.wic is not available yet: no WIC policy to generate with")
+
+
+def test_prompt_shows_inferred_weights_and_confidence(monkeypatch, tiny_models):
+    from pro_lib.orchestrator import PreferenceOrchestrator
+
+    at = _app(monkeypatch, tiny_models).run()
+    _no_traceback(at)
+    assert "local folder" in " ".join(c.value for c in at.sidebar.caption)  # provenance is shown
+    assert any("prompt is empty" in i.value for i in at.info)
+    at.text_area(key="prompt").input(PROMPT).run()
+    _no_traceback(at)
+    assert not _errors(at), _errors(at)
+
+    expected = PreferenceOrchestrator.from_pretrained(tiny_models["orchestrator"]).predict([PROMPT])[0]
+    np.testing.assert_allclose(at.session_state["inferred"], expected, atol=1e-5)
+    np.testing.assert_allclose(_weights(at), expected, atol=1e-5)  # override starts at the inferred weights
+    p = expected / expected.sum()
+    conf = 1 + (p * np.log(p)).sum() / np.log(3)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Orchestrator confidence"] == f"{conf:.2f}"
+    assert metrics["Dominant objective"] == NAMES[int(expected.argmax())]
+    chart = at.get("plotly_chart")
+    assert chart, "the weights chart is missing"
+    assert '"scatterternary"' in chart[0].proto.spec  # K = 3: a ternary plot
+
+    # a different prompt gets different weights (the orchestrator is prompt-aware)
+    at.text_area(key="prompt").input("How do I bake bread safely at home?").run()
+    assert not np.allclose(at.session_state["inferred"], expected, atol=1e-4)
+
+
+def test_slider_override_stays_on_simplex(monkeypatch, tiny_models):
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    inferred = np.array(at.session_state["inferred"])
+
+    at.slider(key="w_helpful").set_value(0.2).run()
+    w = _weights(at)
+    assert w[0] == pytest.approx(0.2) and w.sum() == pytest.approx(1.0)
+    rest = inferred[1:] / inferred[1:].sum()
+    np.testing.assert_allclose(w[1:] / w[1:].sum(), rest, atol=1e-6)  # the others keep their ratio
+    assert any("sum 1.000" in c.value for c in at.caption)
+
+    # lock harmless, move humor: harmless stays, helpful absorbs the change
+    at.checkbox(key="lock_harmless").check().run()
+    assert at.slider(key="w_harmless").disabled
+    harmless = at.slider(key="w_harmless").value
+    at.slider(key="w_humor").set_value(0.5).run()
+    w = _weights(at)
+    assert w[1] == pytest.approx(harmless) and w.sum() == pytest.approx(1.0)
+    assert w[2] == pytest.approx(min(0.5, 1 - harmless))
+
+    # a value beyond the free budget is clamped
+    at.slider(key="w_humor").set_value(1.0).run()
+    w = _weights(at)
+    assert w[1] == pytest.approx(harmless) and w[2] == pytest.approx(1 - harmless) and w[0] == pytest.approx(0)
+
+    # reset to inferred, uniform button, typed weights
+    at.button(key="reset").click().run()
+    np.testing.assert_allclose(_weights(at), inferred, atol=1e-6)
+    at.button(key="set_uniform").click().run()
+    np.testing.assert_allclose(_weights(at), [1 / 3] * 3, atol=1e-6)
+    at.text_input(key="typed_weights").input("helpful=1, humor=3").run()
+    at.button(key="apply_typed").click().run()
+    np.testing.assert_allclose(_weights(at), [0.25, 0, 0.75], atol=1e-6)
+    _no_traceback(at)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("helpful=0, harmless=0, humor=0", "sum to 0, so they cannot be normalised"),
+    ("helpful=-1, humor=2", "'helpful' is negative"),
+    ("kindness=1", "unknown objective 'kindness'"),
+])
+def test_weights_that_cannot_be_normalised_show_a_message(monkeypatch, tiny_models, text, message):
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    before = _weights(at)
+    at.text_input(key="typed_weights").input(text).run()
+    at.button(key="apply_typed").click().run()
+    _no_traceback(at)
+    assert any(message in e for e in _errors(at)), _errors(at)
+    np.testing.assert_allclose(_weights(at), before)  # nothing changed
+
+
+def test_empty_and_very_long_prompt(monkeypatch, tiny_models):
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input("   \n ").run()
+    _no_traceback(at)
+    assert any("prompt is empty" in i.value for i in at.info)
+    assert "inferred" not in at.session_state
+    at.text_area(key="prompt").input("word " * 2000).run()
+    _no_traceback(at)
+    assert any("limit is 4,000" in e for e in _errors(at)), _errors(at)
+
+
+def test_missing_models_and_objective_mismatch(monkeypatch, tiny_models, tmp_path):
+    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR=str(tmp_path / "nope")).run()
+    _no_traceback(at)
+    assert any("does not exist" in e and "nope" in e for e in _errors(at)), _errors(at)
+
+    not_orch = tmp_path / "not_an_orchestrator"
+    not_orch.mkdir()
+    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR=str(not_orch)).run()
+    _no_traceback(at)
+    assert any("Cannot load the orchestrator" in e and "pro_orchestrator.json" in e for e in _errors(at))
+
+    other = build_orchestrator(tmp_path / "two_objectives", names=["helpful", "funny"])
+    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR=str(other)).run()
+    _no_traceback(at)
+    assert any("the orchestrator weighs ['helpful', 'funny']" in e for e in _errors(at)), _errors(at)
+
+
+def test_registry_that_is_down(monkeypatch, tiny_models):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here
+    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR="models:/pro-orchestrator@champion",
+              MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}").run()
+    _no_traceback(at)
+    errors = _errors(at)
+    assert any("not reachable" in e and f"127.0.0.1:{port}" in e for e in errors), errors
+
+
+def test_batch_view_upload_filter_download(monkeypatch, tiny_models):
+    from pro_lib.orchestrator import PreferenceOrchestrator
+
+    prompts = [f"prompt number {i}: " + ("tell a joke " if i % 2 else "explain taxes ") * (i % 5 + 1)
+               for i in range(40)]
+    at = _app(monkeypatch, tiny_models).run()
+    at.file_uploader(key="batch_file").set_value(("prompts.txt", "\n".join(prompts).encode(), "text/plain")).run()
+    _no_traceback(at)
+    assert any("40 prompt(s)" in c.value for c in at.caption)
+    at.button(key="batch_run").click().run()
+    _no_traceback(at)
+    df = at.session_state["batch"]["df"]
+    assert len(df) == 40 and list(df.columns[1:4]) == NAMES
+    expected = PreferenceOrchestrator.from_pretrained(tiny_models["orchestrator"]).predict(prompts)
+    np.testing.assert_allclose(df[NAMES].to_numpy(), expected, atol=1e-5)
+    assert at.get("download_button"), "CSV download is missing"
+    top = df["dominant"].value_counts().index[0]
+    at.multiselect(key="batch_filter").set_value([top]).run()
+    shown = at.dataframe[-1].value
+    assert len(shown) == (df["dominant"] == top).sum() and set(shown["dominant"]) == {top}
+
+    # a broken file gets a message naming the line
+    at.file_uploader(key="batch_file").set_value(("p.jsonl", b'{"prompt": "ok"}\n{broken\n', "application/json")).run()
+    _no_traceback(at)
+    assert any("p.jsonl:2" in e for e in _errors(at)), _errors(at)
+
+
+def test_generation_compares_outputs_with_scores(monkeypatch, tiny_models):
+    _needs_policy(tiny_models)
+    from pro_lib.suite import RewardSuite
+
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    at.slider(key="w_humor").set_value(0.9).run()
+    at.number_input(key="max_new_tokens").set_value(8).run()
+    at.button(key="generate").click().run()
+    _no_traceback(at)
+    assert not _errors(at), _errors(at)
+    items = at.session_state["gen"]["items"]
+    assert [i["label"] for i in items] == ["inferred", "override", "uniform"]
+    np.testing.assert_allclose(items[1]["weights"], _weights(at), atol=1e-6)
+    np.testing.assert_allclose(items[2]["weights"], [1 / 3] * 3, atol=1e-6)
+    suite = RewardSuite.load(tiny_models["suite"])
+    for it in items:
+        assert it["done"] and it["text"]
+        scores = suite.score([PROMPT], [it["text"]], normalize=True, progress=False)[0]
+        np.testing.assert_allclose(it["scores"], scores, atol=1e-5)
+        assert it["weighted"] == pytest.approx(float(np.dot(it["weights"], scores)), abs=1e-5)
+    codes = [c.value for c in at.code]
+    assert all(it["text"] in codes for it in items)  # each output is shown
+    table = at.dataframe[-1].value  # scores side by side
+    assert list(table["output"]) == ["inferred", "override", "uniform"]
+
+
+def test_compare_two_policies(monkeypatch, tiny_models):
+    _needs_policy(tiny_models)
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    at.number_input(key="max_new_tokens").set_value(8).run()
+    at.radio(key="cmp_weights").set_value("uniform").run()
+    at.button(key="compare").click().run()
+    _no_traceback(at)
+    items = at.session_state["cmp"]["items"]
+    assert len(items) == 2 and items[0]["label"].startswith("A:") and items[1]["label"].startswith("B:")
+    assert items[0]["policy_ref"] != items[1]["policy_ref"]
+    assert all(i["scores"] is not None for i in items)
+    # different random policies generate different text under the same weights
+    assert items[0]["text"] != items[1]["text"]
+
+
+# -- registry view ----------------------------------------------------------------------------
+
+@pytest.fixture
+def registry_store(tiny_models, tmp_path):
+    """pro-orchestrator v1 (champion, KL 0.5) and v2 (challenger, KL 0.9) in this test's MLflow store."""
+    from pro_lib import registry
+
+    v1 = registry.register_model(tiny_models["orchestrator"], "pro-orchestrator", metrics={"orchestrator_kl": 0.5})
+    assert registry.promote("pro-orchestrator").promoted
+    other = build_orchestrator(tmp_path / "orch_v2", seed=7)
+    v2 = registry.register_model(other, "pro-orchestrator", metrics={"orchestrator_kl": 0.9})
+    return {"v1": v1, "v2": v2, "v2_dir": other}
+
+
+def test_registry_model_selection_by_alias(monkeypatch, tiny_models, registry_store):
+    monkeypatch.delenv("PRO_UI_ORCHESTRATOR", raising=False)
+    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR="").run()  # default: pro-orchestrator@champion
+    _no_traceback(at)
+    assert at.selectbox(key="orchestrator_name").value == "pro-orchestrator"
+    assert at.selectbox(key="orchestrator_sel").value == "champion"
+    caption = " ".join(c.value for c in at.sidebar.caption)
+    assert "`pro-orchestrator` v1 (champion), run `" in caption
+    at.text_area(key="prompt").input(PROMPT).run()
+    champion_w = np.array(at.session_state["inferred"])
+
+    at.selectbox(key="orchestrator_sel").set_value("challenger").run()
+    _no_traceback(at)
+    assert "`pro-orchestrator` v2 (challenger)" in " ".join(c.value for c in at.sidebar.caption)
+    from pro_lib.orchestrator import PreferenceOrchestrator
+
+    expected = PreferenceOrchestrator.from_pretrained(registry_store["v2_dir"]).predict([PROMPT])[0]
+    np.testing.assert_allclose(at.session_state["inferred"], expected, atol=1e-5)
+    assert not np.allclose(champion_w, expected)
+
+    # a version that is missing: a message, not a traceback
+    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR="models:/pro-orchestrator-nope@champion").run()
+    _no_traceback(at)
+    assert any("pro-orchestrator-nope" in e and "missing" in e for e in _errors(at)), _errors(at)
+
+
+def test_registry_view_promotion_is_gated(monkeypatch, tiny_models, registry_store, tmp_path):
+    from pro_lib import registry
+
+    at = _app(monkeypatch, tiny_models).run()
+    at.selectbox(key="reg_model").set_value("pro-orchestrator").run()
+    table = at.dataframe[-1].value
+    assert list(table["version"]) == ["2", "1"]
+    assert list(table["aliases"]) == ["challenger", "champion"]
+    assert list(table["gate value"]) == [0.9, 0.5] and set(table["gate metric"]) == {"orchestrator_kl"}
+    assert at.selectbox(key="promote_version").value == "2"  # the challenger is the default candidate
+
+    at.button(key="promote").click().run()  # KL 0.9 does not beat 0.5: refused
+    _no_traceback(at)
+    assert any("refused" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert next(v for v in registry.list_versions("pro-orchestrator") if v["version"] == "1")["aliases"] == ["champion"]
+
+    at.checkbox(key="promote_force").check().run()
+    at.button(key="promote").click().run()  # forcing without a reason is refused too
+    assert any("needs a reason" in e for e in _errors(at)), _errors(at)
+
+    v3 = registry.register_model(build_orchestrator(tmp_path / "orch_v3", seed=3), "pro-orchestrator",
+                                 metrics={"orchestrator_kl": 0.2})
+    at.checkbox(key="promote_force").uncheck().run()
+    at.selectbox(key="promote_version").set_value(v3).run()
+    at.button(key="promote").click().run()  # KL 0.2 beats 0.5: promoted
+    _no_traceback(at)
+    assert any("now champion" in s.value for s in at.success), [s.value for s in at.success]
+    assert at.dataframe[-1].value.set_index("version").loc[v3, "aliases"] == "champion"
