@@ -190,6 +190,17 @@ def test_pro_ui_flags_become_env(tmp_path):
     assert env["MLFLOW_TRACKING_URI"] == "sqlite:///other.db"
 
 
+def test_pro_ui_listens_where_streamlit_env_says(tmp_path):
+    """The k8s Deployment runs plain `pro ui` with STREAMLIT_SERVER_ADDRESS=0.0.0.0: flags must not override it."""
+    env = {"STREAMLIT_SERVER_ADDRESS": "0.0.0.0", "STREAMLIT_SERVER_PORT": "8502", "PRO_HOME": str(tmp_path)}
+    cmd, _ = build_command(_ui_args(), env=env)
+    assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0"
+    assert cmd[cmd.index("--server.port") + 1] == "8502"
+    cmd, _ = build_command(_ui_args("--host", "127.0.0.1", "--port", "9000"), env=env)
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--server.port") + 1] == "9000"
+
+
 def test_pro_ui_is_a_pro_subcommand(capsys):
     from pro_lib.cli import main
 

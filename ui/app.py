@@ -35,6 +35,8 @@ ROLES = {  # role -> (label, env var, registry-name hint, optional?)
 }
 SOURCES = ["Registry", "Local folder"]
 ALIASES_PER_OBJECTIVE = ("champion", "challenger")
+PLACEHOLDERS = {"orchestrator": "runs/orchestrator", "suite": "runs/targets/suite",
+                "policy_a": "runs/wic", "policy_b": "runs/ric"}
 ss = st.session_state
 
 
@@ -191,7 +193,7 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
         sel = st.sidebar.selectbox("alias or version", selectors, key=f"{role}_sel")
         spec = ModelSpec("registry", name, sel)
     else:
-        path = st.sidebar.text_input("folder", key=f"{role}_path", placeholder="runs/orchestrator")
+        path = st.sidebar.text_input("folder", key=f"{role}_path", placeholder=PLACEHOLDERS[role])
         if not path.strip():
             st.sidebar.info("Enter a folder saved by PRO.")
             return None

@@ -31,7 +31,7 @@ def weight_ternary(series: dict[str, Sequence[float]], names: Sequence[str]) -> 
                                         name=label, text=[label], textposition="top center",
                                         marker=dict(size=14, color=COLORS[i % len(COLORS)])))
     fig.update_layout(ternary=dict(sum=1, aaxis=dict(title=a), baxis=dict(title=b), caxis=dict(title=c)),
-                      height=360, margin=dict(l=40, r=40, t=40, b=30), showlegend=False)
+                      height=380, margin=dict(l=50, r=50, t=40, b=50), showlegend=False)
     return fig
 
 
@@ -59,5 +59,5 @@ def ternary_scatter(W: np.ndarray, names: Sequence[str], dominant: Sequence[str]
             text=[hover[i][:120] for i in idx] if hover is not None else None,
             marker=dict(size=7, color=COLORS[k % len(COLORS)], opacity=0.75)))
     fig.update_layout(ternary=dict(sum=1, aaxis=dict(title=a), baxis=dict(title=b), caxis=dict(title=c)),
-                      height=420, margin=dict(l=40, r=40, t=40, b=30))
+                      height=440, margin=dict(l=50, r=50, t=40, b=50))
     return fig

@@ -39,10 +39,13 @@ def build_command(args: argparse.Namespace, env: dict | None = None) -> tuple[li
     # the page imports `ui` as a package; make sure the repository root is importable
     root = str(APP.parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # explicit flags, else Streamlit's own env vars (the k8s Deployment sets them), else loopback
+    host = args.host or env.get("STREAMLIT_SERVER_ADDRESS") or "127.0.0.1"
+    port = args.port or int(env.get("STREAMLIT_SERVER_PORT") or 8501)
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
-           "--server.address", args.host, "--server.port", str(args.port),
+           "--server.address", host, "--server.port", str(port),
            "--server.headless", "true" if args.headless else "false",
-           "--browser.gatherUsageStats", "false",
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
            "--server.fileWatcherType", "none"]
     return cmd, env
 
@@ -55,9 +58,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "with gated promotion. Models come from the MLflow registry (by name and alias or "
                     "version) or from local folders; with no flags it uses the local store the main job "
                     "leaves (sqlite:///$PRO_HOME/mlflow.db) and the registered pro-* models.")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: 127.0.0.1, loopback only; 0.0.0.0 to serve others, e.g. in a pod)")
-    p.add_argument("--port", type=int, default=8501, help="port to listen on (default: 8501)")
+    p.add_argument("--host", default=None,
+                   help="address to listen on (default: $STREAMLIT_SERVER_ADDRESS, else 127.0.0.1, loopback "
+                        "only; 0.0.0.0 serves other machines, as in the k8s Deployment)")
+    p.add_argument("--port", type=int, default=None,
+                   help="port to listen on (default: $STREAMLIT_SERVER_PORT, else 8501)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else "
                         "sqlite:///$PRO_HOME/mlflow.db)")
@@ -83,7 +88,8 @@ def run(args: argparse.Namespace) -> None:
     if args.dry_run:
         print(f"MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']} " + " ".join(cmd))
         return
-    print(f"PRO explorer on http://{args.host}:{args.port} (MLflow: {env['MLFLOW_TRACKING_URI']}); Ctrl+C stops it",
+    host, port = cmd[cmd.index("--server.address") + 1], cmd[cmd.index("--server.port") + 1]
+    print(f"PRO explorer on http://{host}:{port} (MLflow: {env['MLFLOW_TRACKING_URI']}); Ctrl+C stops it",
           file=sys.stderr)
     try:
         rc = subprocess.call(cmd, env=env)
