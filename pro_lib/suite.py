@@ -147,14 +147,16 @@ class _ModelScorer:
         self.device = device
 
     def __call__(self, prompts: list[str], responses: list[str], batch_size: int,
-                 progress: bool) -> np.ndarray:
+                 progress: bool, sort_by_length: bool = True) -> np.ndarray:
         import torch
         from tqdm.auto import tqdm
 
         enc = encode_for_reward(self.tokenizer, prompts, responses,
                                 input_format=self.obj.input_format, max_length=self.obj.max_length)
         ids = enc["input_ids"]
-        order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: OOM shows early
+        # Longest first: batches of similar length pad little, and an OOM shows up at once.
+        order = (np.argsort([-len(x) for x in ids], kind="stable") if sort_by_length
+                 else np.arange(len(ids)))
         out = np.empty(len(ids), dtype=np.float64)
         pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
@@ -266,8 +268,11 @@ class RewardSuite:
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 32,
-              normalize: bool = False, progress: bool = True) -> np.ndarray:
-        """Score each (prompt, response) with every objective: an (N, K) float32 matrix."""
+              normalize: bool = False, progress: bool = True, sort_by_length: bool = True) -> np.ndarray:
+        """Score each (prompt, response) with every objective: an (N, K) float32 matrix.
+
+        ``sort_by_length=False`` keeps the input order in batches (only for benchmarking).
+        """
         prompts, responses = list(prompts), list(responses)
         if len(prompts) != len(responses):
             raise DataError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -277,7 +282,7 @@ class RewardSuite:
         for k, obj in enumerate(self.objectives):
             scorer = self._scorer(obj)
             if isinstance(scorer, _ModelScorer):
-                col = scorer(prompts, responses, batch_size, progress)
+                col = scorer(prompts, responses, batch_size, progress, sort_by_length)
             else:
                 col = np.asarray(list(scorer(prompts, responses)), dtype=np.float64)
                 if col.shape != (len(prompts),):
