@@ -366,14 +366,18 @@ def score_item(item: dict, suite, names: list[str], prompt: str, inferred) -> No
     item["weighted_inferred"] = weighted_score(scores[0], inferred)
 
 
-def show_stored(slot: str, names: list[str], stop_pressed: bool) -> None:
+def show_stored(slot: str, names: list[str], suite, inferred) -> None:
+    """Show the last generations. Runs are synchronous, so an unfinished item here was interrupted
+    (the Stop button, or any widget the user touched mid-stream): it is marked stopped and its
+    partial text is scored like a finished one."""
     stored = ss.get(slot)
     if not stored:
         return
-    if stop_pressed:
-        for it in stored["items"]:
-            if not it["done"]:
-                it["stopped"] = True
+    for it in stored["items"]:
+        if not it["done"] and not it["stopped"]:
+            it["stopped"] = True
+            if it["text"].strip():
+                score_item(it, suite, names, stored["prompt"], inferred)
     st.caption(f"Last run on: {stored['prompt'][:200]}")
     cols = st.columns(len(stored["items"]))
     for item, col in zip(stored["items"], cols):
@@ -450,7 +454,7 @@ def tab_one_prompt(loaded: dict, names: list[str]) -> None:
     c1, c2, _ = st.columns([2, 1, 4])
     go = c1.button("▶ Generate: inferred · override · uniform", key="generate", type="primary",
                    disabled=policy is None)
-    stop = c2.button("⏹ Stop", key="stop")
+    c2.button("⏹ Stop", key="stop", help="Stops a running generation (the outputs so far are kept)")
     if policy is None:
         st.info("Load a policy (Policy A) in the sidebar to generate.")
         return
@@ -459,7 +463,7 @@ def tab_one_prompt(loaded: dict, names: list[str]) -> None:
                 for lab, w in series.items()]
         run_generations("gen", jobs, names, prompt, (loaded.get("suite") or (None,))[0], inferred)
         st.rerun()
-    show_stored("gen", names, stop)
+    show_stored("gen", names, (loaded.get("suite") or (None,))[0], inferred)
 
 
 def tab_compare(loaded: dict, names: list[str]) -> None:
@@ -483,7 +487,7 @@ def tab_compare(loaded: dict, names: list[str]) -> None:
     st.caption(format_weights(w, names))
     c1, c2, _ = st.columns([2, 1, 4])
     go = c1.button("▶ Compare policies", key="compare", type="primary")
-    stop = c2.button("⏹ Stop", key="cmp_stop")
+    c2.button("⏹ Stop", key="cmp_stop", help="Stops a running generation (the outputs so far are kept)")
     if go:
         jobs = [{"label": f"A: {a[1].spec.name}" + (f"@{a[1].spec.selector}" if a[1].spec.selector else ""),
                  "weights": w, "policy": a[0], "policy_ref": a[1].load_ref},
@@ -491,7 +495,7 @@ def tab_compare(loaded: dict, names: list[str]) -> None:
                  "weights": w, "policy": b[0], "policy_ref": b[1].load_ref}]
         run_generations("cmp", jobs, names, prompt, (loaded.get("suite") or (None,))[0], ss["inferred"])
         st.rerun()
-    show_stored("cmp", names, stop)
+    show_stored("cmp", names, (loaded.get("suite") or (None,))[0], ss["inferred"])
 
 
 def _dataset_choices() -> list[str]:
