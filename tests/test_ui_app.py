@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_ui_support import NAMES, build_orchestrator, tiny_models  # noqa: F401 (fixture)
+from test_ui_support import NAMES, build_orchestrator, build_reward_model, tiny_models  # noqa: F401 (fixture)
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -254,17 +254,30 @@ def registry_store(tiny_models, tmp_path):
     assert registry.promote("pro-orchestrator").promoted
     other = build_orchestrator(tmp_path / "orch_v2", seed=7)
     v2 = registry.register_model(other, "pro-orchestrator", metrics={"orchestrator_kl": 0.9})
+    for i, n in enumerate(NAMES):  # one reward model per objective, as the main job registers them
+        registry.register_model(build_reward_model(tmp_path / f"rm_{n}", seed=i), f"pro-reward-{n}",
+                                metrics={"accuracy": 0.6})
+        assert registry.promote(f"pro-reward-{n}").promoted
     return {"v1": v1, "v2": v2, "v2_dir": other}
 
 
 def test_registry_model_selection_by_alias(monkeypatch, tiny_models, registry_store):
-    monkeypatch.delenv("PRO_UI_ORCHESTRATOR", raising=False)
-    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR="").run()  # default: pro-orchestrator@champion
+    # no flags: pro-orchestrator@champion and a suite of the pro-reward-<objective> champions
+    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR="", PRO_UI_SUITE="").run()
     _no_traceback(at)
+    assert not _errors(at), _errors(at)
     assert at.selectbox(key="orchestrator_name").value == "pro-orchestrator"
     assert at.selectbox(key="orchestrator_sel").value == "champion"
     caption = " ".join(c.value for c in at.sidebar.caption)
     assert "`pro-orchestrator` v1 (champion), run `" in caption
+    assert "`pro-reward-*` @champion: helpful v1, harmless v1, humor v1" in caption
+    from ui.backend import Backend
+
+    be = Backend()
+    prov = be.resolve_per_objective("champion", NAMES, {n: [0.0, 2.0] for n in NAMES})
+    suite = be.load_suite(prov.load_ref)
+    scores, normalized = be.score(suite, PROMPT, ["a short answer", "another one"], NAMES)
+    assert normalized and scores.shape == (2, 3) and np.isfinite(scores).all()
     at.text_area(key="prompt").input(PROMPT).run()
     champion_w = np.array(at.session_state["inferred"])
 

@@ -51,6 +51,22 @@ def build_orchestrator(path: Path, names=NAMES, seed: int = 0) -> Path:
     return path
 
 
+def build_reward_model(path: Path, seed: int = 0) -> Path:
+    """A tiny BERT sequence classifier with one logit (an untrained reward model)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from pro_lib.models import bundled_minilm_path
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(bundled_minilm_path())
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=256, num_labels=1)
+    BertForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def build_suite(path: Path, module_dir: Path, names=NAMES) -> Path:
     """A saved reward suite whose objectives are functions in an importable module."""
     from pro_lib.suite import Objective, RewardSuite
