@@ -845,3 +845,163 @@ def test_deploy_docs_cover_the_steps():
                    "pro pipeline submit --host", "CHANGE_ME", "overlays/local", "overlays/gpu",
                    "overlays/kubeflow-pipelines", "pipeline-s3-access", "scripts/build_images.sh"):
         assert needle in text, f"docs/deploy.md does not mention {needle!r}"
+
+
+# --------------------------------------------------------------------------- live MLflow check
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return candidates[-1].parent if candidates else None
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args[:3]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"{url} did not come up in {timeout:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_rendered_mlflow_command_serves_proxied_artifacts_on_postgres(rendered, tmp_path,
+                                                                      monkeypatch):
+    """Run the exact `mlflow server` arguments of the Deployment against a real PostgreSQL and an
+    S3 endpoint (moto), with the placeholder credentials of the Secrets; then log an artifact
+    from a client that has no S3 credentials and find it in the bucket under the proxy prefix."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    pg_bin = _postgres_bin()
+    if pg_bin is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install -y postgresql)")
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto.server", reason="moto[server] not installed (dev extra)")
+    pytest.importorskip("psycopg2", reason="psycopg2-binary not installed (dev extra)")
+
+    objs = rendered["root"]
+    pg_secret = _secret_values(_find(objs, "Secret", "pro-postgres"))
+    s3_secret = _secret_values(_find(objs, "Secret", "pro-mlflow-s3"))
+    config = _config(objs)
+    (c,) = _find(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"]
+    procs: list[subprocess.Popen] = []
+    as_postgres: list[str] = []
+    # pytest's tmp folders are private to their owner; PostgreSQL may run as another user
+    import tempfile
+
+    pg_root = Path(tempfile.mkdtemp(prefix="pro-k8s-pg-"))
+    os.chmod(pg_root, 0o777)
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    pgdata, sockets = pg_root / "pgdata", pg_root / "sock"
+    sockets.mkdir()
+    os.chmod(sockets, 0o777)
+    pwfile = pg_root / "pw"
+    pwfile.write_text(pg_secret["POSTGRES_PASSWORD"] + "\n")
+    os.chmod(pwfile, 0o644)
+    pg_port, s3_port, mlflow_port = _free_port(), _free_port(), _free_port()
+    run = lambda cmd, **kw: subprocess.run(cmd, check=True, capture_output=True, text=True,  # noqa: E731
+                                           timeout=120, **kw)
+    try:
+        run([*as_postgres, str(pg_bin / "initdb"), "-D", str(pgdata), "-U",
+             pg_secret["POSTGRES_USER"], "--auth=scram-sha-256", f"--pwfile={pwfile}"])
+        run([*as_postgres, str(pg_bin / "pg_ctl"), "-D", str(pgdata), "-w", "-l",
+             str(pg_root / "pg.log"), "start", "-o",
+             f"-p {pg_port} -k {sockets} -c listen_addresses=127.0.0.1"])
+        pg_env = {**os.environ, "PGPASSWORD": pg_secret["POSTGRES_PASSWORD"]}
+        run([str(pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U",
+             pg_secret["POSTGRES_USER"], pg_secret["POSTGRES_DB"]], env=pg_env)
+
+        s3_log = tmp_path / "moto.log"
+        procs.append(subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                       "-p", str(s3_port)], stdout=s3_log.open("w"),
+                                      stderr=subprocess.STDOUT))
+        s3_url = f"http://127.0.0.1:{s3_port}"
+        _wait_http(f"{s3_url}/moto-api/", 60, procs[-1], s3_log)
+        s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1",
+                          aws_access_key_id=s3_secret["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=s3_secret["AWS_SECRET_ACCESS_KEY"])
+        bucket = config["PRO_S3_BUCKET"]
+        s3.create_bucket(Bucket=bucket)  # what the minio-setup Job does in the cluster
+
+        # the container's environment, resolved as the kubelet would, pointed at local servers
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))},
+               "POSTGRES_USER": pg_secret["POSTGRES_USER"],
+               "POSTGRES_PASSWORD": pg_secret["POSTGRES_PASSWORD"],
+               "POSTGRES_DB": pg_secret["POSTGRES_DB"], "PRO_S3_BUCKET": bucket,
+               "MLFLOW_S3_ENDPOINT_URL": s3_url, **{k: s3_secret[k] for k in s3_secret},
+               **{e["name"]: e["value"] for e in c["env"] if "value" in e},
+               "HOME": str(tmp_path)}
+        pg_host = urlsplit(_service_url(_find(objs, "Service", "postgres"), "postgres")).netloc
+        args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in c["args"]]
+        args = [a.replace(pg_host, f"127.0.0.1:{pg_port}") for a in args]
+        args = [f"--port={mlflow_port}" if a.startswith("--port=") else
+                "--workers=1" if a.startswith("--workers=") else a for a in args]
+        mlflow_log = tmp_path / "mlflow.log"
+        procs.append(subprocess.Popen([sys.executable, "-m", "mlflow", "server", *args], env=env,
+                                      stdout=mlflow_log.open("w"), stderr=subprocess.STDOUT))
+        base = f"http://127.0.0.1:{mlflow_port}"
+        _wait_http(f"{base}/health", 180, procs[-1], mlflow_log)
+
+        def status_with_host(host: str) -> int:
+            req = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/search?max_results=1",
+                                         headers={"Host": host})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return resp.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        # in-cluster clients use pro-config's URI as Host; unknown hosts are refused
+        assert status_with_host(urlsplit(config["MLFLOW_TRACKING_URI"]).netloc) == 200
+        assert status_with_host("evil.example.com") == 403
+
+        # a client without any S3 credentials logs an artifact through the proxy
+        for key in [k for k in os.environ if k.startswith(("AWS_", "MLFLOW_S3"))]:
+            monkeypatch.delenv(key)
+        import mlflow
+
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", base)
+        client = mlflow.MlflowClient(tracking_uri=base)
+        exp = client.create_experiment(f"k8s-check-{time.time_ns()}")
+        run_ = client.create_run(exp)
+        note = tmp_path / "note.txt"
+        note.write_text("proxied through mlflow\n")
+        client.log_artifact(run_.info.run_id, str(note))
+        assert run_.info.artifact_uri.startswith("mlflow-artifacts:/")
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        prefix = urlsplit(re.sub(r"\$\((\w+)\)", bucket, _flags(c["args"])["--artifacts-destination"])).path
+        assert any(k.startswith(prefix.strip("/") + "/") and k.endswith("note.txt") for k in keys), keys
+        back = Path(client.download_artifacts(run_.info.run_id, "note.txt", str(tmp_path / "dl")))
+        assert back.read_text() == "proxied through mlflow\n"
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        subprocess.run([*as_postgres, str(pg_bin / "pg_ctl"), "-D", str(pgdata), "-m", "fast",
+                        "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(pg_root, ignore_errors=True)
