@@ -324,3 +324,24 @@ def test_registry_view_promotion_is_gated(monkeypatch, tiny_models, registry_sto
     _no_traceback(at)
     assert any("now champion" in s.value for s in at.success), [s.value for s in at.success]
     assert at.dataframe[-1].value.set_index("version").loc[v3, "aliases"] == "champion"
+
+
+def test_pick_prompt_from_demo_dataset_and_batch_over_it(monkeypatch, tiny_models):
+    from pro_lib.data import load_pairs
+
+    try:
+        demo = list(dict.fromkeys(p.prompt for p in load_pairs("demo")))
+    except Exception as exc:  # the demo set ships with pro_lib
+        pytest.skip(f"demo data unavailable: {exc}")
+    at = _app(monkeypatch, tiny_models).run()
+    at.selectbox(key="example").select_index(1).run()
+    _no_traceback(at)
+    chosen = at.selectbox(key="example").value
+    assert chosen in demo and at.text_area(key="prompt").value == chosen
+    assert len(at.session_state["inferred"]) == 3
+
+    at.radio(key="batch_source").set_value("Dataset").run()
+    at.button(key="batch_run").click().run()
+    _no_traceback(at)
+    df = at.session_state["batch"]["df"]
+    assert list(df["prompt"]) == demo[:500] and np.allclose(df[NAMES].sum(axis=1), 1.0, atol=1e-5)

@@ -630,7 +630,7 @@ def _promotion_message(result, name: str, version: str) -> tuple[str, str]:
         why = result.get("reason") or result.get("message")
     if promoted:
         return "success", f"{name} v{version} is now champion. {why or ''}".strip()
-    return "warning", f"Promotion refused, nothing changed: {why or result}"
+    return "warning", f"Promotion refused — nothing changed. {why or result}"
 
 
 # -- page -----------------------------------------------------------------------------------------
