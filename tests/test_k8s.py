@@ -402,6 +402,65 @@ def test_minio_setup_job_is_idempotent_and_reapplyable(rendered):
     assert env["PIPELINE_ACCESS_KEY"]["secretKeyRef"]["name"] == "pro-s3-credentials"
 
 
+MC_STUB = """#!/bin/sh
+# stand-in for MinIO's `mc`: records each call, keeps attached policies in $STATE
+echo "$*" >> "$STATE/calls"
+shift 3  # --config-dir DIR --quiet
+case "$1 $2" in
+  "alias set") n=$(cat "$STATE/tries" 2>/dev/null || echo 0); echo $((n + 1)) > "$STATE/tries"
+               [ "$n" -ge 2 ] ;;  # MinIO is "up" at the third try
+  "admin policy") [ "$3" = create ] && cp "$6" "$STATE/policy.json" ;;
+  "admin user") [ "$3" = info ] && { echo "AccessKey: $5"; cat "$STATE/attached-$5" 2>/dev/null; }
+                true ;;
+  *) true ;;
+esac
+if [ "$1 $2 $3" = "admin policy attach" ]; then
+  [ -e "$STATE/attached-$7" ] && { echo "already attached" >&2; exit 1; }
+  echo "PolicyName: $5" > "$STATE/attached-$7"
+fi
+"""
+
+
+def test_minio_setup_script_waits_creates_and_is_idempotent(rendered, tmp_path):
+    """Run the Job's script twice with a stub `mc`: it waits for MinIO, creates the bucket, a
+    bucket-scoped policy and both users, and the second run attaches nothing twice."""
+    import json
+
+    (c,) = _find(rendered["root"], "Job", "minio-setup")["spec"]["template"]["spec"]["containers"]
+    assert c["command"][:2] == ["/bin/sh", "-ec"]
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, body in (("mc", MC_STUB), ("sleep", "#!/bin/sh\ntrue\n")):
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    objs = rendered["root"]
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "STATE": str(state)}
+    for e in c["env"]:
+        ref = e["valueFrom"]
+        if "configMapKeyRef" in ref:
+            env[e["name"]] = _config(objs)[ref["configMapKeyRef"]["key"]]
+        else:
+            key = ref["secretKeyRef"]
+            env[e["name"]] = _secret_values(_find(objs, "Secret", key["name"]))[key["key"]]
+    (tmp_path / "work").mkdir()
+    script = c["args"][0].replace("/tmp/", f"{tmp_path}/work/")  # the pod's emptyDir
+    for attempt in (1, 2):
+        proc = subprocess.run([*c["command"], script], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, f"run {attempt}: {proc.stdout}{proc.stderr}"
+        assert "placeholder credentials" in proc.stdout
+    calls = (state / "calls").read_text().splitlines()
+    bucket = env["PRO_S3_BUCKET"]
+    assert sum(f"mb --ignore-existing pro/{bucket}" in line for line in calls) == 2
+    attaches = [line for line in calls if "admin policy attach" in line]
+    assert sorted(line.split()[-1] for line in attaches) == sorted(
+        [env["MLFLOW_ACCESS_KEY"], env["PIPELINE_ACCESS_KEY"]])  # once each, over both runs
+    policy = json.loads((state / "policy.json").read_text())
+    resources = {r for st in policy["Statement"] for r in st["Resource"]}
+    assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
+
+
 # --------------------------------------------------------------------------- secrets
 
 def _secret_values(secret) -> dict[str, str]:
