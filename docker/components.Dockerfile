@@ -13,9 +13,10 @@ ARG DEEPSPEED_VERSION=0.19.8
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv && pip install --upgrade pip setuptools wheel
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
-# deepspeed is an sdist whose setup.py imports torch: build it against the torch above
-# (ops are JIT-compiled at run time, DS_BUILD_OPS=0 keeps the image free of a CUDA toolchain).
-RUN DS_BUILD_OPS=0 pip install --no-build-isolation "deepspeed==${DEEPSPEED_VERSION}"
+# deepspeed is an sdist whose setup.py inspects torch: build it against the CUDA torch above
+# (DS_ACCELERATOR: the build machine has no GPU; ops are JIT-compiled at run time, so
+# DS_BUILD_OPS=0 keeps the image free of a CUDA toolchain).
+RUN DS_ACCELERATOR=cuda DS_BUILD_OPS=0 pip install --no-build-isolation "deepspeed==${DEEPSPEED_VERSION}"
 COPY pyproject.toml README.md* /src/
 COPY pro_lib /src/pro_lib
 COPY components /src/components
