@@ -276,6 +276,7 @@ def test_registry_model_selection_by_alias(monkeypatch, tiny_models, registry_st
     be = Backend()
     prov = be.resolve_per_objective("champion", NAMES, {n: [0.0, 2.0] for n in NAMES})
     suite = be.load_suite(prov.load_ref)
+    assert [(o.input_format, o.max_length) for o in suite.objectives] == [("concat", 64)] * 3  # pro_reward.json
     scores, normalized = be.score(suite, PROMPT, ["a short answer", "another one"], NAMES)
     assert normalized and scores.shape == (2, 3) and np.isfinite(scores).all()
     at.text_area(key="prompt").input(PROMPT).run()

@@ -64,6 +64,8 @@ def build_reward_model(path: Path, seed: int = 0) -> Path:
                      intermediate_size=64, max_position_embeddings=256, num_labels=1)
     BertForSequenceClassification(cfg).save_pretrained(path)
     tok.save_pretrained(path)
+    # what `pro rewards train` records next to the weights
+    (path / "pro_reward.json").write_text('{"input_format": "concat", "max_length": 64}')
     return path
 
 

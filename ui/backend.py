@@ -290,8 +290,22 @@ class Backend:
             import json
 
             data = json.loads(load_ref[len(PER_OBJECTIVE_PREFIX):])
-            return _load("reward suite", "the registry's pro-reward-* models", lambda _: RewardSuite(
-                [Objective(name=n, model=ref) for n, ref in data["objectives"].items()], data.get("stats")))
+
+            def build(_):
+                from pro_lib.io import localize
+
+                objectives = []
+                for n, ref in data["objectives"].items():
+                    folder = Path(localize(ref))
+                    # pro rewards train records how (prompt, response) reach the model
+                    meta = json.loads((folder / "pro_reward.json").read_text()) \
+                        if (folder / "pro_reward.json").is_file() else {}
+                    objectives.append(Objective(name=n, model=str(folder),
+                                                input_format=meta.get("input_format", "pair"),
+                                                max_length=int(meta.get("max_length", 512))))
+                return RewardSuite(objectives, data.get("stats"))
+
+            return _load("reward suite", "the registry's pro-reward-* models", build)
         return _load("reward suite", load_ref, RewardSuite.load)
 
     def load_policy(self, load_ref: str):
