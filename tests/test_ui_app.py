@@ -346,3 +346,20 @@ def test_pick_prompt_from_demo_dataset_and_batch_over_it(monkeypatch, tiny_model
     _no_traceback(at)
     df = at.session_state["batch"]["df"]
     assert list(df["prompt"]) == demo[:500] and np.allclose(df[NAMES].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_two_objectives_get_bars_not_a_ternary_plot(monkeypatch, tiny_models, tmp_path):
+    from test_ui_support import build_suite
+
+    names = ["helpful", "humor"]
+    orch = build_orchestrator(tmp_path / "orch2", names=names)
+    suite = build_suite(tmp_path / "suite2", tiny_models["module_dir"], names=names)
+    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR=str(orch), PRO_UI_SUITE=str(suite),
+              PRO_UI_POLICY="").run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    _no_traceback(at)
+    assert not _errors(at), _errors(at)
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert '"type":"bar"' in spec.replace(" ", "") and "scatterternary" not in spec
+    at.slider(key="w_humor").set_value(0.3).run()
+    assert [at.slider(key=f"w_{n}").value for n in names] == pytest.approx([0.7, 0.3])
