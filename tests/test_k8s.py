@@ -326,7 +326,8 @@ def test_mlflow_server_matches_what_components_expect(overlay, rendered):
     svc = _find(objs, "Service", "mlflow")
     pod = _find(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    flags = _flags(c["args"])
+    assert c["args"][:2] == ["mlflow", "server"] and "command" not in c  # ENTRYPOINT tini
+    flags = _flags(c["args"][2:])
     # the URI components read is exactly the Service's DNS name and port ...
     assert config["MLFLOW_TRACKING_URI"] == _service_url(svc, "http")
     # ... and that port reaches the port the server listens on
@@ -369,8 +370,8 @@ def test_mlflow_arguments_parse_with_the_installed_mlflow_cli(rendered):
     """The server flags exist in the MLflow that PRO pins (caught renamed/removed options)."""
     cli = pytest.importorskip("mlflow.cli")
     (c,) = _find(rendered["root"], "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"]
-    assert c["command"] == ["mlflow", "server"]
-    ctx = cli.server.make_context("server", list(c["args"]), resilient_parsing=False)
+    assert c["args"][:2] == ["mlflow", "server"]
+    ctx = cli.server.make_context("server", list(c["args"][2:]), resilient_parsing=False)
     assert ctx.params["serve_artifacts"] is True and ctx.params["port"] == 5000
     assert ctx.params["backend_store_uri"].startswith("postgresql+psycopg2://")
 
@@ -381,7 +382,7 @@ def test_ui_reads_in_cluster_mlflow(overlay, rendered):
     svc = _find(objs, "Service", "pro-ui")
     pod = _find(objs, "Deployment", "pro-ui")["spec"]["template"]
     (c,) = pod["spec"]["containers"]
-    assert c["command"] == ["pro", "ui"]
+    assert c["args"] == ["pro", "ui"] and "command" not in c  # ENTRYPOINT tini
     assert {"configMapRef": {"name": "pro-config"}} in c["envFrom"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["STREAMLIT_SERVER_PORT"] == "8501" and env["STREAMLIT_SERVER_ADDRESS"] == "0.0.0.0"
@@ -900,6 +901,10 @@ def test_dockerfiles_install_what_the_issue_asks_and_run_as_the_manifests_user(r
         spec = _find(rendered["root"], "Deployment", name)["spec"]["template"]["spec"]
         assert spec["securityContext"]["runAsUser"] == uids[name] != 0
     assert re.search(r"^USER 10001", comp, re.M)
+    # servers run under tini (signals reach the server the CLI starts); the manifests keep the
+    # image's ENTRYPOINT by setting only `args`
+    for text in (ui, mlflow):
+        assert 'ENTRYPOINT ["/usr/bin/tini", "-g", "--"]' in text
 
 
 def test_deploy_docs_cover_the_steps():
@@ -998,7 +1003,7 @@ def test_rendered_mlflow_command_serves_proxied_artifacts_on_postgres(rendered, 
         s3_log = tmp_path / "moto.log"
         procs.append(subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
                                        "-p", str(s3_port)], stdout=s3_log.open("w"),
-                                      stderr=subprocess.STDOUT))
+                                      stderr=subprocess.STDOUT, start_new_session=True))
         s3_url = f"http://127.0.0.1:{s3_port}"
         _wait_http(f"{s3_url}/moto-api/", 60, procs[-1], s3_log)
         s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1",
@@ -1021,8 +1026,9 @@ def test_rendered_mlflow_command_serves_proxied_artifacts_on_postgres(rendered, 
         args = [f"--port={mlflow_port}" if a.startswith("--port=") else
                 "--workers=1" if a.startswith("--workers=") else a for a in args]
         mlflow_log = tmp_path / "mlflow.log"
-        procs.append(subprocess.Popen([sys.executable, "-m", "mlflow", "server", *args], env=env,
-                                      stdout=mlflow_log.open("w"), stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([sys.executable, "-m", "mlflow", *args[1:]], env=env,
+                                      stdout=mlflow_log.open("w"), stderr=subprocess.STDOUT,
+                                      start_new_session=True))
         base = f"http://127.0.0.1:{mlflow_port}"
         _wait_http(f"{base}/health", 180, procs[-1], mlflow_log)
 
@@ -1053,18 +1059,81 @@ def test_rendered_mlflow_command_serves_proxied_artifacts_on_postgres(rendered, 
         client.log_artifact(run_.info.run_id, str(note))
         assert run_.info.artifact_uri.startswith("mlflow-artifacts:/")
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-        prefix = urlsplit(re.sub(r"\$\((\w+)\)", bucket, _flags(c["args"])["--artifacts-destination"])).path
+        prefix = urlsplit(re.sub(r"\$\((\w+)\)", bucket, _flags(c["args"][2:])["--artifacts-destination"])).path
         assert any(k.startswith(prefix.strip("/") + "/") and k.endswith("note.txt") for k in keys), keys
         back = Path(client.download_artifacts(run_.info.run_id, "note.txt", str(tmp_path / "dl")))
         assert back.read_text() == "proxied through mlflow\n"
     finally:
-        for p in procs:
-            p.terminate()
+        import signal
+
+        for p in procs:  # mlflow's uvicorn runs as a child: stop the whole group
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                p.kill()
+                os.killpg(p.pid, signal.SIGKILL)
         subprocess.run([*as_postgres, str(pg_bin / "pg_ctl"), "-D", str(pgdata), "-m", "fast",
                         "stop"], capture_output=True, timeout=60)
         shutil.rmtree(pg_root, ignore_errors=True)
+
+
+def _ui_container_env(objs, overrides: dict | None = None) -> tuple[list[str], dict]:
+    """The UI container's command and environment, resolved as the kubelet would."""
+    (c,) = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"]
+    env = {"PATH": os.environ["PATH"]}
+    for source in c.get("envFrom", []):
+        env.update(_config(objs) if source["configMapRef"]["name"] == "pro-config" else {})
+    env.update({e["name"]: e["value"] for e in c["env"]})
+    env.update(overrides or {})
+    pro = Path(sys.executable).parent / c["args"][0]
+    if not pro.exists():
+        pytest.skip(f"the `{c['args'][0]}` entry point is not installed next to {sys.executable}")
+    return [str(pro), *c["args"][1:]], env
+
+
+def test_ui_command_serves_the_pod_port_and_in_cluster_mlflow(rendered, tmp_path):
+    pytest.importorskip("streamlit", reason="the ui extra is not installed")
+    objs = rendered["root"]
+    cmd, env = _ui_container_env(objs, {"HOME": str(tmp_path), "PRO_HOME": str(tmp_path / "pro")})
+    proc = subprocess.run([*cmd, "--dry-run"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    port = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"][0][
+        "ports"][0]["containerPort"]
+    assert f"MLFLOW_TRACKING_URI={_config(objs)['MLFLOW_TRACKING_URI']} " in out
+    assert "--server.address 0.0.0.0" in out and f"--server.port {port}" in out
+
+
+@pytest.mark.slow
+def test_ui_container_command_answers_its_probe(rendered, tmp_path):
+    """Start the UI exactly as the container does (port moved to a free one) and hit the
+    readiness probe's path."""
+    import time
+    import urllib.request
+
+    pytest.importorskip("streamlit", reason="the ui extra is not installed")
+    objs = rendered["root"]
+    port = _free_port()
+    cmd, env = _ui_container_env(objs, {"HOME": str(tmp_path), "PRO_HOME": str(tmp_path / "pro"),
+                                        "STREAMLIT_SERVER_PORT": str(port)})
+    (c,) = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"]
+    path = c["readinessProbe"]["httpGet"]["path"]
+    log = tmp_path / "ui.log"
+    # own process group: `pro ui` starts Streamlit as a child (tini -g does this in the image)
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}{path}", 120, proc, log)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            assert resp.read().decode().strip() == "ok"
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(0.5)
