@@ -1,0 +1,33 @@
+"""Components: PRO-MORLHF / MORLHF training and held-out policy evaluation."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Input, Markdown, Metrics, Model, Output
+
+from components import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def morlhf_train(config: dict, suite: Input[Model], policy: Output[Model], metrics: Output[Metrics],
+                 orchestrator: Input[Model] = None):
+    """Online RL against sum_k w_k(x) r_k (weights from ``orchestrator``, or config ``weights``).
+
+    ``config``: MorlhfTrainConfig keys. ``suite``: a targets folder (its ``suite/``) or suite folder.
+    """
+    from components.runtime import run_stage, suite_dir
+
+    overrides = {"suite": suite_dir(suite.path), "output_dir": policy.path}
+    if orchestrator is not None:
+        overrides["orchestrator"] = orchestrator.path
+    run_stage("morlhf_train", config, overrides=overrides, metrics=metrics)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def morlhf_evaluate(config: dict, pro_policy: Input[Model], baseline_policy: Input[Model],
+                    metrics: Output[Metrics], report: Output[Markdown], plot: Output[HTML]):
+    """Held-out rewards per objective of PRO-MORLHF vs MORLHF (and the reference policy), curves plot."""
+    from components.reports import morlhf_eval_plot, morlhf_eval_report
+    from components.runtime import run_stage, scratch_dir
+
+    run_stage("morlhf_evaluate", config, overrides={
+        "runs": [pro_policy.path, baseline_policy.path], "output_dir": str(scratch_dir("morlhf-eval"))},
+        metrics=metrics, report=report, report_fn=morlhf_eval_report, html=plot, html_fn=morlhf_eval_plot)

@@ -1,0 +1,35 @@
+"""Components: register a model version (alias challenger) and gated promotion to champion."""
+
+from kfp import dsl
+from kfp.dsl import Input, Metrics, Model
+
+from components import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def register_model(name: str, model: Input[Model], metrics: Input[Metrics], objective: str = "",
+                   gate_metric: str = "", gate_mode: str = "") -> str:
+    """Register ``model`` as a new version of ``name`` (``{objective}`` is filled in) with its metrics.
+
+    Returns the version. The new version gets the alias ``challenger``.
+    """
+    from components.runtime import register_stage
+
+    return register_stage(name, model.path, metrics, objective=objective, gate_metric=gate_metric,
+                          gate_mode=gate_mode)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def promote_model(name: str, version: str, objective: str = "", enabled: bool = True, force: bool = False,
+                  reason: str = "") -> str:
+    """Move ``champion`` to ``version`` only if it beats the champion on the gate metric.
+
+    A refused promotion is not a failure: nothing changes and the reason is returned and logged.
+    ``enabled=False`` skips promotion (the version stays challenger).
+    """
+    from components.runtime import promote_stage
+
+    if not enabled:
+        print(f"promotion of {name} version {version} skipped (promote=False)")
+        return "skipped"
+    return promote_stage(name, version, objective=objective, force=force, reason=reason)

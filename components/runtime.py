@@ -1,0 +1,268 @@
+"""What every PRO component does inside its container: build the stage's config, run it, track it.
+
+A component body is three lines: import :func:`run_stage`, map its KFP artifacts onto the stage
+config's path fields, call it. Here the stage's pro_lib config dataclass is built from the
+component's ``config`` dict (the *same* keys as the stage's CLI flags and YAML; no field is copied
+into the component signature), the stage runs inside an MLflow child run (params, metrics,
+plots/tables as artifacts), and its numbers/reports are written into the KFP output artifacts so
+the KFP UI shows them.
+
+This module imports neither kfp nor anything heavy at import time; KFP artifacts are duck-typed
+(``.path``, ``.metadata``, ``.log_metric``) so tests and the in-process benchmark can call it with
+simple stand-ins.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+log = logging.getLogger("pro.components")
+
+
+@dataclass(frozen=True)
+class Stage:
+    module: str
+    function: str
+    config: str
+    gpu: bool = False          # scheduled on the GPU pool on a cluster
+    deterministic: bool = True  # KFP caching on when True
+
+    def load(self) -> tuple[type, Callable[[Any], dict]]:
+        try:
+            mod = importlib.import_module(self.module)
+            return getattr(mod, self.config), getattr(mod, self.function)
+        except (ImportError, AttributeError) as exc:
+            from pro_lib.errors import ConfigError
+
+            raise ConfigError(f"stage needs {self.module}.{self.function}({self.config}), which is not "
+                              f"available in this installation ({exc}); update the image/package") from None
+
+
+# The one table of stages: component name -> pro_lib function and config dataclass.
+STAGES: dict[str, Stage] = {
+    "prepare_data": Stage("pro_lib.data", "prepare_data", "DataConfig"),
+    "train_reward_model": Stage("pro_lib.rewards", "train_reward_model", "RewardTrainConfig", gpu=True),
+    "score_targets": Stage("pro_lib.suite", "score_and_target", "ScoreConfig", gpu=True),
+    "train_orchestrator": Stage("pro_lib.orchestrator", "train_orchestrator", "OrchestratorTrainConfig", gpu=True),
+    "evaluate_orchestrator": Stage("pro_lib.evaluation", "evaluate_orchestrator", "OrchestratorEvalConfig", gpu=True),
+    "wic_offline_sft": Stage("pro_lib.wic", "train_wic_offline", "WICOfflineConfig", gpu=True),
+    "wic_online_sample": Stage("pro_lib.wic", "sample_online_round", "WICSampleConfig", gpu=True,
+                               deterministic=False),
+    "wic_online_sft": Stage("pro_lib.wic", "train_wic_online", "WICOnlineConfig", gpu=True),
+    "wic_evaluate": Stage("pro_lib.wic", "evaluate_wic", "WICEvalConfig", gpu=True),
+    "morlhf_train": Stage("pro_lib.morlhf", "train_morlhf", "MorlhfTrainConfig", gpu=True, deterministic=False),
+    "morlhf_evaluate": Stage("pro_lib.morlhf", "evaluate_morlhf", "MorlhfEvalConfig", gpu=True),
+}
+
+# Small outputs worth keeping in MLflow next to the metrics (model weights go to the registry).
+ARTIFACT_SUFFIXES = {".json", ".md", ".txt", ".png", ".svg", ".html", ".yaml", ".yml", ".csv"}
+MAX_ARTIFACT_BYTES = 5 * 2**20
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=os.environ.get("PRO_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build_stage_config(stage: str, config: Mapping[str, Any] | None, overrides: Mapping[str, Any]):
+    """The stage's config dataclass from the component's ``config`` dict plus artifact paths."""
+    from pro_lib.config import build_config
+
+    spec = STAGES[stage]
+    cls, _ = spec.load()
+    values = {**dict(config or {}), **{k: v for k, v in overrides.items()}}
+    return build_config(cls, values, where=f"component '{stage}' config")
+
+
+def _log_small_artifacts(folder: Path, artifact_path: str) -> None:
+    from pro_lib import tracking
+
+    if not folder.is_dir():
+        return
+    for f in sorted(folder.rglob("*")):
+        if (f.is_file() and f.suffix in ARTIFACT_SUFFIXES and f.stat().st_size <= MAX_ARTIFACT_BYTES
+                and ".checkpoints" not in f.parts and not f.name.startswith(".")
+                and "checkpoint-" not in str(f.relative_to(folder))):
+            rel = f.relative_to(folder).parent.as_posix()
+            tracking.log_artifacts(f, artifact_path if rel == "." else f"{artifact_path}/{rel}")
+
+
+def write_kfp_metrics(metrics_artifact, numbers: Mapping[str, float]) -> None:
+    """Scalars into a KFP ``Metrics`` artifact (UI) and as JSON in its file (for downstream stages)."""
+    if metrics_artifact is None:
+        return
+    for k, v in numbers.items():
+        metrics_artifact.log_metric(k, float(v))
+    Path(metrics_artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics_artifact.path).write_text(json.dumps(dict(numbers), indent=2, sort_keys=True))
+
+
+def read_kfp_metrics(metrics_artifact) -> dict[str, float]:
+    """Numbers of an upstream ``Metrics`` artifact: its metadata, else the JSON file."""
+    meta = {k: v for k, v in dict(getattr(metrics_artifact, "metadata", {}) or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if meta:
+        return meta
+    p = Path(metrics_artifact.path)
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def image_html(title: str, png: Path, caption: str = "") -> str:
+    data = base64.b64encode(png.read_bytes()).decode()
+    return (f"<html><body><h3>{title}</h3><img src='data:image/png;base64,{data}' style='max-width:100%'/>"
+            f"<p>{caption}</p></body></html>")
+
+
+def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mapping[str, Any],
+              output_dir: str | Path | None = None, metrics=None, report=None,
+              report_fn: Callable[[Any, dict], str] | None = None, html=None,
+              html_fn: Callable[[Any, dict, Path], str | None] | None = None,
+              tags: Mapping[str, str] | None = None) -> dict:
+    """Run one stage: config -> pro_lib function -> MLflow child run -> KFP artifacts.
+
+    ``output_dir``: the stage's output folder (for MLflow artifacts); defaults to the config's
+    ``output_dir``. ``report_fn(cfg, result)`` returns Markdown for ``report``; ``html_fn`` returns
+    HTML for ``html`` (plots as embedded PNG) or None.
+    """
+    from pro_lib import tracking
+    from pro_lib.config import to_dict
+
+    setup_logging()
+    spec = STAGES[stage]
+    _, fn = spec.load()
+    cfg = build_stage_config(stage, config, overrides)
+    out = Path(output_dir or getattr(cfg, "output_dir", "") or ".")
+    with tracking.stage_run(stage, to_dict(cfg), tags=tags) as run:
+        result = fn(cfg)
+        numbers = tracking.log_metrics(result)
+        _log_small_artifacts(out, stage)
+        if report is not None and report_fn is not None:
+            text = report_fn(cfg, result)
+            Path(report.path).parent.mkdir(parents=True, exist_ok=True)
+            Path(report.path).write_text(text)
+            tracking.log_artifacts(Path(report.path), f"{stage}/report")
+        if html is not None and html_fn is not None:
+            page = html_fn(cfg, result, out)
+            Path(html.path).parent.mkdir(parents=True, exist_ok=True)
+            Path(html.path).write_text(page or "<html><body>no plot for this run</body></html>")
+        run_id = run.info.run_id
+    write_kfp_metrics(metrics, numbers)
+    log.info("stage %s finished (MLflow run %s): %s", stage, run_id,
+             ", ".join(f"{k}={v:.4g}" for k, v in list(numbers.items())[:8]))
+    return result
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh folder for stage outputs that are not KFP artifacts (logged to MLflow instead)."""
+    return Path(tempfile.mkdtemp(prefix=f"pro-{prefix}-"))
+
+
+def md_table(rows: list[dict], columns: list[str]) -> str:
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    return head + "".join("| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |\n" for r in rows)
+
+
+def as_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
+
+
+# -- helpers the component bodies call -------------------------------------------------------
+
+def parse_objective_spec(spec: str) -> tuple[str, str | None]:
+    """``helpful`` -> ("helpful", "helpful"); ``helpful=hh-rlhf/helpful-base`` -> (..., that source);
+    ``helpful=`` -> ("helpful", None): train on every pair, no source filter."""
+    from pro_lib.errors import ConfigError
+
+    name, eq, source = str(spec).partition("=")
+    name = name.strip()
+    if not name:
+        raise ConfigError(f"bad objective {spec!r}: expected name or name=<source filter>")
+    if not eq:
+        return name, name
+    return name, (source.strip() or None)
+
+
+def reward_suite_specs(objectives: list, model_dirs: list[str]) -> list[str]:
+    """``name=<model dir>`` per objective, in the order of ``objectives``, matching each trained
+    reward model by the objective recorded in its folder (pro_reward.json)."""
+    from pro_lib.errors import ConfigError
+    from pro_lib.io import read_json
+
+    by_name: dict[str, str] = {}
+    for d in model_dirs:
+        info = read_json(Path(d) / "pro_reward.json")
+        by_name[info["objective"]] = str(d)
+    specs = []
+    for spec in objectives:
+        name, _ = parse_objective_spec(spec)
+        if name not in by_name:
+            raise ConfigError(f"no trained reward model for objective '{name}' (have: {sorted(by_name)})")
+        specs.append(f"{name}={by_name[name]}")
+    return specs
+
+
+def suite_dir(path: str) -> str:
+    """A targets folder holds its suite in ``suite/``; accept either."""
+    p = Path(path)
+    return str(p / "suite") if (p / "suite" / "suite.yaml").is_file() else str(p)
+
+
+def registered_name(name: str, objective: str = "") -> str:
+    from pro_lib.errors import ConfigError
+
+    if "{objective}" in name:
+        if not objective:
+            raise ConfigError(f"registered name {name!r} needs an objective")
+        name_, _ = parse_objective_spec(objective)
+        return name.replace("{objective}", name_)
+    return name
+
+
+def register_stage(name: str, model_dir: str, metrics_artifact, *, objective: str = "", gate_metric: str = "",
+                   gate_mode: str = "") -> str:
+    from pro_lib import registry, tracking
+
+    setup_logging()
+    name = registered_name(name, objective)
+    numbers = read_kfp_metrics(metrics_artifact) if metrics_artifact is not None else {}
+    with tracking.stage_run(f"register_model", {"name": name, "gate_metric": gate_metric or "default"},
+                            tags={"pro.registered_name": name}):
+        version = registry.register_model(model_dir, name, metrics=numbers, gate_metric=gate_metric or None,
+                                          gate_mode=gate_mode or None)
+        tracking.log_metrics({"registered_version": int(version)})
+    print(f"registered models:/{name}/{version} (alias {registry.CHALLENGER})")
+    return version
+
+
+def promote_stage(name: str, version: str, *, objective: str = "", force: bool = False, reason: str = "") -> str:
+    from pro_lib import registry, tracking
+
+    setup_logging()
+    name = registered_name(name, objective)
+    with tracking.stage_run("promote", {"name": name, "version": version, "force": force},
+                            tags={"pro.registered_name": name}) as run:
+        result = registry.promote(name, version=version, force=force, reason=reason or None)
+        import mlflow
+
+        mlflow.set_tags({"pro.promoted": str(result.promoted).lower(), "pro.promotion": result.message})
+        tracking.log_metrics({"promoted": result.promoted})
+        from pro_lib.io import write_json
+
+        tmp = scratch_dir("promotion")
+        write_json(tmp / "promotion.json", result.to_dict())
+        tracking.log_artifacts(tmp / "promotion.json", "promote")
+    print(f"{name}: {result.message}")
+    return result.message

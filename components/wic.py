@@ -1,0 +1,52 @@
+"""Components: PRO-WIC (weights in context) offline SFT, online sampling rounds, online SFT, evaluation.
+
+The stage functions and configs live in pro_lib.wic (see components.runtime.STAGES).
+"""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def wic_offline_sft(config: dict, targets: Input[Dataset], policy: Output[Model], metrics: Output[Metrics]):
+    """Offline stage: SFT on preferred responses with their w* written into the prompt."""
+    from components.runtime import run_stage
+
+    run_stage("wic_offline_sft", config, overrides={"targets": targets.path, "output_dir": policy.path},
+              metrics=metrics)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def wic_online_sample(config: dict, round_index: int, policy: Input[Model], orchestrator: Input[Model],
+                      targets: Input[Dataset], samples: Output[Dataset], metrics: Output[Metrics]):
+    """Online round: orchestrator weights per prompt, policy samples, reward models score,
+    rejection sampling keeps the good ones. Sampling: never cached."""
+    from components.runtime import run_stage, suite_dir
+
+    run_stage("wic_online_sample", config, overrides={
+        "policy": policy.path, "orchestrator": orchestrator.path, "suite": suite_dir(targets.path),
+        "round_index": round_index, "output_dir": samples.path}, metrics=metrics)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def wic_online_sft(config: dict, policy: Input[Model], samples: Input[Dataset], new_policy: Output[Model],
+                   metrics: Output[Metrics]):
+    """Online round: SFT the policy on the kept samples."""
+    from components.runtime import run_stage
+
+    run_stage("wic_online_sft", config, overrides={
+        "policy": policy.path, "samples": samples.path, "output_dir": new_policy.path}, metrics=metrics)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def wic_evaluate(config: dict, policy: Input[Model], targets: Input[Dataset], metrics: Output[Metrics],
+                 report: Output[Markdown], plot: Output[HTML]):
+    """Pareto evaluation: sweep weight vectors, score generations per objective, fronts + hypervolume."""
+    from components.reports import morlhf_eval_report, pareto_plot
+    from components.runtime import run_stage, scratch_dir, suite_dir
+
+    run_stage("wic_evaluate", config, overrides={
+        "policy": policy.path, "suite": suite_dir(targets.path), "output_dir": str(scratch_dir("wic-eval"))},
+        metrics=metrics, report=report, report_fn=morlhf_eval_report, html=plot, html_fn=pareto_plot)

@@ -1,0 +1,401 @@
+"""`pro pipeline ...` and `pro registry ...` (plugged into the `pro` command via the `pro.commands`
+entry-point group, so pro_lib itself never imports kfp).
+
+    pro pipeline list
+    pro pipeline compile [NAME ...] [--image IMAGE] [--check]
+    pro pipeline run --local NAME [--set key=value ...] [--params-file FILE]
+    pro pipeline submit NAME --host URL [--namespace pro] [--experiment pro] [--run-name NAME] [--set ...]
+    pro registry list [NAME] | promote NAME [--version V] [--force --reason WHY] | download REF
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pro_lib.errors import ConfigError
+
+PIPELINE_DIR = Path(__file__).resolve().parent
+
+
+# -- pipeline parameters --------------------------------------------------------------------
+
+def pipeline_defaults(fn) -> dict[str, Any]:
+    """The pipeline's parameters and their defaults (from the Python signature)."""
+    sig = inspect.signature(fn.pipeline_func if hasattr(fn, "pipeline_func") else fn)
+    return {n: copy.deepcopy(p.default) for n, p in sig.parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def parse_sets(sets: list[str], defaults: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``key=value`` (value parsed as YAML) and ``config.key=value`` (one key of a dict parameter,
+    merged into its default) -> the arguments that differ from the defaults."""
+    args: dict[str, Any] = dict(base or {})
+    for item in sets:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value (e.g. --set reward_config.epochs=2)")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        top, dot, sub = key.partition(".")
+        if top not in defaults:
+            raise ConfigError(f"--set {item!r}: unknown pipeline parameter '{top}'; parameters: "
+                              f"{', '.join(defaults)}")
+        if dot:
+            current = args.get(top, copy.deepcopy(defaults[top]))
+            if not isinstance(current, dict):
+                raise ConfigError(f"--set {item!r}: parameter '{top}' is not a dict; use --set {top}=<value>")
+            node = current
+            parts = sub.split(".")
+            for p in parts[:-1]:
+                node = node.setdefault(p, {})
+            node[parts[-1]] = value
+            args[top] = current
+        else:
+            args[top] = value
+    return args
+
+
+def load_params_file(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--params-file {p} does not exist")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--params-file {p}: expected a mapping of pipeline parameters")
+    return data
+
+
+def _pipeline_args(args, fn) -> dict[str, Any]:
+    defaults = pipeline_defaults(fn)
+    base = load_params_file(args.params_file)
+    for k in base:
+        if k not in defaults:
+            raise ConfigError(f"{args.params_file}: unknown pipeline parameter '{k}'; parameters: {', '.join(defaults)}")
+    return parse_sets(args.set or [], defaults, base)
+
+
+# -- compile ----------------------------------------------------------------------------------
+
+def compile_pipeline(name: str, output: str | Path | None = None, *, image: str | None = None) -> Path:
+    """Compile pipeline ``name`` to YAML (default: pipelines/<name>.yaml)."""
+    from kfp import compiler
+
+    from pipelines import load_pipeline
+
+    fn = load_pipeline(name)
+    out = Path(output) if output else PIPELINE_DIR / f"{name}.yaml"
+    params = {"image": image} if image else None
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_file = Path(tmp) / out.name
+        compiler.Compiler().compile(fn, str(tmp_file), pipeline_parameters=params)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_file, out) if tmp_file.stat().st_dev == out.parent.stat().st_dev else \
+            out.write_text(tmp_file.read_text())
+    return out
+
+
+def _cmd_compile(args) -> None:
+    from pipelines import PIPELINES
+
+    names = args.names or list(PIPELINES)
+    stale = []
+    for name in names:
+        if args.check:
+            with tempfile.TemporaryDirectory() as tmp:
+                fresh = compile_pipeline(name, Path(tmp) / f"{name}.yaml", image=args.image).read_text()
+            committed = PIPELINE_DIR / f"{name}.yaml"
+            if not committed.is_file() or committed.read_text() != fresh:
+                stale.append(name)
+            continue
+        out = compile_pipeline(name, Path(args.output_dir) / f"{name}.yaml" if args.output_dir else None,
+                               image=args.image)
+        print(f"compiled {name} -> {out}")
+    if args.check:
+        if stale:
+            sys.exit(f"out of date: {', '.join(stale)}; run `pro pipeline compile` and commit the YAML")
+        print(f"up to date: {', '.join(names)}")
+
+
+# -- local run --------------------------------------------------------------------------------
+
+def run_local(name: str, arguments: dict[str, Any] | None = None, *, pipeline_root: str | Path | None = None,
+              cache: bool = False, run_name: str | None = None) -> dict:
+    """Run pipeline ``name`` with KFP's local runner (SubprocessRunner, no Docker, this Python env).
+
+    One MLflow parent run wraps the pipeline run (its id reaches every stage subprocess through
+    ``PRO_PARENT_RUN_ID``). Returns a summary: parent run id, tracking URI, outputs folder, seconds.
+    """
+    from kfp import local
+
+    from pipelines import load_pipeline
+    from pro_lib import tracking
+    from pro_lib.io import pro_home
+
+    fn = load_pipeline(name)
+    arguments = dict(arguments or {})
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    root = Path(pipeline_root) if pipeline_root else pro_home() / "pipeline_runs"
+    root.mkdir(parents=True, exist_ok=True)
+    # Stages in subprocesses must land in the same MLflow store and PRO_HOME as this process.
+    os.environ["PRO_HOME"] = str(pro_home())
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+               enable_caching=cache, raise_on_error=True)
+    t0 = time.time()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        with tracking.pipeline_run(name, arguments, run_name=run_name or f"{name}-{stamp}",
+                                   tags={"pro.runner": "kfp-local"}) as parent:
+            fn(**arguments)
+    return {"pipeline": name, "parent_run_id": parent, "tracking_uri": tracking.tracking_uri(),
+            "pipeline_root": str(root), "seconds": time.time() - t0}
+
+
+def _print_where_to_look(summary: dict) -> None:
+    from pro_lib import registry, tracking
+
+    print()
+    print(f"pipeline {summary['pipeline']} finished in {summary['seconds'] / 60:.1f} min")
+    print(f"  MLflow tracking: {summary['tracking_uri']}")
+    print(f"  pipeline run:    {tracking.run_url(summary['parent_run_id'])}")
+    print(f"  KFP outputs:     {summary['pipeline_root']}")
+    try:
+        names = registry.list_models()
+    except Exception:  # noqa: BLE001 - the summary must not hide the successful run
+        names = []
+    if names:
+        print("  registered models (load with models:/<name>@champion):")
+        for n in names:
+            versions = registry.list_versions(n)
+            aliases = ", ".join(f"{a}=v{v['version']}" for v in versions for a in v["aliases"]) or "no aliases"
+            print(f"    {n:<28} {len(versions)} version(s); {aliases}")
+    uri = summary["tracking_uri"]
+    if not uri.startswith("http"):
+        print(f"  browse:          mlflow ui --backend-store-uri {uri}")
+    print("  try:             pro weights \"Tell me a joke about cats\" --orchestrator "
+          "models:/pro-orchestrator@champion")
+
+
+def _cmd_run(args) -> None:
+    from pipelines import load_pipeline
+
+    if not args.local:
+        sys.exit("error: `pro pipeline run` runs on this machine and needs --local; "
+                 "use `pro pipeline submit` for a Kubeflow Pipelines cluster")
+    arguments = _pipeline_args(args, load_pipeline(args.name))
+    summary = run_local(args.name, arguments, pipeline_root=args.pipeline_root, cache=args.cache,
+                        run_name=args.run_name)
+    _print_where_to_look(summary)
+
+
+# -- submit -----------------------------------------------------------------------------------
+
+def submit(name: str, arguments: dict[str, Any], *, host: str | None, namespace: str, experiment: str,
+           run_name: str | None, image: str | None = None, service_account: str | None = None,
+           enable_caching: bool | None = None, existing_token: str | None = None):
+    """Compile and submit to a KFP cluster with kfp.Client; returns the run id."""
+    import kfp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(name, Path(tmp) / f"{name}.yaml", image=image)
+        client = kfp.Client(host=host, namespace=namespace, existing_token=existing_token)
+        result = client.create_run_from_pipeline_package(
+            str(package), arguments=arguments, run_name=run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            experiment_name=experiment, namespace=namespace, enable_caching=enable_caching,
+            service_account=service_account)
+    return result.run_id
+
+
+def _cmd_submit(args) -> None:
+    from pipelines import load_pipeline
+
+    arguments = _pipeline_args(args, load_pipeline(args.name))
+    if args.image:
+        arguments.setdefault("image", args.image)
+    run_id = submit(args.name, arguments, host=args.host, namespace=args.namespace, experiment=args.experiment,
+                    run_name=args.run_name, image=args.image, service_account=args.service_account,
+                    enable_caching=False if args.no_cache else None,
+                    existing_token=os.environ.get("KFP_TOKEN") or None)
+    where = (args.host or "the in-cluster KFP endpoint").rstrip("/")
+    print(f"submitted {args.name}: run {run_id} in namespace {args.namespace}, experiment {args.experiment}")
+    if args.host:
+        print(f"  {where}/#/runs/details/{run_id}")
+
+
+def _cmd_list(args) -> None:
+    from pipelines import PIPELINES, load_pipeline
+
+    for name in PIPELINES:
+        fn = load_pipeline(name)
+        desc = getattr(fn, "description", "") or ""
+        print(f"{name:<14} {desc}")
+        if args.verbose_params:
+            for k, v in pipeline_defaults(fn).items():
+                print(f"    {k} = {json.dumps(v)}")
+
+
+def _add_param_flags(p) -> None:
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="pipeline parameter (value parsed as YAML); KEY may name one key of a dict "
+                        "parameter: --set reward_config.epochs=2 --set objectives='[helpful, harmless]'")
+    p.add_argument("--params-file", metavar="YAML", help="YAML mapping of pipeline parameters (--set wins)")
+    p.add_argument("--run-name", help="run name (default: <pipeline>-<timestamp>)")
+
+
+def register(subparsers) -> None:
+    """`pro pipeline ...`"""
+    from pipelines import PIPELINES
+
+    names = list(PIPELINES)
+    p = subparsers.add_parser(
+        "pipeline", help="compile, submit or locally run the Kubeflow pipelines",
+        description="PRO's Kubeflow pipelines: " + ", ".join(names) + ". Parameters of each: "
+                    "`pro pipeline list --params`. Stage options live in the *_config dict parameters "
+                    "(keys = the stage's CLI flags).")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    c = sub.add_parser("list", help="list the pipelines (and their parameters)")
+    c.add_argument("--params", dest="verbose_params", action="store_true", help="show parameters and defaults")
+    c.set_defaults(func=_cmd_list)
+
+    c = sub.add_parser("compile", help="compile pipelines to YAML (pipelines/<name>.yaml)",
+                       description="Compile to KFP IR YAML. --image changes the default of the pipelines' "
+                                   "`image` parameter (each run can still override it).")
+    c.add_argument("names", nargs="*", choices=names + [[]], metavar="NAME", help=f"pipelines (default: all): {names}")
+    c.add_argument("--image", help="component image name:tag baked in as the `image` parameter's default")
+    c.add_argument("--output-dir", help="write YAML here instead of pipelines/")
+    c.add_argument("--check", action="store_true", help="fail if the committed YAML is out of date")
+    c.set_defaults(func=_cmd_compile)
+
+    c = sub.add_parser("run", help="run a pipeline on this machine with KFP's local runner (--local)",
+                       description="Run with kfp.local.SubprocessRunner (no Docker, no cluster): every "
+                                   "component runs as a subprocess of this Python. MLflow: MLFLOW_TRACKING_URI "
+                                   "or $PRO_HOME/mlflow.db.")
+    c.add_argument("name", choices=names, help="pipeline")
+    c.add_argument("--local", action="store_true", help="run locally (the only mode of `run`)")
+    c.add_argument("--pipeline-root", help="where KFP writes task outputs (default: $PRO_HOME/pipeline_runs)")
+    c.add_argument("--cache", action="store_true", help="reuse outputs of identical earlier local tasks")
+    _add_param_flags(c)
+    c.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser("submit", help="submit a pipeline run to a Kubeflow Pipelines cluster (kfp.Client)",
+                       description="Compile and submit. Auth: in-cluster service-account credentials, or "
+                                   "KFP_TOKEN in the environment for a bearer token.")
+    c.add_argument("name", choices=names, help="pipeline")
+    c.add_argument("--host", default=os.environ.get("KFP_HOST"),
+                   help="KFP API endpoint, e.g. http://localhost:8080 (env KFP_HOST; default: in-cluster)")
+    c.add_argument("--namespace", default=os.environ.get("KFP_NAMESPACE", "pro"), help="namespace (env KFP_NAMESPACE)")
+    c.add_argument("--experiment", default="pro", help="KFP experiment")
+    c.add_argument("--image", help="component image name:tag for this run")
+    c.add_argument("--service-account", default="pro-pipeline-runner", help="service account of the pods")
+    c.add_argument("--no-cache", action="store_true", help="disable caching for this run")
+    _add_param_flags(c)
+    c.set_defaults(func=_cmd_submit)
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+def _cmd_registry_list(args) -> None:
+    from pro_lib import registry
+
+    names = [args.name] if args.name else registry.list_models()
+    if not names:
+        print("no registered models yet (run `pro pipeline run --local orchestrator`)")
+    for n in names:
+        versions = registry.list_versions(n)
+        if args.json:
+            print(json.dumps(versions, indent=2, default=str))
+            continue
+        print(n)
+        for v in versions:
+            gate = f"{v['gate_metric']}={v['gate_value']:.4g} ({v['gate_mode']})" if v["gate_value"] is not None else "-"
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created"] / 1000)) if v["created"] else ""
+            print(f"  v{v['version']:<4} {','.join(v['aliases']) or '-':<20} {gate:<36} {created}  run {v['run_id']}")
+
+
+def _cmd_registry_promote(args) -> None:
+    from pro_lib import registry
+
+    result = registry.promote(args.name, version=args.version, force=args.force, reason=args.reason)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else f"{args.name}: {result.message}")
+    if not result.promoted and not result.message.endswith("nothing to do"):
+        sys.exit(1)
+
+
+def _cmd_registry_download(args) -> None:
+    from pro_lib import registry
+
+    path = registry.download_model(args.ref)
+    if args.output:
+        import shutil
+
+        shutil.copytree(path, args.output, dirs_exist_ok=True)
+        path = Path(args.output)
+    print(path)
+
+
+def _cmd_registry_register(args) -> None:
+    from pro_lib import registry
+
+    metrics = {}
+    for item in args.metric or []:
+        k, _, v = item.partition("=")
+        try:
+            metrics[k] = float(v)
+        except ValueError:
+            raise ConfigError(f"--metric {item!r}: expected name=<number>") from None
+    version = registry.register_model(args.path, args.name, metrics=metrics, gate_metric=args.gate_metric,
+                                      gate_mode=args.gate_mode)
+    print(f"registered models:/{args.name}/{version} (alias challenger)")
+
+
+def register_registry(subparsers) -> None:
+    """`pro registry ...`"""
+    p = subparsers.add_parser(
+        "registry", help="MLflow model registry: list versions, gated promotion, download",
+        description="Registered models: pro-orchestrator, pro-reward-<objective>, pro-policy-<method>. "
+                    "A new version gets the alias 'challenger'; 'champion' moves only when the challenger "
+                    "beats it on the gate metric (or with --force --reason). Uses MLFLOW_TRACKING_URI "
+                    "(default: $PRO_HOME/mlflow.db).")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = sub.add_parser("list", help="registered models, versions, aliases and gate metrics")
+    c.add_argument("name", nargs="?", help="one registered model (default: all)")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=_cmd_registry_list)
+
+    c = sub.add_parser("promote", help="move 'champion' to the challenger if it beats the champion",
+                       description="Gated promotion. Exit status 1 when refused (nothing changes).")
+    c.add_argument("name", help="registered model, e.g. pro-orchestrator")
+    c.add_argument("--version", help="promote this version instead of the one aliased 'challenger'")
+    c.add_argument("--force", action="store_true", help="skip the gate (needs --reason, which is recorded)")
+    c.add_argument("--reason", help="why (recorded as the version tag pro.promotion_reason)")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.set_defaults(func=_cmd_registry_promote)
+
+    c = sub.add_parser("download", help="download models:/name@alias (or /version) and print the folder")
+    c.add_argument("ref", help="models:/pro-orchestrator@champion or models:/pro-orchestrator/3")
+    c.add_argument("--output", help="copy the model folder here")
+    c.set_defaults(func=_cmd_registry_download)
+
+    c = sub.add_parser("register", help="register a saved model folder as a new version (alias challenger)")
+    c.add_argument("path", help="model folder (save_pretrained)")
+    c.add_argument("--name", required=True, help="registered name, e.g. pro-reward-helpful")
+    c.add_argument("--metric", action="append", metavar="NAME=VALUE", help="evaluation metric (repeatable)")
+    c.add_argument("--gate-metric", help="metric promotion compares (default by name family)")
+    c.add_argument("--gate-mode", choices=["max", "min"], help="is higher or lower better")
+    c.set_defaults(func=_cmd_registry_register)

@@ -1,0 +1,99 @@
+"""Pipeline `orchestrator`: reward models -> targets -> Preference Orchestrator -> eval -> register.
+
+    prepare_data
+      -> train_reward_model  (one per objective, in parallel; each registered as
+                              pro-reward-<objective> and promoted when it beats the champion)
+      -> score_targets       (all reward models; w* = softmax(z / tau))
+      -> train_orchestrator -> evaluate_orchestrator
+      -> register_model pro-orchestrator (alias challenger) -> promote_model (gated: champion)
+
+Defaults run the shipped demo data on the bundled all-MiniLM-L6-v2 with small epochs, so
+``pro pipeline run --local orchestrator`` finishes in minutes on 2 CPU cores. On a cluster, pass
+bigger settings in the ``*_config`` dicts (keys = the stage's CLI flags, e.g. ``pro rewards train --help``).
+"""
+
+from kfp import dsl
+
+from components import DEFAULT_IMAGE
+from components.data import prepare_data
+from components.orchestrator import evaluate_orchestrator, train_orchestrator
+from components.registry import promote_model, register_model
+from components.rewards import score_targets, train_reward_model
+from pipelines.scheduling import cpu_stage, gpu_stage
+
+PIPELINE_NAME = "pro-orchestrator"
+
+DEFAULT_OBJECTIVES = ["helpful", "harmless", "humor"]
+DEFAULT_DATA = {"sources": ["demo"], "eval_fraction": 0.15, "seed": 0}
+DEFAULT_REWARD = {"base_model": "minilm", "epochs": 1.0, "batch_size": 16, "max_length": 128,
+                  "learning_rate": 5e-5, "limit": 240, "progress": False}
+DEFAULT_SCORE = {"tau": 0.1, "batch_size": 32, "max_length": 128}
+DEFAULT_ORCHESTRATOR = {"backbone": "minilm", "epochs": 2.0, "batch_size": 16, "max_length": 128,
+                        "learning_rate": 5e-5, "progress": False}
+DEFAULT_EVAL = {"batch_size": 32, "progress": False}
+DEFAULT_GPU_POOL = {"pro.ai/pool": "gpu"}
+
+
+def add_orchestrator_stages(*, objectives, data_config, reward_config, score_config, orchestrator_config,
+                            eval_config, promote, image, gpu_count, gpu_node_selector, gpu_cpu_request,
+                            gpu_memory_request, cpu_request, memory_request, pipeline=PIPELINE_NAME):
+    """The orchestrator stages inside a pipeline; returns the tasks later pipelines build on."""
+    def gpu(task, cache=True):
+        return gpu_stage(task, image=image, pipeline=pipeline, gpu_count=gpu_count,
+                         node_selector=gpu_node_selector, cpu=gpu_cpu_request, memory=gpu_memory_request,
+                         cache=cache)
+
+    def cpu(task, cache=True):
+        return cpu_stage(task, image=image, pipeline=pipeline, cpu=cpu_request, memory=memory_request,
+                         cache=cache)
+
+    data = cpu(prepare_data(config=data_config).set_display_name("prepare data"))
+    with dsl.ParallelFor(objectives, name="objectives") as objective:
+        rm = gpu(train_reward_model(objective=objective, config=reward_config, data=data.outputs["data"])
+                 .set_display_name("train reward model"))
+        rm_reg = cpu(register_model(name="pro-reward-{objective}", objective=objective, model=rm.outputs["model"],
+                                    metrics=rm.outputs["metrics"]).set_display_name("register reward model"),
+                     cache=False)
+        cpu(promote_model(name="pro-reward-{objective}", objective=objective, version=rm_reg.output,
+                          enabled=promote).set_display_name("promote reward model"), cache=False)
+    targets = gpu(score_targets(objectives=objectives, config=score_config, data=data.outputs["data"],
+                                reward_models=dsl.Collected(rm.outputs["model"]))
+                  .set_display_name("score rewards + build targets"))
+    orch = gpu(train_orchestrator(config=orchestrator_config, targets=targets.outputs["targets"])
+               .set_display_name("train orchestrator"))
+    ev = gpu(evaluate_orchestrator(config=eval_config, orchestrator=orch.outputs["model"],
+                                   data=data.outputs["data"], targets=targets.outputs["targets"])
+             .set_display_name("evaluate orchestrator"))
+    reg = cpu(register_model(name="pro-orchestrator", model=orch.outputs["model"], metrics=ev.outputs["metrics"])
+              .set_display_name("register orchestrator"), cache=False)
+    prom = cpu(promote_model(name="pro-orchestrator", version=reg.output, enabled=promote)
+               .set_display_name("promote orchestrator"), cache=False)
+    return {"data": data, "targets": targets, "orchestrator": orch, "evaluation": ev, "register": reg,
+            "promote": prom}
+
+
+@dsl.pipeline(name=PIPELINE_NAME,
+              description="PRO: reward models -> w* targets -> Preference Orchestrator -> evaluation -> "
+                          "MLflow registry (challenger) -> gated promotion (champion)")
+def orchestrator_pipeline(
+    objectives: list = DEFAULT_OBJECTIVES,
+    data_config: dict = DEFAULT_DATA,
+    reward_config: dict = DEFAULT_REWARD,
+    score_config: dict = DEFAULT_SCORE,
+    orchestrator_config: dict = DEFAULT_ORCHESTRATOR,
+    eval_config: dict = DEFAULT_EVAL,
+    promote: bool = True,
+    image: str = DEFAULT_IMAGE,
+    gpu_count: int = 1,
+    gpu_node_selector: dict = DEFAULT_GPU_POOL,
+    gpu_cpu_request: str = "4",
+    gpu_memory_request: str = "24Gi",
+    cpu_request: str = "1",
+    memory_request: str = "4Gi",
+):
+    """objectives: ``name`` or ``name=<source filter>`` (``name=`` for no filter)."""
+    add_orchestrator_stages(
+        objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
+        orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, image=image,
+        gpu_count=gpu_count, gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
+        gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request)

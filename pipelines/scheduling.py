@@ -1,0 +1,73 @@
+"""How PRO tasks are scheduled on a cluster (kfp + kfp-kubernetes); ignored by the local runner.
+
+- every task: the image from the pipeline's ``image`` parameter, CPU and memory requests, the
+  ``pro-config`` ConfigMap and ``pro-s3-credentials`` Secret as environment (secrets never travel
+  as pipeline parameters), pod label ``pro.ai/role=pipeline``, and ``PRO_KFP_RUN`` (the Argo
+  workflow name, via the downward API) so stages find their MLflow parent run without a per-run
+  input that would defeat caching;
+- GPU stages: ``nvidia.com/gpu`` with a configurable count, a node selector for the GPU pool
+  (pipeline parameter, default ``pro.ai/pool=gpu``) and the usual ``nvidia.com/gpu`` NoSchedule
+  toleration;
+- CPU stages: a required node affinity *away* from the GPU pool (``pro.ai/pool NotIn [gpu]``), on
+  top of the GPU taint they do not tolerate;
+- caching: on for deterministic stages, off for sampling/RL and for registry side effects.
+"""
+
+from __future__ import annotations
+
+from kfp import kubernetes
+from kfp.dsl import pipeline_channel
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_POOL_KEY = "pro.ai/pool"
+GPU_POOL_VALUE = "gpu"
+CONFIG_MAP = "pro-config"
+CONFIG_KEYS = ["MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "PRO_S3_BUCKET"]
+S3_SECRET = "pro-s3-credentials"
+S3_KEYS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+HF_SECRET = "pro-hf-token"      # optional: a Hugging Face token for gated hub models
+ARGO_WORKFLOW_LABEL = "metadata.labels['workflows.argoproj.io/workflow']"
+
+
+def _register_channels(task, *values) -> None:
+    """Resource setters in kfp 2.17 do not register the pipeline parameters they use, so inside a
+    ParallelFor those parameters never reach the loop's sub-DAG (the run fails with "input
+    argument 'pipelinechannel--gpu_count' not found"). Register them as task inputs explicitly."""
+    channels = [v for v in values if isinstance(v, pipeline_channel.PipelineChannel)]
+    if channels:
+        task.register_pipeline_channels(channels)
+
+
+def _common(task, *, image, pipeline: str, cpu, memory, cache: bool):
+    task.set_container_image(image)
+    task.set_cpu_request(cpu)
+    task.set_memory_request(memory)
+    _register_channels(task, cpu, memory)
+    task.set_caching_options(enable_caching=cache)
+    task.set_env_variable("PRO_PIPELINE", pipeline)
+    task.set_env_variable("PRO_HOME", "/tmp/pro")
+    kubernetes.use_config_map_as_env(task, CONFIG_MAP, {k: k for k in CONFIG_KEYS})
+    kubernetes.use_secret_as_env(task, S3_SECRET, {k: k for k in S3_KEYS})
+    kubernetes.use_secret_as_env(task, HF_SECRET, {"HF_TOKEN": "HF_TOKEN"}, optional=True)
+    kubernetes.use_field_path_as_env(task, "PRO_KFP_RUN", ARGO_WORKFLOW_LABEL)
+    kubernetes.add_pod_label(task, "pro.ai/role", "pipeline")
+    return task
+
+
+def gpu_stage(task, *, image, pipeline: str, gpu_count, node_selector, cpu, memory, cache: bool = True):
+    """A GPU stage: GPUs, the GPU pool's node selector and the nvidia.com/gpu toleration."""
+    _common(task, image=image, pipeline=pipeline, cpu=cpu, memory=memory, cache=cache)
+    task.set_accelerator_type(GPU_RESOURCE)
+    task.set_accelerator_limit(gpu_count)
+    _register_channels(task, gpu_count)
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+    return task
+
+
+def cpu_stage(task, *, image, pipeline: str, cpu, memory, cache: bool = True):
+    """A CPU stage: kept off the GPU pool by a required node anti-affinity."""
+    _common(task, image=image, pipeline=pipeline, cpu=cpu, memory=memory, cache=cache)
+    kubernetes.add_node_affinity(task, match_expressions=[
+        {"key": GPU_POOL_KEY, "operator": "NotIn", "values": [GPU_POOL_VALUE]}])
+    return task
