@@ -224,6 +224,8 @@ def test_every_container_has_requests_limits_probes_and_a_hardened_context(overl
         spec = _pod_spec(obj)
         pod_sc = spec.get("securityContext", {})
         assert spec.get("automountServiceAccountToken") is False, f"{where}: API token mounted"
+        # Service links would inject MLFLOW_PORT=tcp://... & co. (a Service is named `mlflow`)
+        assert spec.get("enableServiceLinks") is False, f"{where}: enableServiceLinks not off"
         assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for c in _containers(spec):
