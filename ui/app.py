@@ -138,7 +138,9 @@ def _init_role(role: str, models: list[str]) -> None:
     candidates = [m for m in models if hint in m]
     if role == "suite" and not candidates and any(m.startswith("pro-reward-") for m in models):
         candidates = [PER_OBJECTIVE]
-    if role == "policy_b" or not candidates:
+    if role == "policy_b":  # a second registered policy (e.g. RiC next to PRO-WIC), else none
+        candidates = candidates[1:]
+    if not candidates:
         ss[f"{role}_source"] = "None" if optional else ("Registry" if models else "Local folder")
         return
     preferred = {"orchestrator": "pro-orchestrator"}.get(role)
