@@ -1,21 +1,23 @@
 """Components: PRO-MORLHF / MORLHF training and held-out policy evaluation."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def morlhf_train(config: dict, suite: Input[Model], policy: Output[Model], metrics: Output[Metrics],
+def morlhf_train(config: dict, weights: str, suite: Input[Dataset], policy: Output[Model], metrics: Output[Metrics],
                  orchestrator: Input[Model] = None):
-    """Online RL against sum_k w_k(x) r_k (weights from ``orchestrator``, or config ``weights``).
+    """Online RL against sum_k w_k(x) r_k - beta KL.
 
-    ``config``: MorlhfTrainConfig keys. ``suite``: a targets folder (its ``suite/``) or suite folder.
+    ``weights``: ``orchestrator`` (PRO-MORLHF, per-prompt weights from ``orchestrator``), ``uniform``
+    (MORLHF baseline) or a fixed vector. ``config``: MorlhfTrainConfig keys. ``suite``: a targets
+    folder (its ``suite/``) or a suite folder. ``policy``: the run folder (policy/ inside).
     """
     from components.runtime import run_stage, suite_dir
 
-    overrides = {"suite": suite_dir(suite.path), "output_dir": policy.path}
+    overrides = {"suite": suite_dir(suite.path), "output_dir": policy.path, "weights": weights}
     if orchestrator is not None:
         overrides["orchestrator"] = orchestrator.path
     run_stage("morlhf_train", config, overrides=overrides, metrics=metrics)

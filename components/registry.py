@@ -8,15 +8,16 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def register_model(name: str, model: Input[Model], metrics: Input[Metrics], objective: str = "",
-                   gate_metric: str = "", gate_mode: str = "") -> str:
-    """Register ``model`` as a new version of ``name`` (``{objective}`` is filled in) with its metrics.
-
-    Returns the version. The new version gets the alias ``challenger``.
+                   gate_metric: str = "", gate_mode: str = "", subdir: str = "") -> str:
+    """Register ``model`` (or its ``subdir``) as a new version of ``name`` (``{objective}`` is filled
+    in) with the numbers of ``metrics``. Returns the version, which gets the alias ``challenger``.
     """
+    import os
+
     from components.runtime import register_stage
 
-    return register_stage(name, model.path, metrics, objective=objective, gate_metric=gate_metric,
-                          gate_mode=gate_mode)
+    return register_stage(name, os.path.join(model.path, subdir) if subdir else model.path, metrics,
+                          objective=objective, gate_metric=gate_metric, gate_mode=gate_mode)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

@@ -15,8 +15,9 @@ PIPELINES = {
 }
 
 
-def load_pipeline(name: str):
-    """The pipeline function registered as ``name`` (see PIPELINES)."""
+def load_pipeline(name: str, *, online_rounds: int | None = None):
+    """The pipeline function registered as ``name`` (see PIPELINES); ``online_rounds`` builds
+    pro_wic with that many online rounds."""
     import importlib
 
     from pro_lib.errors import ConfigError
@@ -24,4 +25,9 @@ def load_pipeline(name: str):
     if name not in PIPELINES:
         raise ConfigError(f"unknown pipeline {name!r}; choose one of: {', '.join(PIPELINES)}")
     module, attr = PIPELINES[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    mod = importlib.import_module(module)
+    if online_rounds is not None:
+        if not hasattr(mod, "make_pipeline"):
+            raise ConfigError(f"--online-rounds applies to pro_wic only, not {name}")
+        return mod.make_pipeline(online_rounds)
+    return getattr(mod, attr)

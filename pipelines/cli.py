@@ -27,6 +27,7 @@ import yaml
 from pro_lib.errors import ConfigError
 
 PIPELINE_DIR = Path(__file__).resolve().parent
+NULL = "null"  # KFP parameters cannot carry None; stage configs read the string "null" as None
 
 
 # -- pipeline parameters --------------------------------------------------------------------
@@ -60,7 +61,7 @@ def parse_sets(sets: list[str], defaults: dict[str, Any], base: dict[str, Any] |
             parts = sub.split(".")
             for p in parts[:-1]:
                 node = node.setdefault(p, {})
-            node[parts[-1]] = value
+            node[parts[-1]] = NULL if value is None else value
             args[top] = current
         else:
             args[top] = value
@@ -90,13 +91,14 @@ def _pipeline_args(args, fn) -> dict[str, Any]:
 
 # -- compile ----------------------------------------------------------------------------------
 
-def compile_pipeline(name: str, output: str | Path | None = None, *, image: str | None = None) -> Path:
+def compile_pipeline(name: str, output: str | Path | None = None, *, image: str | None = None,
+                     online_rounds: int | None = None) -> Path:
     """Compile pipeline ``name`` to YAML (default: pipelines/<name>.yaml)."""
     from kfp import compiler
 
     from pipelines import load_pipeline
 
-    fn = load_pipeline(name)
+    fn = load_pipeline(name, online_rounds=online_rounds)
     out = Path(output) if output else PIPELINE_DIR / f"{name}.yaml"
     params = {"image": image} if image else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,6 +110,11 @@ def compile_pipeline(name: str, output: str | Path | None = None, *, image: str 
     return out
 
 
+def same_spec(a: str, b: str) -> bool:
+    """Compiled YAMLs are equal as data (the SDK's header comment prints dict defaults in random order)."""
+    return list(yaml.safe_load_all(a)) == list(yaml.safe_load_all(b))
+
+
 def _cmd_compile(args) -> None:
     from pipelines import PIPELINES
 
@@ -116,13 +123,14 @@ def _cmd_compile(args) -> None:
     for name in names:
         if args.check:
             with tempfile.TemporaryDirectory() as tmp:
-                fresh = compile_pipeline(name, Path(tmp) / f"{name}.yaml", image=args.image).read_text()
+                fresh = compile_pipeline(name, Path(tmp) / f"{name}.yaml", image=args.image,
+                                         online_rounds=args.online_rounds).read_text()
             committed = PIPELINE_DIR / f"{name}.yaml"
-            if not committed.is_file() or committed.read_text() != fresh:
+            if not committed.is_file() or not same_spec(committed.read_text(), fresh):
                 stale.append(name)
             continue
         out = compile_pipeline(name, Path(args.output_dir) / f"{name}.yaml" if args.output_dir else None,
-                               image=args.image)
+                               image=args.image, online_rounds=args.online_rounds if name == "pro_wic" else None)
         print(f"compiled {name} -> {out}")
     if args.check:
         if stale:
@@ -133,7 +141,7 @@ def _cmd_compile(args) -> None:
 # -- local run --------------------------------------------------------------------------------
 
 def run_local(name: str, arguments: dict[str, Any] | None = None, *, pipeline_root: str | Path | None = None,
-              cache: bool = False, run_name: str | None = None) -> dict:
+              cache: bool = False, run_name: str | None = None, online_rounds: int | None = None) -> dict:
     """Run pipeline ``name`` with KFP's local runner (SubprocessRunner, no Docker, this Python env).
 
     One MLflow parent run wraps the pipeline run (its id reaches every stage subprocess through
@@ -145,7 +153,7 @@ def run_local(name: str, arguments: dict[str, Any] | None = None, *, pipeline_ro
     from pro_lib import tracking
     from pro_lib.io import pro_home
 
-    fn = load_pipeline(name)
+    fn = load_pipeline(name, online_rounds=online_rounds)
     arguments = dict(arguments or {})
     stamp = time.strftime("%Y%m%d-%H%M%S")
     root = Path(pipeline_root) if pipeline_root else pro_home() / "pipeline_runs"
@@ -199,7 +207,7 @@ def _cmd_run(args) -> None:
                  "use `pro pipeline submit` for a Kubeflow Pipelines cluster")
     arguments = _pipeline_args(args, load_pipeline(args.name))
     summary = run_local(args.name, arguments, pipeline_root=args.pipeline_root, cache=args.cache,
-                        run_name=args.run_name)
+                        run_name=args.run_name, online_rounds=args.online_rounds)
     _print_where_to_look(summary)
 
 
@@ -207,12 +215,13 @@ def _cmd_run(args) -> None:
 
 def submit(name: str, arguments: dict[str, Any], *, host: str | None, namespace: str, experiment: str,
            run_name: str | None, image: str | None = None, service_account: str | None = None,
-           enable_caching: bool | None = None, existing_token: str | None = None):
+           enable_caching: bool | None = None, existing_token: str | None = None,
+           online_rounds: int | None = None):
     """Compile and submit to a KFP cluster with kfp.Client; returns the run id."""
     import kfp
 
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(name, Path(tmp) / f"{name}.yaml", image=image)
+        package = compile_pipeline(name, Path(tmp) / f"{name}.yaml", image=image, online_rounds=online_rounds)
         client = kfp.Client(host=host, namespace=namespace, existing_token=existing_token)
         result = client.create_run_from_pipeline_package(
             str(package), arguments=arguments, run_name=run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -230,7 +239,7 @@ def _cmd_submit(args) -> None:
     run_id = submit(args.name, arguments, host=args.host, namespace=args.namespace, experiment=args.experiment,
                     run_name=args.run_name, image=args.image, service_account=args.service_account,
                     enable_caching=False if args.no_cache else None,
-                    existing_token=os.environ.get("KFP_TOKEN") or None)
+                    existing_token=os.environ.get("KFP_TOKEN") or None, online_rounds=args.online_rounds)
     where = (args.host or "the in-cluster KFP endpoint").rstrip("/")
     print(f"submitted {args.name}: run {run_id} in namespace {args.namespace}, experiment {args.experiment}")
     if args.host:
@@ -255,6 +264,12 @@ def _add_param_flags(p) -> None:
                         "parameter: --set reward_config.epochs=2 --set objectives='[helpful, harmless]'")
     p.add_argument("--params-file", metavar="YAML", help="YAML mapping of pipeline parameters (--set wins)")
     p.add_argument("--run-name", help="run name (default: <pipeline>-<timestamp>)")
+    _add_rounds_flag(p)
+
+
+def _add_rounds_flag(p) -> None:
+    p.add_argument("--online-rounds", type=int, default=None,
+                   help="pro_wic only: number of online sampling + SFT rounds (shapes the graph; default 2)")
 
 
 def register(subparsers) -> None:
@@ -280,6 +295,7 @@ def register(subparsers) -> None:
     c.add_argument("--image", help="component image name:tag baked in as the `image` parameter's default")
     c.add_argument("--output-dir", help="write YAML here instead of pipelines/")
     c.add_argument("--check", action="store_true", help="fail if the committed YAML is out of date")
+    _add_rounds_flag(c)
     c.set_defaults(func=_cmd_compile)
 
     c = sub.add_parser("run", help="run a pipeline on this machine with KFP's local runner (--local)",

@@ -24,11 +24,11 @@ from pipelines.scheduling import cpu_stage, gpu_stage
 PIPELINE_NAME = "pro-orchestrator"
 
 DEFAULT_OBJECTIVES = ["helpful", "harmless", "humor"]
-DEFAULT_DATA = {"sources": ["demo"], "eval_fraction": 0.15, "seed": 0}
-DEFAULT_REWARD = {"base_model": "minilm", "epochs": 1.0, "batch_size": 16, "max_length": 128,
-                  "learning_rate": 5e-5, "limit": 240, "progress": False}
+DEFAULT_DATA = {"sources": ["demo"], "eval_fraction": 0.2, "seed": 0}
+DEFAULT_REWARD = {"base_model": "minilm", "epochs": 2.0, "batch_size": 16, "max_length": 128,
+                  "learning_rate": 5e-5, "progress": False}
 DEFAULT_SCORE = {"tau": 0.1, "batch_size": 32, "max_length": 128}
-DEFAULT_ORCHESTRATOR = {"backbone": "minilm", "epochs": 2.0, "batch_size": 16, "max_length": 128,
+DEFAULT_ORCHESTRATOR = {"backbone": "minilm", "epochs": 3.0, "batch_size": 16, "max_length": 128,
                         "learning_rate": 5e-5, "progress": False}
 DEFAULT_EVAL = {"batch_size": 32, "progress": False}
 DEFAULT_GPU_POOL = {"pro.ai/pool": "gpu"}

@@ -1,0 +1,78 @@
+"""Pipeline `pro_morlhf`: the orchestrator pipeline, then PRO-MORLHF vs the MORLHF baseline.
+
+    <orchestrator stages> -> morlhf_train(weights=orchestrator)  (PRO-MORLHF)
+                          -> morlhf_train(weights=uniform)       (MORLHF baseline)
+                          -> morlhf_evaluate (held-out rewards per objective, weighted rewards, curves)
+                          -> register pro-policy-pro-morlhf / pro-policy-morlhf -> gated promotion
+
+RL sampling is not deterministic: the two training stages run with caching off.
+"""
+
+from kfp import dsl
+
+from components import DEFAULT_IMAGE
+from components.morlhf import morlhf_evaluate, morlhf_train
+from components.registry import promote_model, register_model
+from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
+                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages)
+from pipelines.scheduling import cpu_stage, gpu_stage
+
+PIPELINE_NAME = "pro-morlhf"
+DEFAULT_MORLHF = {"policy": "smollm2", "data": ["demo"], "algorithm": "rloo", "max_steps": 50, "batch_size": 8,
+                  "num_generations": 4, "max_completion_length": 48, "beta": 0.05, "learning_rate": 1e-6}
+DEFAULT_MORLHF_EVAL = {"max_prompts": 32, "batch_size": 8}
+
+
+@dsl.pipeline(name=PIPELINE_NAME,
+              description="PRO-MORLHF: orchestrator pipeline, then RL with prompt-aware weights vs uniform "
+                          "weights (MORLHF), evaluation, policy registry")
+def pro_morlhf_pipeline(
+    objectives: list = DEFAULT_OBJECTIVES,
+    data_config: dict = DEFAULT_DATA,
+    reward_config: dict = DEFAULT_REWARD,
+    score_config: dict = DEFAULT_SCORE,
+    orchestrator_config: dict = DEFAULT_ORCHESTRATOR,
+    eval_config: dict = DEFAULT_EVAL,
+    morlhf_config: dict = DEFAULT_MORLHF,
+    morlhf_eval_config: dict = DEFAULT_MORLHF_EVAL,
+    promote: bool = True,
+    image: str = DEFAULT_IMAGE,
+    gpu_count: int = 1,
+    gpu_node_selector: dict = DEFAULT_GPU_POOL,
+    gpu_cpu_request: str = "8",
+    gpu_memory_request: str = "48Gi",
+    cpu_request: str = "1",
+    memory_request: str = "4Gi",
+):
+    """``morlhf_config``: MorlhfTrainConfig keys (`pro morlhf train --help`), shared by both methods."""
+    t = add_orchestrator_stages(
+        objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
+        orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, image=image,
+        gpu_count=gpu_count, gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
+        gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request,
+        pipeline=PIPELINE_NAME)
+
+    def gpu(task, cache=True):
+        return gpu_stage(task, image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count,
+                         node_selector=gpu_node_selector, cpu=gpu_cpu_request, memory=gpu_memory_request,
+                         cache=cache)
+
+    def cpu(task):
+        return cpu_stage(task, image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request,
+                         cache=False)
+
+    targets = t["targets"].outputs["targets"]
+    pro = gpu(morlhf_train(config=morlhf_config, weights="orchestrator", suite=targets,
+                           orchestrator=t["orchestrator"].outputs["model"]).set_display_name("PRO-MORLHF"),
+              cache=False)
+    base = gpu(morlhf_train(config=morlhf_config, weights="uniform", suite=targets)
+               .set_display_name("MORLHF (uniform weights)"), cache=False)
+    ev = gpu(morlhf_evaluate(config=morlhf_eval_config, pro_policy=pro.outputs["policy"],
+                             baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))
+    for method, task, gate in (("pro-morlhf", pro, "pro-morlhf/weighted_orchestrator"),
+                               ("morlhf", base, "morlhf/weighted_orchestrator")):
+        reg = cpu(register_model(name=f"pro-policy-{method}", model=task.outputs["policy"], metrics=ev.outputs["metrics"],
+                                 gate_metric=gate, gate_mode="max", subdir="policy")
+                  .set_display_name(f"register {method} policy"))
+        cpu(promote_model(name=f"pro-policy-{method}", version=reg.output, enabled=promote)
+            .set_display_name(f"promote {method} policy"))

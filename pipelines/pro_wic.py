@@ -1,0 +1,94 @@
+"""Pipeline `pro_wic`: the orchestrator pipeline, then PRO-WIC (weights in context).
+
+    <orchestrator stages> -> wic_offline_sft (SFT on preferred responses with w* in the prompt)
+      -> round 1..N: wic_online_sample (orchestrator weights -> policy samples -> reward models
+                     score -> rejection sampling; never cached) -> wic_online_sft
+      -> wic_evaluate (weight sweep, Pareto fronts, hypervolume)
+      -> register pro-policy-pro-wic (challenger) -> gated promotion (champion)
+
+The number of online rounds shapes the graph, so it is fixed when the pipeline is built
+(``make_pipeline(online_rounds)``; ``pro pipeline compile|run|submit pro_wic --online-rounds N``).
+"""
+
+from kfp import dsl
+
+from components import DEFAULT_IMAGE
+from components.registry import promote_model, register_model
+from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic_online_sft
+from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
+                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages)
+from pipelines.scheduling import cpu_stage, gpu_stage
+
+PIPELINE_NAME = "pro-wic"
+DEFAULT_ONLINE_ROUNDS = 2
+DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 1.0}
+DEFAULT_WIC_SAMPLE = {"samples_per_prompt": 4}
+DEFAULT_WIC_ONLINE = {"epochs": 1.0}
+DEFAULT_WIC_EVAL = {}
+GATE_METRIC = "hypervolume"
+
+
+def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
+    """The pro_wic pipeline with ``online_rounds`` sampling + SFT rounds."""
+    if online_rounds < 0:
+        raise ValueError(f"online_rounds must be >= 0, got {online_rounds}")
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description=f"PRO-WIC: orchestrator pipeline, offline SFT with weights in context, "
+                              f"{online_rounds} online rejection-sampling rounds, Pareto evaluation, policy registry")
+    def pro_wic_pipeline(
+        objectives: list = DEFAULT_OBJECTIVES,
+        data_config: dict = DEFAULT_DATA,
+        reward_config: dict = DEFAULT_REWARD,
+        score_config: dict = DEFAULT_SCORE,
+        orchestrator_config: dict = DEFAULT_ORCHESTRATOR,
+        eval_config: dict = DEFAULT_EVAL,
+        wic_offline_config: dict = DEFAULT_WIC_OFFLINE,
+        wic_sample_config: dict = DEFAULT_WIC_SAMPLE,
+        wic_online_config: dict = DEFAULT_WIC_ONLINE,
+        wic_eval_config: dict = DEFAULT_WIC_EVAL,
+        promote: bool = True,
+        image: str = DEFAULT_IMAGE,
+        gpu_count: int = 1,
+        gpu_node_selector: dict = DEFAULT_GPU_POOL,
+        gpu_cpu_request: str = "8",
+        gpu_memory_request: str = "48Gi",
+        cpu_request: str = "1",
+        memory_request: str = "4Gi",
+    ):
+        """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
+        t = add_orchestrator_stages(
+            objectives=objectives, data_config=data_config, reward_config=reward_config,
+            score_config=score_config, orchestrator_config=orchestrator_config, eval_config=eval_config,
+            promote=promote, image=image, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
+            gpu_cpu_request=gpu_cpu_request, gpu_memory_request=gpu_memory_request, cpu_request=cpu_request,
+            memory_request=memory_request, pipeline=PIPELINE_NAME)
+
+        def gpu(task, cache=True):
+            return gpu_stage(task, image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count,
+                             node_selector=gpu_node_selector, cpu=gpu_cpu_request, memory=gpu_memory_request,
+                             cache=cache)
+
+        targets = t["targets"].outputs["targets"]
+        policy = gpu(wic_offline_sft(config=wic_offline_config, targets=targets)
+                     .set_display_name("WIC offline SFT")).outputs["policy"]
+        for r in range(1, online_rounds + 1):
+            samples = gpu(wic_online_sample(config=wic_sample_config, round_index=r, policy=policy,
+                                            orchestrator=t["orchestrator"].outputs["model"], targets=targets)
+                          .set_display_name(f"online round {r}: sample + reject"), cache=False)
+            policy = gpu(wic_online_sft(config=wic_online_config, policy=policy, samples=samples.outputs["samples"])
+                         .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
+        ev = gpu(wic_evaluate(config=wic_eval_config, policy=policy, targets=targets)
+                 .set_display_name("Pareto evaluation"))
+        reg = cpu_stage(register_model(name="pro-policy-pro-wic", model=policy, metrics=ev.outputs["metrics"],
+                                       gate_metric=GATE_METRIC, gate_mode="max")
+                        .set_display_name("register PRO-WIC policy"),
+                        image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
+        cpu_stage(promote_model(name="pro-policy-pro-wic", version=reg.output, enabled=promote)
+                  .set_display_name("promote PRO-WIC policy"),
+                  image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
+
+    return pro_wic_pipeline
+
+
+pro_wic_pipeline = make_pipeline()
