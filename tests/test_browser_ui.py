@@ -37,23 +37,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def explorer(tiny_models, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def explorer(tiny_models, tmp_path_factory):  # noqa: F811
     """`pro ui` serving the tiny models on 127.0.0.1; stopped (whole process group) on teardown."""
-    if tiny_models["policy"] is None:
-        pytest.skip("pro_lib.wic is not available yet: no WIC policy to generate with")
+    tmp = tmp_path_factory.mktemp("explorer")
     port = _free_port()
     env = dict(os.environ)
     env.update({
-        "PRO_HOME": str(tmp_path / "pro_home"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'no-registry.db'}",
+        "PRO_HOME": str(tmp / "pro_home"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'no-registry.db'}",
         "PYTHONPATH": os.pathsep.join([str(REPO), str(tiny_models["module_dir"])]),
         "OMP_NUM_THREADS": "1",
     })
     cmd = [sys.executable, "-m", "pro_lib.cli", "ui", "--port", str(port), "--host", "127.0.0.1",
-           "--orchestrator", str(tiny_models["orchestrator"]), "--suite", str(tiny_models["suite"]),
-           "--policy", str(tiny_models["policy"])]
-    log = open(tmp_path / "server.log", "wb")
+           "--orchestrator", str(tiny_models["orchestrator"]), "--suite", str(tiny_models["suite"])]
+    if tiny_models["policy"] is not None:
+        cmd += ["--policy", str(tiny_models["policy"])]
+    log_path = tmp / "server.log"
+    log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -68,9 +69,9 @@ def explorer(tiny_models, tmp_path):  # noqa: F811
                 pass
             if proc.poll() is not None or time.time() > deadline:
                 log.flush()
-                pytest.fail("the explorer did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+                pytest.fail("the explorer did not start:\n" + log_path.read_text()[-3000:])
             time.sleep(0.3)
-        yield url
+        yield {"url": url, "log": log_path, "has_policy": tiny_models["policy"] is not None}
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -82,52 +83,89 @@ def explorer(tiny_models, tmp_path):  # noqa: F811
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
+        assert proc.poll() is not None, "the streamlit server is still running"
 
 
-def test_explorer_in_headless_chromium(explorer, tmp_path):
-    from PIL import Image, ImageStat
-    from playwright.sync_api import expect, sync_playwright
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
 
-    shot = tmp_path / "explorer.png"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1300})
-            page.set_default_timeout(45_000)
-            page.goto(explorer)
-            expect(page.get_by_text("PRO preference explorer")).to_be_visible()
-
-            # type a prompt (Ctrl+Enter submits a Streamlit text area)
-            box = page.get_by_label("Prompt", exact=True)
-            box.fill("Tell me a funny joke about a cat")
-            box.press("Control+Enter")
-            expect(page.get_by_text("Orchestrator confidence")).to_be_visible()
-            caption = page.get_by_text("override:", exact=False).first
-            expect(caption).to_be_visible()
-            before = caption.inner_text()
-
-            # move the first objective's slider with the keyboard; the others rebalance
-            slider = page.get_by_role("slider").first
-            slider.focus()
-            for _ in range(10):
-                slider.press("ArrowLeft")
-            expect(caption).not_to_have_text(before)
-            after = caption.inner_text()
-            assert "sum 1.000" in after, after
-
-            # generate side by side and wait for the scores
-            page.get_by_role("button", name="Generate").click()
-            expect(page.get_by_text("Scores side by side")).to_be_visible(timeout=90_000)
-            expect(page.get_by_text("weighted (own w)").first).to_be_visible()
-
-            assert page.locator("[data-testid='stException']").count() == 0
-            assert "Traceback" not in page.content()
-            page.screenshot(path=str(shot), full_page=True)
+            yield b
         finally:
-            browser.close()
+            b.close()
 
-    # the screenshot is the explorer, not a blank or error page
+
+@pytest.fixture
+def page(browser, explorer):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1300})
+    page.set_default_timeout(45_000)
+    page.goto(explorer["url"])
+    expect(page.get_by_text("PRO preference explorer").first).to_be_visible()
+    yield page
+    page.close()
+
+
+def _type_prompt(page, text: str):
+    from playwright.sync_api import expect
+
+    box = page.get_by_label("Prompt", exact=True)
+    box.fill(text)
+    box.press("Control+Enter")  # submits a Streamlit text area
+    expect(page.get_by_text("Orchestrator confidence")).to_be_visible()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()  # the weights chart rendered
+
+
+def _move_slider(page, name: str, presses: int) -> tuple[str, str]:
+    """Move one objective's slider with the keyboard; returns the override caption before/after."""
+    from playwright.sync_api import expect
+
+    caption = page.get_by_text("override:", exact=False).first
+    expect(caption).to_be_visible()
+    before = caption.inner_text()
+    slider = page.get_by_role("slider", name=name)
+    slider.focus()
+    for _ in range(presses):
+        slider.press("ArrowLeft")
+    expect(caption).not_to_have_text(before)
+    page.wait_for_timeout(1500)  # let the last keypress' rerun land
+    return before, caption.inner_text()
+
+
+def _check_not_error_page(page, shot: Path):
+    from PIL import Image, ImageStat
+
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert "Traceback" not in page.content()
+    page.screenshot(path=str(shot), full_page=True)
     img = Image.open(shot).convert("L")
     assert img.size[0] >= 1000 and img.size[1] >= 800
     assert ImageStat.Stat(img).stddev[0] > 10, "the screenshot looks blank"
-    print(f"screenshot: {shot} ({shot.stat().st_size} bytes), slider: {before!r} -> {after!r}")
+
+
+def test_prompt_and_slider_in_headless_chromium(page, tmp_path):
+    _type_prompt(page, "Tell me a funny joke about a cat")
+    before, after = _move_slider(page, "helpful", 10)
+    assert "sum 1.000" in after, after
+    shot = tmp_path / "explorer_weights.png"
+    _check_not_error_page(page, shot)
+    print(f"screenshot {shot}; override {before!r} -> {after!r}")
+
+
+def test_generate_in_headless_chromium(page, explorer, tmp_path):
+    from playwright.sync_api import expect
+
+    if not explorer["has_policy"]:
+        pytest.skip("pro_lib.wic is not available yet: no WIC policy to generate with")
+    _type_prompt(page, "Tell me a funny joke about a cat")
+    _move_slider(page, "helpful", 10)
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_text("Scores side by side")).to_be_visible(timeout=90_000)
+    expect(page.get_by_text("weighted (own w)").first).to_be_visible()
+    shot = tmp_path / "explorer_generate.png"
+    _check_not_error_page(page, shot)
+    print(f"screenshot {shot}")
