@@ -301,6 +301,11 @@ def test_registry_view_promotion_is_gated(monkeypatch, tiny_models, registry_sto
     from pro_lib import registry
 
     at = _app(monkeypatch, tiny_models).run()
+    overview = at.dataframe[0].value.set_index("model")
+    assert set(overview.index) == {"pro-orchestrator"} | {f"pro-reward-{n}" for n in NAMES}
+    row = overview.loc["pro-orchestrator"]
+    assert (row["versions"], row["champion"], row["challenger"]) == (2, "1", "2")
+    assert (row["champion value"], row["challenger value"], row["gate"]) == (0.5, 0.9, "orchestrator_kl (min)")
     at.selectbox(key="reg_model").set_value("pro-orchestrator").run()
     table = at.dataframe[-1].value
     assert list(table["version"]) == ["2", "1"]

@@ -590,6 +590,10 @@ def tab_registry() -> None:
         st.info("No registered models yet. `make demo` trains and registers the orchestrator, reward models "
                 "and policies.")
         return
+    with st.spinner("Reading the registry…"):
+        overview = be.overview()
+    st.markdown("**Registered models**")
+    st.dataframe(pd.DataFrame(overview), hide_index=True, width="stretch")
     name = st.selectbox("registered model", models, key="reg_model")
     try:
         versions = be.list_versions(name)

@@ -214,6 +214,24 @@ class Backend:
         rows = self._registry_call(f"list the versions of {name}", registry.list_versions, name)
         return [dict(r) for r in rows]
 
+    def overview(self) -> list[dict]:
+        """One row per registered model: versions, champion and challenger with their gate values."""
+        rows = []
+        for name in self.list_models():
+            versions = self.list_versions(name)
+            by_alias = {a: v for v in versions for a in (v.get("aliases") or [])}
+            champ, chall = by_alias.get("champion"), by_alias.get("challenger")
+            ref = champ or chall or (versions[0] if versions else None)
+            gate = f"{ref['gate_metric']} ({ref.get('gate_mode')})" if ref and ref.get("gate_metric") else None
+            rows.append({
+                "model": name, "versions": len(versions), "gate": gate,
+                "champion": champ["version"] if champ else None,
+                "champion value": champ.get("gate_value") if champ else None,
+                "challenger": chall["version"] if chall else None,
+                "challenger value": chall.get("gate_value") if chall else None,
+            })
+        return rows
+
     def selectors(self, name: str) -> list[str]:
         """Aliases in use, then versions (newest first): the choices of the sidebar's selector."""
         client = self._client()
