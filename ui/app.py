@@ -314,6 +314,8 @@ def render_output(item: dict, names: list[str], box=None) -> None:
         st.markdown(f"#### {item['label']}{state}")
         st.caption(format_weights(item["weights"], names))
         st.code(item["text"] or " ", language=None, wrap_lines=True)
+        if item.get("error"):
+            st.error(item["error"])
         if item.get("scores") is not None:
             kind = "z-score" if item.get("normalized") else "raw score"
             df = pd.DataFrame({"objective": names + ["weighted (own w)", "weighted (inferred w)"],
@@ -343,13 +345,17 @@ def run_generations(slot: str, jobs: list[dict], names: list[str], prompt: str, 
             st.caption(format_weights(item["weights"], names))
             live = st.empty()
         last = 0.0
-        for chunk in be.stream(job["policy"], prompt, np.asarray(job["weights"]), **gen_kwargs()):
-            item["text"] += chunk
-            if time.monotonic() - last > 0.05:
-                live.code(item["text"], language=None, wrap_lines=True)
-                last = time.monotonic()
+        try:
+            for chunk in be.stream(job["policy"], prompt, np.asarray(job["weights"]), **gen_kwargs()):
+                item["text"] += chunk
+                if time.monotonic() - last > 0.05:
+                    live.code(item["text"], language=None, wrap_lines=True)
+                    last = time.monotonic()
+        except UIError as exc:  # shown in this output's box; the other outputs still run
+            item["error"] = str(exc)
         item["done"] = True
-        score_item(item, suite, names, prompt, inferred)
+        if not item.get("error"):
+            score_item(item, suite, names, prompt, inferred)
         render_output(item, names, box)
 
 
