@@ -222,10 +222,18 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
     return obj, prov
 
 
+def _clear_caches() -> None:
+    for fn in (cached_models, cached_selectors, cached_resolve, cached_resolve_per_objective,
+               cached_orchestrator, cached_suite, cached_policy, cached_predict):
+        fn.clear()
+
+
 def sidebar(be: Backend) -> dict:
     st.sidebar.header("Models")
     models, registry_error = _registry_models(be)
     st.sidebar.caption(f"MLflow: `{be.tracking_uri}`")
+    st.sidebar.button("↻ Reload", key="reload", on_click=_clear_caches,
+                      help="Forget cached models and registry look-ups (after retraining or promoting elsewhere)")
     loaded: dict = {}
     for role in ROLES:
         loaded[role] = model_picker(role, be, models, registry_error, loaded)
