@@ -353,3 +353,41 @@ def test_shipped_accelerate_configs_are_deepspeed(stage):
 
     cfg = yaml.safe_load((ROOT / "configs" / "accelerate" / f"zero{stage}.yaml").read_text())
     assert cfg["distributed_type"] == "DEEPSPEED" and cfg["deepspeed_config"]["zero_stage"] == stage
+
+
+def test_cli_train_resume_and_eval_end_to_end(tmp_path, demo_data, capsys):
+    """`pro morlhf train` / `eval` from saved artifacts: a suite folder, a policy folder, YAML config."""
+    import yaml
+
+    from pro_lib.cli import main
+
+    model, tok = make_policy()
+    model.save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    suite = RewardSuite([__import__("pro_lib.suite", fromlist=["Objective"]).Objective(
+        name=n, function=f"{__name__}:{fn}") for n, fn in (("length", "length_score"), ("a", "a_score"))],
+        stats=STATS)
+    suite.save(tmp_path / "suite")
+    cfg_file = tmp_path / "morlhf.yaml"
+    cfg_file.write_text(yaml.safe_dump({
+        "policy": str(tmp_path / "policy"), "suite": str(tmp_path / "suite"), "data": [demo_data],
+        "max-steps": 2, "save_steps": 1, "num_generations": 2, "batch_size": 4, "max_completion_length": 4,
+        "learning_rate": 1e-3, "max_prompts": 8}))
+    out = tmp_path / "cli_run"
+    argv = ["morlhf", "train", "--config", str(cfg_file), "--weights", "a=0.25,length=0.75",
+            "--output-dir", str(out)]
+    assert main(argv) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+    # Asking for more steps continues from checkpoint-2 instead of starting over.
+    assert main(argv + ["--max-steps", "3"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["resumed_from_step"] == 2 and m["steps"] == 3
+    rows = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
+    assert all(r["weights"] == pytest.approx([0.75, 0.25]) for r in rows)
+    capsys.readouterr()
+    assert main(["morlhf", "eval", "--runs", str(out), "--output-dir", str(tmp_path / "ev"),
+                 "--max-prompts", "3", "--max-new-tokens", "3", "--split", "all"]) == 0
+    printed = capsys.readouterr().out
+    assert "| reference |" in printed and "| morlhf |" in printed and "weighted (uniform)" in printed
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert "weighted_own" in report["results"]["morlhf"]
