@@ -148,16 +148,16 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
     with tracking.stage_run(stage, to_dict(cfg), tags=tags) as run:
         result = fn(cfg)
         numbers = tracking.log_metrics(result)
-        _log_small_artifacts(out, stage)
         if report is not None and report_fn is not None:
             text = report_fn(cfg, result)
             Path(report.path).parent.mkdir(parents=True, exist_ok=True)
             Path(report.path).write_text(text)
             tracking.log_artifacts(Path(report.path), f"{stage}/report")
         if html is not None and html_fn is not None:
-            page = html_fn(cfg, result, out)
+            page = html_fn(cfg, result, out)  # may add plot files to ``out``
             Path(html.path).parent.mkdir(parents=True, exist_ok=True)
             Path(html.path).write_text(page or "<html><body>no plot for this run</body></html>")
+        _log_small_artifacts(out, stage)
         run_id = run.info.run_id
     write_kfp_metrics(metrics, numbers)
     log.info("stage %s finished (MLflow run %s): %s", stage, run_id,

@@ -1,0 +1,79 @@
+"""The orchestrator pipeline end to end with KFP's local runner (SubprocessRunner, no Docker) on tiny
+models: every stage runs as a subprocess, logs to one MLflow parent run, and the registry ends with
+champions that load through models:/name@champion."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+
+from pipelines.cli import run_local
+from pro_lib import registry, tracking
+
+
+def _demo_like_pairs(path, n_per_objective=70):
+    rng = random.Random(0)
+    styles = {
+        "helpful": ("How do I {t}?", "Step 1: gather what you need. Step 2: {t} carefully. Step 3: check it.",
+                    "No idea."),
+        "humor": ("Tell me a joke about {t}.", "Why did the {t} cross the road? To get a punchline!",
+                  "{t} is a noun."),
+    }
+    topics = ["bake bread", "fix a bike", "learn python", "plant tomatoes", "cats", "dogs", "taxes", "rain"]
+    rows = []
+    for src, (prompt, good, bad) in styles.items():
+        for i in range(n_per_objective):
+            t = f"{rng.choice(topics)} {i}"
+            rows.append({"prompt": prompt.format(t=t), "chosen": good.format(t=t), "rejected": bad.format(t=t),
+                         "source": src})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_orchestrator_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_dir, capsys):
+    data = _demo_like_pairs(tmp_path / "prefs.jsonl")
+    args = {
+        "objectives": ["helpful", "humor"],
+        "data_config": {"sources": [str(data)], "source_column": "source", "eval_fraction": 0.2},
+        "reward_config": {"base_model": str(tiny_reward_dir), "epochs": 1, "batch_size": 16, "max_length": 64,
+                          "progress": False},
+        "score_config": {"max_length": 64},
+        "orchestrator_config": {"backbone": str(tiny_encoder_dir), "epochs": 1, "batch_size": 16,
+                                "max_length": 64, "learning_rate": 1e-3, "progress": False},
+        "eval_config": {"progress": False},
+    }
+    summary = run_local("orchestrator", args, pipeline_root=tmp_path / "kfp")
+
+    # registry: a champion per registered model, loadable by alias
+    assert registry.list_models() == ["pro-orchestrator", "pro-reward-helpful", "pro-reward-humor"]
+    for name in registry.list_models():
+        (v,) = registry.list_versions(name)
+        assert v["aliases"] == ["champion"] and v["gate_value"] is not None, v
+    from pro_lib.orchestrator import PreferenceOrchestrator
+
+    orch = PreferenceOrchestrator.from_pretrained("models:/pro-orchestrator@champion")
+    assert orch.objectives == ["helpful", "humor"]
+    w = orch.predict(["Tell me a joke about cats.", "How do I fix a bike?"])
+    assert w.shape == (2, 2) and np.allclose(w.sum(axis=1), 1.0, atol=1e-5)
+    rm = registry.download_model("models:/pro-reward-humor@champion")
+    assert json.loads((rm / "pro_reward.json").read_text())["objective"] == "humor"
+
+    # MLflow: one parent run, a child run per stage, with params and metrics
+    c = tracking.client()
+    parent = c.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    children = c.search_runs([parent.info.experiment_id],
+                             f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")
+    stages = sorted(r.data.tags["pro.stage"] for r in children)
+    assert stages == sorted(["prepare_data", "train_reward_model", "train_reward_model", "score_targets",
+                             "train_orchestrator", "evaluate_orchestrator"] + ["register_model"] * 3
+                            + ["promote"] * 3)
+    ev = next(r for r in children if r.data.tags["pro.stage"] == "evaluate_orchestrator")
+    assert "orchestrator_kl" in ev.data.metrics and ev.data.params["batch_size"] == "32"
+    logged = {a.path for a in c.list_artifacts(ev.info.run_id, "evaluate_orchestrator")}
+    assert {"evaluate_orchestrator/eval.json", "evaluate_orchestrator/orchestrator_eval.png"} <= logged
+    # KFP artifacts the UI shows: markdown report and HTML plot of the evaluation
+    html = list((tmp_path / "kfp").rglob("evaluate-orchestrator/plot"))
+    assert html and "data:image/png;base64" in html[0].read_text()
