@@ -323,7 +323,27 @@ def load_policy_model(ref: str):
     """(model, tokenizer) of a causal LM; ``smollm2`` is the bundled model (via pro_lib.policy)."""
     from pro_lib.policy import load_policy
 
-    return load_policy(ref)
+    model, tokenizer = load_policy(ref)
+    _drop_gguf_marker(model)
+    return model, tokenizer
+
+
+def _drop_gguf_marker(model) -> None:
+    """A policy dequantised from GGUF (the bundled SmolLM2) holds plain float weights but can still
+    carry ``quantization_config: {quant_method: gguf}``, which makes transformers refuse to train it
+    ("purely quantized model"). Drop that marker; real (bitsandbytes, ...) quantisation is kept."""
+    import torch
+
+    qc = getattr(model.config, "quantization_config", None)
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    if str(getattr(method, "value", method)).lower() != "gguf":
+        return
+    if any(p.dtype not in (torch.float32, torch.float16, torch.bfloat16) for p in model.parameters()):
+        return
+    del model.config.quantization_config
+    model.is_quantized = False
+    model.hf_quantizer = None
+    log.info("policy weights were dequantised from GGUF; training them as a plain float model")
 
 
 def load_prompts(data: Sequence[str], *, split: str, eval_fraction: float, split_seed: int,
