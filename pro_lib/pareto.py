@@ -1,0 +1,156 @@
+"""Weight grids, Pareto fronts, hypervolume and front plots (all objectives are maximised).
+
+    grid = weight_grid(2, step=0.1)            # 11 vectors (0,1), (0.1,0.9), ..., (1,0)
+    mask = pareto_mask(points)                  # non-dominated rows
+    hv = hypervolume(points, reference=[-2, -2])
+    plot_fronts({"PRO-WIC": pts_a, "RiC": pts_b}, names, "pareto.png", reference=[-2, -2])
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from pro_lib.errors import ConfigError
+from pro_lib.io import atomic_write_text
+
+
+def weight_grid(k: int, step: float = 0.1) -> np.ndarray:
+    """All weight vectors on the K-simplex whose entries are multiples of ``step`` (rows sum to 1).
+
+    K=2, step=0.1: 11 vectors from (0, 1) to (1, 0); K=3, step=0.1: 66 vectors.
+    """
+    if k < 1:
+        raise ConfigError(f"need at least one objective, got K={k}")
+    divisions = round(1.0 / step)
+    if divisions < 1 or abs(divisions * step - 1.0) > 1e-6:
+        raise ConfigError(f"grid step {step} must divide 1 (e.g. 0.1, 0.25, 0.5)")
+    rows = [c for c in itertools.product(range(divisions + 1), repeat=k - 1) if sum(c) <= divisions]
+    grid = np.array([[*c, divisions - sum(c)] for c in rows], dtype=np.float64) / divisions
+    # K=2: order from "all on the last objective" to "all on the first"
+    return grid[np.lexsort(grid.T[::-1])].astype(np.float32)
+
+
+def pareto_mask(points: np.ndarray) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``points`` (N, K), maximising every column."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2:
+        raise ConfigError(f"points must be (N, K), got shape {pts.shape}")
+    n = len(pts)
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        dominated = np.all(pts >= pts[i], axis=1) & np.any(pts > pts[i], axis=1)
+        if dominated.any():
+            keep[i] = False
+    return keep
+
+
+def pareto_front(points: np.ndarray) -> np.ndarray:
+    """The non-dominated rows, sorted by the first objective."""
+    pts = np.asarray(points, dtype=np.float64)
+    front = pts[pareto_mask(pts)]
+    return front[np.argsort(front[:, 0])]
+
+
+def _hv_recursive(pts: np.ndarray, ref: np.ndarray) -> float:
+    """Exact hypervolume by slicing along the last objective (fine for the few dozen points here)."""
+    if len(pts) == 0:
+        return 0.0
+    if pts.shape[1] == 1:
+        return float(pts[:, 0].max() - ref[0])
+    if pts.shape[1] == 2:
+        front = pts[pareto_mask(pts)]
+        front = front[np.argsort(-front[:, 0])]
+        hv, prev_y = 0.0, ref[1]
+        for x, y in front:
+            if y > prev_y:
+                hv += (x - ref[0]) * (y - prev_y)
+                prev_y = y
+        return float(hv)
+    order = np.argsort(pts[:, -1])
+    pts = pts[order]
+    hv, prev = 0.0, ref[-1]
+    for i in range(len(pts)):
+        height = pts[i, -1] - prev
+        if height > 0:
+            hv += height * _hv_recursive(pts[i:, :-1], ref[:-1])
+            prev = pts[i, -1]
+    return float(hv)
+
+
+def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
+    """Volume dominated by ``points`` (maximisation) and bounded below by ``reference``.
+
+    Points not strictly better than the reference in every objective contribute nothing.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != len(ref):
+        raise ConfigError(f"hypervolume: points {pts.shape} and reference point of length {len(ref)} "
+                          "must have the same number of objectives")
+    pts = pts[np.all(pts > ref, axis=1)]
+    return _hv_recursive(pts, ref)
+
+
+def write_front_csv(path: str | Path, rows: Sequence[Mapping[str, object]]) -> Path:
+    """Rows (dicts with the same keys) as CSV, written atomically."""
+    if not rows:
+        return Path(atomic_write_text(path, ""))
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(r)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def plot_fronts(methods: Mapping[str, np.ndarray], names: Sequence[str], path: str | Path, *,
+                reference: Sequence[float] | None = None, labels: Mapping[str, Sequence[str]] | None = None,
+                extra_points: Mapping[str, np.ndarray] | None = None, title: str = "Pareto fronts") -> Path:
+    """Scatter each method's points (first two objectives), connect its front, save a PNG atomically.
+
+    ``labels[method]`` annotates points (e.g. the weight on the first objective); ``extra_points``
+    are drawn as stars (e.g. each method's point under the orchestrator's weights).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len(names) < 2:
+        raise ConfigError("a Pareto plot needs at least two objectives")
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for i, (method, pts) in enumerate(methods.items()):
+        pts = np.asarray(pts, dtype=np.float64)
+        color = f"C{i}"
+        ax.scatter(pts[:, 0], pts[:, 1], color=color, alpha=0.55, s=22)
+        front = pareto_front(pts[:, :2])
+        ax.plot(front[:, 0], front[:, 1], color=color, marker="o", label=method)
+        if labels and method in labels:
+            for (x, y), text in zip(pts[:, :2], labels[method]):
+                ax.annotate(text, (x, y), fontsize=6, color=color, xytext=(2, 2), textcoords="offset points")
+        if extra_points and method in extra_points:
+            ep = np.atleast_2d(extra_points[method])
+            ax.scatter(ep[:, 0], ep[:, 1], color=color, marker="*", s=160, edgecolor="black",
+                       label=f"{method} (orchestrator weights)")
+    if reference is not None:
+        ax.scatter([reference[0]], [reference[1]], color="gray", marker="x", label="HV reference")
+    ax.set_xlabel(f"{names[0]} (mean normalised reward)")
+    ax.set_ylabel(f"{names[1]} (mean normalised reward)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,294 @@
+"""PRO-WIC / RiC on tiny random Llama and GPT-2 policies with in-process reward functions (seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pro_lib import wic
+from pro_lib.errors import ConfigError, DataError
+from pro_lib.suite import RewardSuite
+
+NAMES = ["helpful", "harmless"]
+
+
+def _helpful(prompts, responses):
+    return [float(r.split().count("help") - 0.1 * len(r.split())) for r in responses]
+
+
+def _harmless(prompts, responses):
+    return [float(r.split().count("safe") - r.split().count("harm")) for r in responses]
+
+
+def make_suite():
+    return RewardSuite.from_functions({"helpful": _helpful, "harmless": _harmless},
+                                      stats={"helpful": (0.0, 1.0), "harmless": (0.0, 1.0)})
+
+
+class StandInOrchestrator:
+    """What the WIC code needs of a PreferenceOrchestrator: objectives, predict, check_objectives."""
+
+    def __init__(self, names=NAMES):
+        self.objectives, self.K, self.calls = list(names), len(names), 0
+
+    def predict(self, prompts, batch_size=64):
+        self.calls += 1
+        return np.array([[0.8, 0.2] if "help" in p else [0.2, 0.8] for p in prompts], dtype=np.float32)
+
+    def check_objectives(self, names, what=""):
+        if list(names) != self.objectives:
+            raise ConfigError(f"K mismatch: {names} vs {self.objectives}")
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    rows = []
+    for i in range(12):
+        rows.append({"prompt": f"\n\nHuman: can you help me {i} ?\n\nAssistant:", "chosen": "yes i can help you help",
+                     "rejected": "no"})
+        rows.append({"prompt": f"\n\nHuman: tell me about harm {i} ?\n\nAssistant:", "chosen": "that is not safe . sorry",
+                     "rejected": "yes harm harm"})
+    p = tmp_path / "pairs.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return p
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def tiny_policy_dir(request, tmp_path):
+    return wic.build_tiny_policy(tmp_path / f"policy-{request.param}", NAMES, family=request.param)
+
+
+# -- prompts and weights ---------------------------------------------------------------------
+def test_format_wic_prompt_fixed_decimals():
+    assert wic.format_wic_prompt("Hi", [0.7, 0.3], NAMES) == "Hi <W1> 0.70 <W2> 0.30"
+    assert wic.format_wic_prompt("Hi ", np.array([1 / 3, 2 / 3]), NAMES, decimals=3) == "Hi <W1> 0.333 <W2> 0.667"
+    with pytest.raises(ConfigError, match="3 weights for 2 objectives"):
+        wic.format_wic_prompt("Hi", [0.2, 0.3, 0.5], NAMES)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("helpful=0.7,harmless=0.3", [0.7, 0.3]), ("3,1", [0.75, 0.25]), ({"harmless": 2}, [0, 1]),
+    ([1, 1], [0.5, 0.5]), (np.array([0.2, 0.2]), [0.5, 0.5])])
+def test_parse_user_weights_renormalises(spec, expected):
+    assert np.allclose(wic.parse_user_weights(spec, NAMES), expected)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("helpful=-0.1,harmless=1", "non-negative"), ("0.5,0.3,0.2", "3 entries but there are 2"),
+    ("funny=1", "unknown objective 'funny'"), ("0,0", "sum to 0"), ("helpful=x", "not a number"),
+    (None, "no weights given")])
+def test_parse_user_weights_errors(spec, match):
+    with pytest.raises(ConfigError, match=match) as exc:
+        wic.parse_user_weights(spec, NAMES)
+    if spec is not None:
+        assert "helpful=0.50,harmless=0.50" in str(exc.value)  # says what to write
+
+
+def test_hh_transcript_to_messages():
+    msgs = wic.to_messages("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant:")
+    assert msgs == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                    {"role": "user", "content": "how are you?"}]
+    assert wic.to_messages("plain question") == [{"role": "user", "content": "plain question"}]
+
+
+def test_ric_mapping():
+    assert np.allclose(wic.ric_desired_rewards(np.array([[0.5, 0.5], [0.2, 0.8], [0.0, 1.0]])),
+                       [[1, 1], [0.4, 1], [0, 1]])
+
+
+# -- the policy ------------------------------------------------------------------------------
+def test_tags_are_single_special_tokens_and_roundtrip(tiny_policy_dir):
+    pol = wic.WICPolicy.from_pretrained(tiny_policy_dir)
+    assert pol.objectives == NAMES
+    for tag in wic.wic_tags(2):
+        ids = pol.tokenizer(tag, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and tag in pol.tokenizer.all_special_tokens
+    assert pol.model.get_input_embeddings().weight.shape[0] >= len(pol.tokenizer)
+    meta = json.loads((tiny_policy_dir / "wic.json").read_text())
+    assert meta["objectives"] == NAMES and meta["tags"] == ["<W1>", "<W2>"]
+
+
+def test_conditioning_reaches_model_inputs(tiny_policy_dir):
+    """The weights (tags + numbers) are in the input_ids the model sees, and differ per weight."""
+    pol = wic.WICPolicy.from_pretrained(tiny_policy_dir)
+    seen = []
+    handle = pol.model.get_input_embeddings().register_forward_hook(lambda m, inp, out: seen.append(inp[0].clone()))
+    try:
+        pol.generate(["can you help me ?"], weights="helpful=0.7,harmless=0.3", max_new_tokens=2)
+        first = seen[0][0].tolist()
+        seen.clear()
+        pol.generate(["can you help me ?"], weights="helpful=0.2,harmless=0.8", max_new_tokens=2)
+        second = seen[0][0].tolist()
+    finally:
+        handle.remove()
+    tok = pol.tokenizer
+    w1, w2 = tok.convert_tokens_to_ids(["<W1>", "<W2>"])
+    assert w1 in first and w2 in first and first.index(w1) < first.index(w2)
+    assert tok.convert_tokens_to_ids("0.70") in first and tok.convert_tokens_to_ids("0.80") in second
+    assert first != second and len(first) == len(second)
+
+
+def test_chat_template_wraps_the_conditioned_user_turn(tmp_path):
+    path = wic.build_tiny_policy(tmp_path / "p", NAMES)
+    pol = wic.WICPolicy.from_pretrained(path)
+    pol.tokenizer.chat_template = ("{% for m in messages %}[{{ m.role }}] {{ m.content }} {% endfor %}"
+                                   "{% if add_generation_prompt %}[assistant] {% endif %}")
+    pol.use_chat_template = True
+    text = pol.condition(["\n\nHuman: hi\n\nAssistant:"], [0.25, 0.75])[0]
+    assert text == "[user] hi <W1> 0.25 <W2> 0.75 [assistant] "
+    assert pol.render_plain("\n\nHuman: hi\n\nAssistant:") == "[user] hi [assistant] "
+
+
+def test_generate_weights_default_to_orchestrator(tiny_policy_dir):
+    pol = wic.WICPolicy.from_pretrained(tiny_policy_dir)
+    with pytest.raises(ConfigError, match="no weights given and no orchestrator"):
+        pol.generate(["hi"], max_new_tokens=2)
+    orch = StandInOrchestrator()
+    a = pol.generate(["can you help me ?", "tell me about harm"], orchestrator=orch, max_new_tokens=3)
+    b = pol.generate(["can you help me ?", "tell me about harm"], weights=np.array([[0.8, 0.2], [0.2, 0.8]]),
+                     max_new_tokens=3)
+    assert orch.calls == 1 and a == b and len(a) == 2
+    with pytest.raises(ConfigError, match="K mismatch"):
+        pol.generate(["hi"], orchestrator=StandInOrchestrator(["a", "b"]), max_new_tokens=2)
+    with pytest.raises(ConfigError, match="3 entries"):
+        pol.generate(["hi"], weights=[0.2, 0.3, 0.5], max_new_tokens=2)
+
+
+def test_stream_matches_generate(tiny_policy_dir):
+    pol = wic.WICPolicy.from_pretrained(tiny_policy_dir)
+    chunks = list(pol.stream("can you help me ?", [0.5, 0.5], max_new_tokens=5))
+    assert "".join(chunks).strip() == pol.generate(["can you help me ?"], weights=[0.5, 0.5], max_new_tokens=5)[0]
+
+
+def test_not_a_wic_policy(tmp_path):
+    from pro_lib.errors import CheckpointError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        wic.WICPolicy.from_pretrained(tmp_path / "empty")
+
+
+# -- rejection sampling ----------------------------------------------------------------------
+def test_rejection_rules():
+    z = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [-1.0, -1.0]])
+    w = np.array([[1.0, 0.0], [1.0, 0.0], [0.5, 0.5], [0.5, 0.5]])
+    groups = np.array([0, 0, 1, 1])
+    opts = wic.SampleOptions(quantile=0.5, quantile_rule="weighted")
+    assert wic.rejection_mask(z, w, groups, opts).tolist() == [True, False, True, False]
+    opts = wic.SampleOptions(quantile=0.7, quantile_rule="any")
+    assert wic.rejection_mask(z, w, groups, opts).tolist() == [True, True, False, False]
+    opts = wic.SampleOptions(quantile=0.5, quantile_rule="all")
+    assert wic.rejection_mask(z, w, groups, opts).tolist() == [False, False, True, False]
+    opts = wic.SampleOptions(rejection="topk", top_k=1)
+    assert wic.rejection_mask(z, w, groups, opts).tolist() == [True, False, True, False]
+    assert wic.rejection_mask(z, w, groups, wic.SampleOptions(rejection="none")).all()
+
+
+def test_preference_sources():
+    rng = np.random.default_rng(0)
+    for src in ("dirichlet", "ric", "uniform"):
+        w = wic.sample_preferences(src, ["a"] * 50, NAMES, rng)
+        assert w.shape == (50, 2) and np.allclose(w.sum(axis=1), 1) and (w >= 0).all()
+    grid = wic.sample_preferences("ric", ["a"] * 200, NAMES, rng)
+    assert np.allclose(np.round(grid * 10), grid * 10)  # RiC: weights from the 0.1 grid
+    w = wic.sample_preferences("orchestrator", ["help me", "x"], NAMES, rng, orchestrator=StandInOrchestrator())
+    assert np.allclose(w, [[0.8, 0.2], [0.2, 0.8]])
+    with pytest.raises(ConfigError, match="--orchestrator"):
+        wic.sample_preferences("orchestrator", ["x"], NAMES, rng)
+
+
+# -- stages ----------------------------------------------------------------------------------
+def _sft(**kw):
+    return dict(epochs=1.0, batch_size=4, learning_rate=1e-3, max_length=64, save_steps=1000, **kw)
+
+
+def test_offline_online_eval_pipeline(tmp_path, pairs_file):
+    suite = make_suite()
+    base = wic.build_tiny_policy(tmp_path / "base", NAMES)
+    # offline (PRO-WIC): w* from the suite, SFT on the chosen responses only
+    cfg = wic.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], output_dir=str(tmp_path / "offline"),
+                               tau=0.5, **_sft())
+    m = wic.train_wic_offline(cfg, suite=suite)
+    assert m["sft_steps"] == 6 and np.isfinite(m["sft_loss_last"]) and m["n_pairs"] == 24
+    pol = wic.WICPolicy.from_pretrained(tmp_path / "offline")
+    assert pol.conditioning == "weights" and pol.method == "pro-wic"
+    ex = [json.loads(line) for line in (tmp_path / "offline" / "examples.jsonl").read_text().splitlines()]
+    helpful_rows = [e for e in ex if "help me" in e["prompt"]]
+    assert all(e["weights"][0] > 0.5 for e in helpful_rows)  # w* leans to the objective the response wins
+    assert "<W1>" in ex[0]["prompt"] and "<W1>" not in ex[0]["completion"]
+    assert not list(tmp_path.glob(".offline.work"))  # scratch removed after the atomic save
+
+    # RiC offline: rewards in context
+    ric = wic.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], output_dir=str(tmp_path / "ric"),
+                               conditioning="rewards", method="ric-offline", **_sft())
+    wic.train_wic_offline(ric, suite=suite)
+    ric_pol = wic.WICPolicy.from_pretrained(tmp_path / "ric")
+    assert ric_pol.conditioning == "rewards" and set(ric_pol.reward_range) == set(NAMES)
+    assert "<W1> 1.00 <W2> 0.40" in ric_pol.condition(["q"], [0.8, 0.2])[0]
+
+    # online: 2 rounds with the orchestrator, then resume is a no-op
+    on = wic.WICOnlineLoopConfig(policy=str(tmp_path / "offline"), data=[str(pairs_file)], rounds=2,
+                                 prompts_per_round=6, samples_per_prompt=3, max_new_tokens=6,
+                                 output_dir=str(tmp_path / "online"), preferences="orchestrator", **_sft())
+    orch = StandInOrchestrator()
+    om = wic.wic_online(on, suite=suite, orchestrator=orch)
+    rounds = [json.loads(line) for line in (tmp_path / "online" / "rounds.jsonl").read_text().splitlines()]
+    assert om["rounds"] == 2 and len(rounds) == 2
+    for r in rounds:
+        assert r["samples"] == 18 and 0 < r["kept"] <= 18 and r["acceptance_rate"] == r["kept"] / 18
+        assert r["round_seconds"] > 0 and "mean_reward_helpful" in r
+    assert (tmp_path / "online" / "policy" / "wic.json").is_file()
+    samples = [json.loads(line) for line in (tmp_path / "online" / "round-1" / "samples.jsonl").read_text().splitlines()]
+    assert {tuple(np.round(s["weights"], 2)) for s in samples} <= {(0.8, 0.2), (0.2, 0.8)}
+    om2 = wic.wic_online(on, suite=suite, orchestrator=orch)
+    assert om2["rounds"] == 2 and orch.calls == 2  # finished rounds are not redone
+
+    # RiC online: random preferences, samples relabelled with achieved rewards
+    ron = wic.WICOnlineLoopConfig(policy=str(tmp_path / "ric"), data=[str(pairs_file)], rounds=1,
+                                  prompts_per_round=6, samples_per_prompt=2, max_new_tokens=6,
+                                  output_dir=str(tmp_path / "ric_online"), preferences="dirichlet", **_sft())
+    assert wic.wic_online(ron, suite=suite)["rounds"] == 1
+
+    # evaluation: two methods, fronts, table with the orchestrator row, hypervolume
+    ev = wic.WICEvalConfig(policies=[f"PRO-WIC={tmp_path / 'online' / 'policy'}", f"RiC={tmp_path / 'ric_online' / 'policy'}"],
+                           data=[str(pairs_file)], max_prompts=4, grid_step=0.5, max_new_tokens=4,
+                           output_dir=str(tmp_path / "eval"), reference=[-5.0, -5.0])
+    em = wic.evaluate_wic(ev, suite=suite, orchestrator=orch)
+    out = tmp_path / "eval"
+    assert em["hypervolume"] == em["hypervolume_PRO_WIC"] and em["hypervolume_RiC"] >= 0
+    table = (out / "eval_table.md").read_text()
+    assert "| PRO-WIC | equal |" in table and "| PRO-WIC | orchestrator weights |" in table and "[-5.0, -5.0]" in table
+    csv = (out / "pareto.csv").read_text().splitlines()
+    assert csv[0].startswith("method,w_helpful,w_harmless,mean_helpful") and len(csv) == 1 + 2 * 3
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    data = json.loads((out / "eval.json").read_text())
+    assert data["reference"] == [-5.0, -5.0] and len(data["methods"]["RiC"]["points"]) == 3
+
+
+def test_sampling_round_and_online_sft_stages(tmp_path, pairs_file):
+    """The two halves the KFP components call: sample_online_round -> train_wic_online."""
+    suite = make_suite()
+    base = wic.build_tiny_policy(tmp_path / "base", NAMES)
+    sc = wic.WICSampleConfig(policy=str(base), data=[str(pairs_file)], prompts_per_round=4, samples_per_prompt=2,
+                             max_new_tokens=4, preferences="ric", rejection="topk", output_dir=str(tmp_path / "s1"))
+    m = wic.sample_online_round(sc, suite=suite)
+    assert m["samples"] == 8 and m["kept"] == 4 and m["acceptance_rate"] == 0.5
+    kept = (tmp_path / "s1" / "kept.jsonl").read_text().splitlines()
+    assert len(kept) == 4
+    oc = wic.WICOnlineConfig(policy=str(base), samples=[str(tmp_path / "s1")], output_dir=str(tmp_path / "p1"),
+                             **_sft())
+    om = wic.train_wic_online(oc)
+    assert om["sft_examples"] <= 4 and (tmp_path / "p1" / "wic.json").is_file()
+    with pytest.raises(DataError, match="no kept samples"):
+        wic.train_wic_online(wic.WICOnlineConfig(policy=str(base), samples=[str(tmp_path / "nope")],
+                                                 output_dir=str(tmp_path / "p2")))
+
+
+def test_offline_k_mismatch(tmp_path, pairs_file):
+    base = wic.build_tiny_policy(tmp_path / "base", ["a", "b", "c"])
+    pol = wic.WICPolicy.from_pretrained(base)
+    cfg = wic.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], output_dir=str(tmp_path / "o"))
+    with pytest.raises(ConfigError, match="K mismatch"):
+        wic.train_wic_offline(cfg, suite=make_suite(), policy=pol)
