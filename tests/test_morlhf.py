@@ -391,3 +391,49 @@ def test_cli_train_resume_and_eval_end_to_end(tmp_path, demo_data, capsys):
     assert "| reference |" in printed and "| morlhf |" in printed and "weighted (uniform)" in printed
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert "weighted_own" in report["results"]["morlhf"]
+
+
+def test_reward_models_stay_frozen_and_off_the_optimizer(tmp_path, demo_data):
+    """Two reward models with their own tokenizers: scored in inference mode, never optimised."""
+    from transformers import BertConfig, BertForSequenceClassification, TrainerCallback
+
+    from pro_lib.suite import Objective
+
+    objectives = []
+    for i, (name, vocab) in enumerate((("helpful", 300), ("harmless", 280))):
+        tok = make_tokenizer()
+        if vocab != 300:  # a different tokenizer for the second model
+            from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+            from transformers import PreTrainedTokenizerFast
+
+            raw = Tokenizer(models.BPE())
+            raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            raw.train_from_iterator(["bread flour water"] * 3, trainers.BpeTrainer(
+                vocab_size=vocab, special_tokens=["[PAD]", "[CLS]", "[SEP]"],
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+            tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
+        torch.manual_seed(i)
+        rm = BertForSequenceClassification(BertConfig(
+            vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+            num_labels=1, pad_token_id=tok.pad_token_id))
+        rm.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+        objectives.append(Objective(name=name, model=str(tmp_path / name), input_format="concat", max_length=64))
+    suite = RewardSuite(objectives, stats={"helpful": (0.0, 1.0), "harmless": (0.0, 1.0)}, device="cpu")
+
+    seen = {}
+
+    class Grab(TrainerCallback):
+        def on_train_end(self, args, state, control, optimizer=None, **kw):
+            seen["optimized"] = {id(p) for g in optimizer.param_groups for p in g["params"]}
+
+    cfg = tiny_cfg(tmp_path, demo_data, weights="0.5,0.5", max_steps=2, save_steps=100)
+    train_morlhf(cfg, suite=suite, policy=make_policy(), callbacks=[Grab()])
+    for obj in objectives:
+        scorer = suite._scorer(obj)
+        rm = scorer.model
+        assert not rm.training and not any(p.requires_grad for p in rm.parameters())
+        assert not seen["optimized"] & {id(p) for p in rm.parameters()}
+        fresh = BertForSequenceClassification.from_pretrained(obj.model)
+        assert all(torch.equal(a, b) for a, b in zip(rm.state_dict().values(), fresh.state_dict().values()))
+    assert len(seen["optimized"]) > 0
