@@ -97,3 +97,34 @@ def test_zero3_config_trains_and_saves_a_full_policy_on_cpu(tmp_path):
     policy = AutoModelForCausalLM.from_pretrained(out / "policy")
     assert policy.model.embed_tokens.weight.shape[0] > 100
     assert float(policy.model.embed_tokens.weight.abs().sum()) > 0
+
+
+def test_pro_morlhf_launch_cpu_runs_zero2_end_to_end(tmp_path):
+    """`pro morlhf launch --cpu --zero 2 -- <train flags>`: the launcher entry with saved artifacts."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_morlhf import STATS, make_policy
+
+    from pro_lib.suite import Objective, RewardSuite
+
+    model, tok = make_policy()
+    model.save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    RewardSuite([Objective(name="length", function="test_morlhf:length_score"),
+                 Objective(name="a", function="test_morlhf:a_score")], stats=STATS).save(tmp_path / "suite")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Human: question {i}? Assistant:", "chosen": " yes",
+                                        "rejected": " no"}) + "\n" for i in range(40)))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({
+        "policy": str(tmp_path / "policy"), "suite": str(tmp_path / "suite"), "data": [str(data)],
+        "weights": "uniform", "max_steps": 2, "save_steps": 2, "num_generations": 2, "batch_size": 4,
+        "max_completion_length": 4, "learning_rate": 1e-3, "max_prompts": 8, "output_dir": str(tmp_path / "run")}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    proc = subprocess.run([sys.executable, "-m", "pro_lib.cli", "morlhf", "launch", "--cpu", "--zero", "2", "--",
+                           "--config", str(tmp_path / "cfg.yaml")], capture_output=True, text=True, timeout=900,
+                          cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert "launch --config_file" in proc.stdout and "zero2.yaml" in proc.stdout
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / "global_step2").is_dir()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 2
