@@ -215,8 +215,8 @@ class MorlhfTrainConfig:
     suite: str = field("runs/targets/suite", help="reward suite folder (suite.yaml with normalisation stats)")
     weights: str = field("orchestrator", help="'orchestrator' (PRO-MORLHF), 'uniform' (MORLHF) or a fixed "
                                               "vector: 0.7,0.3 or helpful=0.7,harmless=0.3")
-    orchestrator: str | None = field(None, help="orchestrator folder or models:/pro-orchestrator@champion "
-                                                "(needed by --weights orchestrator)")
+    orchestrator: str | None = field("models:/pro-orchestrator@champion",
+                                     help="orchestrator folder or models:/ ref (used by --weights orchestrator)")
     data: list[str] = field(default_factory=lambda: ["demo"],
                             help="preference data whose prompts are trained on (load_pairs specs, comma-separated)")
     split: str = field("train", help="which side of the deterministic prompt split to use ('all': every prompt)",
