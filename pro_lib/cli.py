@@ -23,6 +23,7 @@ from pro_lib.errors import ProError
 # Library command modules: each has ``register(subparsers)``.
 COMMAND_MODULES: list[str] = [
     "pro_lib.commands.morlhf",
+    "pro_lib.commands.wic",
 ]
 
 

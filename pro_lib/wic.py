@@ -161,7 +161,7 @@ class WICPolicy:
     def __init__(self, model, tokenizer, objectives: Sequence[str], *, decimals: int = 2,
                  conditioning: str = "weights", use_chat_template: bool | None = None,
                  orchestrator: str | None = None, reward_range: Mapping[str, Sequence[float]] | None = None,
-                 method: str | None = None):
+                 method: str | None = None, score_percentiles: Mapping[str, Sequence[float]] | None = None):
         if conditioning not in CONDITIONINGS:
             raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
         self.model, self.tokenizer = model, tokenizer
@@ -175,6 +175,7 @@ class WICPolicy:
         self.orchestrator = orchestrator
         self.reward_range = {k: [float(a), float(b)] for k, (a, b) in (reward_range or {}).items()}
         self.method = method
+        self.score_percentiles = {k: [float(x) for x in v] for k, v in (score_percentiles or {}).items()}
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         add_wic_tokens(model, tokenizer, self.K)
@@ -189,7 +190,7 @@ class WICPolicy:
         return {"objectives": self.objectives, "decimals": self.decimals, "conditioning": self.conditioning,
                 "use_chat_template": self.use_chat_template, "tags": wic_tags(self.K),
                 "orchestrator": self.orchestrator, "reward_range": self.reward_range or None,
-                "method": self.method}
+                "method": self.method, "score_percentiles": self.score_percentiles or None}
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Model + tokenizer + ``wic.json`` (objectives, decimals, conditioning), written atomically."""
@@ -220,7 +221,8 @@ class WICPolicy:
                               f"but {list(objectives)} were asked for; use the matching suite or policy")
         model, tok = load_policy(where, device=device)
         kwargs = {k: meta[k] for k in ("decimals", "conditioning", "use_chat_template", "orchestrator",
-                                       "reward_range", "method") if meta.get(k) is not None}
+                                       "reward_range", "method", "score_percentiles")
+                  if meta.get(k) is not None}
         kwargs.update(overrides)
         return cls(model, tok, objectives or meta["objectives"], **kwargs)
 
@@ -387,7 +389,10 @@ def build_tiny_policy(path: str | Path, names: Sequence[str], *, seed: int = 0, 
                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
                           bos_token_id=1, eos_token_id=1, pad_token_id=0, tie_word_embeddings=True)
         model = LlamaForCausalLM(cfg)
-    return WICPolicy(model, tok, list(names), conditioning=conditioning).save_pretrained(path)
+    policy = WICPolicy(model, tok, list(names), conditioning=conditioning)
+    # a random model would often emit only special tokens (decoded as ""): let it say words
+    model.generation_config.suppress_tokens = sorted(set(tok.all_special_ids))
+    return policy.save_pretrained(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,6 +456,10 @@ class SampleOptions:
                            "(RiC); topk: keep each prompt's top-k by weighted reward; none: keep all",
                            choices=list(REJECTION_RULES))
     quantile: float = field(0.7, help="quantile of the rejection rule (RiC: 0.7)")
+    thresholds: str = field("offline", help="where the quantile comes from: offline (the offline data's "
+                            "per-objective score distribution, stored in the policy: a fixed bar, so acceptance "
+                            "rates compare across preference sources) or round (this round's samples)",
+                            choices=["offline", "round"])
     quantile_rule: str = field("weighted", help="weighted: weighted reward w.z at or above its quantile; "
                                "any/all: at or above the per-objective quantile on any/all objectives",
                                choices=["weighted", "any", "all"])
@@ -693,6 +702,8 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
     policy.orchestrator = cfg.orchestrator or policy.orchestrator
     recs, info = build_offline_examples(cfg, suite, policy.tokenizer)
     z = np.stack([r["z"] for r in recs])
+    # the offline data's score distribution: fixed rejection bars for the online stage
+    policy.score_percentiles = {n: np.percentile(z[:, k], np.arange(101)).tolist() for k, n in enumerate(suite.names)}
     if cfg.conditioning == "rewards":
         policy.reward_range = _reward_range(z, suite.names)
         values = scale_rewards(z, policy.reward_range, suite.names)
@@ -740,8 +751,13 @@ def sample_preferences(source: str, prompts: Sequence[str], names: Sequence[str]
     raise ConfigError(f"unknown preference source {source!r}; choose one of {PREFERENCE_SOURCES}")
 
 
-def rejection_mask(z: np.ndarray, weights: np.ndarray, groups: np.ndarray, opts: SampleOptions) -> np.ndarray:
-    """Which samples to keep. ``z``: (M, K) normalised scores, ``weights``: (M, K), ``groups``: prompt ids."""
+def rejection_mask(z: np.ndarray, weights: np.ndarray, groups: np.ndarray, opts: SampleOptions,
+                   thresholds: np.ndarray | None = None) -> np.ndarray:
+    """Which samples to keep. ``z``: (M, K) normalised scores, ``weights``: (M, K), ``groups``: prompt ids.
+
+    ``thresholds``: fixed per-objective bars (K,) for the quantile rule (else this batch's quantiles);
+    the weighted rule then compares w.z with w.thresholds.
+    """
     m = len(z)
     if opts.rejection == "none":
         return np.ones(m, dtype=bool)
@@ -756,8 +772,11 @@ def rejection_mask(z: np.ndarray, weights: np.ndarray, groups: np.ndarray, opts:
         raise ConfigError(f"quantile must be in [0, 1), got {opts.quantile}")
     if opts.quantile_rule == "weighted":
         weighted = (z * weights).sum(axis=1)
+        if thresholds is not None:
+            return weighted >= (weights * np.asarray(thresholds)[None]).sum(axis=1)
         return weighted >= np.quantile(weighted, opts.quantile)
-    above = z >= np.quantile(z, opts.quantile, axis=0)
+    bar = np.asarray(thresholds)[None] if thresholds is not None else np.quantile(z, opts.quantile, axis=0)
+    above = z >= bar
     return above.all(axis=1) if opts.quantile_rule == "all" else above.any(axis=1)
 
 
@@ -794,7 +813,14 @@ def run_sampling_round(policy: WICPolicy, suite, prompts: Sequence[str], opts: S
     t_score = time.time()
     raw, z = _score(suite, sp, responses)
     t_score = time.time() - t_score
-    keep = rejection_mask(z, sw, groups, opts)
+    thresholds = None
+    if opts.rejection == "quantile" and opts.thresholds == "offline":
+        if not policy.score_percentiles:
+            raise ConfigError("thresholds=offline needs the offline data's score distribution, which this policy "
+                              "does not record (trained outside `pro wic offline`?); use --thresholds round")
+        thresholds = np.array([np.interp(opts.quantile * 100, np.arange(101), policy.score_percentiles[n])
+                               for n in suite.names])
+    keep = rejection_mask(z, sw, groups, opts, thresholds)
     recs = [{"prompt": sp[i], "response": responses[i], "weights": sw[i], "raw": raw[i], "z": z[i],
              "kept": bool(keep[i]), "round": round_index} for i in range(len(sp))]
     weighted = (z * sw).sum(axis=1)
@@ -803,7 +829,8 @@ def run_sampling_round(policy: WICPolicy, suite, prompts: Sequence[str], opts: S
                "mean_weighted_reward": float(weighted.mean()),
                "mean_weighted_reward_kept": float(weighted[keep].mean()) if keep.any() else math.nan,
                "generate_seconds": t_gen, "score_seconds": t_score, "sample_round_seconds": time.time() - t0,
-               "empty_responses": int(sum(1 for r in responses if not r.strip()))}
+               "empty_responses": int(sum(1 for r in responses if not r.strip())),
+               "thresholds": None if thresholds is None else thresholds.tolist()}
     for k, name in enumerate(suite.names):
         metrics[f"mean_reward_{name}"] = float(z[:, k].mean())
         metrics[f"mean_weight_{name}"] = float(w[:, k].mean())
@@ -889,9 +916,15 @@ def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICP
                                        orchestrator=orchestrator)
     write_jsonl(rdir / "samples.jsonl", recs)
     sft_opts = dataclasses.replace(cfg, seed=cfg.seed + round_index)
-    m = sft_train(policy, _kept_examples(policy, recs), sft_opts, Path(cfg.output_dir) / f".round-{round_index}.work",
-                  desc=f"round {round_index}: SFT")
-    metrics.update({k: v for k, v in m.items() if k != "resumed_from"})
+    examples = _kept_examples(policy, recs)
+    work = Path(cfg.output_dir) / f".round-{round_index}.work"
+    work.mkdir(parents=True, exist_ok=True)
+    if examples:
+        m = sft_train(policy, examples, sft_opts, work, desc=f"round {round_index}: SFT")
+        metrics.update({k: v for k, v in m.items() if k != "resumed_from"})
+    else:  # nothing cleared the bar: the policy is unchanged this round (the acceptance rate says so)
+        log.warning("round %d: every sample was rejected; no SFT this round", round_index)
+        metrics.update({"sft_examples": 0, "sft_steps": 0})
     metrics["round_seconds"] = time.time() - t0
     _finish_policy(policy, rdir / "policy", Path(cfg.output_dir) / f".round-{round_index}.work")
     write_json(rdir / "metrics.json", metrics)
@@ -1099,3 +1132,28 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
 
 
 wic_eval = evaluate_wic
+
+
+# ---------------------------------------------------------------------------------------------
+# RiC baselines: the same stages with RiC's defaults
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RiCOfflineConfig(WICOfflineConfig):
+    """RiC offline: SFT on preferred responses with their own (min-max scaled) rewards in the prompt;
+    at inference a preference w maps to desired rewards (RiC's mapping)."""
+
+    conditioning: str = field("rewards", help="weights (PRO-WIC) or rewards (RiC offline)",
+                              choices=list(CONDITIONINGS))
+    method: str = field("ric-offline", help="label recorded in the policy")
+    output_dir: str = field("runs/ric_offline", help="output folder: the RiC policy, metrics.json")
+
+
+@dataclass
+class RiCOnlineConfig(WICOnlineLoopConfig):
+    """RiC online: E rounds of random preferences (RiC's weight grid or Dirichlet), sampling,
+    rejection sampling and SFT on the kept samples relabelled with their achieved rewards."""
+
+    policy: str = field("runs/ric_offline", help="the RiC offline policy to start from")
+    preferences: str = field("ric", help="ric (uniform over RiC's 0.1 weight grid) or dirichlet",
+                             choices=list(PREFERENCE_SOURCES))
+    output_dir: str = field("runs/ric_online", help="output folder (as for `pro wic online`)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -184,6 +185,11 @@ def test_rejection_rules():
     opts = wic.SampleOptions(rejection="topk", top_k=1)
     assert wic.rejection_mask(z, w, groups, opts).tolist() == [True, False, True, False]
     assert wic.rejection_mask(z, w, groups, wic.SampleOptions(rejection="none")).all()
+    # fixed bars (the offline data's quantiles): acceptance depends on the samples, not on the batch
+    bars = np.array([0.6, 0.6])
+    opts = wic.SampleOptions(quantile_rule="weighted")
+    assert wic.rejection_mask(z, w, groups, opts, bars).tolist() == [True, False, False, False]
+    assert wic.rejection_mask(z, w, groups, wic.SampleOptions(quantile_rule="any"), bars).tolist() == [True, True, False, False]
 
 
 def test_preference_sources():
@@ -214,6 +220,7 @@ def test_offline_online_eval_pipeline(tmp_path, pairs_file):
     assert m["sft_steps"] == 6 and np.isfinite(m["sft_loss_last"]) and m["n_pairs"] == 24
     pol = wic.WICPolicy.from_pretrained(tmp_path / "offline")
     assert pol.conditioning == "weights" and pol.method == "pro-wic"
+    assert len(pol.score_percentiles["helpful"]) == 101  # fixed rejection bars for the online stage
     ex = [json.loads(line) for line in (tmp_path / "offline" / "examples.jsonl").read_text().splitlines()]
     helpful_rows = [e for e in ex if "help me" in e["prompt"]]
     assert all(e["weights"][0] > 0.5 for e in helpful_rows)  # w* leans to the objective the response wins
@@ -231,7 +238,8 @@ def test_offline_online_eval_pipeline(tmp_path, pairs_file):
     # online: 2 rounds with the orchestrator, then resume is a no-op
     on = wic.WICOnlineLoopConfig(policy=str(tmp_path / "offline"), data=[str(pairs_file)], rounds=2,
                                  prompts_per_round=6, samples_per_prompt=3, max_new_tokens=6,
-                                 output_dir=str(tmp_path / "online"), preferences="orchestrator", **_sft())
+                                 output_dir=str(tmp_path / "online"), preferences="orchestrator", thresholds="round",
+                                 **_sft())
     orch = StandInOrchestrator()
     om = wic.wic_online(on, suite=suite, orchestrator=orch)
     rounds = [json.loads(line) for line in (tmp_path / "online" / "rounds.jsonl").read_text().splitlines()]
@@ -249,7 +257,7 @@ def test_offline_online_eval_pipeline(tmp_path, pairs_file):
     ron = wic.WICOnlineLoopConfig(policy=str(tmp_path / "ric"), data=[str(pairs_file)], rounds=1,
                                   prompts_per_round=6, samples_per_prompt=2, max_new_tokens=6,
                                   output_dir=str(tmp_path / "ric_online"), preferences="dirichlet", **_sft())
-    assert wic.wic_online(ron, suite=suite)["rounds"] == 1
+    assert wic.wic_online(ron, suite=suite)["rounds"] == 1  # offline bars: may keep nothing, still a round
 
     # evaluation: two methods, fronts, table with the orchestrator row, hypervolume
     ev = wic.WICEvalConfig(policies=[f"PRO-WIC={tmp_path / 'online' / 'policy'}", f"RiC={tmp_path / 'ric_online' / 'policy'}"],
@@ -275,6 +283,9 @@ def test_sampling_round_and_online_sft_stages(tmp_path, pairs_file):
                              max_new_tokens=4, preferences="ric", rejection="topk", output_dir=str(tmp_path / "s1"))
     m = wic.sample_online_round(sc, suite=suite)
     assert m["samples"] == 8 and m["kept"] == 4 and m["acceptance_rate"] == 0.5
+    with pytest.raises(ConfigError, match="--thresholds round"):  # no offline score distribution recorded
+        wic.sample_online_round(dataclasses.replace(sc, rejection="quantile", output_dir=str(tmp_path / "s0")),
+                                suite=suite)
     kept = (tmp_path / "s1" / "kept.jsonl").read_text().splitlines()
     assert len(kept) == 4
     oc = wic.WICOnlineConfig(policy=str(base), samples=[str(tmp_path / "s1")], output_dir=str(tmp_path / "p1"),

@@ -1,0 +1,63 @@
+"""`pro wic|ric|generate` on tiny random policies (in-process CLI calls)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from pro_lib import wic
+from pro_lib.cli import main
+
+NAMES = ["helpful", "harmless"]
+
+
+def test_generate_with_weights_json(tmp_path, capsys):
+    pol = wic.build_tiny_policy(tmp_path / "p", NAMES)
+    rc = main(["generate", "can you help me ?", "--policy", str(pol), "--weights", "helpful=3,harmless=1",
+               "--max-new-tokens", "3", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["weights"] == {"helpful": 0.75, "harmless": 0.25} and isinstance(out[0]["response"], str)
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("helpful=0.5,harmless=0.3,humor=0.2", "unknown objective 'humor'"),
+    ("0.2,0.3,0.5", "3 entries but there are 2"), ("helpful=-1,harmless=2", "non-negative")])
+def test_generate_bad_weights_clear_error(tmp_path, capsys, weights, message):
+    pol = wic.build_tiny_policy(tmp_path / "p", NAMES)
+    rc = main(["generate", "hi", "--policy", str(pol), "--weights", weights, "--max-new-tokens", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "helpful=0.50,harmless=0.50" in err
+
+
+def test_generate_without_orchestrator_or_policy(tmp_path, capsys):
+    rc = main(["generate", "hi", "--policy", str(tmp_path / "missing")])
+    assert rc == 2 and "error:" in capsys.readouterr().err
+
+
+def test_help_lists_stages(capsys):
+    for argv in (["wic", "--help"], ["ric", "--help"], ["wic", "online", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("offline", "online", "eval", "--preferences", "--samples-per-prompt", "--quantile"):
+        assert word in out
+
+
+def test_shipped_configs_build():
+    from pathlib import Path
+
+    from pro_lib.config import build_config
+
+    repo = Path(__file__).resolve().parents[1]
+    files = sorted((repo / "configs").glob("wic*.yaml"))
+    assert files, "configs/wic*.yaml are missing"
+    classes = {"offline": wic.WICOfflineConfig, "ric_offline": wic.RiCOfflineConfig,
+               "online": wic.WICOnlineLoopConfig, "ric_online": wic.RiCOnlineConfig, "eval": wic.WICEvalConfig}
+    for f in files:
+        data = yaml.safe_load(f.read_text())
+        for section, values in data.items():
+            build_config(classes[section], values, where=f"{f.name}:{section}")
