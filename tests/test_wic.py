@@ -303,3 +303,33 @@ def test_offline_k_mismatch(tmp_path, pairs_file):
     cfg = wic.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], output_dir=str(tmp_path / "o"))
     with pytest.raises(ConfigError, match="K mismatch"):
         wic.train_wic_offline(cfg, suite=make_suite(), policy=pol)
+
+
+# -- policy references -----------------------------------------------------------------------
+def test_load_policy_references(tmp_path):
+    from pro_lib.errors import CheckpointError
+    from pro_lib.policy import load_policy, resolve_policy
+
+    path = wic.build_tiny_policy(tmp_path / "p", NAMES, family="gpt2")
+    model, tok = load_policy(path)
+    assert tok.pad_token is not None and model.config.pad_token_id is not None and not model.training
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(CheckpointError, match="not a folder"):
+        resolve_policy(tmp_path / "file.txt")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        resolve_policy(tmp_path / "half")
+    with pytest.raises(CheckpointError, match="empty policy reference"):
+        resolve_policy(" ")
+    assert resolve_policy("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_plain_lm_becomes_wic_policy_with_objectives(tmp_path):
+    from pro_lib.errors import CheckpointError
+
+    path = wic.build_tiny_policy(tmp_path / "p", NAMES)
+    (path / "wic.json").unlink()
+    with pytest.raises(CheckpointError, match="not a WIC policy"):
+        wic.WICPolicy.from_pretrained(path)
+    pol = wic.WICPolicy.from_pretrained(path, objectives=["a", "b", "c"])
+    assert pol.K == 3 and "<W3>" in pol.condition(["q"], [1, 1, 1])[0]
