@@ -48,11 +48,6 @@ def _weights(at: AppTest) -> np.ndarray:
     return np.array([at.slider(key=f"w_{n}").value for n in NAMES])
 
 
-def _needs_policy(tiny):
-    if tiny["policy"] is None:
-        pytest.skip("pro_lib.wic is not available yet: no WIC policy to generate with")
-
-
 def test_prompt_shows_inferred_weights_and_confidence(monkeypatch, tiny_models):
     from pro_lib.orchestrator import PreferenceOrchestrator
 
@@ -201,7 +196,6 @@ def test_batch_view_upload_filter_download(monkeypatch, tiny_models):
 
 
 def test_generation_compares_outputs_with_scores(monkeypatch, tiny_models):
-    _needs_policy(tiny_models)
     from pro_lib.suite import RewardSuite
 
     at = _app(monkeypatch, tiny_models).run()
@@ -216,8 +210,13 @@ def test_generation_compares_outputs_with_scores(monkeypatch, tiny_models):
     np.testing.assert_allclose(items[1]["weights"], _weights(at), atol=1e-6)
     np.testing.assert_allclose(items[2]["weights"], [1 / 3] * 3, atol=1e-6)
     suite = RewardSuite.load(tiny_models["suite"])
+    from pro_lib.wic import WICPolicy
+
+    policy = WICPolicy.from_pretrained(tiny_models["policy"])
     for it in items:
         assert it["done"] and it["text"]
+        # the streamed text is what the WIC policy generates under that column's weights
+        assert it["text"].strip() == policy.generate([PROMPT], it["weights"], max_new_tokens=8)[0]
         scores = suite.score([PROMPT], [it["text"]], normalize=True, progress=False)[0]
         np.testing.assert_allclose(it["scores"], scores, atol=1e-5)
         assert it["weighted"] == pytest.approx(float(np.dot(it["weights"], scores)), abs=1e-5)
@@ -228,7 +227,6 @@ def test_generation_compares_outputs_with_scores(monkeypatch, tiny_models):
 
 
 def test_compare_two_policies(monkeypatch, tiny_models):
-    _needs_policy(tiny_models)
     at = _app(monkeypatch, tiny_models).run()
     at.text_area(key="prompt").input(PROMPT).run()
     at.number_input(key="max_new_tokens").set_value(8).run()
@@ -239,8 +237,15 @@ def test_compare_two_policies(monkeypatch, tiny_models):
     assert len(items) == 2 and items[0]["label"].startswith("A:") and items[1]["label"].startswith("B:")
     assert items[0]["policy_ref"] != items[1]["policy_ref"]
     assert all(i["scores"] is not None for i in items)
-    # different random policies generate different text under the same weights
-    assert items[0]["text"] != items[1]["text"]
+    # each column is exactly what its policy generates under the same (uniform) weights
+    from pro_lib.wic import WICPolicy
+
+    for item, key in zip(items, ("policy", "policy_b")):
+        np.testing.assert_allclose(item["weights"], [1 / 3] * 3, atol=1e-6)
+        expected = WICPolicy.from_pretrained(tiny_models[key]).generate([PROMPT], item["weights"], max_new_tokens=8)
+        assert item["text"].strip() == expected[0]
+    # RiC (policy B) writes desired rewards, not weights, into the prompt
+    assert WICPolicy.from_pretrained(tiny_models["policy_b"]).conditioning == "rewards"
 
 
 # -- registry view ----------------------------------------------------------------------------
@@ -363,8 +368,59 @@ def test_two_objectives_get_bars_not_a_ternary_plot(monkeypatch, tiny_models, tm
               PRO_UI_POLICY="").run()
     at.text_area(key="prompt").input(PROMPT).run()
     _no_traceback(at)
-    assert not _errors(at), _errors(at)
+    # the K = 3 policy B does not fit a K = 2 orchestrator: said once, and not used
+    assert len(_errors(at)) == 1 and "Policy B" in _errors(at)[0], _errors(at)
+    assert "Load two policies" in " ".join(i.value for i in at.info)
     spec = at.get("plotly_chart")[0].proto.spec
     assert '"type":"bar"' in spec.replace(" ", "") and "scatterternary" not in spec
     at.slider(key="w_humor").set_value(0.3).run()
     assert [at.slider(key=f"w_{n}").value for n in names] == pytest.approx([0.7, 0.3])
+
+
+def test_interrupted_generation_is_marked_stopped_and_scored(monkeypatch, tiny_models):
+    """Stop (or any click) interrupts the streaming script; the next run keeps the partial text."""
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    at.number_input(key="max_new_tokens").set_value(6).run()
+    at.button(key="generate").click().run()
+    gen = at.session_state["gen"]
+    # what an interrupted run leaves behind: the second output half-way, the third not started
+    partial = gen["items"][1]["text"][:5]
+    for it, text in zip(gen["items"][1:], (partial, "")):
+        it.update(text=text, done=False, scores=None)
+    at.session_state["gen"] = gen
+    at.button(key="stop").click().run()
+    _no_traceback(at)
+    items = at.session_state["gen"]["items"]
+    assert [(i["done"], i["stopped"]) for i in items] == [(True, False), (False, True), (False, True)]
+    assert items[1]["text"] == partial and items[1]["scores"] is not None  # partial text is scored
+    headers = [m.value for m in at.markdown if m.value.startswith("####")]
+    assert sum("— stopped" in h for h in headers) == 2, headers
+
+
+def test_closing_the_stream_stops_the_generation_thread(tiny_models):
+    import threading
+
+    from pro_lib.wic import WICPolicy
+    from ui.backend import Backend
+
+    policy = WICPolicy.from_pretrained(tiny_models["policy"])
+    lengths = []
+    real_generate = policy.model.generate
+
+    def recording_generate(*args, **kwargs):
+        out = real_generate(*args, **kwargs)
+        lengths.append(out.shape[1] - kwargs["input_ids"].shape[1])
+        return out
+
+    policy.model.generate = recording_generate
+    before = threading.active_count()
+    stream = Backend().stream(policy, PROMPT, np.full(3, 1 / 3), max_new_tokens=200)
+    first = [next(stream), next(stream)]
+    assert all(isinstance(c, str) and c for c in first)
+    stream.close()  # what an interrupted page does to the generator
+    for _ in range(100):
+        if lengths and threading.active_count() <= before:
+            break
+        threading.Event().wait(0.05)
+    assert lengths and lengths[0] < 200, f"generation ran on after the stream was closed: {lengths}"

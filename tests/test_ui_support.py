@@ -83,31 +83,16 @@ def build_suite(path: Path, module_dir: Path, names=NAMES) -> Path:
     return path
 
 
-def build_policy(path: Path, names=NAMES, seed: int = 0) -> Path:
-    """A tiny random GPT-2 saved as a WIC policy (pro_lib.wic)."""
-    from pro_lib import wic
+def build_policy(path: Path, names=NAMES, seed: int = 0, conditioning: str = "weights") -> Path:
+    """A tiny random causal LM saved as a WIC policy (``weights``: PRO-WIC, ``rewards``: RiC)."""
+    from pro_lib.wic import build_tiny_policy
 
-    builder = getattr(wic, "build_tiny_policy", None)
-    if builder is not None:  # the WIC module's own helper, when it has one
-        return builder(path, names, seed=seed)
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    from pro_lib.models import bundled_minilm_path
-
-    torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(bundled_minilm_path())
-    cfg = GPT2Config(vocab_size=tok.vocab_size, n_positions=256, n_embd=32, n_layer=1, n_head=2,
-                     bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
-    model = GPT2LMHeadModel(cfg)
-    policy = wic.WICPolicy(model, tok, list(names))
-    policy.save_pretrained(path)
-    return path
+    return build_tiny_policy(path, list(names), seed=seed, conditioning=conditioning)
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    """Folders of a tiny orchestrator, reward suite and (when pro_lib.wic exists) two WIC policies."""
+    """Folders of a tiny orchestrator, a reward suite and two tiny WIC policies (PRO-WIC and RiC)."""
     import torch
 
     torch.set_num_threads(2)
@@ -115,11 +100,6 @@ def tiny_models(tmp_path_factory):
     out = {"root": root, "module_dir": root / "modules"}
     out["orchestrator"] = build_orchestrator(root / "orchestrator")
     out["suite"] = build_suite(root / "suite", out["module_dir"])
-    try:
-        import pro_lib.wic  # noqa: F401
-    except ImportError:
-        out["policy"] = out["policy_b"] = None
-    else:
-        out["policy"] = build_policy(root / "policy", seed=0)
-        out["policy_b"] = build_policy(root / "policy_b", seed=1)
+    out["policy"] = build_policy(root / "policy", seed=0)                           # PRO-WIC
+    out["policy_b"] = build_policy(root / "policy_b", seed=1, conditioning="rewards")  # RiC
     return out

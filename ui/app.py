@@ -318,7 +318,7 @@ def weights_panel(names: list[str]) -> np.ndarray:
 def render_output(item: dict, names: list[str], box=None) -> None:
     box = box or st.container()
     with box.container(border=True):
-        state = "" if item.get("done") else " — ⏹ stopped" if item.get("stopped") else " — generating…"
+        state = "" if item.get("done") else " — stopped" if item.get("stopped") else " — generating…"
         st.markdown(f"#### {item['label']}{state}")
         st.caption(format_weights(item["weights"], names))
         st.code(item["text"] or " ", language=None, wrap_lines=True)
@@ -420,12 +420,18 @@ def current_names(loaded: dict) -> list[str] | None:
 
 
 def check_compat(loaded: dict, names: list[str]) -> None:
+    """Models whose objectives differ from the orchestrator's are shown as an error and not used."""
     for role in ("suite", "policy_a", "policy_b"):
         if loaded.get(role):
             obj = loaded[role][0]
             other = obj.names if role == "suite" else getattr(obj, "objectives", None)
-            if other is not None:
+            if other is None:
+                continue
+            try:
                 align_objectives(names, other, f"{ROLES[role][0]} ({loaded[role][1].load_ref})")
+            except UIError as exc:
+                st.error(str(exc))
+                loaded[role] = None
 
 
 def _pick_example() -> None:
@@ -468,9 +474,9 @@ def tab_one_prompt(loaded: dict, names: list[str]) -> None:
     st.divider()
     policy = loaded.get("policy_a")
     c1, c2, _ = st.columns([2, 1, 4])
-    go = c1.button("▶ Generate: inferred · override · uniform", key="generate", type="primary",
+    go = c1.button("Generate: inferred · override · uniform", key="generate", type="primary",
                    disabled=policy is None)
-    c2.button("⏹ Stop", key="stop", help="Stops a running generation (the outputs so far are kept)")
+    c2.button("Stop", key="stop", help="Stops a running generation (the outputs so far are kept)")
     if policy is None:
         st.info("Load a policy (Policy A) in the sidebar to generate.")
         return
@@ -502,8 +508,8 @@ def tab_compare(loaded: dict, names: list[str]) -> None:
          "uniform": uniform(len(names))}[which]
     st.caption(format_weights(w, names))
     c1, c2, _ = st.columns([2, 1, 4])
-    go = c1.button("▶ Compare policies", key="compare", type="primary")
-    c2.button("⏹ Stop", key="cmp_stop", help="Stops a running generation (the outputs so far are kept)")
+    go = c1.button("Compare policies", key="compare", type="primary")
+    c2.button("Stop", key="cmp_stop", help="Stops a running generation (the outputs so far are kept)")
     if go:
         jobs = [{"label": f"A: {a[1].spec.name}" + (f"@{a[1].spec.selector}" if a[1].spec.selector else ""),
                  "weights": w, "policy": a[0], "policy_ref": a[1].load_ref},
@@ -666,11 +672,7 @@ def main() -> None:
         for t in tabs[:3]:
             t.info("Load an orchestrator (or a policy / reward suite) in the sidebar to start.")
     else:
-        try:
-            check_compat(loaded, names)
-        except UIError as exc:
-            st.error(str(exc))
-            loaded = {"orchestrator": loaded.get("orchestrator")}
+        check_compat(loaded, names)
         for tab, fn in zip(tabs[:3], (tab_one_prompt, tab_compare, tab_batch)):
             with tab:
                 _guard(fn, loaded, names)

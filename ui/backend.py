@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -342,11 +343,19 @@ class Backend:
             raise UIError(f"The orchestrator failed on this input: {_short(exc)}") from None
 
     def stream(self, policy, prompt: str, weights: np.ndarray, **gen_kwargs) -> Iterator[str]:
-        """Text chunks as the policy generates them."""
+        """Text chunks as the policy generates them.
+
+        When the consumer stops early (the page's Stop button interrupts the script, which closes
+        this generator), generation in the policy's worker thread stops at its next token too.
+        """
+        stop = threading.Event()
+        gen_kwargs.setdefault("stopping_criteria", _stopping_criteria(stop))
         try:
             yield from policy.stream(prompt, np.asarray(weights, dtype=np.float64), **gen_kwargs)
         except Exception as exc:
             raise UIError(f"Generation failed: {_short(exc)}") from None
+        finally:
+            stop.set()
 
     def score(self, suite, prompt: str, responses: Sequence[str], names: Sequence[str]) -> tuple[np.ndarray, bool]:
         """Scores (N, K) in ``names`` order; z-scores when the suite has normalisation stats.
@@ -361,6 +370,18 @@ class Backend:
         except Exception as exc:
             raise UIError(f"Scoring failed: {_short(exc)}") from None
         return np.asarray(s, dtype=np.float64)[:, order], normalized
+
+
+def _stopping_criteria(event: threading.Event):
+    """A transformers stopping criterion that ends generation once ``event`` is set."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopOnEvent(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopOnEvent()])
 
 
 def _load(what: str, ref: str, loader):
