@@ -424,3 +424,26 @@ def test_closing_the_stream_stops_the_generation_thread(tiny_models):
             break
         threading.Event().wait(0.05)
     assert lengths and lengths[0] < 200, f"generation ran on after the stream was closed: {lengths}"
+
+
+def test_compare_champion_and_challenger_policies_from_the_registry(monkeypatch, tiny_models, tmp_path):
+    from pro_lib import registry
+    from test_ui_support import build_policy
+
+    name = "pro-policy-pro-wic"
+    registry.register_model(tiny_models["policy"], name, metrics={"hypervolume": 0.4})
+    assert registry.promote(name).promoted
+    registry.register_model(build_policy(tmp_path / "wic_v2", seed=5), name, metrics={"hypervolume": 0.3})
+    at = _app(monkeypatch, tiny_models, PRO_UI_POLICY=f"models:/{name}@champion",
+              PRO_UI_POLICY_B=f"models:/{name}@challenger").run()
+    _no_traceback(at)
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert f"`{name}` v1 (champion)" in captions and f"`{name}` v2 (challenger)" in captions
+    at.text_area(key="prompt").input(PROMPT).run()
+    at.number_input(key="max_new_tokens").set_value(6).run()
+    at.button(key="compare").click().run()
+    _no_traceback(at)
+    items = at.session_state["cmp"]["items"]
+    assert [i["label"] for i in items] == [f"A: {name}@champion", f"B: {name}@challenger"]
+    assert [i["policy_ref"] for i in items] == [f"models:/{name}/1", f"models:/{name}/2"]
+    assert all(i["done"] and i["scores"] is not None for i in items)
