@@ -10,24 +10,30 @@ from components import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def wic_offline_sft(config: dict, targets: Input[Dataset], policy: Output[Model], metrics: Output[Metrics]):
-    """Offline stage: SFT on preferred responses with their w* written into the prompt."""
+def wic_offline_sft(config: dict, data: Input[Dataset], targets: Input[Dataset], policy: Output[Model],
+                    metrics: Output[Metrics]):
+    """Offline stage: SFT on data/train.jsonl's preferred responses with their w* in the prompt.
+
+    ``config``: WICOfflineConfig keys (``conditioning: rewards`` gives the RiC offline baseline).
+    """
     from components.runtime import run_stage
 
-    run_stage("wic_offline_sft", config, overrides={"targets": targets.path, "output_dir": policy.path},
-              metrics=metrics)
+    run_stage("wic_offline_sft", config, overrides={
+        "data": [f"{data.path}/train.jsonl"], "targets": targets.path, "output_dir": policy.path}, metrics=metrics)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def wic_online_sample(config: dict, round_index: int, policy: Input[Model], orchestrator: Input[Model],
-                      targets: Input[Dataset], samples: Output[Dataset], metrics: Output[Metrics]):
+                      data: Input[Dataset], targets: Input[Dataset], samples: Output[Dataset],
+                      metrics: Output[Metrics]):
     """Online round: orchestrator weights per prompt, policy samples, reward models score,
     rejection sampling keeps the good ones. Sampling: never cached."""
     from components.runtime import run_stage, suite_dir
 
     run_stage("wic_online_sample", config, overrides={
         "policy": policy.path, "orchestrator": orchestrator.path, "suite": suite_dir(targets.path),
-        "round_index": round_index, "output_dir": samples.path}, metrics=metrics)
+        "data": [f"{data.path}/train.jsonl"], "round_index": round_index, "output_dir": samples.path},
+        metrics=metrics)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -37,16 +43,17 @@ def wic_online_sft(config: dict, policy: Input[Model], samples: Input[Dataset], 
     from components.runtime import run_stage
 
     run_stage("wic_online_sft", config, overrides={
-        "policy": policy.path, "samples": samples.path, "output_dir": new_policy.path}, metrics=metrics)
+        "policy": policy.path, "samples": [samples.path], "output_dir": new_policy.path}, metrics=metrics)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def wic_evaluate(config: dict, policy: Input[Model], targets: Input[Dataset], metrics: Output[Metrics],
-                 report: Output[Markdown], plot: Output[HTML]):
+def wic_evaluate(config: dict, policy: Input[Model], data: Input[Dataset], targets: Input[Dataset],
+                 metrics: Output[Metrics], report: Output[Markdown], plot: Output[HTML]):
     """Pareto evaluation: sweep weight vectors, score generations per objective, fronts + hypervolume."""
     from components.reports import morlhf_eval_report, pareto_plot
     from components.runtime import run_stage, scratch_dir, suite_dir
 
     run_stage("wic_evaluate", config, overrides={
-        "policy": policy.path, "suite": suite_dir(targets.path), "output_dir": str(scratch_dir("wic-eval"))},
+        "policy": policy.path, "suite": suite_dir(targets.path), "data": [f"{data.path}/eval.jsonl"],
+        "output_dir": str(scratch_dir("wic-eval"))},
         metrics=metrics, report=report, report_fn=morlhf_eval_report, html=plot, html_fn=pareto_plot)

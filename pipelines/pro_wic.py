@@ -21,10 +21,10 @@ from pipelines.scheduling import cpu_stage, gpu_stage
 
 PIPELINE_NAME = "pro-wic"
 DEFAULT_ONLINE_ROUNDS = 2
-DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 1.0}
-DEFAULT_WIC_SAMPLE = {"samples_per_prompt": 4}
+DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 1.0, "conditioning": "weights"}
+DEFAULT_WIC_SAMPLE = {"prompts_per_round": 64, "samples_per_prompt": 4, "preferences": "orchestrator"}
 DEFAULT_WIC_ONLINE = {"epochs": 1.0}
-DEFAULT_WIC_EVAL = {}
+DEFAULT_WIC_EVAL = {"max_prompts": 32, "grid_step": 0.25}
 GATE_METRIC = "hypervolume"
 
 
@@ -69,16 +69,17 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
                              node_selector=gpu_node_selector, cpu=gpu_cpu_request, memory=gpu_memory_request,
                              cache=cache)
 
-        targets = t["targets"].outputs["targets"]
-        policy = gpu(wic_offline_sft(config=wic_offline_config, targets=targets)
+        targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
+        policy = gpu(wic_offline_sft(config=wic_offline_config, data=data, targets=targets)
                      .set_display_name("WIC offline SFT")).outputs["policy"]
         for r in range(1, online_rounds + 1):
             samples = gpu(wic_online_sample(config=wic_sample_config, round_index=r, policy=policy,
-                                            orchestrator=t["orchestrator"].outputs["model"], targets=targets)
+                                            orchestrator=t["orchestrator"].outputs["model"], data=data,
+                                            targets=targets)
                           .set_display_name(f"online round {r}: sample + reject"), cache=False)
             policy = gpu(wic_online_sft(config=wic_online_config, policy=policy, samples=samples.outputs["samples"])
                          .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
-        ev = gpu(wic_evaluate(config=wic_eval_config, policy=policy, targets=targets)
+        ev = gpu(wic_evaluate(config=wic_eval_config, policy=policy, data=data, targets=targets)
                  .set_display_name("Pareto evaluation"))
         reg = cpu_stage(register_model(name="pro-policy-pro-wic", model=policy, metrics=ev.outputs["metrics"],
                                        gate_metric=GATE_METRIC, gate_mode="max")

@@ -108,3 +108,31 @@ def test_register_and_promote_stages(tmp_path):
     v2 = runtime.register_stage("pro-reward-helpful", str(model), metrics)
     msg = runtime.promote_stage("pro-reward-helpful", v2)
     assert msg.startswith("refused") and registry.resolve_version("pro-reward-helpful", alias="champion") == v
+
+
+def test_component_overrides_are_fields_of_the_stage_configs():
+    """Every key a component body maps an artifact onto is a field of its stage's config dataclass."""
+    import ast
+    import dataclasses
+
+    checked = set()
+    for path in sorted((Path(runtime.__file__).parent).glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
+            extra_keys = {t.slice.value for n in ast.walk(fn) if isinstance(n, ast.Assign)
+                          for t in n.targets if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
+                          and t.value.id == "overrides" and isinstance(t.slice, ast.Constant)}
+            for call in [n for n in ast.walk(fn) if isinstance(n, ast.Call)
+                         and getattr(n.func, "id", None) == "run_stage"]:
+                stage = call.args[0].value
+                kw = {k.arg: k.value for k in call.keywords}
+                ov = kw["overrides"]
+                if isinstance(ov, ast.Name):  # overrides = {...}; run_stage(..., overrides=overrides)
+                    ov = next(n.value for n in ast.walk(fn) if isinstance(n, ast.Assign)
+                              and getattr(n.targets[0], "id", None) == ov.id)
+                keys = {k.value for k in ov.keys} | extra_keys
+                cls, _ = runtime.STAGES[stage].load()
+                fields = {f.name for f in dataclasses.fields(cls)}
+                assert keys <= fields, f"{path.name}:{fn.name} maps {keys - fields} onto {cls.__name__}"
+                checked.add(stage)
+    assert checked == set(runtime.STAGES)   # every stage has a component
