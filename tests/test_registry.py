@@ -120,3 +120,28 @@ def test_promotion_with_postgres_backend(s3_env, tmp_path, monkeypatch):
         _promotion_flow(tmp_path, f"pro-orchestrator-pg-{uuid.uuid4().hex[:6]}")
     finally:
         stop_server(proc)
+
+
+def test_registry_cli_list_promote_download(tmp_path, capsys):
+    """`pro registry ...` on the default local store: refused promotion exits 1 and changes nothing."""
+    from pro_lib.cli import main
+
+    name = "pro-orchestrator"
+    for marker, kl in (("a", "0.2"), ("b", "0.3")):
+        assert main(["registry", "register", str(_model_dir(tmp_path / marker, marker)), "--name", name,
+                     "--metric", f"orchestrator_kl={kl}"]) == 0
+        if marker == "a":
+            assert main(["registry", "promote", name]) == 0
+    before = _snapshot(name)
+    with pytest.raises(SystemExit) as exc:
+        main(["registry", "promote", name])
+    assert exc.value.code == 1 and _snapshot(name) == before
+    assert "refused" in capsys.readouterr().out
+    assert main(["registry", "promote", name, "--force"]) == 2   # ProError: --force needs --reason
+    assert main(["registry", "promote", name, "--force", "--reason", "manual override for the demo"]) == 0
+    capsys.readouterr()
+    assert main(["registry", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "v2" in listing and "champion" in listing and "orchestrator_kl=0.3" in listing
+    assert main(["registry", "download", f"models:/{name}@champion", "--output", str(tmp_path / "out")]) == 0
+    assert '"marker": "b"' in (tmp_path / "out" / "config.json").read_text()
