@@ -18,7 +18,8 @@ def test_generate_with_weights_json(tmp_path, capsys):
     rc = main(["generate", "can you help me ?", "--policy", str(pol), "--weights", "helpful=3,harmless=1",
                "--max-new-tokens", "3", "--json"])
     assert rc == 0
-    out = json.loads(capsys.readouterr().out)
+    text = capsys.readouterr().out
+    out = json.loads(text[text.index("[\n"):])  # DeepSpeed may log a line to stdout on first import
     assert out[0]["weights"] == {"helpful": 0.75, "harmless": 0.25} and isinstance(out[0]["response"], str)
 
 
