@@ -82,7 +82,7 @@ def build_stage_config(stage: str, config: Mapping[str, Any] | None, overrides: 
     cls, _ = spec.load()
     values = {**dict(config or {}), **{k: v for k, v in overrides.items()}}
     # KFP parameters cannot carry None (the local runner rejects it): "null" in a config dict means None.
-    values = {k: (None if isinstance(v, str) and v.strip().lower() in ("null", "none", "~") else v)
+    values = {k: (None if isinstance(v, str) and v.strip() == "null" else v)
               for k, v in values.items()}
     return build_config(cls, values, where=f"component '{stage}' config")
 

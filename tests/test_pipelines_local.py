@@ -77,3 +77,39 @@ def test_orchestrator_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward
     # KFP artifacts the UI shows: markdown report and HTML plot of the evaluation
     html = list((tmp_path / "kfp").rglob("evaluate-orchestrator/plot"))
     assert html and "data:image/png;base64" in html[0].read_text()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.slow
+def test_pro_wic_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_dir):
+    """pro_wic end to end on tiny models (one online round): offline SFT, sampling, online SFT, Pareto eval,
+    policy registered and promoted. Slow: about 5 minutes of subprocess start-ups on 2 cores."""
+    from pro_lib.wic import build_tiny_policy
+
+    data = _demo_like_pairs(tmp_path / "prefs.jsonl", n_per_objective=60)
+    policy = build_tiny_policy(tmp_path / "tiny_policy", ["helpful", "humor"])
+    args = {
+        "objectives": ["helpful", "humor"],
+        "data_config": {"sources": [str(data)], "source_column": "source", "eval_fraction": 0.2},
+        "reward_config": {"base_model": str(tiny_reward_dir), "epochs": 1, "max_length": 64, "progress": False},
+        "score_config": {"max_length": 64},
+        "orchestrator_config": {"backbone": str(tiny_encoder_dir), "epochs": 1, "max_length": 64,
+                                "progress": False},
+        "eval_config": {"progress": False},
+        "wic_offline_config": {"policy": str(policy), "epochs": 1, "batch_size": 8, "max_length": 64,
+                               "max_examples": 32},
+        "wic_sample_config": {"prompts_per_round": 6, "samples_per_prompt": 2, "max_new_tokens": 6,
+                              "rejection": "none"},
+        "wic_online_config": {"epochs": 1, "batch_size": 8, "max_length": 64},
+        "wic_eval_config": {"max_prompts": 4, "grid_step": 0.5, "max_new_tokens": 6},
+    }
+    summary = run_local("pro_wic", args, pipeline_root=tmp_path / "kfp", online_rounds=1)
+    (v,) = registry.list_versions("pro-policy-pro-wic")
+    assert v["aliases"] == ["champion"] and v["gate_metric"] == "hypervolume" and v["gate_value"] is not None
+    c = tracking.client()
+    parent = c.get_run(summary["parent_run_id"])
+    stages = {r.data.tags["pro.stage"] for r in c.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")}
+    assert {"wic_offline_sft", "wic_online_sample", "wic_online_sft", "wic_evaluate"} <= stages
