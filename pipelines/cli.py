@@ -167,6 +167,8 @@ def run_local(name: str, arguments: dict[str, Any] | None = None, *, pipeline_ro
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        # cluster-only settings (resources, GPU, node selectors) are expected to be no-ops here
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         with tracking.pipeline_run(name, arguments, run_name=run_name or f"{name}-{stamp}",
                                    tags={"pro.runner": "kfp-local"}) as parent:
             fn(**arguments)
