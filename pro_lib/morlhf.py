@@ -26,7 +26,6 @@ Stage functions: :func:`train_morlhf` (``MorlhfTrainConfig``) and :func:`evaluat
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -42,7 +41,7 @@ import yaml
 
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
-from pro_lib.io import atomic_write_text, read_json, write_json, write_jsonl
+from pro_lib.io import atomic_write_text, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -467,8 +466,6 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     prompt with its weights), ``checkpoints/checkpoint-N`` (resumable), ``policy/`` (the final
     model + tokenizer, replaced atomically), ``train_log.jsonl`` and ``metrics.json``.
     """
-    import torch
-
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
     main = _is_main_process()

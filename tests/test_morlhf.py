@@ -7,8 +7,6 @@ in-process reward functions (RewardSuite.from_functions), so each test takes sec
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import torch
 
 from pro_lib.errors import ConfigError, DataError
 from pro_lib.morlhf import (MorlhfEvalConfig, MorlhfTrainConfig, WeightedReward, build_prompt_dataset,
-                            evaluate_morlhf, last_checkpoint, resolve_weights, train_morlhf, weight_matrix)
+                            evaluate_morlhf, last_checkpoint, resolve_weights, train_morlhf)
 from pro_lib.suite import RewardSuite
 
 torch.set_num_threads(1)
