@@ -7,6 +7,7 @@ to be the explorer (not an error page). Needs /usr/bin/chromium (scripts/install
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -165,10 +166,12 @@ def test_generate_in_headless_chromium(page, explorer, tmp_path):
     for label in ("inferred", "override", "uniform"):  # the three outputs, side by side
         expect(page.get_by_role("heading", name=label, exact=True)).to_be_visible()
     codes = page.locator("[data-testid='stCode']")
-    assert codes.count() >= 3 and all(codes.nth(i).inner_text().strip() for i in range(3))
+    expect(codes).to_have_count(3)  # retried until the page settles
+    for i in range(3):
+        expect(codes.nth(i)).to_have_text(re.compile(r"\S"))  # each output has text
     # per-output score tables and the side-by-side table (grids draw on a canvas: count them)
-    assert page.locator("[data-testid='stDataFrame']").count() >= 4
-    assert page.get_by_text("stopped").count() == 0
+    expect(page.locator("[data-testid='stDataFrame']")).to_have_count(4)
+    expect(page.get_by_text("stopped")).to_have_count(0)
     page.set_viewport_size({"width": 1500, "height": 2600})  # the outputs sit below the fold
     shot = tmp_path / "explorer_generate.png"
     _check_not_error_page(page, shot)
