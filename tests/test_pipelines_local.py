@@ -113,3 +113,30 @@ def test_pro_wic_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_dir)
     stages = {r.data.tags["pro.stage"] for r in c.search_runs(
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")}
     assert {"wic_offline_sft", "wic_online_sample", "wic_online_sft", "wic_evaluate"} <= stages
+
+
+@pytest.mark.slow
+def test_pro_morlhf_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_dir):
+    """pro_morlhf end to end on tiny models: PRO-MORLHF and MORLHF (2 RL steps each), evaluation,
+    both policies registered with their gate metric."""
+    from pro_lib.wic import build_tiny_policy
+
+    data = _demo_like_pairs(tmp_path / "prefs.jsonl", n_per_objective=60)
+    policy = build_tiny_policy(tmp_path / "tiny_policy", ["helpful", "humor"])
+    args = {
+        "objectives": ["helpful", "humor"],
+        "data_config": {"sources": [str(data)], "source_column": "source", "eval_fraction": 0.2},
+        "reward_config": {"base_model": str(tiny_reward_dir), "epochs": 1, "max_length": 64, "progress": False},
+        "score_config": {"max_length": 64},
+        "orchestrator_config": {"backbone": str(tiny_encoder_dir), "epochs": 1, "max_length": 64,
+                                "progress": False},
+        "eval_config": {"progress": False},
+        "morlhf_config": {"policy": str(policy), "data": [str(data)], "max_steps": 2, "batch_size": 4,
+                          "num_generations": 2, "max_completion_length": 6, "max_prompts": 8, "save_steps": 100},
+        "morlhf_eval_config": {"max_prompts": 4, "batch_size": 4, "max_new_tokens": 6},
+    }
+    run_local("pro_morlhf", args, pipeline_root=tmp_path / "kfp")
+    for method in ("pro-morlhf", "morlhf"):
+        (v,) = registry.list_versions(f"pro-policy-{method}")
+        assert v["aliases"] == ["champion"] and v["gate_metric"] == f"{method}/weighted_orchestrator"
+        assert (registry.download_model(f"models:/pro-policy-{method}@champion") / "config.json").is_file()
