@@ -176,3 +176,19 @@ def test_generate_in_headless_chromium(page, explorer, tmp_path):
     shot = tmp_path / "explorer_generate.png"
     _check_not_error_page(page, shot)
     print(f"screenshot {shot}")
+
+
+def test_stop_a_running_generation_in_headless_chromium(page, tmp_path):
+    from playwright.sync_api import expect
+
+    _type_prompt(page, "Explain how tides work")
+    tokens = page.get_by_label("max new tokens")
+    tokens.fill("1024")
+    tokens.press("Enter")
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_text("generating…").first).to_be_visible()
+    page.get_by_role("button", name="Stop", exact=True).click()
+    expect(page.get_by_text("— stopped").first).to_be_visible()
+    expect(page.get_by_text("Scores side by side")).to_have_count(0)  # the run did not finish
+    _check_not_error_page(page, tmp_path / "explorer_stopped.png")
