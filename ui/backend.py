@@ -8,6 +8,7 @@ message that says what is wrong and how to fix it, so the page never shows a tra
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -17,9 +18,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-# A registry that is down must fail fast, not retry for minutes (set before mlflow is imported).
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+# A registry that is down must fail fast on the page, not retry for minutes: registry look-ups run
+# with these settings unless the user set them (model downloads keep MLflow's defaults).
+FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 
 ALIASES = ("champion", "challenger")
 # The suite picker's entry that assembles the suite from one registered reward model per objective
@@ -185,7 +186,8 @@ class Backend:
 
     def _registry_call(self, what: str, fn, *args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with _fast_fail():
+                return fn(*args, **kwargs)
         except UIError:
             raise
         except Exception as exc:
@@ -379,6 +381,19 @@ class Backend:
         except Exception as exc:
             raise UIError(f"Scoring failed: {_short(exc)}") from None
         return np.asarray(s, dtype=np.float64)[:, order], normalized
+
+
+@contextlib.contextmanager
+def _fast_fail():
+    """Temporarily apply :data:`FAST_FAIL` (MLflow reads these at request time)."""
+    added = [k for k in FAST_FAIL if k not in os.environ]
+    for k in added:
+        os.environ[k] = FAST_FAIL[k]
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def _stopping_criteria(event: threading.Event):
