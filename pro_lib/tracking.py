@@ -152,11 +152,16 @@ def parent_run_id() -> str | None:
     """The current pipeline run's MLflow run id (see the module docs), or None."""
     if os.environ.get(PARENT_ENV):
         return os.environ[PARENT_ENV]
-    if os.environ.get(KFP_RUN_ENV):
-        rid = _find_or_create_kfp_parent(os.environ[KFP_RUN_ENV], os.environ.get("PRO_PIPELINE"))
-        os.environ[PARENT_ENV] = rid
-        return rid
+    kfp_run = os.environ.get(KFP_RUN_ENV)
+    if kfp_run:
+        key = (tracking_uri(), experiment_name(), kfp_run)
+        if key not in _KFP_PARENTS:
+            _KFP_PARENTS[key] = _find_or_create_kfp_parent(kfp_run, os.environ.get("PRO_PIPELINE"))
+        return _KFP_PARENTS[key]
     return None
+
+
+_KFP_PARENTS: dict[tuple[str, str, str], str] = {}  # per process: one lookup per KFP run
 
 
 @contextlib.contextmanager
