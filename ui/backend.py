@@ -175,11 +175,8 @@ class Backend:
                               "train and register models, set MLFLOW_TRACKING_URI to your registry, or "
                               "load models from local folders.")
         try:
-            import mlflow
             from mlflow import MlflowClient
 
-            mlflow.set_tracking_uri(uri)
-            mlflow.set_registry_uri(uri)
             return MlflowClient(tracking_uri=uri, registry_uri=uri)
         except Exception as exc:  # bad URI scheme, missing driver...
             raise UIError(f"Cannot open the MLflow registry at {uri}: {_short(exc)}") from None
