@@ -36,6 +36,9 @@ def main() -> int:
     ap.add_argument("--rm-max-length", type=int, default=128)
     ap.add_argument("--orch-epochs", type=float, default=2.0)
     ap.add_argument("--orch-max-length", type=int, default=128)
+    ap.add_argument("--orch-losses", default="reverse_kl,forward_kl",
+                    help="orchestrator losses to train and compare: reverse_kl = KL(f||w*) (paper, saved "
+                         "as <out>/orchestrator), forward_kl = KL(w*||f) (<out>/orchestrator_forward_kl)")
     ap.add_argument("--eval-fraction", type=float, default=0.2)
     ap.add_argument("--quick", action="store_true", help="tiny budget smoke run (numbers not meaningful)")
     ap.add_argument("--force", action="store_true", help="redo every step")
@@ -88,22 +91,29 @@ def main() -> int:
     if not (out / "suite").exists():
         shutil.copytree(out / "targets" / "suite", out / "suite")
 
-    step("orchestrator", out / "orchestrator" / "train_metrics.json", lambda: train_orchestrator(build_config(
-        OrchestratorTrainConfig, {"targets": str(out / "targets"), "backbone": args.encoder,
-                                  "output_dir": str(out / "orchestrator"), "max_length": args.orch_max_length,
-                                  "epochs": 0.3 if args.quick else args.orch_epochs,
-                                  "learning_rate": 5e-5, "batch_size": 32})))
-    ev_marker = out / "orchestrator_eval" / "eval.json"
-    step("evaluate", ev_marker, lambda: evaluate_orchestrator(build_config(OrchestratorEvalConfig, {
-        "orchestrator": str(out / "orchestrator"), "data": str(out / "data" / "eval.jsonl"),
-        "train_targets": str(out / "targets"), "output_dir": str(out / "orchestrator_eval")})))
-    result = json.loads(ev_marker.read_text())
+    results = {}
+    for loss in [x.strip() for x in args.orch_losses.split(",") if x.strip()]:
+        suffix = "" if loss == "reverse_kl" else f"_{loss}"
+        odir, edir = out / f"orchestrator{suffix}", out / f"orchestrator_eval{suffix}"
+        step(f"orchestrator ({loss})", odir / "train_metrics.json", lambda: train_orchestrator(build_config(
+            OrchestratorTrainConfig, {"targets": str(out / "targets"), "backbone": args.encoder, "loss": loss,
+                                      "output_dir": str(odir), "max_length": args.orch_max_length,
+                                      "epochs": 0.3 if args.quick else args.orch_epochs,
+                                      "learning_rate": 5e-5, "batch_size": 32})))
+        step(f"evaluate ({loss})", edir / "eval.json", lambda: evaluate_orchestrator(build_config(
+            OrchestratorEvalConfig, {"orchestrator": str(odir), "data": str(out / "data" / "eval.jsonl"),
+                                     "train_targets": str(out / "targets"), "output_dir": str(edir)})))
+        results[loss] = json.loads((edir / "eval.json").read_text())
+    result = next(iter(results.values()))
 
     report = ["# PRO core on HH-RLHF (shared test split, MiniLM trunk)", "",
               "## Reward models: held-out pairwise accuracy (95% Wilson interval)", "```",
               reward_eval_table(rm_rows), "```", "",
-              "## Preference Orchestrator vs fixed weights on held-out prompts", "```",
-              format_table(result), "```", "",
+              "## Preference Orchestrator vs fixed weights on held-out prompts"]
+    for loss, res in results.items():
+        report += ["", f"orchestrator trained with {loss}" + (" (paper)" if loss == "reverse_kl" else ""),
+                   "```", format_table(res), "```"]
+    report += ["",
               f"best fixed vector (mean w* on train): {dict(zip(result['objectives'], map(lambda v: round(v, 3), result['best_fixed_vector'])))}",
               f"wall time of this invocation: {time.time() - t0:.0f} s" + (" (--quick: not meaningful)" if args.quick else "")]
     text = "\n".join(report)
