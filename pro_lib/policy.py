@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
 from pro_lib.errors import CheckpointError
-from pro_lib.io import atomic_dir, localize, pro_home
+from pro_lib.io import atomic_dir, atomic_write_text, localize, pro_home
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ def convert_smollm2(target: Path) -> Path:
     # A fresh model from the config + the dequantised weights: no GGUF bookkeeping in the saved folder.
     config = gguf_model.config
     config._name_or_path = str(target)
+    # the weights are dequantised: a leftover GGUF quantization_config would make trainers refuse to train
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
     missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
@@ -83,10 +87,20 @@ def convert_smollm2(target: Path) -> Path:
     return target
 
 
+def _strip_quantization_config(folder: Path) -> None:
+    """Caches written by an earlier version kept the GGUF quantization_config: drop it (atomically)."""
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    if "quantization_config" in cfg:
+        cfg.pop("quantization_config")
+        atomic_write_text(cfg_path, json.dumps(cfg, indent=2) + "\n")
+
+
 def bundled_smollm2_path() -> Path:
     """Folder of SmolLM2-135M-Instruct as safetensors, converted from the bundled GGUF on first use."""
     target = pro_home() / "models" / SMOLLM2_CACHE_NAME
     if _is_complete(target):
+        _strip_quantization_config(target)
         return target
     _smollm2_package_dir()  # a clear error before taking the lock when the package is absent
     with _file_lock(target.parent / f".{SMOLLM2_CACHE_NAME}.lock"):
