@@ -36,7 +36,7 @@ def main() -> int:
     ap.add_argument("--hh", default=str(REPO / "runs" / "hh"), help="output folder of orchestrator_hh.py")
     ap.add_argument("--out", default=str(REPO / "runs" / "morlhf_hh"), help="output folder")
     ap.add_argument("--steps", type=int, default=None, help="override max_steps of the config")
-    ap.add_argument("--eval-prompts", type=int, default=32, help="held-out prompts to evaluate on")
+    ap.add_argument("--eval-prompts", type=int, default=24, help="held-out prompts to evaluate on")
     ap.add_argument("--force", action="store_true", help="redo every step")
     args = ap.parse_args()
 
