@@ -12,6 +12,7 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)   # the budget is 15 minutes on 2 cores; pytest's default 600 s is too tight
 def test_demo_command_end_to_end(tmp_path):
     pro = Path(sys.executable).with_name("pro")
     env = {**os.environ, "PRO_HOME": str(tmp_path / ".pro")}
