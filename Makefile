@@ -32,7 +32,7 @@ bench: setup  ## benchmarks (printed tables)
 	$(BIN)/python bench/bench_core.py
 
 compile: setup  ## recompile the committed pipeline YAML
-	$(BIN)/pro pipeline compile --all
+	$(BIN)/pro pipeline compile
 
 images:  ## build the component and UI container images (needs a Docker engine)
 	bash scripts/build_images.sh
