@@ -39,7 +39,6 @@ def main() -> int:
             sys.exit(f"error: {what} {p} not found; run scripts/experiments/orchestrator_hh.py and "
                      "scripts/experiments/wic_hh.py first, or pass --{what}")
 
-    import numpy as np
     import torch
 
     from pro_lib import wic

@@ -241,7 +241,7 @@ def register_stage(name: str, model_dir: str, metrics_artifact, *, objective: st
     setup_logging()
     name = registered_name(name, objective)
     numbers = read_kfp_metrics(metrics_artifact) if metrics_artifact is not None else {}
-    with tracking.stage_run(f"register_model", {"name": name, "gate_metric": gate_metric or "default"},
+    with tracking.stage_run("register_model", {"name": name, "gate_metric": gate_metric or "default"},
                             tags={"pro.registered_name": name}):
         version = registry.register_model(model_dir, name, metrics=numbers, gate_metric=gate_metric or None,
                                           gate_mode=gate_mode or None)
@@ -256,7 +256,7 @@ def promote_stage(name: str, version: str, *, objective: str = "", force: bool =
     setup_logging()
     name = registered_name(name, objective)
     with tracking.stage_run("promote", {"name": name, "version": version, "force": force},
-                            tags={"pro.registered_name": name}) as run:
+                            tags={"pro.registered_name": name}):
         result = registry.promote(name, version=version, force=force, reason=reason or None)
         import mlflow
 

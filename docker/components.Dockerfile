@@ -15,7 +15,7 @@ RUN python -m venv /opt/venv && pip install --upgrade pip setuptools wheel
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 # deepspeed is an sdist whose setup.py inspects torch: build it against the CUDA torch above
 # (DS_ACCELERATOR: the build machine has no GPU; ops are JIT-compiled at run time, so
-# DS_BUILD_OPS=0 keeps the image free of a CUDA toolchain). configs/accelerate/zero{2,3}.yaml use
+# DS_BUILD_OPS=0 keeps the image free of a CUDA toolchain). pro_lib/configs/accelerate/zero{2,3}.yaml use
 # the trainer's torch AdamW and no offload, so no op is ever compiled; ZeRO CPU offload or
 # FusedAdam would need a compiler (nvcc): build FROM a CUDA *devel* Python 3.11 image for those.
 RUN DS_ACCELERATOR=cuda DS_BUILD_OPS=0 pip install --no-build-isolation "deepspeed==${DEEPSPEED_VERSION}"

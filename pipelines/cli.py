@@ -10,7 +10,6 @@ entry-point group, so pro_lib itself never imports kfp).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import inspect
 import json

@@ -74,6 +74,21 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
+def atomic_savefig(fig, path: str | Path, *, dpi: int = 120) -> Path:
+    """Save a matplotlib figure via a temporary file and an atomic rename, then close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``path`` in one rename.

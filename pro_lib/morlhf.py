@@ -41,7 +41,8 @@ import yaml
 
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
-from pro_lib.io import atomic_write_text, write_json, write_jsonl
+from pro_lib.io import atomic_savefig, atomic_write_text, write_json, write_jsonl
+from pro_lib.policy import load_policy
 
 log = logging.getLogger(__name__)
 
@@ -318,33 +319,6 @@ def _local_device() -> str:
     return "cpu"
 
 
-def load_policy_model(ref: str):
-    """(model, tokenizer) of a causal LM; ``smollm2`` is the bundled model (via pro_lib.policy)."""
-    from pro_lib.policy import load_policy
-
-    model, tokenizer = load_policy(ref)
-    _drop_gguf_marker(model)
-    return model, tokenizer
-
-
-def _drop_gguf_marker(model) -> None:
-    """A policy dequantised from GGUF (the bundled SmolLM2) holds plain float weights but can still
-    carry ``quantization_config: {quant_method: gguf}``, which makes transformers refuse to train it
-    ("purely quantized model"). Drop that marker; real (bitsandbytes, ...) quantisation is kept."""
-    import torch
-
-    qc = getattr(model.config, "quantization_config", None)
-    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
-    if str(getattr(method, "value", method)).lower() != "gguf":
-        return
-    if any(p.dtype not in (torch.float32, torch.float16, torch.bfloat16) for p in model.parameters()):
-        return
-    del model.config.quantization_config
-    model.is_quantized = False
-    model.hf_quantizer = None
-    log.info("policy weights were dequantised from GGUF; training them as a plain float model")
-
-
 def load_prompts(data: Sequence[str], *, split: str, eval_fraction: float, split_seed: int,
                  tokenizer=None, max_prompt_tokens: int | None = None,
                  max_prompts: int | None = None) -> tuple[list[str], dict]:
@@ -494,7 +468,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     # The trainer arguments come first: under DeepSpeed ZeRO-3 they must exist before the policy is
     # loaded so that its weights are partitioned as they load.
     args = _trainer_args(cfg, ckpt_dir)
-    model, tokenizer = policy if policy is not None else load_policy_model(cfg.policy)
+    model, tokenizer = policy if policy is not None else load_policy(cfg.policy)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -682,7 +656,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
         orchestrator = PreferenceOrchestrator.from_pretrained(orch_ref)
     policies = dict(policies or {})
 
-    ref_model, ref_tok = policies.get("reference") or load_policy_model(first["policy"])
+    ref_model, ref_tok = policies.get("reference") or load_policy(first["policy"])
     max_prompt_tokens = cfg.max_prompt_tokens if cfg.max_prompt_tokens is not None else first.get("max_prompt_tokens")
     prompts, info = load_prompts(cfg.data or first["data"], split=cfg.split,
                                  eval_fraction=cfg.eval_fraction if cfg.eval_fraction is not None
@@ -705,7 +679,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
     results: dict[str, dict] = {}
     samples = []
     for label, folder, rinfo, loaded in entries:
-        model, tok = loaded if loaded is not None else load_policy_model(str(folder / "policy"))
+        model, tok = loaded if loaded is not None else load_policy(str(folder / "policy"))
         responses = generate(model, tok, prompts, max_new_tokens=max_new, batch_size=cfg.batch_size,
                              do_sample=cfg.do_sample, seed=cfg.seed, desc=f"generating ({label})")
         z = np.asarray(suite.score(prompts, responses, normalize=True, progress=False), dtype=np.float64)
@@ -789,10 +763,4 @@ def plot_training_curves(curves: dict[str, list[dict]], names: Sequence[str], pa
     axes[0][0].set_ylabel("mean normalised reward")
     axes[0][0].legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return atomic_savefig(fig, path)

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pro_lib.errors import ConfigError
-from pro_lib.io import atomic_write_text
+from pro_lib.io import atomic_savefig, atomic_write_text
 
 
 def weight_grid(k: int, step: float = 0.1) -> np.ndarray:
@@ -147,10 +147,4 @@ def plot_fronts(methods: Mapping[str, np.ndarray], names: Sequence[str], path: s
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_savefig(fig, path)

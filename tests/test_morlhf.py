@@ -349,7 +349,7 @@ def test_cli_reports_bad_weights(tmp_path, demo_data, capsys):
 def test_shipped_accelerate_configs_are_deepspeed(stage):
     import yaml
 
-    cfg = yaml.safe_load((ROOT / "configs" / "accelerate" / f"zero{stage}.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "pro_lib" / "configs" / "accelerate" / f"zero{stage}.yaml").read_text())
     assert cfg["distributed_type"] == "DEEPSPEED" and cfg["deepspeed_config"]["zero_stage"] == stage
 
 

@@ -51,7 +51,7 @@ SCRIPT = textwrap.dedent('''
 
 def _launch(script: Path, steps: int, stage: int = 2) -> dict:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "configs" / "accelerate" / f"zero{stage}.yaml"), "--num_processes", "1",
+           str(ROOT / "pro_lib" / "configs" / "accelerate" / f"zero{stage}.yaml"), "--num_processes", "1",
            "--mixed_precision", "no", str(script), str(steps)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)

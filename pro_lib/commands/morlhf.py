@@ -18,11 +18,11 @@ from pathlib import Path
 
 from pro_lib.errors import ConfigError
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 
 
 def accelerate_config_path(zero: int | None = None, path: str | None = None) -> Path:
-    """The shipped ZeRO-2/ZeRO-3 accelerate config (``configs/accelerate/zero{2,3}.yaml``) or ``path``."""
+    """The shipped ZeRO-2/ZeRO-3 accelerate config (``pro_lib/configs/accelerate/zero{2,3}.yaml``) or ``path``."""
     if path:
         p = Path(path)
         if not p.is_file():
@@ -30,7 +30,7 @@ def accelerate_config_path(zero: int | None = None, path: str | None = None) -> 
         return p
     p = REPO_CONFIGS / f"zero{zero}.yaml"
     if not p.is_file():
-        raise ConfigError(f"{p} not found (it ships in the PRO repository); pass --accelerate-config <file>")
+        raise ConfigError(f"{p} not found (it ships inside the pro_lib package); pass --accelerate-config <file>")
     return p
 
 
@@ -77,7 +77,7 @@ def register(subparsers) -> None:
         "launch", help="multi-GPU training: accelerate launch with the shipped DeepSpeed ZeRO-2/3 config",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Run `pro morlhf train` on several processes/GPUs through `accelerate launch` and "
-                    "DeepSpeed (configs/accelerate/zero2.yaml or zero3.yaml). Everything after `--` goes "
+                    "DeepSpeed (pro_lib/configs/accelerate/zero2.yaml or zero3.yaml). Everything after `--` goes "
                     "to `pro morlhf train` unchanged. Needs the training extra: pip install 'pro-align[train]'.",
         epilog="example: pro morlhf launch --zero 3 --num-processes 8 -- --config configs/morlhf_hh.yaml")
     lp.add_argument("--zero", type=int, choices=[2, 3], default=2,
