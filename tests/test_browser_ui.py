@@ -139,6 +139,12 @@ def _move_slider(page, name: str, presses: int) -> tuple[str, str]:
 def _check_not_error_page(page, shot: Path):
     from PIL import Image, ImageStat
 
+    # Let a rerun finish first: Streamlit fades elements it is still recomputing (data-stale),
+    # and a screenshot of that faded page would look blank on a loaded machine.
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stElementContainer\"][data-stale=\"true\"]')",
+        timeout=60_000)
+    page.wait_for_timeout(500)
     assert page.locator("[data-testid='stException']").count() == 0
     assert "Traceback" not in page.content()
     page.screenshot(path=str(shot), full_page=True)
