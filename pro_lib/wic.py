@@ -131,12 +131,31 @@ def to_messages(prompt: str) -> list[dict]:
     return msgs
 
 
-def ric_desired_rewards(weights: np.ndarray) -> np.ndarray:
-    """RiC's preference-to-reward mapping on min-max scaled rewards in [0, 1]:
-    objective k asks for the maximum (1) when w_k >= 1/K, else K * w_k."""
+RIC_MAPPINGS = ("linf", "l2", "linear")
+
+
+def ric_desired_rewards(weights: np.ndarray, mapping: str = "linf") -> np.ndarray:
+    """RiC's preference-to-reward mapping, on rewards scaled to [0, 1] (0 = low end, 1 = high end).
+
+    As ``map_rewards_from_preference`` in RiC's released code (YangRui2015/RiC, ric/utils.py):
+    - ``linf`` (the paper's mapping and that function's default): the most-preferred objective asks
+      for the maximum; every other objective k asks for ``min(K * w_k, 1)``;
+    - ``l2``: ``w_k / ||w||_2`` (what RiC's released evaluation script passes);
+    - ``linear``: ``w_k``.
+    """
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    k = w.shape[1]
-    return np.where(w >= 1.0 / k - 1e-9, 1.0, k * w).astype(np.float32)
+    n, k = w.shape
+    if mapping == "linf":
+        out = np.minimum(k * w, 1.0)
+        out[np.arange(n), np.argmax(w, axis=1)] = 1.0
+    elif mapping == "l2":
+        norm = np.linalg.norm(w, axis=1, keepdims=True)
+        out = np.divide(w, norm, out=np.zeros_like(w), where=norm > 0)
+    elif mapping == "linear":
+        out = w.copy()
+    else:
+        raise ConfigError(f"unknown RiC mapping {mapping!r}; choose one of {RIC_MAPPINGS}")
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,9 +180,13 @@ class WICPolicy:
     def __init__(self, model, tokenizer, objectives: Sequence[str], *, decimals: int = 2,
                  conditioning: str = "weights", use_chat_template: bool | None = None,
                  orchestrator: str | None = None, reward_range: Mapping[str, Sequence[float]] | None = None,
-                 method: str | None = None, score_percentiles: Mapping[str, Sequence[float]] | None = None):
+                 method: str | None = None, score_percentiles: Mapping[str, Sequence[float]] | None = None,
+                 ric_mapping: str = "linf"):
         if conditioning not in CONDITIONINGS:
             raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        if ric_mapping not in RIC_MAPPINGS:
+            raise ConfigError(f"ric_mapping must be one of {RIC_MAPPINGS}, got {ric_mapping!r}")
+        self.ric_mapping = ric_mapping
         self.model, self.tokenizer = model, tokenizer
         self.objectives = list(objectives)
         if not self.objectives:
@@ -190,7 +213,8 @@ class WICPolicy:
         return {"objectives": self.objectives, "decimals": self.decimals, "conditioning": self.conditioning,
                 "use_chat_template": self.use_chat_template, "tags": wic_tags(self.K),
                 "orchestrator": self.orchestrator, "reward_range": self.reward_range or None,
-                "method": self.method, "score_percentiles": self.score_percentiles or None}
+                "method": self.method, "score_percentiles": self.score_percentiles or None,
+                "ric_mapping": self.ric_mapping}
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Model + tokenizer + ``wic.json`` (objectives, decimals, conditioning), written atomically."""
@@ -221,7 +245,7 @@ class WICPolicy:
                               f"but {list(objectives)} were asked for; use the matching suite or policy")
         model, tok = load_policy(where, device=device)
         kwargs = {k: meta[k] for k in ("decimals", "conditioning", "use_chat_template", "orchestrator",
-                                       "reward_range", "method", "score_percentiles")
+                                       "reward_range", "method", "score_percentiles", "ric_mapping")
                   if meta.get(k) is not None}
         kwargs.update(overrides)
         return cls(model, tok, objectives or meta["objectives"], **kwargs)
@@ -230,7 +254,7 @@ class WICPolicy:
     def tag_values(self, weights: np.ndarray) -> np.ndarray:
         """What the tags hold for preference ``weights`` (N, K): the weights, or RiC's desired rewards."""
         w = np.atleast_2d(weights)
-        return ric_desired_rewards(w) if self.conditioning == "rewards" else w
+        return ric_desired_rewards(w, self.ric_mapping) if self.conditioning == "rewards" else w
 
     def render(self, prompt: str, values: Sequence[float]) -> str:
         """The exact model input text for one prompt and its tag values (chat template applied)."""
@@ -438,6 +462,9 @@ class WICOfflineConfig(SFTOptions):
     max_examples: int | None = field(None, help="use at most this many pairs (first N after shuffling with seed)")
     orchestrator: str | None = field(None, help="orchestrator recorded in the policy for generate(weights=None)")
     method: str = field("pro-wic", help="label recorded in the policy (pro-wic, ric-offline, ...)")
+    ric_mapping: str = field("linf", help="conditioning=rewards only: how a preference w becomes desired rewards "
+                                          "at inference (linf: RiC paper; l2: RiC's released eval script; linear)",
+                             choices=list(RIC_MAPPINGS))
 
 
 @dataclass
@@ -520,6 +547,9 @@ class WICEvalConfig:
     max_new_tokens: int = field(48, help="max new tokens (greedy decoding)")
     gen_batch_size: int = field(16, help="generation batch size")
     max_prompt_tokens: int = field(256, help="prompts longer than this many tokens keep their last tokens")
+    ric_mapping: str | None = field(None, help="override the preference-to-reward mapping of rewards-conditioned "
+                                               "(RiC) policies: linf, l2 or linear (default: each policy's own)",
+                                    choices=list(RIC_MAPPINGS))
     device: str | None = field(None, help="cpu or cuda (default: cuda when available)")
     output_dir: str = field("runs/wic_eval", help="output folder: eval.json, pareto.csv, pareto.png, eval_table.md")
 
@@ -698,7 +728,7 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
                            orchestrator=cfg.orchestrator, method=cfg.method)
     elif policy.objectives != suite.names:
         raise ConfigError(f"K mismatch: the policy conditions on {policy.objectives}, the suite scores {suite.names}")
-    policy.conditioning, policy.method = cfg.conditioning, cfg.method
+    policy.conditioning, policy.method, policy.ric_mapping = cfg.conditioning, cfg.method, cfg.ric_mapping
     policy.orchestrator = cfg.orchestrator or policy.orchestrator
     recs, info = build_offline_examples(cfg, suite, policy.tokenizer)
     z = np.stack([r["z"] for r in recs])
@@ -1064,6 +1094,12 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
         for label, path in _eval_policies(cfg):
             pol = WICPolicy.from_pretrained(path, device=_device(cfg.device))
             loaded[label or pol.method or Path(path).name] = pol
+    if cfg.ric_mapping:
+        if cfg.ric_mapping not in RIC_MAPPINGS:
+            raise ConfigError(f"--ric-mapping must be one of {RIC_MAPPINGS}, got {cfg.ric_mapping!r}")
+        for pol in loaded.values():
+            if pol.conditioning == "rewards":
+                pol.ric_mapping = cfg.ric_mapping
     if orchestrator is None and cfg.orchestrator:
         from pro_lib.orchestrator import PreferenceOrchestrator
 

@@ -95,8 +95,32 @@ def test_hh_transcript_to_messages():
 
 
 def test_ric_mapping():
+    # RiC's map_rewards_from_preference(method="linf") on [low, high] = [0, 1]:
+    # argmax -> high; others -> min(K * w_k, 1) * (high - low) + low
     assert np.allclose(wic.ric_desired_rewards(np.array([[0.5, 0.5], [0.2, 0.8], [0.0, 1.0]])),
                        [[1, 1], [0.4, 1], [0, 1]])
+    # K=3 rows from RiC's evaluation grid: 3 * 0.1 = 0.3; 3 * 0.2 = 0.6; 0.4 >= 1/3 -> 1
+    assert np.allclose(wic.ric_desired_rewards(np.array([[0.1, 0.1, 0.8], [0.2, 0.4, 0.4], [0.33, 0.33, 0.33]])),
+                       [[0.3, 0.3, 1.0], [0.6, 1.0, 1.0], [1.0, 0.99, 0.99]])
+    # l2 (RiC's released evaluation script): w / ||w||_2; (0.6, 0.8) already has norm 1
+    assert np.allclose(wic.ric_desired_rewards(np.array([[0.6, 0.8], [1.0, 0.0]]), "l2"), [[0.6, 0.8], [1.0, 0.0]])
+    assert np.allclose(wic.ric_desired_rewards(np.array([[0.5, 0.5]]), "l2"), [[0.5 ** 0.5, 0.5 ** 0.5]])
+    assert np.allclose(wic.ric_desired_rewards(np.array([[0.3, 0.7]]), "linear"), [[0.3, 0.7]])
+    with pytest.raises(ConfigError, match="unknown RiC mapping 'l3'"):
+        wic.ric_desired_rewards(np.array([[0.5, 0.5]]), "l3")
+
+
+def test_ric_mapping_is_recorded_and_overridable(tiny_policy_dir, tmp_path):
+    pol = wic.WICPolicy.from_pretrained(tiny_policy_dir, conditioning="rewards", ric_mapping="l2")
+    assert np.allclose(pol.tag_values(np.array([[0.6, 0.8]])), [[0.6, 0.8]])
+    pol.save_pretrained(tmp_path / "p")
+    again = wic.WICPolicy.from_pretrained(tmp_path / "p")
+    assert again.ric_mapping == "l2" and again.conditioning == "rewards"
+    assert "<W1> 0.60 <W2> 0.80" in again.condition(["hi"], [0.6, 0.8])[0]
+    assert "<W1> 0.20 <W2> 1.00" in wic.WICPolicy.from_pretrained(tmp_path / "p", ric_mapping="linf").condition(
+        ["hi"], [0.1, 0.9])[0]
+    with pytest.raises(ConfigError, match="ric_mapping must be one of"):
+        wic.WICPolicy.from_pretrained(tmp_path / "p", ric_mapping="max")
 
 
 # -- the policy ------------------------------------------------------------------------------
