@@ -5,7 +5,9 @@
                           -> morlhf_evaluate (held-out rewards per objective, weighted rewards, curves)
                           -> register pro-policy-pro-morlhf / pro-policy-morlhf -> gated promotion
 
-RL sampling is not deterministic: the two training stages run with caching off.
+Both RL stages train on the prompts of the prepared split's train.jsonl and the evaluation uses its
+eval.jsonl, so every stage sees the same split as the orchestrator. RL sampling is not
+deterministic: the two training stages run with caching off.
 """
 
 from kfp import dsl
@@ -18,7 +20,7 @@ from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL
 from pipelines.scheduling import cpu_stage, gpu_stage
 
 PIPELINE_NAME = "pro-morlhf"
-DEFAULT_MORLHF = {"policy": "smollm2", "data": ["demo"], "algorithm": "rloo", "max_steps": 50, "batch_size": 8,
+DEFAULT_MORLHF = {"policy": "smollm2", "algorithm": "rloo", "max_steps": 50, "batch_size": 8,
                   "num_generations": 4, "max_completion_length": 48, "beta": 0.05, "learning_rate": 1e-6}
 DEFAULT_MORLHF_EVAL = {"max_prompts": 32, "batch_size": 8}
 
@@ -61,13 +63,13 @@ def pro_morlhf_pipeline(
         return cpu_stage(task, image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request,
                          cache=False)
 
-    targets = t["targets"].outputs["targets"]
-    pro = gpu(morlhf_train(config=morlhf_config, weights="orchestrator", suite=targets,
+    targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
+    pro = gpu(morlhf_train(config=morlhf_config, weights="orchestrator", data=data, suite=targets,
                            orchestrator=t["orchestrator"].outputs["model"]).set_display_name("PRO-MORLHF"),
               cache=False)
-    base = gpu(morlhf_train(config=morlhf_config, weights="uniform", suite=targets)
+    base = gpu(morlhf_train(config=morlhf_config, weights="uniform", data=data, suite=targets)
                .set_display_name("MORLHF (uniform weights)"), cache=False)
-    ev = gpu(morlhf_evaluate(config=morlhf_eval_config, pro_policy=pro.outputs["policy"],
+    ev = gpu(morlhf_evaluate(config=morlhf_eval_config, data=data, pro_policy=pro.outputs["policy"],
                              baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))
     for method, task, gate in (("pro-morlhf", pro, "pro-morlhf/weighted_orchestrator"),
                                ("morlhf", base, "morlhf/weighted_orchestrator")):

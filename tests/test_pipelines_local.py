@@ -131,7 +131,7 @@ def test_pro_morlhf_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_d
         "orchestrator_config": {"backbone": str(tiny_encoder_dir), "epochs": 1, "max_length": 64,
                                 "progress": False},
         "eval_config": {"progress": False},
-        "morlhf_config": {"policy": str(policy), "data": [str(data)], "max_steps": 2, "batch_size": 4,
+        "morlhf_config": {"policy": str(policy), "max_steps": 2, "batch_size": 4,
                           "num_generations": 2, "max_completion_length": 6, "max_prompts": 8, "save_steps": 100},
         "morlhf_eval_config": {"max_prompts": 4, "batch_size": 4, "max_new_tokens": 6},
     }
@@ -140,3 +140,12 @@ def test_pro_morlhf_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_d
         (v,) = registry.list_versions(f"pro-policy-{method}")
         assert v["aliases"] == ["champion"] and v["gate_metric"] == f"{method}/weighted_orchestrator"
         assert (registry.download_model(f"models:/pro-policy-{method}@champion") / "config.json").is_file()
+    # both RL stages trained on the prompts of the prepared split's train side, none of its eval side
+    (train,) = (tmp_path / "kfp").rglob("train.jsonl")
+    split = {side: {json.loads(line)["prompt"] for line in (train.parent / f"{side}.jsonl").read_text().splitlines()}
+             for side in ("train", "eval")}
+    used = list((tmp_path / "kfp").rglob("prompts.jsonl"))
+    assert len(used) == 2
+    for f in used:
+        prompts = {json.loads(line)["prompt"] for line in f.read_text().splitlines()}
+        assert prompts and prompts <= split["train"] and not prompts & split["eval"]
