@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hh_outputs import require_hh_outputs  # noqa: E402
 
 
 def main() -> int:
@@ -48,12 +50,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     hh, out = Path(args.hh), Path(args.out)
-    need = {"suite": hh / "suite" / "suite.yaml", "orchestrator": hh / "orchestrator",
-            "train data": hh / "data" / "train.jsonl", "eval data": hh / "data" / "eval.jsonl"}
-    for what, path in need.items():
-        if not path.exists():
-            sys.exit(f"error: {what} not found at {path}; run scripts/experiments/orchestrator_hh.py first "
-                     f"(or pass --hh <its output folder>)")
+    require_hh_outputs(hh)
     if args.force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
