@@ -96,6 +96,72 @@ def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
     return _hv_recursive(pts, ref)
 
 
+def weight_response(z: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """How far a weights-conditioned policy moves toward the objective it is asked for.
+
+    ``z``: (G, n, K) per-prompt scores at each grid weight; per objective k: the mean score on k at
+    the corner w = e_k minus its mean over the other corners (> 0: putting the weight on k raises k).
+    NaN for an objective whose corner is not on the grid.
+    """
+    z, grid = np.asarray(z, dtype=np.float64), np.asarray(grid, dtype=np.float64)
+    k = grid.shape[1]
+    corners = [np.flatnonzero(np.isclose(grid[:, j], 1.0)) for j in range(k)]
+    out = np.full(k, np.nan)
+    if any(len(c) == 0 for c in corners):
+        return out
+    at = np.stack([z[c[0]].mean(axis=0) for c in corners])  # (K corners, K objectives)
+    for j in range(k):
+        others = [i for i in range(k) if i != j]
+        out[j] = at[j, j] - at[others, j].mean()
+    return out
+
+
+def bootstrap_fronts(z: Mapping[str, np.ndarray], grid: np.ndarray, reference: Sequence[float], *,
+                     n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Bootstrap over prompts: confidence intervals of each method's hypervolume, of its difference
+    to the best method's, and of its weight response (see :func:`weight_response`).
+
+    ``z[label]``: (G, n, K) per-prompt scores at each grid weight. Methods evaluated on the same n
+    prompts are resampled together (a paired bootstrap), so differences keep their pairing.
+    """
+    labels = list(z)
+    arrs = {lab: np.asarray(z[lab], dtype=np.float64) for lab in labels}
+    if not arrs:
+        return {}
+    ns = {a.shape[1] for a in arrs.values()}
+    rng = np.random.default_rng(seed)
+    hv = {lab: hypervolume(a.mean(axis=1), reference) for lab, a in arrs.items()}
+    best = max(hv, key=hv.get)
+    boot_hv = {lab: np.empty(n_boot) for lab in labels}
+    boot_resp = {lab: np.empty((n_boot, a.shape[2])) for lab, a in arrs.items()}
+    for b in range(n_boot):
+        shared = rng.integers(0, next(iter(ns)), next(iter(ns))) if len(ns) == 1 else None
+        for lab, a in arrs.items():
+            idx = shared if shared is not None else rng.integers(0, a.shape[1], a.shape[1])
+            s = a[:, idx]
+            boot_hv[lab][b] = hypervolume(s.mean(axis=1), reference)
+            boot_resp[lab][b] = weight_response(s, grid)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+
+    def ci(x):
+        x = np.asarray(x)[np.isfinite(x)]
+        return [float(np.percentile(x, lo)), float(np.percentile(x, hi))] if x.size else [None, None]
+
+    def finite(v):
+        return [float(x) if np.isfinite(x) else None for x in v]
+
+    return {
+        "n_boot": n_boot, "level": level, "paired": len(ns) == 1, "best": best,
+        "hypervolume": {lab: float(hv[lab]) for lab in labels},
+        "hypervolume_ci": {lab: ci(boot_hv[lab]) for lab in labels},
+        "diff_to_best": {lab: float(hv[lab] - hv[best]) for lab in labels},
+        "diff_to_best_ci": {lab: ci(boot_hv[lab] - boot_hv[best]) for lab in labels},
+        "weight_response": {lab: finite(weight_response(arrs[lab], grid)) for lab in labels},
+        "weight_response_ci": {lab: [ci(boot_resp[lab][:, j]) for j in range(arrs[lab].shape[2])]
+                               for lab in labels},
+    }
+
+
 def write_front_csv(path: str | Path, rows: Sequence[Mapping[str, object]]) -> Path:
     """Rows (dicts with the same keys) as CSV, written atomically."""
     if not rows:

@@ -547,6 +547,8 @@ class WICEvalConfig:
     max_new_tokens: int = field(48, help="max new tokens (greedy decoding)")
     gen_batch_size: int = field(16, help="generation batch size")
     max_prompt_tokens: int = field(256, help="prompts longer than this many tokens keep their last tokens")
+    bootstrap: int = field(1000, help="bootstrap resamples over prompts for the confidence intervals of the "
+                                      "hypervolumes, their differences and the weight response (0: none)")
     ric_mapping: str | None = field(None, help="override the preference-to-reward mapping of rewards-conditioned "
                                                "(RiC) policies: linf, l2 or linear (default: each policy's own)",
                                     choices=list(RIC_MAPPINGS))
@@ -1069,6 +1071,30 @@ def equal_weight_table(rows: Sequence[Mapping], names: Sequence[str]) -> str:
     return head + body
 
 
+def _bootstrap_table(boot: Mapping, names: Sequence[str]) -> str:
+    """Markdown: hypervolume CIs, differences to the best front, and the weight response per objective."""
+    if not boot:
+        return ""
+    pct = f"{boot['level']:.0%}"
+    kind = "paired bootstrap" if boot["paired"] else "bootstrap"
+    head = (f"\n{pct} intervals from a {kind} over prompts ({boot['n_boot']} resamples). Weight response: "
+            "mean score on an objective with all the weight on it, minus its mean with the weight on the "
+            "others (> 0: the policy follows its weights).\n\n"
+            f"| method | hypervolume {pct} CI | difference to {boot['best']} | "
+            + " | ".join(f"weight response {n}" for n in names) + " |\n|---|---|---|" + "---|" * len(names) + "\n")
+
+    def fmt(v, c):
+        return "n/a" if v is None or c[0] is None else f"{v:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}]"
+
+    body = ""
+    for lab, hv in boot["hypervolume"].items():
+        lo, hi = boot["hypervolume_ci"][lab]
+        diff = ("(best)" if lab == boot["best"] else fmt(boot["diff_to_best"][lab], boot["diff_to_best_ci"][lab]))
+        resp = " | ".join(fmt(v, c) for v, c in zip(boot["weight_response"][lab], boot["weight_response_ci"][lab]))
+        body += f"| {lab} | {hv:.3f} [{lo:.3f}, {hi:.3f}] | {diff} | {resp} |\n"
+    return head + body
+
+
 def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPolicy] | None = None,
                  orchestrator=None) -> dict:
     """Weight-grid evaluation of one or more WIC policies on held-out prompts.
@@ -1076,7 +1102,8 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     Writes eval.json, pareto.csv, pareto.png, eval_table.md, samples.jsonl into output_dir.
     Metrics: hypervolume (of the first policy), hypervolume_<label>, and the equal-weight means.
     """
-    from pro_lib.pareto import hypervolume, pareto_mask, plot_fronts, weight_grid, write_front_csv
+    from pro_lib.pareto import (bootstrap_fronts, hypervolume, pareto_mask, plot_fronts, weight_grid,
+                                weight_response, write_front_csv)
 
     t0 = time.time()
     suite = suite or _load_suite(cfg.suite, what="wic eval")
@@ -1124,9 +1151,17 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
             table_rows.append({"method": label, "weights": "orchestrator weights", "mean": res["orchestrator_point"],
                                "sem": res["orchestrator_sem"]})
         n = len(prompts)
-        for j in range(n):
-            samples.append({"method": label, "prompt": prompts[j], "weights": grid[equal_idx],
-                            "response": res["responses"][equal_idx * n + j], "z": res["z"][equal_idx * n + j]})
+        for g, w in enumerate(grid):
+            for j in range(n):
+                samples.append({"method": label, "prompt": prompts[j], "weights": w, "grid_point": g,
+                                "response": res["responses"][g * n + j], "z": res["z"][g * n + j]})
+        if "orchestrator_weights" in res:
+            for j in range(n):
+                samples.append({"method": label, "prompt": prompts[j], "weights": res["orchestrator_weights"][j],
+                                "grid_point": None, "response": res["responses"][len(grid) * n + j],
+                                "z": res["z"][len(grid) * n + j]})
+        res["grid_z"] = np.asarray(res["z"][: len(grid) * n]).reshape(len(grid), n, k)
+        res["weight_response"] = weight_response(res["grid_z"], grid)
         slug = re.sub(r"[^A-Za-z0-9_]+", "_", label)
         if i == 0:
             metrics["hypervolume"] = hv
@@ -1135,6 +1170,11 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
             metrics[f"{slug}_equal_{name}"] = float(res["points"][equal_idx, kk])
         if "orchestrator_weighted" in res:
             metrics[f"{slug}_orchestrator_weighted_reward"] = res["orchestrator_weighted"]
+        for kk, name in enumerate(suite.names):
+            if np.isfinite(res["weight_response"][kk]):
+                metrics[f"{slug}_weight_response_{name}"] = float(res["weight_response"][kk])
+    boot = (bootstrap_fronts({lab: r["grid_z"] for lab, r in results.items()}, grid, ref, n_boot=cfg.bootstrap)
+            if cfg.bootstrap > 0 else {})
     table = ("Mean normalised reward (z-score under the suite's stats) on "
              f"{len(pool)} held-out prompts, greedy decoding, max {cfg.max_new_tokens} new tokens.\n\n"
              + equal_weight_table(table_rows, suite.names)
@@ -1142,7 +1182,8 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
              + "| method | hypervolume | grid points on the front |\n|---|---|---|\n"
              + "".join(f"| {lab} | {hypervolume(r['points'], ref):.4f} | "
                        f"{int(pareto_mask(r['points']).sum())}/{len(grid)} |\n"
-                       for lab, r in results.items()))
+                       for lab, r in results.items())
+             + _bootstrap_table(boot, suite.names))
     out = Path(cfg.output_dir)
     with atomic_dir(out) as tmp:
         write_front_csv(tmp / "pareto.csv", csv_rows)
@@ -1150,9 +1191,11 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
         write_jsonl(tmp / "samples.jsonl", samples)
         write_json(tmp / "eval.json", {
             "objectives": suite.names, "grid": grid, "reference": ref, "n_prompts": len(pool),
-            "max_new_tokens": cfg.max_new_tokens, "metrics": metrics,
+            "max_new_tokens": cfg.max_new_tokens, "metrics": metrics, "bootstrap": boot,
             "methods": {lab: {"points": r["points"], "sem": r["sem"], "hypervolume": hypervolume(r["points"], ref),
                               "orchestrator_point": r.get("orchestrator_point"),
+                              "weight_response": [float(x) if np.isfinite(x) else None
+                                                  for x in r["weight_response"]],
                               "orchestrator_mean_weights": (r["orchestrator_weights"].mean(axis=0)
                                                             if "orchestrator_weights" in r else None)}
                         for lab, r in results.items()}})

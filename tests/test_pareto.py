@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pro_lib.errors import ConfigError
-from pro_lib.pareto import hypervolume, pareto_front, pareto_mask, plot_fronts, weight_grid, write_front_csv
+from pro_lib.pareto import (bootstrap_fronts, hypervolume, pareto_front, pareto_mask, plot_fronts, weight_grid,
+                            weight_response, write_front_csv)
 
 
 def test_weight_grid_k2_k3():
@@ -66,3 +67,40 @@ def test_plot_and_csv(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     csv = write_front_csv(tmp_path / "f.csv", [{"method": "a", "x": 1.0}, {"method": "b", "x": 2.0}])
     assert csv.read_text().splitlines() == ["method,x", "a,1.0", "b,2.0"]
+
+
+def test_weight_response_by_hand():
+    grid = weight_grid(2, 0.5)  # (0, 1), (0.5, 0.5), (1, 0)
+    z = np.zeros((3, 2, 2))
+    z[2] = [[2.0, 0.0], [4.0, 1.0]]   # all weight on objective 0: mean (3, 0.5)
+    z[0] = [[1.0, 3.0], [1.0, 5.0]]   # all weight on objective 1: mean (1, 4)
+    # objective 0: 3 - 1 = 2; objective 1: 4 - 0.5 = 3.5
+    assert np.allclose(weight_response(z, grid), [2.0, 3.5])
+    g3 = weight_grid(3, 0.5)
+    z3 = np.zeros((len(g3), 1, 3))
+    for i, w in enumerate(g3):
+        z3[i, 0] = w * 6  # score on k = 6 w_k: corners give 6 on their own objective, 0 elsewhere
+    assert np.allclose(weight_response(z3, g3), [6.0, 6.0, 6.0])
+
+
+def test_bootstrap_fronts_intervals_and_pairing():
+    rng = np.random.default_rng(0)
+    grid = weight_grid(2, 0.5)
+    n = 40
+    follows = np.stack([np.stack([w * 2 + rng.normal(0, 0.1, 2) for _ in range(n)]) for w in grid])
+    flat = np.stack([np.stack([rng.normal(0, 0.1, 2) for _ in range(n)]) for _ in grid])
+    shifted = follows - 0.5  # the same per-prompt noise, worse by 0.5 everywhere
+    boot = bootstrap_fronts({"follows": follows, "flat": flat, "shifted": shifted}, grid, [-3.0, -3.0], n_boot=200)
+    assert boot["paired"] and boot["best"] == "follows"
+    for lab in ("follows", "flat", "shifted"):
+        lo, hi = boot["hypervolume_ci"][lab]
+        assert lo <= boot["hypervolume"][lab] <= hi
+    # paired: "shifted" shares the per-prompt noise of "follows", so their difference is far tighter
+    # than either hypervolume's own interval
+    d_lo, d_hi = boot["diff_to_best_ci"]["shifted"]
+    width = min(hi - lo for lo, hi in (boot["hypervolume_ci"]["follows"], boot["hypervolume_ci"]["shifted"]))
+    assert d_hi < 0 and d_hi - d_lo < 0.25 * width
+    assert boot["diff_to_best_ci"]["follows"] == [0.0, 0.0]
+    # "follows" moves 2 units toward the objective it is given; "flat" does not move
+    assert all(lo > 1.5 for lo, _ in boot["weight_response_ci"]["follows"])
+    assert all(lo < 0 < hi for lo, hi in boot["weight_response_ci"]["flat"])

@@ -297,6 +297,12 @@ def test_offline_online_eval_pipeline(tmp_path, pairs_file):
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     data = json.loads((out / "eval.json").read_text())
     assert data["reference"] == [-5.0, -5.0] and len(data["methods"]["RiC"]["points"]) == 3
+    boot = data["bootstrap"]
+    assert boot["paired"] and set(boot["hypervolume_ci"]) == {"PRO-WIC", "RiC"}
+    assert len(data["methods"]["PRO-WIC"]["weight_response"]) == 2 and "PRO_WIC_weight_response_helpful" in em
+    assert "paired bootstrap over prompts" in table and "weight response harmless" in table
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 4 * (3 + 1)  # 2 methods x 4 prompts x (3 grid points + orchestrator weights)
 
 
 def test_sampling_round_and_online_sft_stages(tmp_path, pairs_file):
