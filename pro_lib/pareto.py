@@ -178,11 +178,14 @@ def write_front_csv(path: str | Path, rows: Sequence[Mapping[str, object]]) -> P
 
 def plot_fronts(methods: Mapping[str, np.ndarray], names: Sequence[str], path: str | Path, *,
                 reference: Sequence[float] | None = None, labels: Mapping[str, Sequence[str]] | None = None,
-                extra_points: Mapping[str, np.ndarray] | None = None, title: str = "Pareto fronts") -> Path:
+                extra_points: Mapping[str, np.ndarray] | None = None, errors: Mapping[str, np.ndarray] | None = None,
+                title: str = "Pareto fronts") -> Path:
     """Scatter each method's points (first two objectives), connect its front, save a PNG atomically.
 
     ``labels[method]`` annotates points (e.g. the weight on the first objective); ``extra_points``
-    are drawn as stars (e.g. each method's point under the orchestrator's weights).
+    are drawn as stars (e.g. each method's point under the orchestrator's weights); ``errors[method]``
+    (standard errors, same shape as the points) are drawn as error bars. The hypervolume reference
+    point is drawn when it lies near the points, else written in a corner (the view stays on the data).
     """
     import matplotlib
 
@@ -196,6 +199,10 @@ def plot_fronts(methods: Mapping[str, np.ndarray], names: Sequence[str], path: s
         pts = np.asarray(pts, dtype=np.float64)
         color = f"C{i}"
         ax.scatter(pts[:, 0], pts[:, 1], color=color, alpha=0.55, s=22)
+        if errors and method in errors:
+            err = np.asarray(errors[method], dtype=np.float64)
+            ax.errorbar(pts[:, 0], pts[:, 1], xerr=err[:, 0], yerr=err[:, 1], fmt="none", ecolor=color,
+                        alpha=0.3, elinewidth=0.8)
         front = pareto_front(pts[:, :2])
         ax.plot(front[:, 0], front[:, 1], color=color, marker="o", label=method)
         if labels and method in labels:
@@ -206,7 +213,14 @@ def plot_fronts(methods: Mapping[str, np.ndarray], names: Sequence[str], path: s
             ax.scatter(ep[:, 0], ep[:, 1], color=color, marker="*", s=160, edgecolor="black",
                        label=f"{method} (orchestrator weights)")
     if reference is not None:
-        ax.scatter([reference[0]], [reference[1]], color="gray", marker="x", label="HV reference")
+        allpts = np.vstack([np.asarray(p, dtype=np.float64)[:, :2] for p in methods.values()])
+        lo, hi = allpts.min(axis=0), allpts.max(axis=0)
+        span = np.maximum(hi - lo, 1e-9)
+        if np.all(np.asarray(reference[:2]) >= lo - 1.5 * span):
+            ax.scatter([reference[0]], [reference[1]], color="gray", marker="x", label="HV reference")
+        else:
+            ax.text(0.01, 0.01, f"HV reference point: ({reference[0]:g}, {reference[1]:g}), outside this view",
+                    transform=ax.transAxes, fontsize=7, color="gray")
     ax.set_xlabel(f"{names[0]} (mean normalised reward)")
     ax.set_ylabel(f"{names[1]} (mean normalised reward)")
     ax.set_title(title)

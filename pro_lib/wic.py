@@ -1205,6 +1205,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
                         labels={lab: [f"{w[0]:.1f}" for w in grid] for lab in results},
                         extra_points={lab: r["orchestrator_point"] for lab, r in results.items()
                                       if "orchestrator_point" in r},
+                        errors={lab: r["sem"] for lab, r in results.items()},
                         title=f"Pareto fronts ({len(pool)} held-out prompts; labels: weight on {suite.names[0]})")
     metrics["eval_seconds"] = time.time() - t0
     return metrics
