@@ -4,7 +4,8 @@
 The paper's claim: weights the orchestrator picks for a prompt waste less sampling on preference
 combinations the prompt cannot satisfy, so more samples clear the rejection bar. One sampling round
 (no SFT) per preference source, same policy, prompts, seed and rejection rule (fixed bars: the
-offline data's per-objective 0.7 quantile, weighted by each sample's weights); printed as a table.
+offline data's per-objective 0.7 quantile, weighted by each sample's weights); printed as a table
+with a 95% interval from a bootstrap over prompts.
 The per-round numbers of the full online runs are in runs/wic_hh/*/rounds.jsonl.
 
     flock /tmp/pro-heavy.lock .venv/bin/python bench/bench_acceptance.py   # needs runs/hh + runs/wic_hh
@@ -19,6 +20,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+
+def prompt_bootstrap_ci(recs, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the acceptance rate, resampling prompts (a prompt's samples are not independent)."""
+    import numpy as np
+
+    by_prompt: dict[str, list[bool]] = {}
+    for r in recs:
+        by_prompt.setdefault(r["prompt"], []).append(bool(r["kept"]))
+    kept = np.array([sum(v) for v in by_prompt.values()], dtype=float)
+    total = np.array([len(v) for v in by_prompt.values()], dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(kept), (n_boot, len(kept)))
+    rates = kept[idx].sum(axis=1) / total[idx].sum(axis=1)
+    return float(np.percentile(rates, 2.5)), float(np.percentile(rates, 97.5))
 
 
 def main() -> int:
@@ -56,13 +71,15 @@ def main() -> int:
         opts = wic.SampleOptions(preferences=src, samples_per_prompt=args.samples, max_new_tokens=args.new_tokens,
                                  rejection="quantile", quantile=0.7, thresholds="offline", quantile_rule="weighted")
         t0 = time.time()
-        _, m = wic.run_sampling_round(pol, suite, prompts, opts, round_index=1, seed=0, orchestrator=orch)
-        rows.append((src, m, time.time() - t0))
+        recs, m = wic.run_sampling_round(pol, suite, prompts, opts, round_index=1, seed=0, orchestrator=orch)
+        rows.append((src, m, time.time() - t0, prompt_bootstrap_ci(recs)))
     print(f"\npolicy={args.policy}  prompts={len(prompts)}  samples/prompt={args.samples}  new tokens={args.new_tokens}")
     print(f"{'preferences':<13} {'samples':>7} {'kept':>5} {'acceptance':>10} {'w.reward':>9} "
+          + f" {'95% CI (prompts)':>17} "
           + " ".join(f"{'mean ' + n:>14}" for n in suite.names) + f" {'kept/min':>9} {'seconds':>8}")
-    for src, m, secs in rows:
+    for src, m, secs, (lo, hi) in rows:
         print(f"{src:<13} {m['samples']:>7} {m['kept']:>5} {m['acceptance_rate']:>10.3f} {m['mean_weighted_reward']:>+9.3f} "
+              + f" {f'[{lo:.3f}, {hi:.3f}]':>17} "
               + " ".join(f"{m['mean_reward_' + n]:>+14.3f}" for n in suite.names)
               + f" {m['kept'] / secs * 60:>9.1f} {secs:>8.0f}")
     return 0
