@@ -110,7 +110,20 @@ def main() -> int:
     hv = {lab: v["hypervolume"] for lab, v in evj["methods"].items()}
     best = max(hv, key=hv.get)
     lines += ["", f"Highest hypervolume: **{best}** ({hv[best]:.4f}); all: "
-              + ", ".join(f"{k} {v:.4f}" for k, v in hv.items()), "",
+              + ", ".join(f"{k} {v:.4f}" for k, v in hv.items())]
+    boot = evj.get("bootstrap") or {}
+    if boot:
+        behind = [lab for lab, (lo, hi) in boot["diff_to_best_ci"].items() if lab != best and hi < 0]
+        tied = [lab for lab in hv if lab != best and lab not in behind]
+        verdict = (f"{best} has a significantly larger hypervolume than every other method" if not tied else
+                   f"no significant winner: the difference between {best} and {', '.join(tied)} is inside the "
+                   f"{boot['level']:.0%} interval")
+        follows = [lab for lab, cis in boot["weight_response_ci"].items()
+                   if all(c[0] is not None and c[0] > 0 for c in cis)]
+        lines += ["", f"Verdict (paired bootstrap over prompts): {verdict}. Methods whose mean scores move toward "
+                  f"every objective they are given (weight-response interval above 0): "
+                  f"{', '.join(follows) if follows else 'none'}."]
+    lines += ["",
               f"Plot: {out / 'eval' / 'pareto.png'}; per-point numbers: {out / 'eval' / 'pareto.csv'}."]
     if timings:
         lines += ["", "Wall time of the steps run now: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())]
