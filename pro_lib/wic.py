@@ -386,10 +386,11 @@ class WICPolicy:
 
 
 def build_tiny_policy(path: str | Path, names: Sequence[str], *, seed: int = 0, family: str = "llama",
-                      conditioning: str = "weights") -> Path:
+                      conditioning: str = "weights", hidden_size: int = 32, num_layers: int = 1,
+                      max_positions: int = 256) -> Path:
     """A tiny random causal LM (Llama or GPT-2) with a small word-level tokenizer, saved as a WIC policy.
 
-    For tests and demos only: it generates noise, fast.
+    For tests and demos only: it generates noise, fast (``hidden_size`` / ``num_layers`` make it slower).
     """
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -405,12 +406,13 @@ def build_tiny_policy(path: str | Path, names: Sequence[str], *, seed: int = 0, 
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
     if family == "gpt2":
-        cfg = GPT2Config(vocab_size=len(vocab), n_positions=256, n_embd=32, n_layer=1, n_head=2,
-                         bos_token_id=1, eos_token_id=1, pad_token_id=0)
+        cfg = GPT2Config(vocab_size=len(vocab), n_positions=max_positions, n_embd=hidden_size, n_layer=num_layers,
+                         n_head=2, bos_token_id=1, eos_token_id=1, pad_token_id=0)
         model = GPT2LMHeadModel(cfg)
     else:
-        cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+        cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                          num_hidden_layers=num_layers, num_attention_heads=2, num_key_value_heads=2,
+                          max_position_embeddings=max_positions,
                           bos_token_id=1, eos_token_id=1, pad_token_id=0, tie_word_embeddings=True)
         model = LlamaForCausalLM(cfg)
     policy = WICPolicy(model, tok, list(names), conditioning=conditioning)

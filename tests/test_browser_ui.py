@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from test_ui_support import tiny_models  # noqa: F401 (fixture)
+from test_ui_support import NAMES, tiny_models  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -41,7 +41,12 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def explorer(tiny_models, tmp_path_factory):  # noqa: F811
     """`pro ui` serving the tiny models on 127.0.0.1; stopped (whole process group) on teardown."""
+    from pro_lib.wic import build_tiny_policy
+
     tmp = tmp_path_factory.mktemp("explorer")
+    # a bigger random policy than the AppTest one: 1024 tokens take seconds, so Stop lands mid-run
+    policy = build_tiny_policy(tmp / "policy", NAMES, hidden_size=384, num_layers=6,
+                               max_positions=2048)
     port = _free_port()
     env = dict(os.environ)
     env.update({
@@ -52,7 +57,7 @@ def explorer(tiny_models, tmp_path_factory):  # noqa: F811
     })
     cmd = [sys.executable, "-m", "pro_lib.cli", "ui", "--port", str(port), "--host", "127.0.0.1",
            "--orchestrator", str(tiny_models["orchestrator"]), "--suite", str(tiny_models["suite"]),
-           "--policy", str(tiny_models["policy"])]
+           "--policy", str(policy)]
     log_path = tmp / "server.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
