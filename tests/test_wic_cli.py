@@ -62,3 +62,14 @@ def test_shipped_configs_build():
         data = yaml.safe_load(f.read_text())
         for section, values in data.items():
             build_config(classes[section], values, where=f"{f.name}:{section}")
+
+
+def test_negative_list_values_after_an_option():
+    """`--reference -2,-2` (a value starting with '-') parses like `--reference=-2,-2`."""
+    from pro_lib.cli import attach_negative_values, build_parser
+
+    assert attach_negative_values(["wic", "eval", "--reference", "-2,-1.5", "--max-prompts", "3"]) == \
+        ["wic", "eval", "--reference=-2,-1.5", "--max-prompts", "3"]
+    assert attach_negative_values(["--seed", "-1"]) == ["--seed", "-1"]  # plain numbers: argparse handles them
+    args = build_parser().parse_args(attach_negative_values(["wic", "eval", "--reference", "-2,-1.5"]))
+    assert args.reference == [-2.0, -1.5]
