@@ -82,15 +82,13 @@ def test_orchestrator_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward
 import pytest  # noqa: E402
 
 
-@pytest.mark.slow
-def test_pro_wic_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_dir):
-    """pro_wic end to end on tiny models (one online round): offline SFT, sampling, online SFT, Pareto eval,
-    policy registered and promoted. Slow: about 5 minutes of subprocess start-ups on 2 cores."""
+def _policy_pipeline_args(tmp_path, tiny_encoder_dir, tiny_reward_dir):
+    """A tiny random policy and the orchestrator-stage arguments the policy pipelines start with."""
     from pro_lib.wic import build_tiny_policy
 
     data = _demo_like_pairs(tmp_path / "prefs.jsonl", n_per_objective=60)
     policy = build_tiny_policy(tmp_path / "tiny_policy", ["helpful", "humor"])
-    args = {
+    return policy, {
         "objectives": ["helpful", "humor"],
         "data_config": {"sources": [str(data)], "source_column": "source", "eval_fraction": 0.2},
         "reward_config": {"base_model": str(tiny_reward_dir), "epochs": 1, "max_length": 64, "progress": False},
@@ -98,13 +96,22 @@ def test_pro_wic_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_dir)
         "orchestrator_config": {"backbone": str(tiny_encoder_dir), "epochs": 1, "max_length": 64,
                                 "progress": False},
         "eval_config": {"progress": False},
+    }
+
+
+@pytest.mark.slow
+def test_pro_wic_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_dir):
+    """pro_wic end to end on tiny models (one online round): offline SFT, sampling, online SFT, Pareto eval,
+    policy registered and promoted. Slow: about 5 minutes of subprocess start-ups on 2 cores."""
+    policy, args = _policy_pipeline_args(tmp_path, tiny_encoder_dir, tiny_reward_dir)
+    args.update({
         "wic_offline_config": {"policy": str(policy), "epochs": 1, "batch_size": 8, "max_length": 64,
                                "max_examples": 32},
         "wic_sample_config": {"prompts_per_round": 6, "samples_per_prompt": 2, "max_new_tokens": 6,
                               "rejection": "none"},
         "wic_online_config": {"epochs": 1, "batch_size": 8, "max_length": 64},
         "wic_eval_config": {"max_prompts": 4, "grid_step": 0.5, "max_new_tokens": 6},
-    }
+    })
     summary = run_local("pro_wic", args, pipeline_root=tmp_path / "kfp", online_rounds=1)
     (v,) = registry.list_versions("pro-policy-pro-wic")
     assert v["aliases"] == ["champion"] and v["gate_metric"] == "hypervolume" and v["gate_value"] is not None
@@ -119,22 +126,12 @@ def test_pro_wic_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_dir)
 def test_pro_morlhf_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_dir):
     """pro_morlhf end to end on tiny models: PRO-MORLHF and MORLHF (2 RL steps each), evaluation,
     both policies registered with their gate metric."""
-    from pro_lib.wic import build_tiny_policy
-
-    data = _demo_like_pairs(tmp_path / "prefs.jsonl", n_per_objective=60)
-    policy = build_tiny_policy(tmp_path / "tiny_policy", ["helpful", "humor"])
-    args = {
-        "objectives": ["helpful", "humor"],
-        "data_config": {"sources": [str(data)], "source_column": "source", "eval_fraction": 0.2},
-        "reward_config": {"base_model": str(tiny_reward_dir), "epochs": 1, "max_length": 64, "progress": False},
-        "score_config": {"max_length": 64},
-        "orchestrator_config": {"backbone": str(tiny_encoder_dir), "epochs": 1, "max_length": 64,
-                                "progress": False},
-        "eval_config": {"progress": False},
+    policy, args = _policy_pipeline_args(tmp_path, tiny_encoder_dir, tiny_reward_dir)
+    args.update({
         "morlhf_config": {"policy": str(policy), "max_steps": 2, "batch_size": 4,
                           "num_generations": 2, "max_completion_length": 6, "max_prompts": 8, "save_steps": 100},
         "morlhf_eval_config": {"max_prompts": 4, "batch_size": 4, "max_new_tokens": 6},
-    }
+    })
     run_local("pro_morlhf", args, pipeline_root=tmp_path / "kfp")
     for method in ("pro-morlhf", "morlhf"):
         (v,) = registry.list_versions(f"pro-policy-{method}")
