@@ -134,8 +134,9 @@ def bootstrap_fronts(z: Mapping[str, np.ndarray], grid: np.ndarray, reference: S
     best = max(hv, key=hv.get)
     boot_hv = {lab: np.empty(n_boot) for lab in labels}
     boot_resp = {lab: np.empty((n_boot, a.shape[2])) for lab, a in arrs.items()}
+    paired_n = next(iter(ns)) if len(ns) == 1 else None
     for b in range(n_boot):
-        shared = rng.integers(0, next(iter(ns)), next(iter(ns))) if len(ns) == 1 else None
+        shared = rng.integers(0, paired_n, paired_n) if paired_n else None
         for lab, a in arrs.items():
             idx = shared if shared is not None else rng.integers(0, a.shape[1], a.shape[1])
             s = a[:, idx]
@@ -151,7 +152,7 @@ def bootstrap_fronts(z: Mapping[str, np.ndarray], grid: np.ndarray, reference: S
         return [float(x) if np.isfinite(x) else None for x in v]
 
     return {
-        "n_boot": n_boot, "level": level, "paired": len(ns) == 1, "best": best,
+        "n_boot": n_boot, "level": level, "paired": paired_n is not None, "best": best,
         "hypervolume": {lab: float(hv[lab]) for lab in labels},
         "hypervolume_ci": {lab: ci(boot_hv[lab]) for lab in labels},
         "diff_to_best": {lab: float(hv[lab] - hv[best]) for lab in labels},

@@ -6,13 +6,11 @@ import sys
 from pathlib import Path
 
 
-def require_hh_outputs(hh: Path) -> dict[str, Path]:
-    """Paths of the HH split, reward suite and orchestrator in ``hh``; exits with a how-to-fix if one is missing."""
-    need = {"suite": hh / "suite", "orchestrator": hh / "orchestrator",
+def require_hh_outputs(hh: Path) -> None:
+    """Exit with a how-to-fix unless ``hh`` holds the HH split, the reward suite and the orchestrator."""
+    need = {"suite": hh / "suite" / "suite.yaml", "orchestrator": hh / "orchestrator",
             "train data": hh / "data" / "train.jsonl", "eval data": hh / "data" / "eval.jsonl"}
-    checks = {**need, "suite": hh / "suite" / "suite.yaml"}
-    for what, path in checks.items():
+    for what, path in need.items():
         if not path.exists():
             sys.exit(f"error: {what} not found at {path}; run scripts/experiments/orchestrator_hh.py first "
                      f"(or pass --hh <its output folder>)")
-    return need

@@ -120,7 +120,8 @@ def main() -> int:
                    f"{boot['level']:.0%} interval")
         follows = [lab for lab, cis in boot["weight_response_ci"].items()
                    if all(c[0] is not None and c[0] > 0 for c in cis)]
-        lines += ["", f"Verdict (paired bootstrap over prompts): {verdict}. Methods whose mean scores move toward "
+        kind = "paired bootstrap" if boot["paired"] else "bootstrap"
+        lines += ["", f"Verdict ({kind} over prompts): {verdict}. Methods whose mean scores move toward "
                   f"every objective they are given (weight-response interval above 0): "
                   f"{', '.join(follows) if follows else 'none'}."]
     lines += ["",
