@@ -16,7 +16,7 @@ Orchestrator (runs/hh/orchestrator).
 Settings: configs/wic_hh.yaml (a smoke-scale CPU budget). Each finished step is skipped when re-run
 (``--force`` redoes everything). Results: <out>/summary.md, <out>/eval/{eval_table.md,pareto.png,...}.
 
-    flock /tmp/pro-heavy.lock .venv/bin/python scripts/experiments/wic_hh.py      # ~20 min, 2 CPU cores
+    flock /tmp/pro-heavy.lock .venv/bin/python scripts/experiments/wic_hh.py      # ~25 min, 2 CPU cores
 """
 
 from __future__ import annotations
