@@ -1,0 +1,316 @@
+"""Shared helpers of the k8s tests: rendering with kustomize, finding objects in a render,
+pod specs and containers, Service URLs and flags, Secret values, and a NetworkPolicy evaluator.
+
+The fixtures that render (once per test session and folder) live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "k8s"
+
+# overlay name -> kustomization folder; all of them render offline.
+OVERLAYS = {
+    "root": K8S,
+    "local": K8S / "overlays" / "local",
+    "gpu": K8S / "overlays" / "gpu",
+    "existing-kfp": K8S / "overlays" / "existing-kfp",
+}
+# The oldest Kubernetes minor the manifests promise to work on (docs/deploy.md).
+MIN_K8S_VERSION = "1.30.0"
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet", "Pod"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                  "PersistentVolume", "StorageClass", "PriorityClass", "IngressClass"}
+PLACEHOLDER = re.compile(r"^CHANGE_ME[-_A-Za-z0-9]*$")
+# Secret keys that are identifiers, not credentials (they appear in MLflow's backend URI).
+NON_SECRET_KEYS = {"POSTGRES_USER", "POSTGRES_DB"}
+GPU_RESOURCE = "nvidia.com/gpu"
+# docs/ARCHITECTURE.md, "Cluster names"
+CONTRACT_POOL_LABEL = ("pro.ai/pool", "gpu")
+CONTRACT_TAINT = ("nvidia.com/gpu", "present", "NoSchedule")
+
+
+# --------------------------------------------------------------------------- tools & rendering
+
+def _load_kubectl_helper():
+    spec = importlib.util.spec_from_file_location("pro_kubectl_helper", REPO / "scripts" / "kubectl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+kubectl_helper = _load_kubectl_helper()
+
+
+def _kustomize(kubectl: Path, folder: Path) -> str:
+    proc = subprocess.run([str(kubectl), "kustomize", str(folder)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, f"kustomize {folder} failed:\n{proc.stderr}"
+    return proc.stdout
+
+
+def _objects(text: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def _find(objs, kind, name, namespace="pro"):
+    hits = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name
+            and o["metadata"].get("namespace") == namespace]
+    assert len(hits) == 1, f"expected one {kind} {namespace}/{name}, found {len(hits)}"
+    return hits[0]
+
+
+def _pod_spec(obj) -> dict | None:
+    kind = obj["kind"]
+    if kind == "Pod":
+        return obj["spec"]
+    if kind == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    if kind in WORKLOAD_KINDS:
+        return obj["spec"]["template"]["spec"]
+    return None
+
+
+def _pod_labels(obj) -> dict:
+    if obj["kind"] == "Pod":
+        return obj["metadata"].get("labels", {})
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["metadata"].get("labels", {})
+    return obj["spec"]["template"]["metadata"].get("labels", {})
+
+
+def _workloads(objs):
+    return [o for o in objs if _pod_spec(o) is not None]
+
+
+def _containers(spec):
+    return [*spec.get("initContainers", []), *spec.get("containers", [])]
+
+
+def _config(objs, namespace="pro") -> dict:
+    return _find(objs, "ConfigMap", "pro-config", namespace)["data"]
+
+
+def _copy_k8s(tmp_path: Path) -> Path:
+    """A private copy of k8s/ (and pyproject.toml beside it) to render edited variants of."""
+    root = tmp_path / "repo"
+    shutil.copytree(K8S, root / "k8s")
+    return root / "k8s"
+
+def _validate_cli(path: Path, version: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet",
+                           "-k", version, str(path)], capture_output=True, text=True, timeout=120)
+
+
+
+def _port_of(service: dict, name_or_number) -> int:
+    for p in service["spec"]["ports"]:
+        if name_or_number in (p.get("name"), p["port"]):
+            return p["port"]
+    raise AssertionError(f"Service {service['metadata']['name']} has no port {name_or_number}")
+
+
+def _service_url(service: dict, port_name: str, scheme="http") -> str:
+    meta = service["metadata"]
+    return f"{scheme}://{meta['name']}.{meta['namespace']}.svc.cluster.local:{_port_of(service, port_name)}"
+
+
+def _flags(args: list[str]) -> dict[str, str | bool]:
+    out: dict[str, str | bool] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        out[key] = value if sep else True
+    return out
+
+
+
+def _secret_values(secret) -> dict[str, str]:
+    values = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+    values.update(secret.get("stringData", {}))
+    return values
+
+
+
+# --------------------------------------------------------------------------- NetworkPolicies
+
+def _matches(selector: dict | None, labels: dict) -> bool:
+    """Kubernetes label-selector semantics ({} matches everything)."""
+    selector = selector or {}
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    labels: dict = field(hash=False, compare=False)
+    ports: dict = field(hash=False, compare=False, default_factory=dict)  # name -> number
+
+
+def _platform_pods(objs) -> list[Pod]:
+    pods = []
+    for obj in _workloads(objs):
+        ports = {p.get("name", str(p["containerPort"])): p["containerPort"]
+                 for c in _pod_spec(obj)["containers"] for p in c.get("ports", [])}
+        pods.append(Pod(obj["metadata"]["name"], obj["metadata"]["namespace"], _pod_labels(obj), ports))
+    return pods
+
+
+# Pods that are not in the manifests: PRO pipeline pods (labelled by the pipeline compiler) in
+# the namespaces they may run in, and strangers that must be kept out.
+PIPELINE = {"pro.ai/role": "pipeline", "pipelines.kubeflow.org/v2_component": "true"}
+SYNTHETIC = [
+    Pod("pipeline@pro", "pro", PIPELINE),
+    Pod("pipeline@kubeflow", "kubeflow", PIPELINE),
+    Pod("pipeline-label@elsewhere", "elsewhere", PIPELINE),   # right label, wrong namespace
+    Pod("stranger@pro", "pro", {"app": "debug-shell"}),        # unlabelled pod in our namespace
+    Pod("ingress-controller", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}),
+]
+
+
+def _namespace_labels(objs, namespace: str) -> dict:
+    labels = {"kubernetes.io/metadata.name": namespace}  # set by the API server on every namespace
+    for o in objs:
+        if o["kind"] == "Namespace" and o["metadata"]["name"] == namespace:
+            labels.update(o["metadata"].get("labels", {}))
+    return labels
+
+
+def _peer_matches(objs, peer: dict, policy_ns: str, src: Pod) -> bool:
+    if "ipBlock" in peer:
+        return False  # only for traffic from outside the pod network
+    if "namespaceSelector" in peer:
+        ns_ok = _matches(peer["namespaceSelector"], _namespace_labels(objs, src.namespace))
+    else:
+        ns_ok = src.namespace == policy_ns
+    return ns_ok and ("podSelector" not in peer or _matches(peer["podSelector"], src.labels))
+
+
+def _port_matches(rule_ports, dst: Pod, port: int) -> bool:
+    if not rule_ports:
+        return True
+    for p in rule_ports:
+        if p.get("protocol", "TCP") != "TCP":
+            continue
+        want = p.get("port")
+        if want is None:
+            return True
+        if isinstance(want, str):
+            want = dst.ports.get(want)
+        if want is not None and want <= port <= p.get("endPort", want):
+            return True
+    return False
+
+
+def _policy_types(policy) -> set[str]:
+    spec = policy["spec"]
+    return set(spec.get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in spec else [])))
+
+
+def _allowed(objs, src: Pod, dst: Pod, port: int) -> bool:
+    """Is a TCP connection src -> dst:port allowed by the NetworkPolicies in objs?"""
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    ingress = [p for p in policies if p["metadata"]["namespace"] == dst.namespace
+               and "Ingress" in _policy_types(p) and _matches(p["spec"]["podSelector"], dst.labels)]
+    egress = [p for p in policies if p["metadata"]["namespace"] == src.namespace
+              and "Egress" in _policy_types(p) and _matches(p["spec"]["podSelector"], src.labels)]
+
+    def admits(policy, rules_key, peers_key, peer_pod, policy_ns):
+        return any((not rule.get(peers_key) or any(_peer_matches(objs, peer, policy_ns, peer_pod)
+                                                     for peer in rule[peers_key]))
+                   and _port_matches(rule.get("ports"), dst, port)
+                   for rule in policy["spec"].get(rules_key) or [])
+
+    in_ok = not ingress or any(admits(p, "ingress", "from", src, p["metadata"]["namespace"])
+                               for p in ingress)
+    out_ok = not egress or any(admits(p, "egress", "to", dst, p["metadata"]["namespace"])
+                               for p in egress)
+    return in_ok and out_ok
+
+
+def _allowed_paths(objs) -> set[tuple[str, str, int]]:
+    platform = _platform_pods(objs)
+    sources = platform + SYNTHETIC
+    paths = set()
+    for dst in platform:
+        for port in sorted(set(dst.ports.values())):
+            for src in sources:
+                if src != dst and _allowed(objs, src, dst, port):
+                    paths.add((src.name, dst.name, port))
+    return paths
+
+
+def _expected_paths(objs, pipeline_sources: set[str], s3_sources: set[str] = frozenset()):
+    everyone = {p.name for p in _platform_pods(objs)} | {p.name for p in SYNTHETIC}
+    expected = {(src, "pro-ui", 8501) for src in everyone - {"pro-ui"}}   # the user-facing UI
+    expected |= {("pro-ui", "mlflow", 5000)} | {(s, "mlflow", 5000) for s in pipeline_sources}
+    expected |= {("mlflow", "postgres", 5432)}
+    expected |= {("mlflow", "minio", 9000), ("minio-setup", "minio", 9000)}
+    expected |= {(s, "minio", 9000) for s in s3_sources}
+    return expected
+
+
+def _write_kustomization(folder: Path, body: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(body))
+    return folder
+
+
+
+# --------------------------------------------------------------------------- live MLflow check
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return candidates[-1].parent if candidates else None
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args[:3]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"{url} did not come up in {timeout:.0f}s:\n{log.read_text()[-3000:]}")

@@ -1,0 +1,72 @@
+"""Rendering: the kubectl helper, strict schema validation of every overlay, namespaces."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from .helpers import (
+    CLUSTER_SCOPED,
+    K8S,
+    MIN_K8S_VERSION,
+    OVERLAYS,
+    _find,
+    _validate_cli,
+    kubectl_helper,
+)
+
+
+def test_kubectl_helper_extracts_once_into_the_cache(tmp_path, monkeypatch, kubectl):
+    monkeypatch.setenv("PRO_KUBECTL_CACHE", str(tmp_path / "bin"))
+    monkeypatch.delenv("PRO_KUBECTL", raising=False)
+    first = kubectl_helper.kubectl_path()
+    assert first.parent == tmp_path / "bin" and os.access(first, os.X_OK)
+    mtime = first.stat().st_mtime_ns
+    assert kubectl_helper.kubectl_path() == first and first.stat().st_mtime_ns == mtime
+    out = subprocess.run([str(first), "version", "--client"], capture_output=True, text=True,
+                         timeout=60).stdout
+    assert "Kustomize Version" in out and re.search(r"Client Version: v1\.\d+", out), out
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".kubectl.")]
+
+
+def test_kubectl_helper_explains_a_bad_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRO_KUBECTL", str(tmp_path / "nope"))
+    with pytest.raises(kubectl_helper.KubectlUnavailable, match="PRO_KUBECTL=.*not an executable"):
+        kubectl_helper.kubectl_path()
+
+
+
+@pytest.mark.parametrize("overlay", list(OVERLAYS))
+def test_overlay_renders_and_passes_strict_validation(overlay, render, validator, tmp_path):
+    text, objs = render(OVERLAYS[overlay])
+    assert objs, f"{overlay} rendered nothing"
+    out = tmp_path / f"{overlay}.yaml"
+    out.write_text(text)
+    latest = validator.utils.latest_version()
+    for version in (latest, MIN_K8S_VERSION):
+        proc = _validate_cli(out, version)
+        assert proc.returncode == 0, (f"{overlay} fails kubernetes-validate --strict for "
+                                      f"Kubernetes {version}:\n{proc.stdout}{proc.stderr}")
+
+
+def test_strict_validation_really_rejects_unknown_fields(render, validator, tmp_path):
+    """Guard against a validator that passes everything: a typo'd field must fail."""
+    objs = [dict(o) for o in render(K8S)[1]]
+    mlflow = _find(objs, "Deployment", "mlflow")
+    mlflow["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    out = tmp_path / "broken.yaml"
+    out.write_text(yaml.safe_dump_all(objs))
+    proc = _validate_cli(out, validator.utils.latest_version())
+    assert proc.returncode != 0 and "imagePullPolicyy" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("overlay", list(OVERLAYS))
+def test_every_namespaced_object_has_a_namespace(overlay, rendered):
+    for obj in rendered[overlay]:
+        if obj["kind"] not in CLUSTER_SCOPED:
+            assert obj["metadata"].get("namespace"), \
+                f"{overlay}: {obj['kind']}/{obj['metadata']['name']} has no namespace"
