@@ -305,7 +305,7 @@ def test_registry_model_selection_by_alias(monkeypatch, tiny_models, registry_st
 def test_registry_view_promotion_is_gated(monkeypatch, tiny_models, registry_store, tmp_path):
     from pro_lib import registry
 
-    at = _app(monkeypatch, tiny_models).run()
+    at = _app(monkeypatch, tiny_models, PRO_UI_ALLOW_PROMOTION="true").run()
     overview = at.dataframe[0].value.set_index("model")
     assert set(overview.index) == {"pro-orchestrator"} | {f"pro-reward-{n}" for n in NAMES}
     row = overview.loc["pro-orchestrator"]
@@ -335,6 +335,16 @@ def test_registry_view_promotion_is_gated(monkeypatch, tiny_models, registry_sto
     _no_traceback(at)
     assert any("now champion" in s.value for s in at.success), [s.value for s in at.success]
     assert at.dataframe[-1].value.set_index("version").loc[v3, "aliases"] == "champion"
+
+
+def test_registry_view_offers_no_promotion_unless_enabled(monkeypatch, tiny_models, registry_store):
+    """The deployed explorer (k8s/) must not promote to champion unless its overlay enables it."""
+    monkeypatch.delenv("PRO_UI_ALLOW_PROMOTION", raising=False)
+    at = _app(monkeypatch, tiny_models).run()
+    at.selectbox(key="reg_model").set_value("pro-orchestrator").run()
+    _no_traceback(at)
+    assert not [b for b in at.button if b.key == "promote"]
+    assert any("PRO_UI_ALLOW_PROMOTION" in c.value for c in at.caption), [c.value for c in at.caption]
 
 
 def test_pick_prompt_from_demo_dataset_and_batch_over_it(monkeypatch, tiny_models):

@@ -634,6 +634,10 @@ def tab_registry() -> None:
         st.info(f"{name} has no versions.")
         return
     st.dataframe(versions_table(versions), hide_index=True, width="stretch")
+    if os.environ.get("PRO_UI_ALLOW_PROMOTION", "").strip().lower() not in ("1", "true", "yes"):
+        st.caption("Promotion to champion is disabled in this explorer (set PRO_UI_ALLOW_PROMOTION=true "
+                   "to enable it); promote with `pro registry promote`.")
+        return
     st.markdown("**Promote to champion** — gated: the candidate must beat the champion on the model's "
                 "gate metric; forcing needs a reason, which is recorded.")
     numbers = [str(r.get("version")) for r in versions]
