@@ -31,6 +31,9 @@ OVERLAYS = {
     "gpu": K8S / "overlays" / "gpu",
     "existing-kfp": K8S / "overlays" / "existing-kfp",
 }
+# Folders applied besides an overlay: the namespace + backup volume (first, once) and the restore Job.
+NAMESPACE_FOLDER = K8S / "namespace"
+RESTORE_FOLDER = K8S / "restore"
 # The oldest Kubernetes minor the manifests promise to work on (docs/deploy.md).
 MIN_K8S_VERSION = "1.30.0"
 
@@ -38,8 +41,9 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "R
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
                   "PersistentVolume", "StorageClass", "PriorityClass", "IngressClass"}
 PLACEHOLDER = re.compile(r"^CHANGE_ME[-_A-Za-z0-9]*$")
-# Secret keys that are identifiers, not credentials (they appear in MLflow's backend URI).
-NON_SECRET_KEYS = {"POSTGRES_USER", "POSTGRES_DB"}
+# Secret keys that are identifiers (user and database names), not credentials.
+NON_SECRET_KEYS = {"POSTGRES_USER", "POSTGRES_DB", "PGUSER", "PGDATABASE", "MLFLOW_AUTH_DATABASE",
+                   "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_TRACKING_USERNAME"}
 GPU_RESOURCE = "nvidia.com/gpu"
 # docs/ARCHITECTURE.md, "Cluster names"
 CONTRACT_POOL_LABEL = ("pro.ai/pool", "gpu")
@@ -269,14 +273,25 @@ def _allowed_paths(objs) -> set[tuple[str, str, int]]:
     return paths
 
 
-def _expected_paths(objs, pipeline_sources: set[str], s3_sources: set[str] = frozenset()):
-    everyone = {p.name for p in _platform_pods(objs)} | {p.name for p in SYNTHETIC}
-    expected = {(src, "pro-ui", 8501) for src in everyone - {"pro-ui"}}   # the user-facing UI
-    expected |= {("pro-ui", "mlflow", 5000)} | {(s, "mlflow", 5000) for s in pipeline_sources}
-    expected |= {("mlflow", "postgres", 5432)}
-    expected |= {("mlflow", "minio", 9000), ("minio-setup", "minio", 9000)}
+def _expected_paths(objs, pipeline_sources: set[str], s3_sources: set[str] = frozenset(),
+                    ui_sources: set[str] = frozenset()):
+    """The paths of k8s/base/networkpolicies.yaml's header (port-forward needs no rule)."""
+    expected = {(s, "pro-ui", 8501) for s in ui_sources}   # only the ingress controller, if any
+    expected |= {(s, "mlflow", 5000) for s in {"pro-ui", "pro-serving", "pro-mlflow-setup"}
+                 | set(pipeline_sources)}
+    expected |= {("pro-ui", "pro-serving", 5001)}
+    expected |= {(s, "postgres", 5432) for s in ("mlflow", "pro-postgres-setup", "pro-backup")}
+    expected |= {(s, "minio", 9000) for s in ("mlflow", "minio-setup", "pro-backup")}
     expected |= {(s, "minio", 9000) for s in s3_sources}
     return expected
+
+
+def _write_scripts(objs, folder: Path) -> Path:
+    """The files of ConfigMap pro-scripts (mounted at /scripts in the pods), written to folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in _find(objs, "ConfigMap", "pro-scripts")["data"].items():
+        (folder / name).write_text(text)
+    return folder
 
 
 def _write_kustomization(folder: Path, body: dict) -> Path:

@@ -64,7 +64,7 @@ def test_gpu_workloads_select_the_pool_and_tolerate_its_taint(overlay, rendered)
         return
     label, taint = _pool(objs)
     assert (label, taint) == (CONTRACT_POOL_LABEL, CONTRACT_TAINT)  # the documented defaults
-    assert [o["metadata"]["name"] for o, _ in gpu] == ["pro-ui"]
+    assert sorted(o["metadata"]["name"] for o, _ in gpu) == ["pro-serving", "pro-ui"]
     for obj, spec in gpu:
         assert _schedules_on_pool(spec, label), f"{obj['metadata']['name']} may leave the pool"
         assert _tolerates(spec, taint), f"{obj['metadata']['name']} does not tolerate {taint}"
@@ -72,7 +72,7 @@ def test_gpu_workloads_select_the_pool_and_tolerate_its_taint(overlay, rendered)
         assert c["image"].endswith("-cuda"), "the GPU UI must run the CUDA build of the image"
     # nothing else lands on (or tolerates) the expensive pool
     for obj in _workloads(objs):
-        if obj["metadata"]["name"] != "pro-ui":
+        if obj["metadata"]["name"] not in ("pro-ui", "pro-serving"):
             assert not _tolerates(_pod_spec(obj), taint), obj["metadata"]["name"]
 
 
@@ -85,6 +85,8 @@ def test_gpu_pool_parameters_are_the_single_source(render, tmp_path):
     label, taint = _pool(objs)
     assert label == ("cloud.google.com/gke-nodepool", "a100")
     assert taint == ("dedicated", "ml", "NoExecute")
-    ((_, spec),) = _gpu_pod_specs(objs)
-    assert _schedules_on_pool(spec, label) and _tolerates(spec, taint)
-    assert not _schedules_on_pool(spec, CONTRACT_POOL_LABEL)
+    specs = [spec for _, spec in _gpu_pod_specs(objs)]
+    assert len(specs) == 2  # the explorer and the serving endpoint
+    for spec in specs:
+        assert _schedules_on_pool(spec, label) and _tolerates(spec, taint)
+        assert not _schedules_on_pool(spec, CONTRACT_POOL_LABEL)

@@ -9,6 +9,7 @@ import yaml
 
 from .helpers import (
     K8S,
+    OVERLAYS,
     Pod,
     _allowed,
     _allowed_paths,
@@ -16,6 +17,9 @@ from .helpers import (
     _copy_k8s,
     _expected_paths,
     _find,
+    _matches,
+    _platform_pods,
+    _policy_types,
     _write_kustomization,
 )
 
@@ -43,7 +47,74 @@ def test_policy_evaluator_semantics():
 @pytest.mark.parametrize("overlay", ["root", "local", "gpu"])
 def test_network_policies_allow_exactly_the_intended_paths(overlay, rendered):
     objs = rendered[overlay]
-    assert _allowed_paths(objs) == _expected_paths(objs, {"pipeline@pro"})
+    # the UI admits nobody unless the overlay publishes it (gpu: components/ui-ingress)
+    ui_sources = {"ingress-controller"} if overlay == "gpu" else set()
+    assert _allowed_paths(objs) == _expected_paths(objs, {"pipeline@pro"}, ui_sources=ui_sources)
+
+
+def _admits_every_namespace(peer: dict) -> bool:
+    if "ipBlock" in peer:
+        return peer["ipBlock"].get("cidr") in ("0.0.0.0/0", "::/0")
+    selector = peer.get("namespaceSelector")
+    return selector is not None and not selector.get("matchLabels") and not selector.get("matchExpressions")
+
+
+@pytest.mark.parametrize("overlay", list(OVERLAYS))
+def test_no_ingress_rule_admits_every_namespace(overlay, rendered):
+    for policy in (o for o in rendered[overlay] if o["kind"] == "NetworkPolicy"):
+        for rule in policy["spec"].get("ingress") or []:
+            where = f"{overlay}: NetworkPolicy {policy['metadata']['name']}"
+            assert rule.get("from"), f"{where}: an ingress rule without `from` admits everyone"
+            assert not any(_admits_every_namespace(peer) for peer in rule["from"]), \
+                f"{where} admits every namespace"
+
+
+@pytest.mark.parametrize("overlay", list(OVERLAYS))
+def test_every_pod_has_egress_rules_and_reaches_only_dns_beyond_the_platform(overlay, rendered):
+    objs = rendered[overlay]
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    for pod in _platform_pods(objs):
+        egress = [p for p in policies if p["metadata"]["namespace"] == pod.namespace
+                  and "Egress" in _policy_types(p) and _matches(p["spec"]["podSelector"], pod.labels)]
+        assert egress, f"{overlay}: pod {pod.name} has no egress policy (all egress allowed)"
+        rules = [r for p in egress for r in p["spec"].get("egress") or []]
+        assert all(r.get("to") for r in rules), f"{overlay}: {pod.name} may reach anything"
+        outside = [peer for r in rules for peer in r["to"] if "namespaceSelector" in peer
+                   or "ipBlock" in peer]
+        assert outside, f"{overlay}: {pod.name} cannot resolve names (no DNS egress)"
+        for peer in outside:  # the only destination outside the namespace: the cluster DNS
+            assert peer.get("namespaceSelector") == {
+                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}, peer
+            assert peer.get("podSelector") == {"matchLabels": {"k8s-app": "kube-dns"}}, peer
+
+
+def _ingress_auth(ingress: dict) -> str | None:
+    notes = ingress["metadata"].get("annotations", {})
+    if notes.get("nginx.ingress.kubernetes.io/auth-type") == "basic" and \
+            notes.get("nginx.ingress.kubernetes.io/auth-secret"):
+        return notes["nginx.ingress.kubernetes.io/auth-secret"]
+    if notes.get("nginx.ingress.kubernetes.io/auth-url"):   # oauth2-proxy and the like
+        return notes["nginx.ingress.kubernetes.io/auth-url"]
+    return None
+
+
+@pytest.mark.parametrize("overlay", list(OVERLAYS))
+def test_no_ingress_without_authentication_and_tls(overlay, rendered):
+    objs = rendered[overlay]
+    ingresses = [o for o in objs if o["kind"] == "Ingress"]
+    assert bool(ingresses) == (overlay == "gpu")  # published only where the overlay says so
+    for ing in ingresses:
+        where = f"{overlay}: Ingress {ing['metadata']['name']}"
+        auth = _ingress_auth(ing)
+        assert auth, f"{where} has no authentication"
+        if "://" not in auth:
+            secret = _find(objs, "Secret", auth)
+            assert set(secret["data"]) == {"auth"}, f"{where}: basic-auth Secret needs key `auth`"
+        assert ing["spec"].get("ingressClassName"), f"{where}: no explicit ingress class"
+        tls_hosts = {h for t in ing["spec"].get("tls", []) if t.get("secretName") for h in t["hosts"]}
+        hosts = {r.get("host") for r in ing["spec"]["rules"]}
+        assert hosts and hosts <= tls_hosts, f"{where}: hosts {hosts - tls_hosts} without TLS"
+        assert ing["metadata"]["annotations"].get("nginx.ingress.kubernetes.io/force-ssl-redirect") == "true"
 
 
 def test_existing_kfp_admits_pipeline_pods_of_the_kfp_namespace_only(rendered):

@@ -19,12 +19,12 @@ from .helpers import (
     _port_of,
     _secret_values,
     _service_url,
+    _write_scripts,
 )
 
 
 def test_contract_names_of_architecture_md(rendered):
     objs = rendered["root"]
-    _find(objs, "Namespace", "pro", None)
     config = _config(objs)
     assert config["MLFLOW_TRACKING_URI"] == "http://mlflow.pro.svc.cluster.local:5000"
     assert {"MLFLOW_S3_ENDPOINT_URL", "PRO_S3_BUCKET"} <= set(config)
@@ -63,13 +63,30 @@ def test_mlflow_server_matches_what_components_expect(overlay, rendered):
     backend = flags["--backend-store-uri"]
     assert backend.startswith("postgresql+psycopg2://")
     pg = _find(objs, "Service", "postgres")
-    host_port = backend.split("@", 1)[1].split("/", 1)[0]
-    assert host_port == urlsplit(_service_url(pg, "postgres")).netloc
-    # every $(VAR) in the arguments is defined in the container's env
+    parts = urlsplit(backend)
+    assert parts.netloc == urlsplit(_service_url(pg, "postgres")).netloc, "credentials in the URI"
+    # the database owner's login (not the superuser's) comes from the environment (libpq)
+    assert {"secretRef": {"name": "pro-mlflow-db"}} in c["envFrom"]
+    assert not any(s.get("secretRef", {}).get("name") == "pro-postgres" for s in c["envFrom"])
+    # MLflow's basic-auth app, configured from the mounted ConfigMap
+    assert flags["--app-name"] == "basic-auth"
+    assert {"secretRef": {"name": "pro-mlflow-admin"}} in c["envFrom"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    auth_path = next(e["value"] for e in c["env"] if e["name"] == "MLFLOW_AUTH_CONFIG_PATH")
+    volume = next(v for v in pod["volumes"] if v["name"] == "auth-config")
+    assert volume["configMap"]["name"] == "pro-mlflow-auth"
+    assert auth_path == f"{mounts['auth-config']}/basic_auth.ini"
+    ini = _find(objs, "ConfigMap", "pro-mlflow-auth")["data"]["basic_auth.ini"]
+    auth_db = urlsplit(re.search(r"^database_uri = (\S+)", ini, re.M).group(1))
+    assert auth_db.netloc == parts.netloc and not re.search(r"^admin_password", ini, re.M)
+    db = _secret_values(_find(objs, "Secret", "pro-mlflow-db"))
+    assert auth_db.path == f"/{db['MLFLOW_AUTH_DATABASE']}" != f"/{db['PGDATABASE']}"
+    # every $(VAR) in the arguments is defined in the container's env (or a Secret's keys)
     env = {e["name"]: e for e in c.get("env", [])}
+    from_secrets = {k for s in c["envFrom"] if "secretRef" in s
+                    for k in _find(objs, "Secret", s["secretRef"]["name"])["data"]}
     for var in re.findall(r"\$\((\w+)\)", " ".join(c["args"])):
-        assert var in env, f"mlflow args use $({var}) but the container does not define it"
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "pro-postgres"
+        assert var in env or var in from_secrets, f"mlflow args use undefined $({var})"
     # artifacts land in pro-config's bucket, on pro-config's S3 endpoint (the minio Service)
     assert flags["--artifacts-destination"].startswith("s3://$(PRO_S3_BUCKET)/")
     assert env["PRO_S3_BUCKET"]["valueFrom"]["configMapKeyRef"] == {
@@ -170,12 +187,18 @@ def test_minio_setup_script_waits_creates_and_is_idempotent(rendered, tmp_path):
             key = ref["secretKeyRef"]
             env[e["name"]] = _secret_values(_find(objs, "Secret", key["name"]))[key["key"]]
     (tmp_path / "work").mkdir()
+    scripts = _write_scripts(objs, tmp_path / "scripts")
     script = c["args"][0].replace("/tmp/", f"{tmp_path}/work/")  # the pod's emptyDir
+    script = script.replace("/scripts/", f"{scripts}/")         # ConfigMap pro-scripts
+    # the repository's placeholders: refused before anything is created
+    proc = subprocess.run([*c["command"], script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "CHANGE_ME placeholder" in proc.stderr
+    assert not (state / "calls").exists()
+    env = {k: v.replace("CHANGE_ME", "real") for k, v in env.items()}  # replaced secrets
     for attempt in (1, 2):
         proc = subprocess.run([*c["command"], script], env=env, capture_output=True, text=True,
                               timeout=60)
         assert proc.returncode == 0, f"run {attempt}: {proc.stdout}{proc.stderr}"
-        assert "placeholder credentials" in proc.stdout
     calls = (state / "calls").read_text().splitlines()
     bucket = env["PRO_S3_BUCKET"]
     assert sum(f"mb --ignore-existing pro/{bucket}" in line for line in calls) == 2

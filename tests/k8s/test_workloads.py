@@ -7,6 +7,7 @@ import re
 import pytest
 
 from .helpers import (
+    NAMESPACE_FOLDER,
     OVERLAYS,
     _containers,
     _find,
@@ -62,13 +63,24 @@ def test_every_container_has_requests_limits_probes_and_a_hardened_context(overl
 
 
 @pytest.mark.parametrize("overlay", list(OVERLAYS))
-def test_namespace_enforces_pod_security(overlay, rendered):
-    """baseline enforced (KFP's own pods may run here), restricted warned and audited; the
-    platform's pods meet restricted (previous test)."""
-    labels = _find(rendered[overlay], "Namespace", "pro", None)["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/enforce"] in ("baseline", "restricted")
-    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
-    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+def test_namespace_enforces_restricted_and_is_outside_the_deletable_set(overlay, rendered, render):
+    """k8s/namespace enforces "restricted" (every pod meets it: previous test); no overlay holds
+    the Namespace or the backup PVC, so `kubectl delete -k <overlay>` keeps the data."""
+    ns_objs = render(NAMESPACE_FOLDER)[1]
+    labels = _find(ns_objs, "Namespace", "pro", None)["metadata"]["labels"]
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", mode
+    _find(ns_objs, "PersistentVolumeClaim", "pro-backups")
+    kept = {(o["kind"], o["metadata"]["name"]) for o in ns_objs}
+    objs = rendered[overlay]
+    assert not [o for o in objs if (o["kind"], o["metadata"]["name"]) in kept]
+    assert not [o for o in objs if o["kind"] in ("Namespace", "PersistentVolumeClaim")]
+    for sts in (o for o in objs if o["kind"] == "StatefulSet"):  # data outlives the StatefulSet
+        assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+            "whenDeleted": "Retain", "whenScaled": "Retain"}
+    claims = {v["persistentVolumeClaim"]["claimName"] for o in _workloads(objs)
+              for v in _pod_spec(o).get("volumes", []) if "persistentVolumeClaim" in v}
+    assert claims <= {o["metadata"]["name"] for o in ns_objs if o["kind"] == "PersistentVolumeClaim"}
 
 
 def test_services_target_declared_container_ports(rendered):
