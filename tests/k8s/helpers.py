@@ -287,10 +287,11 @@ def _expected_paths(objs, pipeline_sources: set[str], s3_sources: set[str] = fro
 
 
 def _write_scripts(objs, folder: Path) -> Path:
-    """The files of ConfigMap pro-scripts (mounted at /scripts in the pods), written to folder."""
+    """The files of ConfigMap pro-scripts (mounted at /scripts in the pods), written to folder
+    with their references to /scripts/ pointed at it."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in _find(objs, "ConfigMap", "pro-scripts")["data"].items():
-        (folder / name).write_text(text)
+        (folder / name).write_text(text.replace("/scripts/", f"{folder}/"))
     return folder
 
 
