@@ -34,5 +34,5 @@ bench: setup  ## benchmarks (printed tables)
 compile: setup  ## recompile the committed pipeline YAML
 	$(BIN)/pro pipeline compile
 
-images:  ## build the component and UI container images (needs a Docker engine)
-	bash scripts/build_images.sh
+images:  ## build the container images, with the CUDA UI k8s/overlays/gpu runs (needs a Docker engine)
+	UI_CUDA=1 bash scripts/build_images.sh
