@@ -208,6 +208,9 @@ def _cmd_run(args) -> None:
     if not args.local:
         sys.exit("error: `pro pipeline run` runs on this machine and needs --local; "
                  "use `pro pipeline submit` for a Kubeflow Pipelines cluster")
+    from pro_lib.tracking import check_reachable
+
+    check_reachable()  # a tracking server that is away fails now, not after minutes of retries
     arguments = _pipeline_args(args, load_pipeline(args.name))
     summary = run_local(args.name, arguments, pipeline_root=args.pipeline_root, cache=args.cache,
                         run_name=args.run_name, online_rounds=args.online_rounds)

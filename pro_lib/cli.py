@@ -141,12 +141,22 @@ def attach_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _uses_registry(args: argparse.Namespace) -> bool:
+    """Does any option name a registry model (models:/...)?"""
+    values = [v for value in vars(args).values() for v in (value if isinstance(value, list) else [value])]
+    return any(isinstance(v, str) and v.startswith("models:/") for v in values)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        if _uses_registry(args):  # fail in a second, not after loading models, when MLflow is away
+            from pro_lib.tracking import check_reachable
+
+            check_reachable()
         args.func(args)
     except ProError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,3 +15,7 @@ class DataError(ProError, ValueError):
 
 class CheckpointError(ProError, FileNotFoundError):
     """A missing or corrupt model folder / checkpoint."""
+
+
+class TrackingUnavailable(ProError, ConnectionError):
+    """The MLflow tracking server does not answer (the message names the URI and how to check it)."""

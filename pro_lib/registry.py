@@ -9,22 +9,30 @@ Registered names: ``pro-orchestrator``, ``pro-reward-<objective>``, ``pro-policy
 - :func:`promote` moves ``champion`` to the challenger (or a given version) only when it beats the
   current champion on the gate metric; otherwise nothing changes. ``force=True`` skips the gate but
   needs a reason, which is recorded on the version.
+  Concurrent promotions are serialised by a lock kept in the registry; of those started together
+  the best candidate wins (see :func:`promotion_lock`).
 - :func:`download_model` resolves ``models:/name@alias`` or ``models:/name/<version>`` to a local
-  folder (cached per version under ``$PRO_HOME/models``), which is what every ``from_pretrained``
-  in PRO gets through :func:`pro_lib.io.localize`.
+  folder (cached per store and version identity under ``$PRO_HOME/models``), which is what every
+  ``from_pretrained`` in PRO gets through :func:`pro_lib.io.localize`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import math
+import os
 import re
+import socket
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from pro_lib.errors import CheckpointError, ConfigError
+from pro_lib.errors import CheckpointError, ConfigError, ProError
 from pro_lib.io import atomic_dir, pro_home
 
 log = logging.getLogger(__name__)
@@ -59,9 +67,19 @@ def _client():
 
 
 def _not_found(exc: Exception) -> bool:
-    code = getattr(exc, "error_code", "") or ""
-    return "RESOURCE_DOES_NOT_EXIST" in str(code) or "not found" in str(exc).lower() \
-        or "does not exist" in str(exc).lower()
+    """The store answered "no such model/version/alias" (a server that is away is not that)."""
+    code = str(getattr(exc, "error_code", "") or "")
+    if "RESOURCE_DOES_NOT_EXIST" in code:
+        return True
+    text = str(exc).lower()
+    if isinstance(exc, ConnectionError) or "api request to" in text and "failed with exception" in text:
+        return False
+    return "not found" in text or "does not exist" in text
+
+
+def _already_exists(exc: Exception) -> bool:
+    return "RESOURCE_ALREADY_EXISTS" in str(getattr(exc, "error_code", "") or "") \
+        or "already exists" in str(exc).lower()
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
@@ -159,19 +177,19 @@ def resolve_version(name: str, *, alias: str | None = None, version: str | int |
     try:
         return str(c.get_model_version_by_alias(name, alias).version)
     except Exception as exc:
-        if _not_found(exc) or "alias" in str(exc).lower():
+        if _not_found(exc):
             raise CheckpointError(f"models:/{name}@{alias} does not exist: no version of {name} has the "
                                   f"alias '{alias}'; list versions with `pro registry list {name}`") from None
         raise
 
 
 def download_model(ref: str) -> Path:
-    """``models:/name@alias`` or ``models:/name/<version>`` -> a local folder (cached per version)."""
+    """``models:/name@alias`` or ``models:/name/<version>`` -> a local folder (cached, see :func:`_cache_dir`)."""
     import mlflow
 
     name, alias, version = parse_ref(ref)
     version = resolve_version(name, alias=alias, version=version)
-    target = pro_home() / "models" / name / version
+    target = _cache_dir(name, _client().get_model_version(name, version))
     if target.is_dir() and any(target.iterdir()):
         return target
     from pro_lib.tracking import configure
@@ -188,6 +206,21 @@ def download_model(ref: str) -> Path:
             entries[0].rmdir()
     log.info("downloaded models:/%s/%s -> %s", name, version, target)
     return target
+
+
+def _cache_dir(name: str, mv) -> Path:
+    """Download cache folder of one model version: ``$PRO_HOME/models/<name>/<version>-<key>``.
+
+    The key hashes the store (registry URI) and the version's immutable identity (run id, source,
+    creation time), so version 1 of another store, or of a store recreated at the same URI, never
+    hits this version's files.
+    """
+    from pro_lib.tracking import tracking_uri
+
+    identity = [tracking_uri().rstrip("/"), name, str(mv.version), mv.run_id, mv.source,
+                mv.creation_timestamp]
+    key = hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()[:16]
+    return pro_home() / "models" / name / f"{mv.version}-{key}"
 
 
 def _version_info(mv) -> dict:
@@ -220,7 +253,7 @@ def list_versions(name: str) -> list[dict]:
 
 
 def list_models() -> list[str]:
-    return sorted(m.name for m in _client().search_registered_models())
+    return sorted(m.name for m in _client().search_registered_models() if not is_lock_name(m.name))
 
 
 @dataclass
@@ -245,21 +278,131 @@ def _beats(candidate: float, champion: float, mode: str) -> bool:
     return candidate > champion if mode == "max" else candidate < champion
 
 
+# Gated promotion under concurrency. Two promotions of one model may run at once (two pipelines, a
+# pipeline and a person): each announces its candidate (version tag PENDING_TAG), waits SETTLE_S so
+# that concurrent announcements are visible, then decides and moves the alias while holding a lock
+# kept in the registry itself (a registered model named <name>.promotion-lock: creating a registered
+# model that exists fails on every store, so exactly one holder across processes and hosts). Under
+# the lock a candidate is gated against the champion and against every other announced candidate:
+# of promotions started together the best wins and the others are refused; later ones are gated
+# against the new champion.
+LOCK_SUFFIX = ".promotion-lock"
+LOCK_OWNER_TAG = "pro.lock_owner"
+PENDING_TAG = "pro.promotion_pending"
+SETTLE_S = 1.0         # seconds; env PRO_PROMOTION_SETTLE_S
+LOCK_WAIT_S = 120.0    # give up waiting for the lock after this long
+LOCK_STALE_S = 60.0    # a lock held by the same owner this long was left by a crashed promotion
+PENDING_STALE_S = 300.0
+
+
+class RegistryBusy(ProError):
+    """The promotion lock of a registered model could not be taken."""
+
+
+def is_lock_name(name: str) -> bool:
+    return name.endswith(LOCK_SUFFIX)
+
+
+@contextlib.contextmanager
+def promotion_lock(name: str, *, wait_s: float = LOCK_WAIT_S, stale_s: float = LOCK_STALE_S):
+    """Hold the promotion lock of ``name`` (see above). A lock whose owner did not change while we
+    waited ``stale_s`` seconds is broken (measured on this host's clock only, so skew does not matter)."""
+    c = _client()
+    lock = f"{name}{LOCK_SUFFIX}"
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    start, seen = time.monotonic(), None  # seen: (owner, since when we see it)
+    while True:
+        try:
+            c.create_registered_model(lock, tags={LOCK_OWNER_TAG: token},
+                                      description=f"promotion of {name} in progress (pro registry promote); "
+                                                  "deleted when it ends")
+            break
+        except Exception as exc:  # noqa: BLE001 - only "already exists" means held
+            if not _already_exists(exc):
+                raise
+        try:
+            owner = dict(c.get_registered_model(lock).tags or {}).get(LOCK_OWNER_TAG)
+        except Exception as exc:  # noqa: BLE001
+            if _not_found(exc):
+                continue  # released meanwhile
+            raise
+        now = time.monotonic()
+        if seen is None or seen[0] != owner:
+            seen = (owner, now)
+        elif now - seen[1] > stale_s:
+            log.warning("breaking the promotion lock of %s held by %s for over %.0f s", name, owner, stale_s)
+            with contextlib.suppress(Exception):
+                c.delete_registered_model(lock)
+            seen = None
+            continue
+        if now - start > wait_s:
+            raise RegistryBusy(f"another promotion of {name} holds the lock {lock!r} ({owner}) for over "
+                               f"{wait_s:.0f} s; retry later, or delete that registered model if no "
+                               "promotion is running")
+        time.sleep(0.05 + 0.1 * (uuid.uuid4().int % 100) / 100)
+    try:
+        yield
+    finally:
+        try:
+            if dict(c.get_registered_model(lock).tags or {}).get(LOCK_OWNER_TAG) == token:
+                c.delete_registered_model(lock)
+        except Exception as exc:  # noqa: BLE001 - a lock left behind is broken after LOCK_STALE_S
+            log.warning("could not release the promotion lock of %s: %s", name, exc)
+
+
+def _rivals(c, name: str, mine: str, champion: str | None) -> list[dict]:
+    """Other versions of ``name`` announced for promotion in the last PENDING_STALE_S seconds."""
+    now_ms = time.time() * 1000
+    out = []
+    for mv in c.search_model_versions(f"name = '{name}'"):
+        tags = dict(mv.tags or {})
+        stamp = tags.get(PENDING_TAG)
+        if str(mv.version) in (mine, champion) or not stamp:
+            continue
+        try:
+            fresh = abs(now_ms - float(stamp)) < PENDING_STALE_S * 1000
+        except ValueError:
+            fresh = False
+        if fresh:
+            out.append(_version_info(mv))
+    return out
+
+
 def promote(name: str, *, version: str | int | None = None, force: bool = False,
             reason: str | None = None, alias_from: str = CHALLENGER) -> PromotionResult:
     """Move ``champion`` to the challenger (or ``version``) if it beats the champion on the gate.
 
     Refused (``promoted=False``): nothing changes. With ``force=True`` the gate is skipped; a
     non-empty ``reason`` is required and recorded on the version (``pro.promotion_reason``).
+    Safe under concurrency (see :func:`promotion_lock`): of gated promotions started together the
+    best candidate wins and the others are refused.
     """
     if force and not (reason and reason.strip()):
         raise ConfigError("--force needs --reason '<why>' (it is recorded on the model version)")
     c = _client()
     cand_v = resolve_version(name, alias=None if version is not None else alias_from, version=version)
+    if force:
+        with promotion_lock(name):
+            return _promote_locked(c, name, cand_v, force=True, reason=reason)
+    c.set_model_version_tag(name, cand_v, PENDING_TAG, str(int(time.time() * 1000)))
+    try:
+        time.sleep(float(os.environ.get("PRO_PROMOTION_SETTLE_S") or SETTLE_S))
+        with promotion_lock(name):
+            return _promote_locked(c, name, cand_v, force=False, reason=reason)
+    finally:
+        try:
+            c.delete_model_version_tag(name, cand_v, PENDING_TAG)
+        except Exception as exc:  # noqa: BLE001 - an old announcement is ignored after PENDING_STALE_S
+            log.warning("could not clear %s on %s version %s: %s", PENDING_TAG, name, cand_v, exc)
+
+
+def _promote_locked(c, name: str, cand_v: str, *, force: bool, reason: str | None) -> PromotionResult:
     cand = _version_info(c.get_model_version(name, cand_v))
     try:
         champ_v = str(c.get_model_version_by_alias(name, CHAMPION).version)
-    except Exception:
+    except Exception as exc:  # noqa: BLE001
+        if not _not_found(exc):
+            raise
         champ_v = None
     champ = _version_info(c.get_model_version(name, champ_v)) if champ_v else None
     metric = cand["gate_metric"] or (champ or {}).get("gate_metric") or default_gate(name)[0]
@@ -293,6 +436,16 @@ def promote(name: str, *, version: str | int | None = None, force: bool = False,
         else:
             message = (f"promoted: version {cand_v} {metric}={cand_val:.6g} beats champion version {champ_v} "
                        f"({champ_val:.6g}, {mode})")
+        for rival in _rivals(c, name, cand_v, champ_v) if metric and cand_val is not None else []:
+            val = rival["metrics"].get(metric) if metric else None
+            if val is None or (isinstance(val, float) and math.isnan(val)):
+                continue
+            if champ_val is not None and not _beats(val, champ_val, mode):
+                continue  # that one will be refused by the gate
+            if _beats(val, cand_val, mode) or (val == cand_val and int(rival["version"]) > int(cand_v)):
+                return result(False, f"refused: version {rival['version']} ({metric}={val:.6g}) is being "
+                                     f"promoted at the same time and beats version {cand_v} ({cand_val:.6g}); "
+                                     "champion unchanged by this promotion")
     else:
         message = f"forced: version {cand_v} becomes champion (reason: {reason.strip()})"
 

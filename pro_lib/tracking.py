@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from pro_lib.errors import TrackingUnavailable
 from pro_lib.io import pro_home
 
 log = logging.getLogger(__name__)
@@ -54,19 +55,73 @@ def experiment_name() -> str:
 
 
 def configure() -> str:
-    """Point mlflow at :func:`tracking_uri` (tracking and registry); return the URI."""
+    """Point mlflow at :func:`tracking_uri` (tracking and registry); return the URI.
+
+    A tracking server that does not answer fails here, fast, with :class:`TrackingUnavailable`
+    (see :func:`check_reachable`).
+    """
+    uri = tracking_uri()
+    check_reachable(uri)  # before importing mlflow (seconds): an unreachable server fails at once
     import mlflow
 
-    uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
 
 
+PROBE_TIMEOUT_S = 5.0
+_REACHABLE: set[str] = set()  # URIs that answered once in this process
+
+
+def check_reachable(uri: str | None = None, timeout: float | None = None) -> None:
+    """Raise :class:`TrackingUnavailable` unless the tracking server at ``uri`` answers.
+
+    MLflow retries a refused connection seven times with backoff (minutes) before it gives up with a
+    traceback. This is one short probe (``GET <uri>/health``, ``PRO_MLFLOW_PROBE_TIMEOUT`` seconds,
+    default 5) before a command uses the server; the first success is remembered per process, so
+    long-running stages keep MLflow's retries for transient errors during the run. Stores that are
+    not servers (``sqlite:``, ``file:``, databases) are not probed.
+    """
+    uri = (uri or tracking_uri()).rstrip("/")
+    if uri in _REACHABLE or not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    timeout = timeout or float(os.environ.get("PRO_MLFLOW_PROBE_TIMEOUT") or PROBE_TIMEOUT_S)
+    insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"
+    try:
+        r = requests.get(f"{uri}/health", timeout=timeout, allow_redirects=False,
+                         verify=not insecure and (os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True))
+        why = f"it answers HTTP {r.status_code}" if r.status_code in (502, 503, 504) else None
+    except requests.exceptions.SSLError:
+        why = None  # something answers; MLflow reports its own TLS settings problem
+    except requests.exceptions.RequestException as exc:
+        why = _connection_problem(exc)
+    if why:
+        raise TrackingUnavailable(unreachable_message(uri, why))
+    _REACHABLE.add(uri)
+
+
+def _connection_problem(exc: BaseException) -> str:
+    text = str(exc)
+    for needle, short in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                          ("Name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),
+                          ("No route to host", "no route to host"), ("Temporary failure in name", "unknown host")):
+        if needle in text:
+            return short
+    return type(exc).__name__
+
+
+def unreachable_message(uri: str, why: str) -> str:
+    return (f"the MLflow tracking server at {uri} is not reachable ({why}). Check it with "
+            f"`curl {uri}/health` (a running server answers OK), start it, or set MLFLOW_TRACKING_URI to "
+            f"a running server (unset, PRO uses the local store $PRO_HOME/mlflow.db)")
+
+
 def client():
+    uri = configure()
     from mlflow import MlflowClient
 
-    uri = configure()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -52,8 +52,9 @@ def s3_env(s3_endpoint, monkeypatch) -> str:
 
 
 def start_mlflow_server(backend_uri: str, s3_endpoint: str, workdir: Path,
-                        bucket: str = ARTIFACT_BUCKET) -> tuple[subprocess.Popen, str]:
-    """`mlflow server` with ``backend_uri`` and s3://<bucket> (on ``s3_endpoint``) as artifact store."""
+                        bucket: str = ARTIFACT_BUCKET, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` with ``backend_uri`` and s3://<bucket> (on ``s3_endpoint``) as artifact store
+    (on ``port``, e.g. to restart a stopped server where its clients expect it; default: a free one)."""
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
@@ -62,7 +63,7 @@ def start_mlflow_server(backend_uri: str, s3_endpoint: str, workdir: Path,
         s3.create_bucket(Bucket=bucket)
     except s3.exceptions.BucketAlreadyOwnedByYou:
         pass
-    port = free_port()
+    port = port or free_port()
     env = {**os.environ, **FAKE_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)

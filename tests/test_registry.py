@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,140 @@ def test_registry_cli_list_promote_download(tmp_path, capsys):
     assert "v2" in listing and "champion" in listing and "orchestrator_kl=0.3" in listing
     assert main(["registry", "download", f"models:/{name}@champion", "--output", str(tmp_path / "out")]) == 0
     assert '"marker": "b"' in (tmp_path / "out" / "config.json").read_text()
+
+
+# -- issue 11: concurrency, stores, an MLflow that is away ----------------------------------------
+
+def test_concurrent_promotions_on_real_server(mlflow_env, tmp_path):
+    """Two gated promotions at once, both beating the champion: the better one ends as champion and
+    the other is refused, every round and whichever thread starts first."""
+    import threading
+
+    name = f"pro-orchestrator-race-{uuid.uuid4().hex[:6]}"
+    gate = {"gate_metric": "orchestrator_kl", "gate_mode": "min"}
+    registry.register_model(_model_dir(tmp_path / "v0", "v0"), name, metrics={"orchestrator_kl": 0.8}, **gate)
+    assert registry.promote(name).promoted
+    champion_kl = 0.8
+    for rnd in range(3):
+        better, worse = champion_kl * 0.5, champion_kl * 0.8   # both beat the champion
+        vb = registry.register_model(_model_dir(tmp_path / f"b{rnd}", f"b{rnd}"), name,
+                                     metrics={"orchestrator_kl": better}, **gate)
+        vw = registry.register_model(_model_dir(tmp_path / f"w{rnd}", f"w{rnd}"), name,
+                                     metrics={"orchestrator_kl": worse}, **gate)
+        order = [vb, vw] if rnd % 2 else [vw, vb]
+        barrier, results, errors = threading.Barrier(2), {}, []
+
+        def go(version):
+            try:
+                barrier.wait()
+                results[version] = registry.promote(name, version=version)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=go, args=(v,)) for v in order]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert results[vb].promoted, results[vb].message
+        assert not results[vw].promoted and "refused" in results[vw].message, results[vw].message
+        info = {v["version"]: v for v in registry.list_versions(name)}
+        assert info[vb]["aliases"] == ["champion"], (rnd, info)
+        assert "champion" not in info[vw]["aliases"]
+        assert not any(registry.PENDING_TAG in v["tags"] for v in info.values())  # announcements cleared
+        champion_kl = better
+    assert name + registry.LOCK_SUFFIX not in registry.list_models()   # the lock is gone (and hidden)
+    from mlflow import MlflowClient
+
+    with pytest.raises(Exception, match="RESOURCE_DOES_NOT_EXIST|not found"):
+        MlflowClient().get_registered_model(name + registry.LOCK_SUFFIX)
+
+
+def test_stale_promotion_lock_is_broken(mlflow_env, tmp_path):
+    """A lock left by a crashed promotion does not block promotion forever."""
+    from pro_lib.tracking import client
+
+    name = f"pro-orchestrator-stale-{uuid.uuid4().hex[:6]}"
+    registry.register_model(_model_dir(tmp_path / "v1", "one"), name, metrics={"orchestrator_kl": 0.5})
+    client().create_registered_model(name + registry.LOCK_SUFFIX, tags={registry.LOCK_OWNER_TAG: "crashed:1"})
+    with registry.promotion_lock(name, stale_s=1.0, wait_s=30):
+        owner = client().get_registered_model(name + registry.LOCK_SUFFIX).tags[registry.LOCK_OWNER_TAG]
+        assert owner != "crashed:1"
+    with pytest.raises(registry.RegistryBusy, match="holds the lock"):
+        client().create_registered_model(name + registry.LOCK_SUFFIX, tags={registry.LOCK_OWNER_TAG: "busy:2"})
+        with registry.promotion_lock(name, stale_s=60, wait_s=1.0):
+            pass
+
+
+def test_download_cache_is_per_store(tmp_path, monkeypatch):
+    """models:/name/1 of store B is not store A's cached version 1 (same PRO_HOME)."""
+    stores = {}
+    for label in ("a", "b"):
+        uri = f"sqlite:///{tmp_path / label / 'mlflow.db'}"
+        (tmp_path / label).mkdir()
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        assert registry.register_model(_model_dir(tmp_path / f"m_{label}", f"store-{label}"), "pro-orchestrator",
+                                       metrics={"orchestrator_kl": 0.5}) == "1"
+        stores[label] = uri
+    for label in ("a", "b", "a"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", stores[label])
+        folder = registry.download_model("models:/pro-orchestrator/1")
+        assert f'"marker": "store-{label}"' in (folder / "config.json").read_text(), label
+
+
+def test_unreachable_server_fails_fast_naming_the_uri(tmp_path, capsys, monkeypatch):
+    """MLflow away: one message naming the URI and how to check it, exit 2; no minutes of retries."""
+    import subprocess
+    import sys
+    import time
+
+    from pro_lib.cli import main
+
+    uri = "http://127.0.0.1:9"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    for argv in (["registry", "list"], ["pipeline", "run", "--local", "orchestrator"]):
+        t0 = time.monotonic()
+        # (before the fix these took about 4 minutes: the timeout is not a speed claim)
+        proc = subprocess.run([sys.executable, "-m", "pro_lib.cli", *argv], env=env, capture_output=True,
+                              text=True, timeout=90)
+        seconds = time.monotonic() - t0
+        assert proc.returncode == 2, (argv, proc.stderr[-2000:])
+        err = proc.stderr.strip()
+        assert f"MLflow tracking server at {uri} is not reachable" in err and f"curl {uri}/health" in err, err
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
+        print(f"{' '.join(argv)}: {seconds:.1f} s")
+    # in-process: the commands that used to blame a missing alias
+    for argv in (["weights", "hello"], ["registry", "promote", "pro-orchestrator"],
+                 ["registry", "download", "models:/pro-orchestrator@champion"]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"MLflow tracking server at {uri} is not reachable" in err and "alias" not in err, (argv, err)
+
+
+def test_help_does_not_touch_mlflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\nfrom pro_lib.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    main(['--help'])\n"
+            "print('mlflow' in sys.modules)")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", (out.stdout, out.stderr[-2000:])
+
+
+def test_missing_alias_is_not_an_outage(mlflow_env, tmp_path, capsys):
+    """On a running server a missing alias keeps its own message."""
+    from pro_lib.cli import main
+
+    name = f"pro-orchestrator-noalias-{uuid.uuid4().hex[:6]}"
+    registry.register_model(_model_dir(tmp_path / "v1", "one"), name, metrics={"orchestrator_kl": 0.5})
+    assert main(["registry", "download", f"models:/{name}@champion"]) == 2
+    err = capsys.readouterr().err
+    assert f"models:/{name}@champion does not exist" in err and "not reachable" not in err, err

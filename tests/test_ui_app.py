@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from platform_services import s3_endpoint, s3_env  # noqa: F401 (fixtures)
 from test_ui_support import NAMES, build_orchestrator, build_reward_model, tiny_models  # noqa: F401 (fixture)
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from ui.backend import PER_OBJECTIVE  # noqa: E402
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
 PROMPT = "Tell me a funny joke about a cat, please!"
@@ -479,3 +482,145 @@ def test_generate_with_the_bundled_smollm2(monkeypatch, tiny_models):
     items = at.session_state["gen"]["items"]
     assert all(i["done"] and len(i["text"].split()) >= 2 and i["scores"] is not None for i in items)
     print({i["label"]: i["text"] for i in items})
+
+
+# -- issue 11: the explorer under registry faults -------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_registry_away_at_start_says_so_on_the_first_screen(monkeypatch, tiny_models):
+    """No silent switch to "Local folder": one short message naming the URI and how to check it."""
+    uri = f"http://127.0.0.1:{_free_port()}"
+    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR="", PRO_UI_SUITE="", PRO_UI_POLICY="",
+              PRO_UI_POLICY_B="", MLFLOW_TRACKING_URI=uri).run()
+    _no_traceback(at)
+    errors = _errors(at)
+    assert len(errors) == 1 and f"MLflow at {uri} is not reachable" in errors[0], errors
+    assert f"curl {uri}/health" in errors[0] and len(errors[0]) < 250, errors[0]
+    assert at.main.error[0].value == errors[0]  # on the page itself, not only in a sidebar or tab
+    for role in ("orchestrator", "suite", "policy_a"):
+        assert at.radio(key=f"{role}_source").value == "Registry", role
+
+
+def test_registry_ref_typed_into_the_folder_box(monkeypatch, tiny_models, registry_store):
+    at = _app(monkeypatch, tiny_models).run()
+    at.radio(key="orchestrator_source").set_value("Local folder").run()
+    at.text_input(key="orchestrator_path").input("models:/pro-orchestrator@challenger").run()
+    _no_traceback(at)
+    assert not _errors(at), _errors(at)
+    assert "`pro-orchestrator` v2 (challenger)" in " ".join(c.value for c in at.sidebar.caption)
+    at.text_area(key="prompt").input(PROMPT).run()
+    from pro_lib.orchestrator import PreferenceOrchestrator
+
+    expected = PreferenceOrchestrator.from_pretrained(registry_store["v2_dir"]).predict([PROMPT])[0]
+    np.testing.assert_allclose(at.session_state["inferred"], expected, atol=1e-5)
+    at.text_input(key="orchestrator_path").input("models:/pro-orchestrator").run()  # no alias: champion
+    assert "`pro-orchestrator` v1 (champion)" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_compare_the_same_model_on_both_sides_says_so(monkeypatch, tiny_models):
+    at = _app(monkeypatch, tiny_models, PRO_UI_POLICY_B=str(tiny_models["policy"])).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    _no_traceback(at)
+    assert any("Policy A and Policy B are the same model" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
+    at = _app(monkeypatch, tiny_models).run()  # two different policies: no such warning
+    at.text_area(key="prompt").input(PROMPT).run()
+    assert not any("same model" in w.value for w in at.warning)
+
+
+def test_forced_promotion_asks_first_and_resets_the_force_box(monkeypatch, tiny_models, registry_store):
+    from pro_lib import registry
+
+    def champion():
+        return next(v["version"] for v in registry.list_versions("pro-orchestrator") if "champion" in v["aliases"])
+
+    at = _app(monkeypatch, tiny_models).run()
+    at.selectbox(key="reg_model").set_value("pro-orchestrator").run()
+    at.selectbox(key="promote_version").set_value("2").run()
+    at.checkbox(key="promote_force").check().run()
+    at.text_input(key="promote_reason").input("v1 has a tokenizer bug").run()
+    at.button(key="promote").click().run()
+    _no_traceback(at)
+    assert champion() == "1"  # nothing happened yet: the page asks
+    assert any("Force version 2 of pro-orchestrator to champion over version 1" in w.value for w in at.warning)
+    at.button(key="promote_confirm_no").click().run()  # cancel: nothing changes, the box resets
+    assert champion() == "1" and at.checkbox(key="promote_force").value is False
+
+    at.checkbox(key="promote_force").check().run()
+    at.text_input(key="promote_reason").input("v1 has a tokenizer bug").run()
+    at.button(key="promote").click().run()
+    at.button(key="promote_confirm_yes").click().run()
+    _no_traceback(at)
+    assert champion() == "2"
+    assert any("now champion" in s.value for s in at.success), [s.value for s in at.success]
+    assert at.checkbox(key="promote_force").value is False and at.text_input(key="promote_reason").value == ""
+    tags = next(v for v in registry.list_versions("pro-orchestrator") if v["version"] == "2")["tags"]
+    assert tags["pro.promotion_forced"] == "true" and tags["pro.promotion_reason"] == "v1 has a tokenizer bug"
+
+
+def test_registry_drops_mid_session_and_comes_back(monkeypatch, tiny_models, s3_env, tmp_path):
+    """A real `mlflow server` stops and restarts on its port: loaded models stay usable, one short
+    message while it is away, and Reload brings every picker back."""
+    import streamlit as st
+
+    from platform_services import start_mlflow_server, stop_server
+    from pro_lib import registry
+    from test_ui_support import build_policy
+
+    port, db = _free_port(), f"sqlite:///{tmp_path / 'server.db'}"
+    proc, uri = start_mlflow_server(db, s3_env, tmp_path, bucket="ui-outage", port=port)
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setenv("PRO_PROMOTION_SETTLE_S", "0")
+        registry.register_model(tiny_models["orchestrator"], "pro-orchestrator", metrics={"orchestrator_kl": 0.5})
+        registry.register_model(build_policy(tmp_path / "wic", seed=0), "pro-policy-pro-wic",
+                                metrics={"hypervolume": 0.4})
+        for n in NAMES:
+            registry.register_model(build_reward_model(tmp_path / f"rm_{n}", seed=1), f"pro-reward-{n}",
+                                    metrics={"accuracy": 0.6})
+        for name in ["pro-orchestrator", "pro-policy-pro-wic"] + [f"pro-reward-{n}" for n in NAMES]:
+            assert registry.promote(name).promoted
+        at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR="", PRO_UI_SUITE="", PRO_UI_POLICY="",
+                  PRO_UI_POLICY_B="").run()
+        at.text_area(key="prompt").input(PROMPT).run()
+        _no_traceback(at)
+        assert not _errors(at), _errors(at)
+        captions = " ".join(c.value for c in at.sidebar.caption)
+        assert "`pro-orchestrator` v1 (champion)" in captions and "`pro-policy-pro-wic` v1" in captions
+        assert "`pro-reward-*` @champion" in captions
+        inferred = np.array(at.session_state["inferred"])
+
+        stop_server(proc)
+        st.cache_data.clear()  # the registry look-ups' 20 s TTL ran out
+        at.run()
+        _no_traceback(at)
+        errors = _errors(at)
+        assert len(errors) == 1 and f"MLflow at {uri} is not reachable" in errors[0], errors
+        assert len(errors[0]) < 250, errors[0]
+        captions = " ".join(c.value for c in at.sidebar.caption)
+        assert captions.count("kept: the registry is offline") == 3, captions
+        at.text_area(key="prompt").input(PROMPT + " Now.").run()  # the loaded orchestrator still works
+        assert not np.allclose(at.session_state["inferred"], inferred)
+        at.number_input(key="max_new_tokens").set_value(4).run()
+        at.button(key="generate").click().run()
+        _no_traceback(at)
+        items = at.session_state["gen"]["items"]
+        assert all(i["done"] and i["scores"] is not None for i in items)  # policy and suite too
+
+        proc, _ = start_mlflow_server(db, s3_env, tmp_path, bucket="ui-outage", port=port)
+        at.button(key="reload").click().run()
+        _no_traceback(at)
+        assert not _errors(at), _errors(at)
+        captions = " ".join(c.value for c in at.sidebar.caption)
+        assert "offline" not in captions, captions
+        assert "`pro-orchestrator` v1 (champion)" in captions and "`pro-policy-pro-wic` v1" in captions
+        assert "`pro-reward-*` @champion" in captions
+        assert [at.selectbox(key=f"{r}_name").value for r in ("orchestrator", "suite", "policy_a")] == \
+            ["pro-orchestrator", PER_OBJECTIVE, "pro-policy-pro-wic"]
+    finally:
+        stop_server(proc)

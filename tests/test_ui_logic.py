@@ -207,3 +207,63 @@ def test_pro_ui_is_a_pro_subcommand(capsys):
     assert main(["ui", "--dry-run", "--port", "8600"]) == 0
     out = capsys.readouterr().out
     assert "streamlit run" in out and "--server.port 8600" in out and "MLFLOW_TRACKING_URI=" in out
+
+
+def test_pro_ui_stopped_with_sigterm_stops_its_streamlit_child(tmp_path):
+    """`kill <pro ui>` (or Kubernetes stopping the pod) must not leave Streamlit serving the port."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    pytest.importorskip("streamlit")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "PRO_HOME": str(tmp_path / ".pro")}
+    proc = subprocess.Popen([sys.executable, "-m", "pro_lib.cli", "ui", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/_stcore/health"
+
+    def serving() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not serving():
+            assert proc.poll() is None and time.monotonic() < deadline, "pro ui did not start serving"
+            time.sleep(0.5)
+        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert children, "pro ui runs Streamlit as a child process"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while serving() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not serving(), "Streamlit still serves the port after `pro ui` got SIGTERM"
+        assert not any(_alive(c) for c in children)
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

@@ -23,7 +23,8 @@ import streamlit as st
 
 from ui import batch as batchlib
 from ui import charts
-from ui.backend import PER_OBJECTIVE, Backend, ModelSpec, NoLocalStore, UIError, align_objectives, check_prompt, versions_table
+from ui.backend import (PER_OBJECTIVE, Backend, ModelSpec, NoLocalStore, RegistryUnreachable, UIError, align_objectives,
+                        check_prompt, versions_table)
 from ui.simplex import (WeightError, confidence, dominant, format_weights, normalize, parse_weight_text,
                         rebalance, uniform, weighted_score)
 
@@ -38,6 +39,8 @@ ALIASES_PER_OBJECTIVE = ("champion", "challenger")
 PLACEHOLDERS = {"orchestrator": "runs/orchestrator", "suite": "runs/targets/suite",
                 "policy_a": "runs/wic or smollm2", "policy_b": "runs/ric or smollm2"}
 ss = st.session_state
+# This run's "registry is away" message: shown once at the top of the page, not in every picker.
+REGISTRY_DOWN: list[str] = []
 
 
 # -- cached resources -----------------------------------------------------------------------------
@@ -115,16 +118,47 @@ LOADERS = {"orchestrator": cached_orchestrator, "suite": cached_suite,
 def _registry_models(be: Backend) -> tuple[list[str], str | None]:
     try:
         return cached_models(be.tracking_uri), None
+    except RegistryUnreachable as exc:
+        _registry_down(str(exc))
+        return [], str(exc)
     except UIError as exc:
         return [], str(exc)
 
 
+def _registry_down(message: str) -> None:
+    if message not in REGISTRY_DOWN:
+        REGISTRY_DOWN.append(message)
+
+
+def _keep_loaded(role: str, name: str | None = None):
+    """While the registry is away, a picker keeps the model it had loaded from it."""
+    last = ss.get(f"{role}_last")
+    if last and last[1].spec.source == "registry" and name in (None, last[1].spec.name):
+        st.sidebar.caption(f"from {last[1].label()} (kept: the registry is offline)")
+        return last
+    st.sidebar.caption("The registry is offline (see the message at the top).")
+    return None
+
+
 def _init_role(role: str, models: list[str]) -> None:
-    """First run: widget defaults from PRO_UI_* or the registry's pro-* models."""
-    if f"{role}_source" in ss:
+    """First run: widget defaults from PRO_UI_* or the registry's pro-* models.
+
+    With the registry away at start the pickers stay on "Registry" and get their defaults once it
+    answers (the page says it is away instead of silently switching to local folders).
+    """
+    auto = ss.get(f"{role}_auto")
+    if f"{role}_source" in ss and not auto:
         return
     label, env, hint, optional = ROLES[role]
-    text = os.environ.get(env, "").strip()
+    text = "" if auto else os.environ.get(env, "").strip()
+    if REGISTRY_DOWN and not text:
+        ss.setdefault(f"{role}_source", "None" if optional else "Registry")
+        ss[f"{role}_auto"] = True
+        return
+    if auto:
+        del ss[f"{role}_auto"]
+        if ss.get(f"{role}_name") or ss.get(f"{role}_source") != ("None" if optional else "Registry"):
+            return  # the user chose meanwhile
     if text:
         try:
             spec = ModelSpec.parse(text)
@@ -132,6 +166,7 @@ def _init_role(role: str, models: list[str]) -> None:
             spec = ModelSpec("local", text, "")
         if spec.source == "registry":
             ss[f"{role}_source"], ss[f"{role}_name"], ss[f"{role}_sel"] = "Registry", spec.name, spec.selector
+            ss[f"{role}_want"] = (spec.name, spec.selector)
         else:
             ss[f"{role}_source"], ss[f"{role}_path"] = "Local folder", spec.name
         return
@@ -161,8 +196,12 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
         return None
     if source == "Registry":
         if registry_error:
+            if REGISTRY_DOWN:
+                return _keep_loaded(role)
             st.sidebar.error(registry_error)
             return None
+        if f"{role}_name" not in ss and ss.get(f"{role}_want"):  # widgets not drawn while offline lose state
+            ss[f"{role}_name"], ss[f"{role}_sel"] = ss[f"{role}_want"]
         if not models:
             st.sidebar.warning("The registry has no models yet: run `make demo`, or pick a local folder.")
             return None
@@ -184,6 +223,9 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
             return None
         try:
             selectors = list(ALIASES_PER_OBJECTIVE) if name == PER_OBJECTIVE else cached_selectors(be.tracking_uri, name)
+        except RegistryUnreachable as exc:
+            _registry_down(str(exc))
+            return _keep_loaded(role, name)
         except UIError as exc:
             st.sidebar.error(str(exc))
             return None
@@ -197,16 +239,22 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
                                    f"'{selectors[0]}' instead.")
             ss[f"{role}_sel"] = selectors[0]
         sel = st.sidebar.selectbox("alias or version", selectors, key=f"{role}_sel")
+        ss[f"{role}_want"] = (name, sel)
         spec = ModelSpec("registry", name, sel)
     else:
-        path = st.sidebar.text_input("folder", key=f"{role}_path", placeholder=PLACEHOLDERS[role])
+        path = st.sidebar.text_input("folder", key=f"{role}_path", placeholder=PLACEHOLDERS[role],
+                                     help="a folder saved by PRO, or models:/<name>@<alias> / models:/<name>/<version>")
         if not path.strip():
-            st.sidebar.info("Enter a folder saved by PRO." + (
+            st.sidebar.info("Enter a folder saved by PRO (or a models:/<name>@<alias> reference)." + (
                 " No WIC policy trained yet? Type `smollm2` for the bundled SmolLM2-135M-Instruct "
                 "(weights go into its prompt, but it was not trained to follow them)."
                 if role.startswith("policy") else ""))
             return None
-        spec = ModelSpec("local", path.strip(), "")
+        try:  # models:/name@alias typed here works as on the CLI
+            spec = ModelSpec.parse(path)
+        except UIError as exc:
+            st.sidebar.error(str(exc))
+            return None
     try:
         if spec.name == PER_OBJECTIVE:
             orch = context.get("orchestrator")
@@ -225,10 +273,14 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
                 obj = cached_policy(be.tracking_uri, prov.load_ref, tuple(context["orchestrator"][0].objectives))
             else:
                 obj = LOADERS[role](be.tracking_uri, prov.load_ref)
+    except RegistryUnreachable as exc:
+        _registry_down(str(exc))
+        return _keep_loaded(role, spec.name)
     except UIError as exc:
         st.sidebar.error(str(exc))
         return None
     st.sidebar.caption(f"from {prov.label()}")
+    ss[f"{role}_last"] = (obj, prov)
     return obj, prov
 
 
@@ -505,6 +557,9 @@ def tab_compare(loaded: dict, names: list[str]) -> None:
                 "or PRO-WIC vs RiC.")
         return
     st.caption(f"A: {a[1].label()} · B: {b[1].label()}")
+    if a[1].load_ref == b[1].load_ref:
+        st.warning(f"Policy A and Policy B are the same model ({a[1].label()}): the two columns can differ "
+                   "only by sampling. Pick another policy, version or alias for Policy B in the sidebar.")
     if "inferred" not in ss:
         st.info("Type a prompt in the **One prompt** tab first.")
         return
@@ -613,6 +668,10 @@ def tab_registry() -> None:
     except NoLocalStore as exc:
         st.info(str(exc))
         return
+    except RegistryUnreachable as exc:
+        _registry_down(str(exc))
+        st.info("The registry is offline (see the message at the top).")
+        return
     except UIError as exc:
         st.error(str(exc))
         return
@@ -647,18 +706,50 @@ def tab_registry() -> None:
                            index=numbers.index(challenger) if challenger in numbers else 0)
     force = c2.checkbox("force", key="promote_force")
     reason = c3.text_input("reason (needed to force)", key="promote_reason")
-    if st.button("Promote", key="promote", type="primary"):
-        try:
-            result = be.promote(name, version, force=force, reason=reason)
-            ss["promote_msg"] = _promotion_message(result, name, version)
-        except UIError as exc:
-            ss["promote_msg"] = ("error", str(exc))
-        cached_resolve.clear()
-        cached_selectors.clear()
+    pending = ss.get("promote_confirm")
+    if pending and (pending["name"], pending["version"]) != (name, version):
+        pending = ss["promote_confirm"] = None  # another model or version picked: ask again
+    if st.button("Promote", key="promote", type="primary", disabled=bool(pending)):
+        if force and (reason or "").strip():  # a forced promotion skips the gate: ask first
+            ss["promote_confirm"] = {"name": name, "version": version, "reason": reason.strip()}
+        else:
+            _do_promote(be, name, version, force, reason)
         st.rerun()
+    if pending:
+        champ = next((str(r["version"]) for r in versions if "champion" in (r.get("aliases") or [])), None)
+        st.warning(f"Force version {version} of {name} to champion"
+                   + (f" over version {champ}" if champ else "")
+                   + f" without the gate? Reason recorded: “{pending['reason']}”.")
+        k1, k2, _ = st.columns([1, 1, 4])
+        k1.button("Yes, force it", key="promote_confirm_yes", type="primary", on_click=_confirm_forced, args=(be,))
+        k2.button("Cancel", key="promote_confirm_no", on_click=_reset_force)
     msg = ss.pop("promote_msg", None)
     if msg:
         {"success": st.success, "warning": st.warning, "error": st.error}[msg[0]](msg[1])
+
+
+def _do_promote(be: Backend, name: str, version: str, force: bool, reason: str | None) -> None:
+    try:
+        result = be.promote(name, version, force=force, reason=reason)
+        ss["promote_msg"] = _promotion_message(result, name, version)
+    except UIError as exc:
+        ss["promote_msg"] = ("error", str(exc))
+    cached_resolve.clear()
+    cached_selectors.clear()
+
+
+def _reset_force() -> None:
+    """After a forced promotion (or its cancellation) the force box and reason start empty again."""
+    ss["promote_confirm"] = None
+    ss["promote_force"] = False
+    ss["promote_reason"] = ""
+
+
+def _confirm_forced(be: Backend) -> None:
+    pending = ss.get("promote_confirm")
+    if pending:
+        _do_promote(be, pending["name"], pending["version"], True, pending["reason"])
+    _reset_force()
 
 
 def _promotion_message(result, name: str, version: str) -> tuple[str, str]:
@@ -678,8 +769,11 @@ def _promotion_message(result, name: str, version: str) -> tuple[str, str]:
 def main() -> None:
     st.set_page_config(page_title="PRO preference explorer", page_icon="⚖️", layout="wide")
     st.title("PRO preference explorer")
+    banner = st.empty()
     be = backend()
     loaded = sidebar(be)
+    if REGISTRY_DOWN:
+        banner.error(REGISTRY_DOWN[0])
     names = current_names(loaded)
     tabs = st.tabs(["One prompt", "Compare policies", "Batch", "Registry"])
     if names is None:

@@ -40,6 +40,10 @@ class NoLocalStore(UIError):
     """The default local MLflow store does not exist yet (nothing was trained here)."""
 
 
+class RegistryUnreachable(UIError):
+    """The MLflow tracking server does not answer (the page says so once, short, with the fix)."""
+
+
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` or the platform's local store ``sqlite:///$PRO_HOME/mlflow.db``."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -182,6 +186,9 @@ class Backend:
             raise UIError(f"Cannot open the MLflow registry at {uri}: {_short(exc)}") from None
 
     def _registry_call(self, what: str, fn, *args, **kwargs):
+        from pro_lib.errors import TrackingUnavailable
+        from pro_lib.tracking import _connection_problem
+
         try:
             with _fast_fail():
                 return fn(*args, **kwargs)
@@ -189,11 +196,13 @@ class Backend:
             raise
         except Exception as exc:
             text = _short(exc)
+            if isinstance(exc, TrackingUnavailable) or _is_connection_failure(text):
+                why = "not answering" if isinstance(exc, TrackingUnavailable) else _connection_problem(exc)
+                m = re.search(r"\(([^()]*)\)\. Check it", str(exc))
+                raise RegistryUnreachable(unreachable_text(self.tracking_uri, m[1] if m else why)) from None
             if "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower() or "does not exist" in text:
                 raise UIError(f"{what}: not found in the registry at {self.tracking_uri} ({text}).") from None
-            raise UIError(f"The MLflow registry at {self.tracking_uri} is not reachable while trying to "
-                          f"{what} ({text}). Start the tracking server or set MLFLOW_TRACKING_URI, "
-                          "or load models from local folders.") from None
+            raise UIError(f"The MLflow registry at {self.tracking_uri} failed to {what} ({text}).") from None
 
     def registry_status(self) -> str:
         """A one-line description; raises UIError when the registry cannot be used."""
@@ -205,7 +214,9 @@ class Backend:
         client = self._client()
         models = self._registry_call("list registered models", client.search_registered_models,
                                      max_results=1000)
-        names = sorted(m.name for m in models)
+        from pro_lib.registry import is_lock_name
+
+        names = sorted(m.name for m in models if not is_lock_name(m.name))
         if contains:
             names = [n for n in names if contains in n]
         return names
@@ -412,6 +423,18 @@ def _load(what: str, ref: str, loader):
         raise
     except Exception as exc:
         raise UIError(f"Cannot load the {what} from {ref}: {_short(exc)}") from None
+
+
+def unreachable_text(uri: str, why: str) -> str:
+    """The one short message the page shows while the registry is away."""
+    return (f"MLflow at {uri} is not reachable ({why}). Check it with `curl {uri.rstrip('/')}/health`, "
+            "start the tracking server or set MLFLOW_TRACKING_URI, then press ↻ Reload.")
+
+
+def _is_connection_failure(text: str) -> bool:
+    return any(k in text for k in ("Max retries exceeded", "Connection refused", "ConnectionError",
+                                   "Failed to establish a new connection", "timed out", "Read timed out",
+                                   "RemoteDisconnected", "Connection aborted"))
 
 
 def _short(exc: BaseException, limit: int = 400) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -91,9 +92,40 @@ def run(args: argparse.Namespace) -> None:
     host, port = cmd[cmd.index("--server.address") + 1], cmd[cmd.index("--server.port") + 1]
     print(f"PRO explorer on http://{host}:{port} (MLflow: {env['MLFLOW_TRACKING_URI']}); Ctrl+C stops it",
           file=sys.stderr)
-    try:
-        rc = subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        rc = 0
+    rc = serve(cmd, env)
     if rc:
         sys.exit(rc)
+
+
+def serve(cmd: list[str], env: dict, stop_timeout: float = 15.0) -> int:
+    """Run the Streamlit server as a child and stop it with us.
+
+    SIGTERM (``kill``, Kubernetes stopping the pod) and SIGHUP are passed on to the child; Ctrl+C
+    reaches it through the terminal. Either way we wait for it to exit (killing it after
+    ``stop_timeout`` seconds), so the port is free when ``pro ui`` returns.
+    """
+    proc = subprocess.Popen(cmd, env=env)
+
+    def forward(signum, frame):
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, forward) for sig in handled}
+    interrupted, rc = False, 0
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:  # the child got the same SIGINT; wait for it below
+        interrupted = True
+    finally:
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if interrupted or rc in (-signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP):
+        return 0
+    return rc
