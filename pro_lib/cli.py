@@ -67,6 +67,7 @@ def _register_core(sub) -> None:
     # config modules only: the parser must build without torch (the functions load when run)
     from pro_lib import data, evaluation, rewards, suite
     from pro_lib.orchestrator_config import OrchestratorTrainConfig
+    from pro_lib.registry import ORCHESTRATOR_MODEL, model_ref
 
     p = sub.add_parser("data", help="prepare preference data (load, label, split)")
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -99,7 +100,7 @@ def _register_core(sub) -> None:
     p = sub.add_parser("weights", help="print the orchestrator's weight per objective for prompts",
                        description="Print the Preference Orchestrator's weights for one or more prompts.")
     p.add_argument("prompts", nargs="+", help="prompt text(s)")
-    p.add_argument("--orchestrator", default=os.environ.get("PRO_ORCHESTRATOR", "models:/pro-orchestrator@champion"),
+    p.add_argument("--orchestrator", default=os.environ.get("PRO_ORCHESTRATOR", model_ref(ORCHESTRATOR_MODEL)),
                    help="orchestrator folder or models:/ ref (env PRO_ORCHESTRATOR)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

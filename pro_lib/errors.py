@@ -15,3 +15,8 @@ class DataError(ProError, ValueError):
 
 class CheckpointError(ProError, FileNotFoundError):
     """A missing or corrupt model folder / checkpoint."""
+
+
+class ObjectiveMismatchError(ConfigError):
+    """Two artifacts disagree on the objectives (their names, number or order); see
+    :func:`pro_lib.targets.check_objectives`."""

@@ -87,7 +87,7 @@ class PreferenceOrchestrator(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        from pro_lib.io import localize
+        from pro_lib.refs import localize
 
         folder = Path(localize(ref))
         cfg_file = folder / CONFIG_NAME
@@ -192,10 +192,10 @@ class PreferenceOrchestrator(nn.Module):
 
     def check_objectives(self, names: Sequence[str], *, what: str = "the reward suite") -> None:
         """Raise a clear error when the orchestrator and e.g. the reward suite disagree on objectives."""
-        if list(names) != self.objectives:
-            raise ConfigError(f"K mismatch: the orchestrator weighs {self.K} objectives {self.objectives} "
-                              f"but {what} has {len(list(names))}: {list(names)}; retrain the orchestrator "
-                              "on targets from this suite or load the matching one")
+        from pro_lib.targets import check_objectives
+
+        check_objectives(self.objectives, names, got_what="the orchestrator", expected_what=what,
+                         fix="retrain the orchestrator on targets from this suite or load the matching one")
 
 
 def kl_loss(log_pred: torch.Tensor, target: torch.Tensor, direction: str = "reverse") -> torch.Tensor:
