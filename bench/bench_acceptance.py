@@ -26,14 +26,14 @@ def prompt_bootstrap_ci(recs, n_boot: int = 2000, seed: int = 0) -> tuple[float,
     """95% interval of the acceptance rate, resampling prompts (a prompt's samples are not independent)."""
     import numpy as np
 
+    from pro_lib.evaluation import ratio_interval
+
     by_prompt: dict[str, list[bool]] = {}
     for r in recs:
         by_prompt.setdefault(r["prompt"], []).append(bool(r["kept"]))
     kept = np.array([sum(v) for v in by_prompt.values()], dtype=float)
     total = np.array([len(v) for v in by_prompt.values()], dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(kept), (n_boot, len(kept)))
-    rates = kept[idx].sum(axis=1) / total[idx].sum(axis=1)
-    return float(np.percentile(rates, 2.5)), float(np.percentile(rates, 97.5))
+    return ratio_interval(kept, total, n_boot=n_boot, seed=seed)  # sum(kept) / sum(total), prompts resampled
 
 
 def main() -> int:

@@ -199,7 +199,7 @@ def _print_where_to_look(summary: dict) -> None:
     if not uri.startswith("http"):
         print(f"  browse:          mlflow ui --backend-store-uri {uri}")
     print("  try:             pro weights \"Tell me a joke about cats\" --orchestrator "
-          "models:/pro-orchestrator@champion")
+          f"{registry.model_ref(registry.ORCHESTRATOR_MODEL)}")
 
 
 def _cmd_run(args) -> None:
@@ -388,6 +388,8 @@ def _cmd_registry_register(args) -> None:
 
 def register_registry(subparsers) -> None:
     """`pro registry ...`"""
+    from pro_lib import registry
+
     p = subparsers.add_parser(
         "registry", help="MLflow model registry: list versions, gated promotion, download",
         description="Registered models: pro-orchestrator, pro-reward-<objective>, pro-policy-<method>. "
@@ -410,7 +412,8 @@ def register_registry(subparsers) -> None:
     c.set_defaults(func=_cmd_registry_promote)
 
     c = sub.add_parser("download", help="download models:/name@alias (or /version) and print the folder")
-    c.add_argument("ref", help="models:/pro-orchestrator@champion or models:/pro-orchestrator/3")
+    c.add_argument("ref", help=f"{registry.model_ref(registry.ORCHESTRATOR_MODEL)} or "
+                               f"models:/{registry.ORCHESTRATOR_MODEL}/3")
     c.add_argument("--output", help="copy the model folder here")
     c.set_defaults(func=_cmd_registry_download)
 

@@ -20,8 +20,9 @@ from components.orchestrator import evaluate_orchestrator, train_orchestrator
 from components.registry import promote_model, register_model
 from components.rewards import score_targets, train_reward_model
 from pipelines.scheduling import cpu_stage, gpu_stage
+from pro_lib.registry import ORCHESTRATOR_MODEL, reward_model_name
 
-PIPELINE_NAME = "pro-orchestrator"
+PIPELINE_NAME = "pro-orchestrator"  # the KFP pipeline's name, not a registered model
 
 DEFAULT_OBJECTIVES = ["helpful", "harmless", "humor"]
 DEFAULT_DATA = {"sources": ["demo"], "eval_fraction": 0.2, "seed": 0}
@@ -51,10 +52,10 @@ def add_orchestrator_stages(*, objectives, data_config, reward_config, score_con
     with dsl.ParallelFor(objectives, name="objectives") as objective:
         rm = gpu(train_reward_model(objective=objective, config=reward_config, data=data.outputs["data"])
                  .set_display_name("train reward model"))
-        rm_reg = cpu(register_model(name="pro-reward-{objective}", objective=objective, model=rm.outputs["model"],
+        rm_reg = cpu(register_model(name=reward_model_name("{objective}"), objective=objective, model=rm.outputs["model"],
                                     metrics=rm.outputs["metrics"]).set_display_name("register reward model"),
                      cache=False)
-        cpu(promote_model(name="pro-reward-{objective}", objective=objective, version=rm_reg.output,
+        cpu(promote_model(name=reward_model_name("{objective}"), objective=objective, version=rm_reg.output,
                           enabled=promote).set_display_name("promote reward model"), cache=False)
     targets = gpu(score_targets(objectives=objectives, config=score_config, data=data.outputs["data"],
                                 reward_models=dsl.Collected(rm.outputs["model"]))
@@ -64,9 +65,9 @@ def add_orchestrator_stages(*, objectives, data_config, reward_config, score_con
     ev = gpu(evaluate_orchestrator(config=eval_config, orchestrator=orch.outputs["model"],
                                    data=data.outputs["data"], targets=targets.outputs["targets"])
              .set_display_name("evaluate orchestrator"))
-    reg = cpu(register_model(name="pro-orchestrator", model=orch.outputs["model"], metrics=ev.outputs["metrics"])
+    reg = cpu(register_model(name=ORCHESTRATOR_MODEL, model=orch.outputs["model"], metrics=ev.outputs["metrics"])
               .set_display_name("register orchestrator"), cache=False)
-    prom = cpu(promote_model(name="pro-orchestrator", version=reg.output, enabled=promote)
+    prom = cpu(promote_model(name=ORCHESTRATOR_MODEL, version=reg.output, enabled=promote)
                .set_display_name("promote orchestrator"), cache=False)
     return {"data": data, "targets": targets, "orchestrator": orch, "evaluation": ev, "register": reg,
             "promote": prom}

@@ -18,6 +18,7 @@ from components.registry import promote_model, register_model
 from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
                                     DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages)
 from pipelines.scheduling import cpu_stage, gpu_stage
+from pro_lib.registry import policy_model_name
 
 PIPELINE_NAME = "pro-morlhf"
 DEFAULT_MORLHF = {"policy": "smollm2", "algorithm": "rloo", "max_steps": 50, "batch_size": 8,
@@ -73,8 +74,8 @@ def pro_morlhf_pipeline(
                              baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))
     for method, task, gate in (("pro-morlhf", pro, "pro-morlhf/weighted_orchestrator"),
                                ("morlhf", base, "morlhf/weighted_orchestrator")):
-        reg = cpu(register_model(name=f"pro-policy-{method}", model=task.outputs["policy"], metrics=ev.outputs["metrics"],
+        reg = cpu(register_model(name=policy_model_name(method), model=task.outputs["policy"], metrics=ev.outputs["metrics"],
                                  gate_metric=gate, gate_mode="max", subdir="policy")
                   .set_display_name(f"register {method} policy"))
-        cpu(promote_model(name=f"pro-policy-{method}", version=reg.output, enabled=promote)
+        cpu(promote_model(name=policy_model_name(method), version=reg.output, enabled=promote)
             .set_display_name(f"promote {method} policy"))

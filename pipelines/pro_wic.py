@@ -18,6 +18,7 @@ from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic
 from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
                                     DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages)
 from pipelines.scheduling import cpu_stage, gpu_stage
+from pro_lib.registry import policy_model_name
 
 PIPELINE_NAME = "pro-wic"
 DEFAULT_ONLINE_ROUNDS = 2
@@ -81,11 +82,11 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
                          .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
         ev = gpu(wic_evaluate(config=wic_eval_config, policy=policy, data=data, targets=targets)
                  .set_display_name("Pareto evaluation"))
-        reg = cpu_stage(register_model(name="pro-policy-pro-wic", model=policy, metrics=ev.outputs["metrics"],
+        reg = cpu_stage(register_model(name=policy_model_name("pro-wic"), model=policy, metrics=ev.outputs["metrics"],
                                        gate_metric=GATE_METRIC, gate_mode="max")
                         .set_display_name("register PRO-WIC policy"),
                         image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
-        cpu_stage(promote_model(name="pro-policy-pro-wic", version=reg.output, enabled=promote)
+        cpu_stage(promote_model(name=policy_model_name("pro-wic"), version=reg.output, enabled=promote)
                   .set_display_name("promote PRO-WIC policy"),
                   image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
 

@@ -18,6 +18,7 @@ import sys
 from importlib.metadata import entry_points
 from typing import Callable
 
+from pro_lib import __version__
 from pro_lib.config import add_dataclass_arguments, config_from_args
 from pro_lib.errors import ProError
 
@@ -32,16 +33,20 @@ def _print_metrics(metrics: dict) -> None:
     print(json.dumps(metrics, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def add_stage(sub, name: str, cls: type, fn: Callable[[object], dict], help: str,
+def add_stage(sub, name: str, cls: type, fn: Callable[[object], dict] | str, help: str,
               after: Callable[[object, dict], None] | None = None) -> argparse.ArgumentParser:
-    """A subcommand whose flags are generated from ``cls`` and which runs ``fn(config)``."""
+    """A subcommand whose flags are generated from ``cls`` and which runs ``fn(config)``.
+
+    ``fn`` may be ``"package.module:function"``, imported only when the command runs, so that
+    building the parser (``--help``) never imports torch.
+    """
     p = sub.add_parser(name, help=help, description=(cls.__doc__ or help).strip(),
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataclass_arguments(p, cls)
 
     def run(args):
         cfg = config_from_args(cls, args)
-        metrics = fn(cfg)
+        metrics = _resolve(fn)(cfg)
         if after:
             after(cfg, metrics)
         else:
@@ -51,8 +56,18 @@ def add_stage(sub, name: str, cls: type, fn: Callable[[object], dict], help: str
     return p
 
 
+def _resolve(fn: Callable | str) -> Callable:
+    if callable(fn):
+        return fn
+    module, _, attr = fn.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def _register_core(sub) -> None:
-    from pro_lib import data, evaluation, orchestrator, rewards, suite
+    # config modules only: the parser must build without torch (the functions load when run)
+    from pro_lib import data, evaluation, rewards, suite
+    from pro_lib.orchestrator_config import OrchestratorTrainConfig
+    from pro_lib.registry import ORCHESTRATOR_MODEL, model_ref
 
     p = sub.add_parser("data", help="prepare preference data (load, label, split)")
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -72,7 +87,7 @@ def _register_core(sub) -> None:
 
     p = sub.add_parser("orchestrator", help="train and evaluate the Preference Orchestrator")
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add_stage(s, "train", orchestrator.OrchestratorTrainConfig, orchestrator.train_orchestrator,
+    add_stage(s, "train", OrchestratorTrainConfig, "pro_lib.orchestrator:train_orchestrator",
               "train the orchestrator on w* targets (KL loss, AdamW, resumable)")
 
     def show_eval(cfg, m):
@@ -85,11 +100,13 @@ def _register_core(sub) -> None:
     p = sub.add_parser("weights", help="print the orchestrator's weight per objective for prompts",
                        description="Print the Preference Orchestrator's weights for one or more prompts.")
     p.add_argument("prompts", nargs="+", help="prompt text(s)")
-    p.add_argument("--orchestrator", default=os.environ.get("PRO_ORCHESTRATOR", "models:/pro-orchestrator@champion"),
+    p.add_argument("--orchestrator", default=os.environ.get("PRO_ORCHESTRATOR", model_ref(ORCHESTRATOR_MODEL)),
                    help="orchestrator folder or models:/ ref (env PRO_ORCHESTRATOR)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     def weights(args):
+        from pro_lib import orchestrator
+
         orch = orchestrator.PreferenceOrchestrator.from_pretrained(args.orchestrator)
         w = orch.predict(args.prompts)
         if args.json:
@@ -111,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Preference Orchestrator, align policies (PRO-WIC, PRO-MORLHF), run pipelines.",
         epilog="Run `pro <command> --help` for a command's options. Docs: README.md, docs/.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _register_core(sub)
     for mod in COMMAND_MODULES:

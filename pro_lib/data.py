@@ -27,7 +27,8 @@ from typing import Any, Iterable, Iterator
 
 from pro_lib.config import field
 from pro_lib.errors import DataError
-from pro_lib.io import localize, write_json, write_jsonl
+from pro_lib.io import write_json, write_jsonl
+from pro_lib.refs import localize
 
 log = logging.getLogger(__name__)
 

@@ -19,3 +19,8 @@ class CheckpointError(ProError, FileNotFoundError):
 
 class TrackingUnavailable(ProError, ConnectionError):
     """The MLflow tracking server does not answer (the message names the URI and how to check it)."""
+
+
+class ObjectiveMismatchError(ConfigError):
+    """Two artifacts disagree on the objectives (their names, number or order); see
+    :func:`pro_lib.targets.check_objectives`."""

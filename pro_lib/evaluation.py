@@ -37,6 +37,28 @@ def squared_errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return ((np.asarray(target, dtype=np.float64) - pred) ** 2).sum(axis=1)
 
 
+def ratio_interval(num: np.ndarray, den: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float]:
+    """Paired percentile-bootstrap interval of ``mean(num) / mean(den)`` over rows
+    (``scipy.stats.bootstrap``); NaN when it cannot be computed (fewer than two rows, zero errors)."""
+    from scipy.stats import bootstrap
+
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    if len(num) < 2 or n_boot < 1:
+        return float("nan"), float("nan")
+
+    def stat(a, b, axis=-1):
+        d = b.mean(axis=axis)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(d > 0, a.mean(axis=axis) / np.where(d > 0, d, 1.0), np.nan)
+
+    with np.errstate(invalid="ignore"):
+        res = bootstrap((num, den), stat, paired=True, vectorized=True, n_resamples=n_boot,
+                        confidence_level=level, method="percentile", rng=np.random.default_rng(seed))
+    ci = res.confidence_interval
+    return float(ci.low), float(ci.high)
+
+
 def compare_weights(target: np.ndarray, candidates: dict[str, np.ndarray], *, seed: int = 0,
                     n_boot: int = 1000) -> dict:
     """Metrics of each candidate weighting (N, K) or (K,) against the targets."""
@@ -50,16 +72,8 @@ def compare_weights(target: np.ndarray, candidates: dict[str, np.ndarray], *, se
                       "argmax_agreement": float((w.argmax(1) == target.argmax(1)).mean())}
     result = {"methods": rows, "n": int(target.shape[0])}
     if "orchestrator" in errs and "best_fixed" in errs:
-        rng = np.random.default_rng(seed)
-        n = target.shape[0]
-        ratios = []
-        for _ in range(n_boot):
-            idx = rng.integers(0, n, n)
-            denom = errs["best_fixed"][idx].mean()
-            if denom > 0:
-                ratios.append(errs["orchestrator"][idx].mean() / denom)
         ratio = rows["orchestrator"]["mse"] / max(rows["best_fixed"]["mse"], 1e-12)
-        lo, hi = (np.percentile(ratios, [2.5, 97.5]) if ratios else (float("nan"), float("nan")))
+        lo, hi = ratio_interval(errs["orchestrator"], errs["best_fixed"], n_boot=n_boot, seed=seed)
         result.update({"mse_ratio_vs_best_fixed": float(ratio), "mse_ratio_ci_low": float(lo),
                        "mse_ratio_ci_high": float(hi)})
     return result

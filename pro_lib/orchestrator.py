@@ -20,7 +20,6 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,16 +27,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from pro_lib.config import field, to_dict
+from pro_lib.config import to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, write_json
+from pro_lib.orchestrator_config import POOLINGS, OrchestratorTrainConfig  # noqa: F401 (public here too)
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "pro_orchestrator.json"
 WEIGHTS_NAME = "model.safetensors"
 ENCODER_CONFIG = "encoder_config.json"
-POOLINGS = ("mean", "cls")
 
 
 class PreferenceOrchestrator(nn.Module):
@@ -88,7 +87,7 @@ class PreferenceOrchestrator(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        from pro_lib.io import localize
+        from pro_lib.refs import localize
 
         folder = Path(localize(ref))
         cfg_file = folder / CONFIG_NAME
@@ -193,10 +192,10 @@ class PreferenceOrchestrator(nn.Module):
 
     def check_objectives(self, names: Sequence[str], *, what: str = "the reward suite") -> None:
         """Raise a clear error when the orchestrator and e.g. the reward suite disagree on objectives."""
-        if list(names) != self.objectives:
-            raise ConfigError(f"K mismatch: the orchestrator weighs {self.K} objectives {self.objectives} "
-                              f"but {what} has {len(list(names))}: {list(names)}; retrain the orchestrator "
-                              "on targets from this suite or load the matching one")
+        from pro_lib.targets import check_objectives
+
+        check_objectives(self.objectives, names, got_what="the orchestrator", expected_what=what,
+                         fix="retrain the orchestrator on targets from this suite or load the matching one")
 
 
 def kl_loss(log_pred: torch.Tensor, target: torch.Tensor, direction: str = "reverse") -> torch.Tensor:
@@ -211,30 +210,6 @@ def kl_loss(log_pred: torch.Tensor, target: torch.Tensor, direction: str = "reve
     if direction == "forward":
         return (target * (log_t - log_pred)).sum(-1).mean()
     raise ConfigError(f"loss direction must be 'reverse' or 'forward', got {direction!r}")
-
-
-@dataclass
-class OrchestratorTrainConfig:
-    """Train the Preference Orchestrator on (prompt, w*) targets."""
-
-    targets: str = field("runs/targets", help="targets folder or targets.jsonl from `pro rewards score`")
-    backbone: str = field("minilm", help="encoder: 'minilm' (bundled), a folder, hub name (paper: "
-                                         "xlm-roberta-base) or models:/ ref")
-    output_dir: str = field("runs/orchestrator", help="where the trained orchestrator is saved")
-    loss: str = field("reverse_kl", help="reverse_kl = KL(f||w*) (paper), forward_kl = KL(w*||f)",
-                      choices=["reverse_kl", "forward_kl"])
-    pooling: str = field("mean", help="pooling of the encoder's token states", choices=list(POOLINGS))
-    max_length: int = field(256, help="max prompt tokens (long prompts keep their end)")
-    epochs: float = field(3.0, help="training epochs")
-    batch_size: int = field(32, help="batch size (paper: 32)")
-    learning_rate: float = field(1e-5, help="AdamW learning rate for the encoder (paper: 1e-5)")
-    head_learning_rate: float = field(1e-3, help="AdamW learning rate for the fresh linear head")
-    weight_decay: float = field(0.01, help="AdamW weight decay")
-    warmup_ratio: float = field(0.05, help="linear warm-up share of the steps")
-    seed: int = field(0, help="random seed")
-    save_steps: int = field(100, help="checkpoint every N optimiser steps (resumable)")
-    resume: bool = field(True, help="resume from <output_dir>.checkpoints when present")
-    progress: bool = field(True, help="show a progress bar")
 
 
 def _checkpoint_path(out: Path) -> Path:

@@ -7,7 +7,7 @@
   a file lock so parallel processes convert it only once) and loaded from there afterwards;
 - a local folder saved with ``save_pretrained`` (including WIC policies written by
   :class:`pro_lib.wic.WICPolicy`);
-- ``models:/name@alias``, ``models:/name/<version>`` or ``s3://...`` (via :func:`pro_lib.io.localize`);
+- ``models:/name@alias``, ``models:/name/<version>`` or ``s3://...`` (via :func:`pro_lib.refs.localize`);
 - a hub name such as ``HuggingFaceTB/SmolLM2-135M-Instruct`` (needs the hub on the user's machine).
 """
 
@@ -21,7 +21,8 @@ import logging
 from pathlib import Path
 
 from pro_lib.errors import CheckpointError
-from pro_lib.io import atomic_dir, atomic_write_text, localize, pro_home
+from pro_lib.io import atomic_dir, atomic_write_text, pro_home
+from pro_lib.refs import localize
 
 log = logging.getLogger(__name__)
 

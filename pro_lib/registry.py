@@ -13,7 +13,7 @@ Registered names: ``pro-orchestrator``, ``pro-reward-<objective>``, ``pro-policy
   the best candidate wins (see :func:`promotion_lock`).
 - :func:`download_model` resolves ``models:/name@alias`` or ``models:/name/<version>`` to a local
   folder (cached per store and version identity under ``$PRO_HOME/models``), which is what every
-  ``from_pretrained`` in PRO gets through :func:`pro_lib.io.localize`.
+  ``from_pretrained`` in PRO gets through :func:`pro_lib.refs.localize`.
 """
 
 from __future__ import annotations
@@ -43,11 +43,32 @@ GATE_METRIC_TAG = "pro.gate_metric"
 GATE_MODE_TAG = "pro.gate_mode"
 METRIC_TAG_PREFIX = "pro.metric."
 
+# The registered names (defined here only): pro-orchestrator, pro-reward-<objective>, pro-policy-<method>.
+ORCHESTRATOR_MODEL = "pro-orchestrator"
+REWARD_MODEL_PREFIX = "pro-reward-"
+POLICY_MODEL_PREFIX = "pro-policy-"
+
+
+def reward_model_name(objective: str) -> str:
+    """``pro-reward-<objective>`` (``reward_model_name("{objective}")`` is the pipelines' template)."""
+    return f"{REWARD_MODEL_PREFIX}{objective}"
+
+
+def policy_model_name(method: str) -> str:
+    """``pro-policy-<method>`` (pro-wic, pro-morlhf, morlhf, ...)."""
+    return f"{POLICY_MODEL_PREFIX}{method}"
+
+
+def model_ref(name: str, alias: str = CHAMPION) -> str:
+    """``models:/<name>@<alias>``."""
+    return f"models:/{name}@{alias}"
+
+
 # Default gate per registered-name family: (metric, mode). Stages may pass their own.
 DEFAULT_GATES: dict[str, tuple[str, str]] = {
-    "pro-orchestrator": ("orchestrator_kl", "min"),
-    "pro-reward-": ("accuracy", "max"),
-    "pro-policy-": ("hypervolume", "max"),
+    ORCHESTRATOR_MODEL: ("orchestrator_kl", "min"),
+    REWARD_MODEL_PREFIX: ("accuracy", "max"),
+    POLICY_MODEL_PREFIX: ("hypervolume", "max"),
 }
 
 _REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")

@@ -10,7 +10,7 @@ uses, so one setting serves both:
 ``download("s3://bucket/key")`` fetches one object, or every object under a prefix (a "folder"),
 into a cache under ``$PRO_HOME/s3`` and returns the local path; ``upload(path, "s3://...")`` sends a
 file or a folder. Anything that accepts a local path in PRO accepts an ``s3://`` URI through
-:func:`pro_lib.io.localize`.
+:func:`pro_lib.refs.localize`.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ class RewardSuite:
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> "RewardSuite":
-        from pro_lib.io import localize
+        from pro_lib.refs import localize
 
         folder = Path(localize(path))
         file = folder / "suite.yaml" if folder.is_dir() else folder

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pro_lib.errors import ConfigError
+from pro_lib.errors import ConfigError, ObjectiveMismatchError
 
 
 def target_weights(z: np.ndarray, tau: float = 0.1) -> np.ndarray:
@@ -31,61 +31,106 @@ def target_weights(z: np.ndarray, tau: float = 0.1) -> np.ndarray:
     return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def validate_weights(w: np.ndarray, k: int | None = None, *, what: str = "weights") -> np.ndarray:
-    """Check non-negativity, finiteness and K; renormalise rows to sum to 1."""
+def _example(names: Sequence[str]) -> str:
+    return ",".join(f"{n}={1 / len(names):.2f}" for n in names) if names else "helpful=0.5,harmless=0.5"
+
+
+def validate_weights(w: np.ndarray, k: int | None = None, *, what: str = "weights",
+                     names: Sequence[str] | None = None, dtype=np.float32) -> np.ndarray:
+    """The one weight normaliser: check finiteness, non-negativity and K; rows divided by their sum.
+
+    ``names`` (the objectives, in order) fix K and name the offending entry in errors.
+    """
     w = np.asarray(w, dtype=np.float64)
+    names = list(names) if names is not None else None
+    k = len(names) if names is not None else k
     squeeze = w.ndim == 1
     w = np.atleast_2d(w)
+    label = (lambda j: f"'{names[j]}'") if names else (lambda j: f"#{j + 1}")
+    hint = f" (e.g. {_example(names)})" if names else ""
+    if w.size == 0 or w.ndim != 2:
+        raise ConfigError(f"{what}: a weight vector needs at least one entry{hint}")
     if k is not None and w.shape[1] != k:
-        raise ConfigError(f"{what} have {w.shape[1]} entries but there are {k} objectives")
-    if not np.isfinite(w).all():
-        raise ConfigError(f"{what} contain NaN or infinity")
-    if (w < 0).any():
-        raise ConfigError(f"{what} must be non-negative, got {w[(w < 0).any(axis=1)][0].tolist()}")
+        raise ConfigError(f"{what} have {w.shape[1]} entries but there are {k} objectives"
+                          + (f" ({', '.join(names)}); give one per objective in that order" if names else "") + hint)
+    bad = np.argwhere(~np.isfinite(w))
+    if bad.size:
+        raise ConfigError(f"{what}: weight for {label(int(bad[0][1]))} is not a finite number (NaN or infinity){hint}")
+    neg = np.argwhere(w < 0)
+    if neg.size:
+        i, j = neg[0]
+        raise ConfigError(f"{what}: weight for {label(int(j))} is negative ({w[i, j]:g}); "
+                          f"weights must be non-negative{hint}")
     sums = w.sum(axis=1, keepdims=True)
-    if (sums <= 0).any():
-        raise ConfigError(f"{what} sum to 0 and cannot be normalised; give at least one positive weight")
-    w = (w / sums).astype(np.float32)
+    if (sums <= 1e-12).any():
+        raise ConfigError(f"{what} sum to 0, so they cannot be normalised; "
+                          f"give at least one objective a positive weight{hint}")
+    w = (w / sums).astype(dtype)
     return w[0] if squeeze else w
 
 
 def parse_weights(spec: str | Sequence[float] | Mapping[str, float], names: Sequence[str]) -> np.ndarray:
-    """Parse ``"helpful=0.7,harmless=0.3"``, ``"0.7,0.3"``, a list or a mapping into a (K,) vector.
+    """The one weight parser: ``"helpful=0.7,harmless=0.3"`` (or ``;``-separated), ``"0.7,0.3"``,
+    a list, an array or a mapping -> a (K,) vector on the simplex ordered as ``names``.
 
     Missing names in a named spec get weight 0; unknown names are an error. The result is
-    renormalised to sum to 1.
+    renormalised to sum to 1 (:func:`validate_weights`). Errors say what to write instead.
     """
     names = list(names)
+    if spec is None:
+        raise ConfigError(f"no weights given; write e.g. {_example(names)}")
+    if isinstance(spec, np.ndarray):
+        spec = spec.reshape(-1).tolist()
     if isinstance(spec, Mapping):
         items = list(spec.items())
     elif isinstance(spec, str):
-        parts = [p.strip() for p in spec.split(",") if p.strip()]
+        parts = [p.strip() for p in spec.replace(";", ",").split(",") if p.strip()]
         if not parts:
-            raise ConfigError("empty weight specification; write e.g. "
-                              + ",".join(f"{n}=0.5" for n in names[:2]))
+            raise ConfigError(f"no weights given; write e.g. {_example(names)}")
         if all("=" in p for p in parts):
-            items = [tuple(p.split("=", 1)) for p in parts]
+            items = [tuple(s.strip() for s in p.split("=", 1)) for p in parts]
         elif any("=" in p for p in parts):
-            raise ConfigError(f"weights {spec!r} mix named and positional entries; use one style")
+            raise ConfigError(f"weights {spec!r} mix of named (name=value) and positional entries; use one style, "
+                              f"e.g. {_example(names)}")
         else:
-            items = None
-            try:
-                values = [float(p) for p in parts]
-            except ValueError:
-                raise ConfigError(f"weights {spec!r}: every entry must be a number") from None
-            return validate_weights(np.array(values), len(names), what=f"weights {spec!r}")
+            values = []
+            for j, p in enumerate(parts):
+                try:
+                    values.append(float(p))
+                except ValueError:
+                    who = f"'{names[j]}'" if j < len(names) else f"#{j + 1}"
+                    raise ConfigError(f"weights {spec!r}: weight for {who} is not a number: {p!r} (e.g. {_example(names)})") from None
+            return validate_weights(np.array(values), what=f"weights {spec!r}", names=names)
     else:
-        return validate_weights(np.array(list(spec), dtype=float), len(names), what="weights")
+        return validate_weights(np.array(list(spec), dtype=float), what="weights", names=names)
     vec = np.zeros(len(names))
     for key, value in items:
         key = str(key).strip()
         if key not in names:
-            raise ConfigError(f"unknown objective '{key}' in weights; the objectives are {names}")
+            raise ConfigError(f"unknown objective '{key}' in weights; the objectives are {names} "
+                              f"(e.g. {_example(names)})")
         try:
             vec[names.index(key)] = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"weight for '{key}' is not a number: {value!r}") from None
-    return validate_weights(vec, len(names), what="weights")
+            raise ConfigError(f"weight for '{key}' is not a number: {value!r} (e.g. {_example(names)})") from None
+    return validate_weights(vec, what="weights", names=names)
+
+
+def check_objectives(got: Sequence[str], expected: Sequence[str], *, got_what: str,
+                     expected_what: str, fix: str = "use artifacts built on the same reward suite") -> None:
+    """The one objective-order check: ``got`` must list the same objectives as ``expected``, in the
+    same order (a weight vector's k-th entry belongs to the k-th objective).
+
+    Raises :class:`~pro_lib.errors.ObjectiveMismatchError` (a ConfigError) naming both sides.
+    """
+    got, expected = list(got), list(expected)
+    if got == expected:
+        return
+    kind = "K mismatch" if len(got) != len(expected) else (
+        "K mismatch (same objectives, another order)" if sorted(got) == sorted(expected)
+        else "K mismatch (same K, other objectives)")
+    raise ObjectiveMismatchError(f"{kind}: {got_what} has {len(got)} objectives {got} but {expected_what} "
+                                 f"has {len(expected)}: {expected}; {fix}")
 
 
 def uniform_weights(k: int) -> np.ndarray:

@@ -40,9 +40,11 @@ KFP_RUN_ENV = "PRO_KFP_RUN"
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 
 
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` or the local SQLite store under ``$PRO_HOME``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{pro_home() / 'mlflow.db'}"
+def tracking_uri(env: Mapping[str, str] | None = None, *, create: bool = True) -> str:
+    """``MLFLOW_TRACKING_URI`` or the local SQLite store ``$PRO_HOME/mlflow.db`` (the one default;
+    ``create`` makes ``$PRO_HOME`` so that SQLite can open the file there)."""
+    env = os.environ if env is None else env
+    return env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{pro_home(env, create=create) / 'mlflow.db'}"
 
 
 def is_local_store(uri: str | None = None) -> bool:

@@ -40,6 +40,7 @@ import numpy as np
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError, ProError
 from pro_lib.io import atomic_dir, read_json, write_json, write_jsonl
+from pro_lib.targets import check_objectives, parse_weights
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +71,10 @@ def format_wic_prompt(prompt: str, weights: Sequence[float], names: Sequence[str
 
 
 def parse_user_weights(spec: Any, names: Sequence[str]) -> np.ndarray:
-    """User weights -> (K,) vector on the simplex, ordered as ``names``.
-
-    Accepts ``"helpful=0.7,harmless=0.3"``, ``"0.7,0.3"``, a mapping or a sequence. Negative, NaN,
-    all-zero, unknown names or a K mismatch raise a ConfigError that says what to write instead;
-    the vector is renormalised to sum to 1.
-    """
-    from pro_lib.targets import parse_weights
-
-    if spec is None:
-        raise ConfigError("no weights given; write e.g. " + ",".join(f"{n}={1 / len(names):.2f}" for n in names))
-    if isinstance(spec, np.ndarray):
-        spec = spec.reshape(-1).tolist()
-    try:
-        return parse_weights(spec, list(names)).astype(np.float32)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} (objectives: {', '.join(names)}; e.g. "
-                          + ",".join(f"{n}={1 / len(names):.2f}" for n in names) + ")") from None
+    """User weights -> (K,) float32 vector on the simplex, ordered as ``names``: the one parser,
+    :func:`pro_lib.targets.parse_weights` (``"helpful=0.7,harmless=0.3"``, ``"0.7,0.3"``, a mapping,
+    a sequence or an array; errors say what to write instead)."""
+    return parse_weights(spec, list(names)).astype(np.float32)
 
 
 def _weights_matrix(weights: Any, n: int, names: Sequence[str]) -> np.ndarray:
@@ -240,9 +228,9 @@ class WICPolicy:
         elif objectives is None:
             raise CheckpointError(f"{ref} is not a WIC policy (no {WIC_CONFIG}); train one with `pro wic offline`, "
                                   "or pass objectives=[...] to start from a plain causal LM")
-        if objectives is not None and meta.get("objectives") and list(objectives) != list(meta["objectives"]):
-            raise ConfigError(f"K mismatch: policy {ref} was trained on objectives {meta['objectives']} "
-                              f"but {list(objectives)} were asked for; use the matching suite or policy")
+        if objectives is not None and meta.get("objectives"):
+            check_objectives(meta["objectives"], objectives, got_what=f"policy {ref}",
+                             expected_what="the caller", fix="use the matching suite or policy")
         model, tok = load_policy(where, device=device)
         kwargs = {k: meta[k] for k in ("decimals", "conditioning", "use_chat_template", "orchestrator",
                                        "reward_range", "method", "score_percentiles", "ric_mapping")
@@ -730,8 +718,8 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
         model, tok = load_policy(cfg.policy)
         policy = WICPolicy(model, tok, suite.names, decimals=cfg.decimals, conditioning=cfg.conditioning,
                            orchestrator=cfg.orchestrator, method=cfg.method)
-    elif policy.objectives != suite.names:
-        raise ConfigError(f"K mismatch: the policy conditions on {policy.objectives}, the suite scores {suite.names}")
+    else:
+        check_objectives(policy.objectives, suite.names, got_what="the policy", expected_what="the reward suite")
     policy.conditioning, policy.method, policy.ric_mapping = cfg.conditioning, cfg.method, cfg.ric_mapping
     policy.orchestrator = cfg.orchestrator or policy.orchestrator
     recs, info = build_offline_examples(cfg, suite, policy.tokenizer)
@@ -829,8 +817,7 @@ def run_sampling_round(policy: WICPolicy, suite, prompts: Sequence[str], opts: S
     t0 = time.time()
     rng = np.random.default_rng([seed, round_index])
     prompts = list(prompts)
-    if policy.objectives != suite.names:
-        raise ConfigError(f"K mismatch: the policy conditions on {policy.objectives}, the suite scores {suite.names}")
+    check_objectives(policy.objectives, suite.names, got_what="the policy", expected_what="the reward suite")
     w = sample_preferences(opts.preferences, prompts, suite.names, rng, orchestrator=orchestrator, policy=policy,
                            alpha=opts.dirichlet_alpha)
     texts = policy.condition(prompts, w)
@@ -1136,8 +1123,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     results, csv_rows, table_rows, samples = {}, [], [], []
     metrics: dict[str, float] = {}
     for i, (label, pol) in enumerate(loaded.items()):
-        if pol.objectives != suite.names:
-            raise ConfigError(f"K mismatch: policy {label} conditions on {pol.objectives}, the suite scores {suite.names}")
+        check_objectives(pol.objectives, suite.names, got_what=f"policy {label}", expected_what="the reward suite")
         prompts = [truncate_prompt(pol.tokenizer, p, cfg.max_prompt_tokens) for p in pool]
         res = evaluate_policy_grid(pol, suite, prompts, grid, max_new_tokens=cfg.max_new_tokens,
                                    batch_size=cfg.gen_batch_size, orchestrator=orchestrator)

@@ -12,7 +12,7 @@ from platform_services import (  # noqa: F401  (fixtures)
     mlflow_env, mlflow_server, s3_endpoint, s3_env, start_mlflow_server, stop_server)
 from pro_lib import registry
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.io import localize
+from pro_lib.refs import localize
 
 
 def _model_dir(path, marker: str):

@@ -7,7 +7,7 @@ import pytest
 from platform_services import s3_endpoint, s3_env  # noqa: F401  (fixtures)
 from pro_lib import storage
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.io import localize
+from pro_lib.refs import localize
 
 
 def test_upload_and_download_folder_roundtrip(s3_env, tmp_path):

@@ -65,7 +65,7 @@ def test_normalize_rejects_vectors_that_cannot_be_normalised():
         normalize([0.5, -0.1, 0.6], ["helpful", "harmless", "humor"])
     with pytest.raises(WeightError, match="not a finite"):
         normalize([float("nan"), 1.0])
-    with pytest.raises(WeightError, match="2 weights for 3 objectives"):
+    with pytest.raises(WeightError, match="2 entries but there are 3 objectives"):
         normalize([1, 2], ["a", "b", "c"])
 
 
@@ -82,7 +82,7 @@ def test_parse_weight_text_named_positional_and_errors():
     names = ["helpful", "harmless", "humor"]
     np.testing.assert_allclose(parse_weight_text("helpful=2, humor=2", names), [0.5, 0, 0.5])
     np.testing.assert_allclose(parse_weight_text("1,1,2", names), [0.25, 0.25, 0.5])
-    for text, msg in [("", "no weights"), ("0,0,0", "cannot be normalised"), ("1,2", "2 numbers for 3"),
+    for text, msg in [("", "no weights"), ("0,0,0", "cannot be normalised"), ("1,2", "2 entries but there are 3"),
                       ("funny=1", "unknown objective 'funny'"), ("helpful=x", "not a number"),
                       ("helpful=1, 2", "mix of named")]:
         with pytest.raises(WeightError, match=msg):
@@ -156,7 +156,7 @@ def test_check_prompt():
 
 def test_align_objectives():
     assert align_objectives(["a", "b", "c"], ["c", "a", "b"], "suite") == [1, 2, 0]
-    with pytest.raises(UIError, match="suite has objectives"):
+    with pytest.raises(UIError, match="suite has 2 objectives"):
         align_objectives(["a", "b"], ["a", "c"], "suite")
 
 

@@ -18,6 +18,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from pro_lib.registry import reward_model_name
+
 # A registry that is down must fail fast on the page, not retry for minutes: registry look-ups run
 # with these settings unless the user set them (model downloads keep MLflow's defaults).
 FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
@@ -25,7 +27,7 @@ FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOU
 ALIASES = ("champion", "challenger")
 # The suite picker's entry that assembles the suite from one registered reward model per objective
 # (pro-reward-<objective>) at one alias, with the normalisation stats stored in the orchestrator.
-PER_OBJECTIVE = "pro-reward-<objective> (one per objective)"
+PER_OBJECTIVE = f"{reward_model_name('<objective>')} (one per objective)"
 PER_OBJECTIVE_PREFIX = "per-objective:"
 # Models shipped with PRO that can be typed instead of a folder.
 BUNDLED = {"smollm2": "bundled SmolLM2-135M-Instruct (a plain LM: not trained with weights in context)"}
@@ -46,11 +48,9 @@ class RegistryUnreachable(UIError):
 
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` or the platform's local store ``sqlite:///$PRO_HOME/mlflow.db``."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    home = Path(os.environ.get("PRO_HOME", Path.cwd() / ".pro")).resolve()
-    return f"sqlite:///{home / 'mlflow.db'}"
+    from pro_lib.tracking import tracking_uri
+
+    return tracking_uri(create=False)
 
 
 def check_prompt(text: str | None) -> str:
@@ -154,10 +154,15 @@ def versions_table(rows: Sequence[dict]):
 
 def align_objectives(reference: Sequence[str], other: Sequence[str], what: str) -> list[int]:
     """Column order that puts ``other``'s objectives in ``reference``'s order (error if they differ)."""
+    from pro_lib.errors import ObjectiveMismatchError
+    from pro_lib.targets import check_objectives
+
     reference, other = list(reference), list(other)
-    if sorted(reference) != sorted(other):
-        raise UIError(f"{what} has objectives {other} but the orchestrator weighs {reference}; "
-                      "load models trained on the same reward suite")
+    try:  # any order is fine here (the columns are reordered), the same objectives are not optional
+        check_objectives(sorted(other), sorted(reference), got_what=what, expected_what="the orchestrator",
+                         fix="load models trained on the same reward suite")
+    except ObjectiveMismatchError as exc:
+        raise UIError(str(exc)) from None
     return [other.index(n) for n in reference]
 
 
@@ -306,7 +311,7 @@ class Backend:
 
         refs, versions = {}, []
         for n in names:
-            prov = self.resolve(ModelSpec("registry", f"pro-reward-{n}", selector))
+            prov = self.resolve(ModelSpec("registry", reward_model_name(n), selector))
             refs[n] = prov.load_ref
             versions.append(f"{n} v{prov.version}")
         load_ref = PER_OBJECTIVE_PREFIX + json.dumps({"objectives": refs, "stats": stats}, sort_keys=True)
@@ -327,7 +332,7 @@ class Backend:
             data = json.loads(load_ref[len(PER_OBJECTIVE_PREFIX):])
 
             def build(_):
-                from pro_lib.io import localize
+                from pro_lib.refs import localize
 
                 objectives = []
                 for n, ref in data["objectives"].items():

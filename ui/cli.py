@@ -19,11 +19,9 @@ APP = Path(__file__).resolve().parent / "app.py"
 
 def default_tracking_uri(env: dict | None = None) -> str:
     """The platform's local store: ``sqlite:///$PRO_HOME/mlflow.db`` (PRO_HOME defaults to ./.pro)."""
-    env = os.environ if env is None else env
-    if env.get("MLFLOW_TRACKING_URI"):
-        return env["MLFLOW_TRACKING_URI"]
-    home = Path(env.get("PRO_HOME") or Path.cwd() / ".pro").resolve()
-    return f"sqlite:///{home / 'mlflow.db'}"
+    from pro_lib.tracking import tracking_uri
+
+    return tracking_uri(env, create=False)
 
 
 def build_command(args: argparse.Namespace, env: dict | None = None) -> tuple[list[str], dict]:

@@ -12,32 +12,23 @@ from typing import Sequence
 
 import numpy as np
 
+from pro_lib.errors import ConfigError
+from pro_lib.targets import parse_weights, validate_weights
+
 EPS = 1e-9
 
 
-class WeightError(ValueError):
-    """A weight vector that cannot be put on the simplex (message says why and how to fix it)."""
+# the library's weight errors (a ConfigError: a ValueError whose message says how to fix it)
+WeightError = ConfigError
 
 
 def normalize(weights: Sequence[float], names: Sequence[str] | None = None) -> np.ndarray:
-    """Return ``weights / sum(weights)``; clear errors for negative, NaN or all-zero input."""
+    """Return ``weights / sum(weights)`` (float64) with the library's one normaliser
+    (:func:`pro_lib.targets.validate_weights`): clear errors for negative, NaN or all-zero input."""
     w = np.asarray(list(weights), dtype=np.float64)
-    label = (lambda i: f"'{names[i]}'") if names else (lambda i: f"#{i + 1}")
-    if w.ndim != 1 or w.size == 0:
-        raise WeightError("a weight vector needs at least one entry")
-    if names is not None and len(names) != w.size:
-        raise WeightError(f"got {w.size} weights for {len(names)} objectives ({', '.join(names)})")
-    bad = np.flatnonzero(~np.isfinite(w))
-    if bad.size:
-        raise WeightError(f"weight {label(int(bad[0]))} is not a finite number")
-    neg = np.flatnonzero(w < 0)
-    if neg.size:
-        raise WeightError(f"weight {label(int(neg[0]))} is negative ({w[neg[0]]:g}); weights must be >= 0")
-    total = w.sum()
-    if total <= EPS:
-        raise WeightError("the weights sum to 0, so they cannot be normalised; "
-                          "give at least one objective a positive weight")
-    return w / total
+    if w.ndim != 1:
+        raise WeightError("a weight vector is one row of numbers")
+    return validate_weights(w, w.size, names=names, dtype=np.float64)
 
 
 def rebalance(weights: Sequence[float], index: int, value: float,
@@ -134,38 +125,9 @@ def format_weights(w: Sequence[float], names: Sequence[str], decimals: int = 2) 
 
 
 def parse_weight_text(text: str, names: Sequence[str]) -> np.ndarray:
-    """Parse ``"helpful=0.7, harmless=0.3"`` or ``"0.7, 0.3"`` (missing names get 0) and normalise.
-
-    Used by the explorer's "type weights" box; errors say which entry is wrong.
-    """
-    names = list(names)
-    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
-    if not parts:
-        raise WeightError("no weights given; write e.g. "
-                          + ", ".join(f"{n}={1 / len(names):.2f}" for n in names))
-    named = ["=" in p for p in parts]
-    if any(named) and not all(named):
-        raise WeightError("mix of named (name=value) and positional entries; use one style")
-    values = np.zeros(len(names))
-    if all(named):
-        for p in parts:
-            key, val = (s.strip() for s in p.split("=", 1))
-            if key not in names:
-                raise WeightError(f"unknown objective '{key}'; the objectives are {', '.join(names)}")
-            values[names.index(key)] = _number(val, key)
-    else:
-        if len(parts) != len(names):
-            raise WeightError(f"got {len(parts)} numbers for {len(names)} objectives "
-                              f"({', '.join(names)}); give one per objective in that order")
-        values = np.array([_number(p, names[i]) for i, p in enumerate(parts)])
-    return normalize(values, names)
-
-
-def _number(text: str, name: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise WeightError(f"weight for '{name}' is not a number: {text!r}") from None
+    """The explorer's "type weights" box: ``"helpful=0.7, harmless=0.3"`` or ``"0.7, 0.3"`` (missing
+    names get 0), parsed by the library's one parser (:func:`pro_lib.targets.parse_weights`)."""
+    return parse_weights(str(text), names).astype(np.float64)
 
 
 def ternary_coords(w: Sequence[float]) -> tuple[float, float]:

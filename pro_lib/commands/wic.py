@@ -15,8 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_POLICY = "models:/pro-policy-pro-wic@champion"
-DEFAULT_ORCHESTRATOR = "models:/pro-orchestrator@champion"
+from pro_lib.registry import ORCHESTRATOR_MODEL, model_ref, policy_model_name
+
+DEFAULT_POLICY = model_ref(policy_model_name("pro-wic"))
+DEFAULT_ORCHESTRATOR = model_ref(ORCHESTRATOR_MODEL)
 
 
 def _show_policy(cfg, m):
