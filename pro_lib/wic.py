@@ -38,6 +38,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from pro_lib.config import field, to_dict
+from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError, DataError, ProError
 from pro_lib.io import atomic_dir, read_json, write_json, write_jsonl
 
@@ -539,7 +540,9 @@ class WICEvalConfig:
     policies: list[str] = field(default_factory=list, help="label=folder,... to compare several policies")
     suite: str = field("runs/targets/suite", help="reward suite folder (with normalisation stats)")
     data: list[str] = field(default_factory=lambda: ["runs/data/eval.jsonl"], help="held-out prompts")
-    max_prompts: int = field(32, help="held-out prompts to evaluate on")
+    max_prompts: int = field(32, help="held-out prompts to evaluate on: a random sample stratified by source "
+                                      "(seed --seed), so every source is represented in proportion")
+    seed: int = field(0, help="seed of the held-out prompt sample")
     grid_step: float = field(0.1, help="weight grid step (K=2: 0.0..1.0; K=3: simplex grid)")
     orchestrator: str | None = field(None, help="orchestrator for the 'orchestrator weights' row "
                                                 "(default: the one recorded in the policy, if any)")
@@ -597,15 +600,8 @@ def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> str:
 
 
 def load_prompts(specs: Sequence[str]) -> list[str]:
-    from pro_lib.data import load_pairs
-
-    if not specs:
-        raise ConfigError("no prompt data: give --data <file>")
-    seen: dict[str, None] = {}
-    for spec in specs:
-        for p in load_pairs(spec):
-            seen.setdefault(p.prompt, None)
-    return list(seen)
+    """Unique prompts of ``specs`` in first-seen order (``pro_lib.data.load_prompt_pool`` also gives sources)."""
+    return load_prompt_pool(specs)[0]
 
 
 def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SFTOptions, work_dir: Path,
@@ -695,21 +691,23 @@ def _scratch_dir(out: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 def build_offline_examples(cfg: WICOfflineConfig, suite, tokenizer) -> tuple[list[dict], dict]:
     """Pairs -> scored chosen responses -> (prompt, response, w*, z) records."""
-    from pro_lib.data import load_pairs
+    from pro_lib.data import load_pairs, source_mix, stratified_sample
     from pro_lib.targets import target_weights
 
     pairs = []
     for spec in cfg.data:
         pairs.extend(load_pairs(spec))
-    rng = np.random.default_rng(cfg.seed)
     if cfg.max_examples is not None and cfg.max_examples < len(pairs):
-        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), cfg.max_examples, replace=False))]
+        keep = stratified_sample(range(len(pairs)), cfg.max_examples, sources=[p.source for p in pairs],
+                                 seed=cfg.seed)
+        pairs = [pairs[i] for i in sorted(keep)]
     prompts = [truncate_prompt(tokenizer, p.prompt, cfg.max_prompt_tokens) for p in pairs]
     raw, z = _score(suite, [p.prompt for p in pairs], [p.chosen for p in pairs])
     w = target_weights(z, cfg.tau)
     recs = [{"prompt": pr, "response": p.chosen.strip(), "raw": raw[i], "z": z[i], "weights": w[i],
              "source": p.source} for i, (pr, p) in enumerate(zip(prompts, pairs))]
-    info = {"n_pairs": len(pairs), "mean_target": w.mean(axis=0).tolist(),
+    info = {"n_pairs": len(pairs), "source_mix": source_mix(p.source for p in pairs),
+            "mean_target": w.mean(axis=0).tolist(),
             "argmax_share": (np.bincount(w.argmax(axis=1), minlength=suite.K) / len(pairs)).tolist()}
     return recs, info
 
@@ -814,11 +812,24 @@ def rejection_mask(z: np.ndarray, weights: np.ndarray, groups: np.ndarray, opts:
     return above.all(axis=1) if opts.quantile_rule == "all" else above.any(axis=1)
 
 
-def round_prompts(prompts: Sequence[str], round_index: int, count: int, seed: int) -> list[str]:
-    """This round's O prompts: a fixed shuffle of the pool, consecutive blocks per round (wraps around)."""
+def _prompt_mix(chosen: Sequence[str], pool: Sequence[str], sources: Sequence[str | None] | None) -> dict[str, int]:
+    """Per-source counts of the prompts a stage used (``pool``/``sources`` align)."""
+    from pro_lib.data import source_mix
+
+    by_prompt = dict(zip(pool, sources if sources is not None else [None] * len(pool)))
+    return source_mix(by_prompt.get(p) for p in chosen)
+
+
+def round_prompts(prompts: Sequence[str], round_index: int, count: int, seed: int,
+                  sources: Sequence[str | None] | None = None) -> list[str]:
+    """This round's O prompts: consecutive blocks (one per round, wrapping around) of a seeded order of
+    the pool stratified by ``sources`` (``pro_lib.data.stratified_order``), so each round holds every
+    source in proportion."""
+    from pro_lib.data import stratified_order
+
     if not prompts:
         raise DataError("no prompts to sample from")
-    order = np.random.default_rng(seed).permutation(len(prompts))
+    order = stratified_order(sources if sources is not None else [None] * len(prompts), seed)
     start = (round_index - 1) * count
     return [prompts[order[(start + i) % len(prompts)]] for i in range(min(count, len(prompts)))]
 
@@ -878,11 +889,12 @@ def sample_online_round(cfg: WICSampleConfig, *, suite=None, policy: WICPolicy |
     policy = policy or WICPolicy.from_pretrained(cfg.policy, device=_device(None))
     if orchestrator is None and cfg.orchestrator and cfg.preferences == "orchestrator":
         orchestrator = cfg.orchestrator
-    pool = load_prompts(cfg.data)
-    prompts = [truncate_prompt(policy.tokenizer, p, 256) for p in
-               round_prompts(pool, cfg.round_index, cfg.prompts_per_round, cfg.seed)]
+    pool, sources = load_prompt_pool(cfg.data)
+    chosen = round_prompts(pool, cfg.round_index, cfg.prompts_per_round, cfg.seed, sources=sources)
+    prompts = [truncate_prompt(policy.tokenizer, p, 256) for p in chosen]
     recs, metrics = run_sampling_round(policy, suite, prompts, cfg, round_index=cfg.round_index, seed=cfg.seed,
                                        orchestrator=orchestrator)
+    metrics["source_mix"] = _prompt_mix(chosen, pool, sources)
     with atomic_dir(cfg.output_dir) as tmp:
         write_jsonl(tmp / "samples.jsonl", recs)
         write_jsonl(tmp / "kept.jsonl", (r for r in recs if r["kept"]))
@@ -940,14 +952,17 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
 
 
 def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICPolicy, suite, pool: Sequence[str],
-                     orchestrator=None) -> tuple[WICPolicy, dict]:
-    """One full online round in memory: sample + score + reject, then SFT; saves round-<e>/."""
+                     orchestrator=None, sources: Sequence[str | None] | None = None) -> tuple[WICPolicy, dict]:
+    """One full online round in memory: sample + score + reject, then SFT; saves round-<e>/.
+
+    ``sources``: each pool prompt's source; the round's prompts are stratified by it."""
     t0 = time.time()
     rdir = Path(cfg.output_dir) / f"round-{round_index}"
-    prompts = [truncate_prompt(policy.tokenizer, p, cfg.max_prompt_tokens)
-               for p in round_prompts(pool, round_index, cfg.prompts_per_round, cfg.seed)]
+    chosen = round_prompts(pool, round_index, cfg.prompts_per_round, cfg.seed, sources=sources)
+    prompts = [truncate_prompt(policy.tokenizer, p, cfg.max_prompt_tokens) for p in chosen]
     recs, metrics = run_sampling_round(policy, suite, prompts, cfg, round_index=round_index, seed=cfg.seed,
                                        orchestrator=orchestrator)
+    metrics["source_mix"] = _prompt_mix(chosen, pool, sources)
     write_jsonl(rdir / "samples.jsonl", recs)
     sft_opts = dataclasses.replace(cfg, seed=cfg.seed + round_index)
     examples = _kept_examples(policy, recs)
@@ -981,7 +996,7 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
             from pro_lib.orchestrator import PreferenceOrchestrator
 
             orchestrator = PreferenceOrchestrator.from_pretrained(cfg.orchestrator)
-    pool = load_prompts(cfg.data)
+    pool, sources = load_prompt_pool(cfg.data)
     history = []
     start = 1
     for e in range(cfg.rounds, 0, -1):  # resume after the last finished round
@@ -996,7 +1011,8 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
     elif policy is None:
         policy = WICPolicy.from_pretrained(cfg.policy)
     for e in range(start, cfg.rounds + 1):
-        policy, m = wic_online_round(cfg, e, policy=policy, suite=suite, pool=pool, orchestrator=orchestrator)
+        policy, m = wic_online_round(cfg, e, policy=policy, suite=suite, pool=pool, orchestrator=orchestrator,
+                                     sources=sources)
         log.info("round %d: acceptance %.3f, weighted reward %.3f, %.0fs", e, m["acceptance_rate"],
                  m["mean_weighted_reward"], m["round_seconds"])
         history.append(m)
@@ -1104,6 +1120,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     Writes eval.json, pareto.csv, pareto.png, eval_table.md, samples.jsonl into output_dir.
     Metrics: hypervolume (of the first policy), hypervolume_<label>, and the equal-weight means.
     """
+    from pro_lib.data import format_source_mix, stratified_sample
     from pro_lib.pareto import (bootstrap_fronts, hypervolume, pareto_mask, plot_fronts, weight_grid,
                                 weight_response, write_front_csv)
 
@@ -1117,7 +1134,9 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     if not any(np.allclose(g, 1.0 / k) for g in grid):
         grid = np.vstack([grid, np.full(k, 1.0 / k, dtype=np.float32)])
     equal_idx = int(np.argmin(np.abs(grid - 1.0 / k).sum(axis=1)))
-    pool = load_prompts(cfg.data)[: cfg.max_prompts]
+    all_prompts, all_sources = load_prompt_pool(cfg.data)
+    pool = stratified_sample(all_prompts, cfg.max_prompts, sources=all_sources, seed=cfg.seed)
+    mix = _prompt_mix(pool, all_prompts, all_sources)
     loaded: dict[str, WICPolicy] = dict(policies or {})
     if not loaded:
         for label, path in _eval_policies(cfg):
@@ -1178,7 +1197,8 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     boot = (bootstrap_fronts({lab: r["grid_z"] for lab, r in results.items()}, grid, ref, n_boot=cfg.bootstrap)
             if cfg.bootstrap > 0 else {})
     table = ("Mean normalised reward (z-score under the suite's stats) on "
-             f"{len(pool)} held-out prompts, greedy decoding, max {cfg.max_new_tokens} new tokens.\n\n"
+             f"{len(pool)} held-out prompts (stratified random sample, seed {cfg.seed}: {format_source_mix(mix)}), "
+             f"greedy decoding, max {cfg.max_new_tokens} new tokens.\n\n"
              + equal_weight_table(table_rows, suite.names)
              + f"\nHypervolume of each front (reference point {ref}, normalised reward units, grid step {cfg.grid_step}):\n\n"
              + "| method | hypervolume | grid points on the front |\n|---|---|---|\n"
@@ -1192,7 +1212,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
         (tmp / "eval_table.md").write_text(table)
         write_jsonl(tmp / "samples.jsonl", samples)
         write_json(tmp / "eval.json", {
-            "objectives": suite.names, "grid": grid, "reference": ref, "n_prompts": len(pool),
+            "objectives": suite.names, "grid": grid, "reference": ref, "n_prompts": len(pool), "source_mix": mix,
             "max_new_tokens": cfg.max_new_tokens, "metrics": metrics, "bootstrap": boot,
             "methods": {lab: {"points": r["points"], "sem": r["sem"], "hypervolume": hypervolume(r["points"], ref),
                               "orchestrator_point": r.get("orchestrator_point"),
