@@ -48,6 +48,7 @@ WIC_CONFIG = "wic.json"
 CONDITIONINGS = ("weights", "rewards")
 PREFERENCE_SOURCES = ("orchestrator", "dirichlet", "ric", "uniform")
 REJECTION_RULES = ("quantile", "topk", "none")
+OFFLINE_RESPONSES = ("chosen", "both")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,7 +463,11 @@ class WICOfflineConfig(SFTOptions):
                               choices=list(CONDITIONINGS))
     tau: float = field(0.1, help="softmax temperature of w* (paper: 0.1)")
     decimals: int = field(2, help="decimals of the weights in the prompt")
-    max_examples: int | None = field(None, help="use at most this many pairs (first N after shuffling with seed)")
+    max_examples: int | None = field(None, help="use at most this many pairs (a random sample stratified by source, "
+                                                "seed --seed)")
+    responses: str = field("chosen", help="SFT on the chosen responses (PRO-WIC, paper Eq. 10) or on chosen and "
+                                          "rejected, each tagged with its own scores (both: RiC's released code)",
+                           choices=list(OFFLINE_RESPONSES))
     orchestrator: str | None = field(None, help="orchestrator recorded in the policy for generate(weights=None)")
     method: str = field("pro-wic", help="label recorded in the policy (pro-wic, ric-offline, ...)")
     ric_mapping: str = field("linf", help="conditioning=rewards only: how a preference w becomes desired rewards "
@@ -528,6 +533,11 @@ class WICOnlineLoopConfig(SampleOptions, SFTOptions):
 
     policy: str = field("runs/wic_offline", help="the offline WIC policy to start from")
     rounds: int = field(2, help="E: online rounds")
+    replay_offline: int = field(0, help="offline SFT examples (those clearing the round rule's quantile of the offline "
+                                        "scores on any objective) mixed into each round's SFT set: 0 none, N at most "
+                                        "N (seeded), -1 all (RiC's released code mixes up to 10,000)")
+    replay_rounds: bool = field(False, help="also train each round on the kept samples of all earlier rounds "
+                                            "(RiC's released code does)")
     output_dir: str = field("runs/wic_online", help="output folder: round-<e>/ samples and policy, policy/ "
                             "(final), rounds.jsonl (acceptance, rewards, wall time per round)")
 
@@ -701,14 +711,19 @@ def build_offline_examples(cfg: WICOfflineConfig, suite, tokenizer) -> tuple[lis
         keep = stratified_sample(range(len(pairs)), cfg.max_examples, sources=[p.source for p in pairs],
                                  seed=cfg.seed)
         pairs = [pairs[i] for i in sorted(keep)]
+    if cfg.responses not in OFFLINE_RESPONSES:
+        raise ConfigError(f"--responses must be one of {OFFLINE_RESPONSES}, got {cfg.responses!r}")
     prompts = [truncate_prompt(tokenizer, p.prompt, cfg.max_prompt_tokens) for p in pairs]
-    raw, z = _score(suite, [p.prompt for p in pairs], [p.chosen for p in pairs])
+    items = [(pr, p, p.chosen, "chosen") for pr, p in zip(prompts, pairs)]
+    if cfg.responses == "both":  # RiC: rejected responses too, each with its own reward tags
+        items += [(pr, p, p.rejected, "rejected") for pr, p in zip(prompts, pairs)]
+    raw, z = _score(suite, [p.prompt for _, p, _, _ in items], [r for _, _, r, _ in items])
     w = target_weights(z, cfg.tau)
-    recs = [{"prompt": pr, "response": p.chosen.strip(), "raw": raw[i], "z": z[i], "weights": w[i],
-             "source": p.source} for i, (pr, p) in enumerate(zip(prompts, pairs))]
-    info = {"n_pairs": len(pairs), "source_mix": source_mix(p.source for p in pairs),
-            "mean_target": w.mean(axis=0).tolist(),
-            "argmax_share": (np.bincount(w.argmax(axis=1), minlength=suite.K) / len(pairs)).tolist()}
+    recs = [{"prompt": pr, "response": r.strip(), "raw": raw[i], "z": z[i], "weights": w[i],
+             "source": p.source, "side": side} for i, (pr, p, r, side) in enumerate(items)]
+    info = {"n_pairs": len(pairs), "n_examples": len(recs), "responses": cfg.responses,
+            "source_mix": source_mix(p.source for p in pairs), "mean_target": w.mean(axis=0).tolist(),
+            "argmax_share": (np.bincount(w.argmax(axis=1), minlength=suite.K) / len(recs)).tolist()}
     return recs, info
 
 
@@ -744,7 +759,8 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
     examples = [{"prompt": policy.render(r["prompt"], v), "completion": r["response"]} for r, v in zip(recs, values)]
     scratch = _scratch_dir(out)
     write_jsonl(scratch / "examples.jsonl", ({"prompt": e["prompt"], "completion": e["completion"],
-                                              "weights": r["weights"], "z": r["z"]} for e, r in zip(examples, recs)))
+                                              "weights": r["weights"], "z": r["z"], "side": r["side"]}
+                                             for e, r in zip(examples, recs)))
     m = sft_train(policy, examples, cfg, scratch / "checkpoints", desc="WIC offline SFT")
     metrics = {"stage": "wic_offline", "method": cfg.method, "conditioning": cfg.conditioning,
                "objectives": suite.names, **info, **m, "wall_seconds": time.time() - t0}
@@ -920,6 +936,24 @@ def _kept_examples(policy: WICPolicy, recs: Sequence[Mapping]) -> list[dict]:
     return out
 
 
+def offline_replay(cfg: WICOnlineLoopConfig) -> list[dict]:
+    """The offline SFT examples (``<cfg.policy>/examples.jsonl``, written by the offline stage) that clear
+    ``cfg.quantile`` of the offline scores on any objective, at most ``cfg.replay_offline`` of them
+    (seeded; -1: all): what RiC's released code mixes into every online round's SFT set."""
+    if not cfg.replay_offline:
+        return []
+    path = Path(cfg.policy) / "examples.jsonl"
+    if not path.is_file():
+        raise DataError(f"--replay-offline needs the offline stage's examples at {path}; start the online stage "
+                        "from a policy written by `pro wic offline` / `pro ric offline`, or pass --replay-offline 0")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    z = np.array([r["z"] for r in rows], dtype=np.float64)
+    keep = np.flatnonzero((z >= np.quantile(z, cfg.quantile, axis=0)[None]).any(axis=1))
+    if cfg.replay_offline > 0 and len(keep) > cfg.replay_offline:
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(keep, cfg.replay_offline, replace=False))
+    return [{"prompt": rows[i]["prompt"], "completion": rows[i]["completion"]} for i in keep]
+
+
 def _read_kept(spec: str) -> list[dict]:
     p = Path(spec)
     if p.is_dir():
@@ -952,10 +986,13 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
 
 
 def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICPolicy, suite, pool: Sequence[str],
-                     orchestrator=None, sources: Sequence[str | None] | None = None) -> tuple[WICPolicy, dict]:
+                     orchestrator=None, sources: Sequence[str | None] | None = None,
+                     replay: Sequence[Mapping[str, str]] | None = None) -> tuple[WICPolicy, dict]:
     """One full online round in memory: sample + score + reject, then SFT; saves round-<e>/.
 
-    ``sources``: each pool prompt's source; the round's prompts are stratified by it."""
+    ``sources``: each pool prompt's source; the round's prompts are stratified by it. ``replay``: offline
+    SFT examples mixed into this round's SFT set (``offline_replay``); with ``cfg.replay_rounds`` the
+    kept samples of earlier rounds join it too (RiC's released code does both)."""
     t0 = time.time()
     rdir = Path(cfg.output_dir) / f"round-{round_index}"
     chosen = round_prompts(pool, round_index, cfg.prompts_per_round, cfg.seed, sources=sources)
@@ -966,6 +1003,14 @@ def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICP
     write_jsonl(rdir / "samples.jsonl", recs)
     sft_opts = dataclasses.replace(cfg, seed=cfg.seed + round_index)
     examples = _kept_examples(policy, recs)
+    previous = []
+    if cfg.replay_rounds:  # RiC: every earlier round's kept samples stay in the SFT set
+        for e in range(1, round_index):
+            previous += _kept_examples(policy, _read_kept(str(Path(cfg.output_dir) / f"round-{e}" / "samples.jsonl")))
+    replay = list(replay or [])
+    metrics.update({"sft_examples_new": len(examples), "sft_examples_previous_rounds": len(previous),
+                    "sft_examples_offline": len(replay)})
+    examples = examples + previous + replay
     work = Path(cfg.output_dir) / f".round-{round_index}.work"
     work.mkdir(parents=True, exist_ok=True)
     if examples:
@@ -997,6 +1042,7 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
 
             orchestrator = PreferenceOrchestrator.from_pretrained(cfg.orchestrator)
     pool, sources = load_prompt_pool(cfg.data)
+    replay = offline_replay(cfg)
     history = []
     start = 1
     for e in range(cfg.rounds, 0, -1):  # resume after the last finished round
@@ -1012,7 +1058,7 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
         policy = WICPolicy.from_pretrained(cfg.policy)
     for e in range(start, cfg.rounds + 1):
         policy, m = wic_online_round(cfg, e, policy=policy, suite=suite, pool=pool, orchestrator=orchestrator,
-                                     sources=sources)
+                                     sources=sources, replay=replay)
         log.info("round %d: acceptance %.3f, weighted reward %.3f, %.0fs", e, m["acceptance_rate"],
                  m["mean_weighted_reward"], m["round_seconds"])
         history.append(m)
@@ -1248,6 +1294,9 @@ class RiCOfflineConfig(WICOfflineConfig):
                               choices=list(CONDITIONINGS))
     method: str = field("ric-offline", help="label recorded in the policy")
     output_dir: str = field("runs/ric_offline", help="output folder: the RiC policy, metrics.json")
+    responses: str = field("both", help="both (RiC's released code: chosen and rejected, each tagged with its own "
+                                        "rewards) or chosen (the same SFT set as PRO-WIC)",
+                           choices=list(OFFLINE_RESPONSES))
 
 
 @dataclass
@@ -1258,4 +1307,8 @@ class RiCOnlineConfig(WICOnlineLoopConfig):
     policy: str = field("runs/ric_offline", help="the RiC offline policy to start from")
     preferences: str = field("ric", help="ric (uniform over RiC's 0.1 weight grid) or dirichlet",
                              choices=list(PREFERENCE_SOURCES))
+    replay_offline: int = field(-1, help="offline examples clearing the quantile on any objective mixed into each "
+                                         "round's SFT set (RiC's released code: up to 10,000; -1 all, 0 none)")
+    replay_rounds: bool = field(True, help="train each round on the kept samples of earlier rounds too (RiC's "
+                                           "released code); --no-replay-rounds for fresh samples only")
     output_dir: str = field("runs/ric_online", help="output folder (as for `pro wic online`)")
