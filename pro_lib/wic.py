@@ -547,7 +547,8 @@ class WICEvalConfig:
     """Pareto evaluation: sweep preference weights, generate on held-out prompts, score, fronts, HV."""
 
     policy: str | None = field(None, help="a WIC policy to evaluate (label = its method)")
-    policies: list[str] = field(default_factory=list, help="label=folder,... to compare several policies")
+    policies: list[str] = field(default_factory=list, help="label=folder,... to compare several policies (a "
+                                                           "`pro soups train` folder is a Rewarded Soups policy)")
     suite: str = field("runs/targets/suite", help="reward suite folder (with normalisation stats)")
     data: list[str] = field(default_factory=lambda: ["runs/data/eval.jsonl"], help="held-out prompts")
     max_prompts: int = field(32, help="held-out prompts to evaluate on: a random sample stratified by source "
@@ -1186,7 +1187,12 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     loaded: dict[str, WICPolicy] = dict(policies or {})
     if not loaded:
         for label, path in _eval_policies(cfg):
-            pol = WICPolicy.from_pretrained(path, device=_device(cfg.device))
+            if (Path(path) / "soups.json").is_file():  # Rewarded Soups: experts interpolated per grid weight
+                from pro_lib.soups import SoupPolicy
+
+                pol = SoupPolicy.load(path, device=_device(cfg.device))
+            else:
+                pol = WICPolicy.from_pretrained(path, device=_device(cfg.device))
             loaded[label or pol.method or Path(path).name] = pol
     if cfg.ric_mapping:
         if cfg.ric_mapping not in RIC_MAPPINGS:
@@ -1204,8 +1210,11 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
         if pol.objectives != suite.names:
             raise ConfigError(f"K mismatch: policy {label} conditions on {pol.objectives}, the suite scores {suite.names}")
         prompts = [truncate_prompt(pol.tokenizer, p, cfg.max_prompt_tokens) for p in pool]
-        res = evaluate_policy_grid(pol, suite, prompts, grid, max_new_tokens=cfg.max_new_tokens,
-                                   batch_size=cfg.gen_batch_size, orchestrator=orchestrator)
+        grid_eval = getattr(pol, "evaluate_grid", None)  # a SoupPolicy evaluates itself
+        res = (grid_eval(suite, prompts, grid, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
+                         orchestrator=orchestrator) if grid_eval is not None else
+               evaluate_policy_grid(pol, suite, prompts, grid, max_new_tokens=cfg.max_new_tokens,
+                                    batch_size=cfg.gen_batch_size, orchestrator=orchestrator))
         hv = hypervolume(res["points"], ref)
         results[label] = res
         for w, p, s in zip(grid, res["points"], res["sem"]):
