@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 WIC_CONFIG = "wic.json"
 CONDITIONINGS = ("weights", "rewards")
-PREFERENCE_SOURCES = ("orchestrator", "dirichlet", "ric", "uniform")
+PREFERENCE_SOURCES = ("orchestrator", "dirichlet", "ric", "uniform", "orchestrator-shuffled", "orchestrator-mean")
 REJECTION_RULES = ("quantile", "topk", "none")
 OFFLINE_RESPONSES = ("chosen", "both")
 
@@ -484,7 +484,9 @@ class SampleOptions:
     prompts_per_round: int = field(64, help="O: prompts per online round")
     samples_per_prompt: int = field(4, help="N: samples per prompt")
     preferences: str = field("orchestrator", help="where the weights come from: orchestrator (PRO-WIC), "
-                             "dirichlet (RiC online, Dirichlet(1)), ric (uniform over the RiC weight grid), uniform",
+                             "dirichlet (RiC online, Dirichlet(1)), ric (uniform over the RiC weight grid), uniform; "
+                             "controls: orchestrator-shuffled (the orchestrator's weights permuted across the round's "
+                             "prompts), orchestrator-mean (their mean, the same for every prompt)",
                              choices=list(PREFERENCE_SOURCES))
     dirichlet_alpha: float = field(1.0, help="concentration of the Dirichlet preference sampler")
     rejection: str = field("quantile", help="quantile: keep samples at or above the per-objective quantile "
@@ -781,13 +783,19 @@ def sample_preferences(source: str, prompts: Sequence[str], names: Sequence[str]
                        orchestrator=None, policy: WICPolicy | None = None, alpha: float = 1.0) -> np.ndarray:
     """(O, K) weight vectors for a round's prompts from ``source``."""
     k = len(names)
-    if source == "orchestrator":
+    if source.startswith("orchestrator"):
         if orchestrator is None and (policy is None or policy.orchestrator is None):
-            raise ConfigError("preferences=orchestrator needs --orchestrator <folder or models:/ ref>")
+            raise ConfigError(f"preferences={source} needs --orchestrator <folder or models:/ ref>")
         if policy is not None:
-            return policy.orchestrator_weights(prompts, orchestrator)
-        orchestrator.check_objectives(names, what="the policy")
-        return np.asarray(orchestrator.predict(list(prompts)), dtype=np.float32)
+            w = policy.orchestrator_weights(prompts, orchestrator)
+        else:
+            orchestrator.check_objectives(names, what="the policy")
+            w = np.asarray(orchestrator.predict(list(prompts)), dtype=np.float32)
+        if source == "orchestrator-shuffled":  # control: the same weights, no prompt information
+            return w[rng.permutation(len(w))]
+        if source == "orchestrator-mean":  # control: one constant vector, the orchestrator's mean
+            return np.tile(w.mean(axis=0, keepdims=True), (len(w), 1)).astype(np.float32)
+        return w
     if source == "dirichlet":
         return rng.dirichlet(np.full(k, alpha), size=len(prompts)).astype(np.float32)
     if source == "ric":
@@ -904,7 +912,7 @@ def sample_online_round(cfg: WICSampleConfig, *, suite=None, policy: WICPolicy |
     """One round's sampling half. Writes samples.jsonl (all), kept.jsonl and metrics.json into output_dir."""
     suite = suite or _load_suite(cfg.suite, what="wic sample")
     policy = policy or WICPolicy.from_pretrained(cfg.policy, device=_device(None))
-    if orchestrator is None and cfg.orchestrator and cfg.preferences == "orchestrator":
+    if orchestrator is None and cfg.orchestrator and cfg.preferences.startswith("orchestrator"):
         orchestrator = cfg.orchestrator
     pool, sources = load_prompt_pool(cfg.data)
     chosen = round_prompts(pool, cfg.round_index, cfg.prompts_per_round, cfg.seed, sources=sources)
@@ -1034,7 +1042,7 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     suite = suite or _load_suite(cfg.suite, what="wic online")
-    if cfg.preferences == "orchestrator" and orchestrator is None:
+    if cfg.preferences.startswith("orchestrator") and orchestrator is None:
         if not cfg.orchestrator and (policy is None or policy.orchestrator is None):
             raise ConfigError("preferences=orchestrator needs --orchestrator <folder or models:/ ref> "
                               "(or use --preferences dirichlet|ric for RiC online)")

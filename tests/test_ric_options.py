@@ -74,3 +74,17 @@ def test_ric_online_rounds_mix_offline_data_and_earlier_rounds(tmp_path):
     wic.wic_online(pro, suite=make_suite())
     row = json.loads((tmp_path / "pro" / "rounds.jsonl").read_text().splitlines()[0])
     assert row["sft_examples"] == row["sft_examples_new"] and row["sft_examples_offline"] == 0
+
+
+def test_orchestrator_control_preferences():
+    """Controls for the acceptance claim: the orchestrator's weights shuffled across prompts (same
+    distribution, no prompt information) and their mean as one constant vector."""
+    from tests.test_wic import StandInOrchestrator
+
+    prompts = [f"help me {i}" for i in range(10)] + [f"x {i}" for i in range(10)]
+    orch = StandInOrchestrator()
+    w = wic.sample_preferences("orchestrator", prompts, NAMES, np.random.default_rng(0), orchestrator=orch)
+    sh = wic.sample_preferences("orchestrator-shuffled", prompts, NAMES, np.random.default_rng(0), orchestrator=orch)
+    mean = wic.sample_preferences("orchestrator-mean", prompts, NAMES, np.random.default_rng(0), orchestrator=orch)
+    assert sorted(map(tuple, sh.tolist())) == sorted(map(tuple, w.tolist())) and not np.allclose(sh, w)
+    assert np.allclose(mean, w.mean(axis=0)) and mean.shape == w.shape
