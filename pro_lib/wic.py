@@ -431,6 +431,8 @@ class SFTOptions:
     """SFT settings shared by the offline and online stages."""
 
     epochs: float = field(1.0, help="SFT epochs over the examples")
+    max_steps: int = field(-1, help="stop after this many optimizer steps, overriding --epochs (-1: off; the paper: "
+                                    "10,000 offline, 5,000 per online round)")
     learning_rate: float = field(2e-5, help="AdamW learning rate (full fine-tune; use ~1e-4 with LoRA)")
     batch_size: int = field(8, help="per-device SFT batch size")
     gradient_accumulation_steps: int = field(1, help="gradient accumulation steps")
@@ -642,7 +644,8 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
                                  target_modules="all-linear", modules_to_save=["embed_tokens", "lm_head"])
     work_dir.mkdir(parents=True, exist_ok=True)
     args = SFTConfig(
-        output_dir=str(work_dir), num_train_epochs=opts.epochs, per_device_train_batch_size=opts.batch_size,
+        output_dir=str(work_dir), num_train_epochs=opts.epochs, max_steps=opts.max_steps,
+        per_device_train_batch_size=opts.batch_size,
         gradient_accumulation_steps=opts.gradient_accumulation_steps, learning_rate=opts.learning_rate,
         max_length=opts.max_length, completion_only_loss=True, logging_steps=1, save_strategy="steps",
         save_steps=opts.save_steps, save_total_limit=1, report_to=[], seed=opts.seed, bf16=opts.bf16,
