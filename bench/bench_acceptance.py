@@ -1,39 +1,53 @@
 #!/usr/bin/env python
-"""Online-stage acceptance rate: orchestrator weights vs random preferences, on the same policy and prompts.
+"""Online-stage acceptance with controls: does the orchestrator's *prompt-awareness* make more samples
+clear the rejection bar, or only the concentration of its weights?
 
-The paper's claim: weights the orchestrator picks for a prompt waste less sampling on preference
-combinations the prompt cannot satisfy, so more samples clear the rejection bar. One sampling round
-(no SFT) per preference source, same policy, prompts, seed and rejection rule (fixed bars: the
-offline data's per-objective 0.7 quantile, weighted by each sample's weights); printed as a table
-with a 95% interval from a bootstrap over prompts.
-The per-round numbers of the full online runs are in runs/wic_hh/*/rounds.jsonl.
+One sampling round per preference source on the same policy, prompts and seed (no SFT):
+- orchestrator: f(x) per prompt (PRO-WIC);
+- orchestrator-shuffled: the same weights permuted across the prompts (same distribution, no prompt
+  information): THE control for "prompt-aware";
+- orchestrator-mean: the orchestrator's mean vector, one constant for every prompt;
+- dirichlet: Dirichlet(1); ric: uniform over RiC's 0.1 grid; uniform: (1/K, ...).
 
-    flock /tmp/pro-heavy.lock .venv/bin/python bench/bench_acceptance.py   # needs runs/hh + runs/wic_hh
+Every sample is kept or rejected under two rules, on the same samples:
+- weighted: w.z >= w.bar, bar = the offline data's per-objective --quantile (a fixed bar; PRO's rule);
+- ric: any objective at or above the --quantile of the round's own samples (RiC's released code).
+
+Printed: acceptance with a 95% bootstrap interval over prompts, the difference to the shuffled control
+(paired by prompt, 95% interval), the mean weighted reward of all and of the kept samples, the mean
+score per objective and how concentrated the weights are (mean largest weight). Prompts: a random
+sample of the held-out split stratified by source (its mix is printed). Written to --out as JSON + MD.
+
+    flock /tmp/pro-heavy.lock nice -n 10 .venv/bin/python bench/bench_acceptance.py   # needs runs/hh + a PRO-WIC offline policy
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+SOURCES = "orchestrator,orchestrator-shuffled,orchestrator-mean,dirichlet,ric,uniform"
 
-def prompt_bootstrap_ci(recs, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% interval of the acceptance rate, resampling prompts (a prompt's samples are not independent)."""
-    import numpy as np
 
-    from pro_lib.evaluation import ratio_interval
-
-    by_prompt: dict[str, list[bool]] = {}
+def by_prompt(recs, keep) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per-prompt (kept, total) counts in first-seen prompt order."""
+    order: dict[str, int] = {}
     for r in recs:
-        by_prompt.setdefault(r["prompt"], []).append(bool(r["kept"]))
-    kept = np.array([sum(v) for v in by_prompt.values()], dtype=float)
-    total = np.array([len(v) for v in by_prompt.values()], dtype=float)
-    return ratio_interval(kept, total, n_boot=n_boot, seed=seed)  # sum(kept) / sum(total), prompts resampled
+        order.setdefault(r["prompt"], len(order))
+    kept, total = np.zeros(len(order)), np.zeros(len(order))
+    for r, k in zip(recs, keep):
+        i = order[r["prompt"]]
+        kept[i] += bool(k)
+        total[i] += 1
+    return kept, total, list(order)
 
 
 def main() -> int:
@@ -42,21 +56,28 @@ def main() -> int:
     ap.add_argument("--suite", default=str(REPO / "runs" / "hh" / "suite"))
     ap.add_argument("--orchestrator", default=str(REPO / "runs" / "hh" / "orchestrator"))
     ap.add_argument("--data", default=str(REPO / "runs" / "hh" / "data" / "eval.jsonl"), help="prompt source")
-    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--prompts", type=int, default=24)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--new-tokens", type=int, default=48)
-    ap.add_argument("--sources", default="orchestrator,dirichlet,ric,uniform")
+    ap.add_argument("--max-prompt-tokens", type=int, default=128)
+    ap.add_argument("--quantile", type=float, default=0.7, help="quantile of both rules (RiC: 0.7)")
+    ap.add_argument("--sources", default=SOURCES)
+    ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(REPO / "runs" / "acceptance"), help="folder for acceptance.{json,md}")
     args = ap.parse_args()
     for what, p in (("policy", args.policy), ("suite", args.suite), ("orchestrator", args.orchestrator),
                     ("data", args.data)):
         if not Path(p).exists():
-            sys.exit(f"error: {what} {p} not found; run scripts/experiments/orchestrator_hh.py and "
-                     "scripts/experiments/wic_hh.py first, or pass --{what}")
+            sys.exit(f"error: {what} {p} not found; run scripts/experiments/orchestrator_hh.py and the PRO-WIC "
+                     f"offline step of scripts/experiments/wic_hh.py first, or pass --{what}")
 
     import torch
 
     from pro_lib import wic
+    from pro_lib.data import format_source_mix, load_prompt_pool, source_mix
+    from pro_lib.io import atomic_write_text, write_json
     from pro_lib.orchestrator import PreferenceOrchestrator
     from pro_lib.suite import RewardSuite
 
@@ -64,24 +85,80 @@ def main() -> int:
     pol = wic.WICPolicy.from_pretrained(args.policy)
     suite = RewardSuite.load(args.suite)
     orch = PreferenceOrchestrator.from_pretrained(args.orchestrator)
-    pool = wic.load_prompts([args.data])
-    prompts = [wic.truncate_prompt(pol.tokenizer, p, 192) for p in wic.round_prompts(pool, 1, args.prompts, 0)]
-    rows = []
+    pool, sources = load_prompt_pool([args.data])
+    chosen = wic.round_prompts(pool, 1, args.prompts, args.seed, sources=sources)
+    mix = source_mix(dict(zip(pool, sources))[p] for p in chosen)
+    prompts = [wic.truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in chosen]
+    bars = np.array([np.interp(args.quantile * 100, np.arange(101), pol.score_percentiles[n]) for n in suite.names])
+    rules = {
+        "weighted": wic.SampleOptions(rejection="quantile", quantile=args.quantile, quantile_rule="weighted"),
+        "ric": wic.SampleOptions(rejection="quantile", quantile=args.quantile, quantile_rule="any"),
+    }
+    rng = np.random.default_rng(args.seed)
+    idx = None
+    rows, per_prompt = [], {}
     for src in args.sources.split(","):
         opts = wic.SampleOptions(preferences=src, samples_per_prompt=args.samples, max_new_tokens=args.new_tokens,
-                                 rejection="quantile", quantile=0.7, thresholds="offline", quantile_rule="weighted")
+                                 rejection="none")
         t0 = time.time()
-        recs, m = wic.run_sampling_round(pol, suite, prompts, opts, round_index=1, seed=0, orchestrator=orch)
-        rows.append((src, m, time.time() - t0, prompt_bootstrap_ci(recs)))
-    print(f"\npolicy={args.policy}  prompts={len(prompts)}  samples/prompt={args.samples}  new tokens={args.new_tokens}")
-    print(f"{'preferences':<13} {'samples':>7} {'kept':>5} {'acceptance':>10} {'w.reward':>9} "
-          + f" {'95% CI (prompts)':>17} "
-          + " ".join(f"{'mean ' + n:>14}" for n in suite.names) + f" {'kept/min':>9} {'seconds':>8}")
-    for src, m, secs, (lo, hi) in rows:
-        print(f"{src:<13} {m['samples']:>7} {m['kept']:>5} {m['acceptance_rate']:>10.3f} {m['mean_weighted_reward']:>+9.3f} "
-              + f" {f'[{lo:.3f}, {hi:.3f}]':>17} "
-              + " ".join(f"{m['mean_reward_' + n]:>+14.3f}" for n in suite.names)
-              + f" {m['kept'] / secs * 60:>9.1f} {secs:>8.0f}")
+        recs, m = wic.run_sampling_round(pol, suite, prompts, opts, round_index=1, seed=args.seed, orchestrator=orch)
+        z = np.stack([r["z"] for r in recs])
+        w = np.stack([r["weights"] for r in recs])
+        groups = np.repeat(np.arange(len(prompts)), args.samples)
+        weighted = (z * w).sum(axis=1)
+        row = {"source": src, "samples": len(recs), "seconds": time.time() - t0,
+               "mean_weighted_reward": float(weighted.mean()), "mean_max_weight": float(w.max(axis=1).mean()),
+               **{f"mean_{n}": float(z[:, k].mean()) for k, n in enumerate(suite.names)}}
+        for rule, ropts in rules.items():
+            keep = wic.rejection_mask(z, w, groups, ropts, bars if rule == "weighted" else None)
+            kept, total, _ = by_prompt(recs, keep)
+            per_prompt[(src, rule)] = (kept, total)
+            if idx is None:
+                idx = rng.integers(0, len(kept), (args.n_boot, len(kept)))
+            boot = kept[idx].sum(axis=1) / total[idx].sum(axis=1)
+            row[rule] = {"kept": int(keep.sum()), "acceptance": float(keep.mean()),
+                         "ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+                         "mean_weighted_reward_kept": float(weighted[keep].mean()) if keep.any() else None}
+        rows.append(row)
+        print(f"{src}: weighted {row['weighted']['acceptance']:.3f}, ric {row['ric']['acceptance']:.3f} "
+              f"({row['seconds']:.0f}s)", flush=True)
+    control = "orchestrator-shuffled"
+    for row in rows:
+        for rule in rules:
+            if (control, rule) not in per_prompt or row["source"] == control:
+                continue
+            ka, ta = per_prompt[(row["source"], rule)]
+            kb, tb = per_prompt[(control, rule)]
+            d = kb[idx].sum(axis=1) / tb[idx].sum(axis=1)
+            diff = ka[idx].sum(axis=1) / ta[idx].sum(axis=1) - d
+            row[rule]["diff_vs_shuffled"] = float(ka.sum() / ta.sum() - kb.sum() / tb.sum())
+            row[rule]["diff_vs_shuffled_ci"] = [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))]
+
+    def cell(r, rule):
+        a = r[rule]
+        d = a.get("diff_vs_shuffled")
+        dtxt = "(control)" if r["source"] == control else ("n/a" if d is None else
+                                                          f"{d:+.3f} [{a['diff_vs_shuffled_ci'][0]:+.3f}, "
+                                                          f"{a['diff_vs_shuffled_ci'][1]:+.3f}]")
+        return f"{a['kept']} | {a['acceptance']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] | {dtxt}"
+
+    head = (f"policy {args.policy}; {len(prompts)} held-out prompts ({format_source_mix(mix)}) x {args.samples} "
+            f"samples, {args.new_tokens} new tokens, seed {args.seed}; quantile {args.quantile}; fixed bars "
+            f"(weighted rule) {dict(zip(suite.names, np.round(bars, 3).tolist()))}; 95% intervals: bootstrap over "
+            f"prompts ({args.n_boot} resamples), differences paired by prompt.\n\n")
+    table = ("| preferences | mean max weight | mean weighted reward | "
+             + " | ".join(f"mean {n}" for n in suite.names)
+             + " | kept (weighted rule) | acceptance [95% CI] | minus shuffled [95% CI] "
+             "| kept (RiC rule) | acceptance [95% CI] | minus shuffled [95% CI] |\n"
+             + "|---|---|---|" + "---|" * len(suite.names) + "---|---|---|---|---|---|\n")
+    for r in rows:
+        table += (f"| {r['source']} | {r['mean_max_weight']:.3f} | {r['mean_weighted_reward']:+.3f} | "
+                  + " | ".join(f"{r[f'mean_{n}']:+.3f}" for n in suite.names)
+                  + f" | {cell(r, 'weighted')} | {cell(r, 'ric')} |\n")
+    out = Path(args.out)
+    write_json(out / "acceptance.json", {"args": vars(args), "source_mix": mix, "bars": bars.tolist(), "rows": rows})
+    atomic_write_text(out / "acceptance.md", head + table)
+    print("\n" + head + table)
     return 0
 
 

@@ -23,7 +23,9 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping, Sequence, TypeVar
+
+import numpy as np
 
 from pro_lib.config import field
 from pro_lib.errors import DataError
@@ -33,6 +35,7 @@ from pro_lib.refs import localize
 log = logging.getLogger(__name__)
 
 HH_ASSISTANT = "\n\nAssistant:"
+T = TypeVar("T")
 
 
 @dataclass
@@ -122,7 +125,9 @@ def _record_to_pair(rec: dict, *, where: str, prompt_column: str, chosen_column:
             raise DataError(f"{where}: {name} is missing (null/NaN); fix or drop the record")
     if not str(prompt).strip() or (is_hh and not str(prompt).removesuffix(HH_ASSISTANT).strip()):
         raise DataError(f"{where}: empty prompt; every pair needs a prompt (fix or drop the record)")
-    src = rec.get(source_column) if source_column else None
+    # PRO's own files (prepare_data's train/eval.jsonl) carry a "source" field: keep it by default.
+    src = rec.get(source_column or "source")
+    src = src if isinstance(src, (str, int)) or source_column else None
     return PreferencePair(str(prompt), str(chosen), str(rejected),
                           str(src) if src is not None else source)
 
@@ -192,7 +197,8 @@ def load_pairs(spec: str | Path, *, prompt_column: str = "prompt", chosen_column
     """Load preference pairs from a file, ``demo``, ``hh:<file>`` or a hub dataset name.
 
     Pairs whose chosen == rejected are skipped and counted (logged, and in ``report``).
-    ``source`` labels every pair (e.g. the HH subset) unless ``source_column`` names a column.
+    ``source`` labels every pair (e.g. the HH subset) unless ``source_column`` names a column (default: a
+    ``source`` field when records have one, as the files ``prepare_data`` writes do).
     """
     report = report if report is not None else LoadReport()
     text = str(spec)
@@ -251,6 +257,77 @@ def split_pairs(pairs: list[PreferencePair], eval_fraction: float = 0.1,
         raise DataError(f"split of {len(pairs)} pairs with eval_fraction={eval_fraction} left one side "
                         "empty; use more data or another eval fraction")
     return train, evals
+
+
+def stratified_order(sources: Sequence[str | None], seed: int = 0) -> list[int]:
+    """A seeded random order of ``range(len(sources))`` in which every prefix holds each source in
+    proportion, within one item (so every block of consecutive positions within two).
+
+    Items are shuffled within their source (seeded); positions go to sources by largest deficit:
+    position m takes the source whose count falls furthest below ``m * share`` (ties broken by a
+    seeded random priority). The first m positions are then a stratified random sample of size m and
+    positions [a, a + m) (one online round) are one too. Unlabelled items form one stratum. Which
+    items are picked does not depend on the input's order across sources.
+    """
+    if not len(sources):
+        return []
+    rng = np.random.default_rng(seed)
+    labels = ["" if s is None else str(s) for s in sources]
+    strata = sorted(set(labels))
+    queues = []
+    for label in strata:
+        idx = np.array([i for i, lab in enumerate(labels) if lab == label])
+        queues.append(list(idx[rng.permutation(len(idx))]))
+    share = np.array([len(q) for q in queues], dtype=np.float64) / len(labels)
+    tie = rng.random(len(strata)) * 1e-9
+    taken = np.zeros(len(strata))
+    order: list[int] = []
+    for m in range(1, len(labels) + 1):
+        deficit = m * share - taken + tie
+        deficit[[len(q) == taken[j] for j, q in enumerate(queues)]] = -np.inf
+        j = int(np.argmax(deficit))
+        order.append(int(queues[j][int(taken[j])]))
+        taken[j] += 1
+    return order
+
+
+def stratified_sample(items: Sequence[T], n: int | None, *, sources: Sequence[str | None],
+                      seed: int = 0) -> list[T]:
+    """``n`` items drawn at random with a fixed seed, stratified by source (all items, in a seeded
+    stratified order, when ``n`` is None or >= len(items)). The one helper for every subset of prompts
+    PRO takes: evaluation prompts, RL prompts, online rounds, SFT subsets."""
+    if len(items) != len(sources):
+        raise DataError(f"stratified_sample: {len(items)} items but {len(sources)} source labels")
+    order = stratified_order(sources, seed)
+    if n is not None:
+        order = order[:max(0, n)]
+    return [items[i] for i in order]
+
+
+def source_mix(sources: Iterable[str | None]) -> dict[str, int]:
+    """Count per source (``unlabelled`` for None), sorted by name: the mix reported beside every result."""
+    counts: dict[str, int] = {}
+    for s in sources:
+        key = s or "unlabelled"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def format_source_mix(mix: Mapping[str, int]) -> str:
+    """``"helpful-base 8 (50%), harmless-base 8 (50%)"``."""
+    total = sum(mix.values()) or 1
+    return ", ".join(f"{k} {v} ({v / total:.0%})" for k, v in mix.items())
+
+
+def load_prompt_pool(specs: Sequence[str]) -> tuple[list[str], list[str | None]]:
+    """Unique prompts of ``specs`` (load_pairs specs) in first-seen order, with each prompt's source."""
+    if not specs:
+        raise DataError("no prompt data: give --data <file>")
+    seen: dict[str, str | None] = {}
+    for spec in specs:
+        for p in load_pairs(spec):
+            seen.setdefault(p.prompt, p.source)
+    return list(seen), list(seen.values())
 
 
 def write_pairs(pairs: Iterable[PreferencePair], path: str | Path) -> Path:

@@ -104,7 +104,7 @@ class OrchestratorEvalConfig:
 
 def evaluate_orchestrator(cfg: OrchestratorEvalConfig) -> dict:
     """Score held-out pairs, build their targets with the training stats, compare weightings."""
-    from pro_lib.data import load_pairs
+    from pro_lib.data import load_pairs, source_mix
     from pro_lib.orchestrator import PreferenceOrchestrator
     from pro_lib.suite import RewardSuite, load_targets
     from pro_lib.targets import target_weights, uniform_weights
@@ -124,6 +124,11 @@ def evaluate_orchestrator(cfg: OrchestratorEvalConfig) -> dict:
     best_fixed = train_w.mean(axis=0)
     result = compare_weights(target, {"orchestrator": pred, "uniform": uniform_weights(suite.K),
                                       "best_fixed": best_fixed})
+    sources = np.array([p.source or "unlabelled" for p in pairs])
+    result["source_mix"] = source_mix(p.source for p in pairs)
+    result["by_source"] = {s: compare_weights(target[sources == s], {
+        "orchestrator": pred[sources == s], "uniform": uniform_weights(suite.K), "best_fixed": best_fixed})
+        for s in result["source_mix"]}
     result["objectives"] = suite.names
     result["best_fixed_vector"] = best_fixed.tolist()
     result["mean_prediction"] = pred.mean(axis=0).tolist()

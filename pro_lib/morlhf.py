@@ -225,7 +225,8 @@ class MorlhfTrainConfig:
                        choices=["train", "eval", "all"])
     eval_fraction: float = field(0.1, help="share of prompts held out for evaluation")
     split_seed: int = field(0, help="seed of the prompt split (use the same in `pro morlhf eval`)")
-    max_prompts: int | None = field(None, help="use at most this many training prompts")
+    max_prompts: int | None = field(None, help="use at most this many training prompts (a random sample stratified "
+                                               "by source, seed --seed)")
     max_prompt_tokens: int = field(256, help="skip prompts longer than this many policy tokens")
     output_dir: str = field("runs/morlhf", help="output folder: checkpoints/, policy/, train_log.jsonl, metrics.json")
     algorithm: str = field("rloo", help="trl online trainer: rloo (KL in the reward, like Eq. 9) or grpo "
@@ -290,7 +291,8 @@ class MorlhfEvalConfig:
     split: str = field("eval", help="side of the prompt split to evaluate on", choices=["train", "eval", "all"])
     eval_fraction: float | None = field(None, help="split share (default: the first run's)")
     split_seed: int | None = field(None, help="split seed (default: the first run's)")
-    max_prompts: int = field(32, help="evaluate on at most this many held-out prompts")
+    max_prompts: int = field(32, help="evaluate on at most this many held-out prompts (a random sample stratified "
+                                      "by source, seed --seed)")
     max_prompt_tokens: int | None = field(None, help="skip longer prompts (default: the first run's)")
     max_new_tokens: int | None = field(None, help="completion length (default: the first run's)")
     do_sample: bool = field(False, help="sample instead of greedy decoding")
@@ -323,9 +325,11 @@ def _local_device() -> str:
 
 def load_prompts(data: Sequence[str], *, split: str, eval_fraction: float, split_seed: int,
                  tokenizer=None, max_prompt_tokens: int | None = None,
-                 max_prompts: int | None = None) -> tuple[list[str], dict]:
-    """Unique prompts of ``data`` on one side of the deterministic split, filtered by length."""
-    from pro_lib.data import load_pairs, split_pairs
+                 max_prompts: int | None = None, seed: int = 0) -> tuple[list[str], dict]:
+    """Unique prompts of ``data`` on one side of the deterministic split, filtered by length; with
+    ``max_prompts``, a random sample (``seed``) stratified by source. ``info`` holds the per-source mix
+    before the length filter and of the prompts used."""
+    from pro_lib.data import load_pairs, source_mix, split_pairs, stratified_sample
 
     pairs = []
     for spec in data:
@@ -333,21 +337,23 @@ def load_prompts(data: Sequence[str], *, split: str, eval_fraction: float, split
     if split != "all":
         train, held = split_pairs(pairs, eval_fraction=eval_fraction, seed=split_seed)
         pairs = train if split == "train" else held
-    seen: dict[str, None] = {}
+    seen: dict[str, str | None] = {}
     for p in pairs:
-        seen.setdefault(p.prompt, None)
+        seen.setdefault(p.prompt, p.source)
     prompts = list(seen)
     n_unique = len(prompts)
     if tokenizer is not None and max_prompt_tokens:
         lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
         prompts = [p for p, n in zip(prompts, lengths) if n <= max_prompt_tokens]
-    info = {"pairs": len(pairs), "unique_prompts": n_unique, "kept_prompts": len(prompts)}
+    info = {"pairs": len(pairs), "unique_prompts": n_unique, "kept_prompts": len(prompts),
+            "source_mix_unfiltered": source_mix(seen.values())}
     if not prompts:
         raise DataError(f"no prompts left from {list(data)} (split={split}, {info}); raise "
                         "--max-prompt-tokens or use more data")
     if max_prompts is not None:
-        prompts = prompts[:max_prompts]
+        prompts = stratified_sample(prompts, max_prompts, sources=[seen[p] for p in prompts], seed=seed)
     info["used_prompts"] = len(prompts)
+    info["source_mix"] = source_mix(seen[p] for p in prompts)
     return prompts, info
 
 
@@ -488,7 +494,8 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     else:
         prompts, info = load_prompts(cfg.data, split=cfg.split, eval_fraction=cfg.eval_fraction,
                                      split_seed=cfg.split_seed, tokenizer=tokenizer,
-                                     max_prompt_tokens=cfg.max_prompt_tokens, max_prompts=cfg.max_prompts)
+                                     max_prompt_tokens=cfg.max_prompt_tokens, max_prompts=cfg.max_prompts,
+                                     seed=cfg.seed)
         w, method = resolve_weights(cfg.weights, prompts, reward.names,
                                     orchestrator=orchestrator if orchestrator is not None else cfg.orchestrator)
     dataset = build_prompt_dataset(prompts, w, reward.names)
@@ -519,6 +526,8 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     metrics: dict[str, Any] = {"method": method, "algorithm": cfg.algorithm, "steps": trainer.state.global_step,
                                "prompts": len(prompts), "train_loss": float(result.training_loss),
                                "resumed_from_step": _step_of(resume_from)}
+    if info.get("source_mix"):
+        metrics["source_mix"] = info["source_mix"]
     steps = [r for r in rows if "reward" in r]
     if steps:
         tail = steps[-max(1, len(steps) // 4):]  # last quarter of the run
@@ -664,7 +673,8 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
                                  eval_fraction=cfg.eval_fraction if cfg.eval_fraction is not None
                                  else first.get("eval_fraction", 0.1),
                                  split_seed=cfg.split_seed if cfg.split_seed is not None else first.get("split_seed", 0),
-                                 tokenizer=ref_tok, max_prompt_tokens=max_prompt_tokens, max_prompts=cfg.max_prompts)
+                                 tokenizer=ref_tok, max_prompt_tokens=max_prompt_tokens, max_prompts=cfg.max_prompts,
+                                 seed=cfg.seed)
     max_new = cfg.max_new_tokens or first.get("max_completion_length", 64)
     weight_sets: dict[str, np.ndarray] = {"uniform": np.tile(uniform_weights(len(names)), (len(prompts), 1))}
     if orchestrator is not None:
@@ -679,6 +689,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
         entries.append((_label(rinfo, f, used), f, rinfo, policies.get(str(f))))
 
     results: dict[str, dict] = {}
+    per_prompt: dict[str, np.ndarray] = {}
     samples = []
     for label, folder, rinfo, loaded in entries:
         model, tok = loaded if loaded is not None else load_policy(str(folder / "policy"))
@@ -699,6 +710,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
             wr = (parse_weights(rinfo["weights"], names)[None, :] * z).sum(axis=1)
             row["weighted_own"] = float(wr.mean())
         results[label] = row
+        per_prompt[label] = z
         for p, r, zz in zip(prompts, responses, z):
             samples.append({"policy": label, "prompt": p, "response": r, "scores": dict(zip(names, zz.tolist()))})
         if loaded is None:
@@ -708,9 +720,14 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
     curves = {label: [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines() if line.strip()]
               for label, folder, _, _ in entries if folder is not None and (folder / "train_log.jsonl").is_file()}
     plot_training_curves(curves, names, out / "curves.png")
-    table = format_table(results, names, list(weight_sets))
+    diffs = paired_differences(per_prompt, weight_sets, names, seed=cfg.seed)
+    from pro_lib.data import format_source_mix
+
+    table = (f"{len(prompts)} held-out prompts (stratified random sample, seed {cfg.seed}: "
+             f"{format_source_mix(info['source_mix'])})\n\n" + format_table(results, names, list(weight_sets))
+             + "\n\n" + format_differences(diffs))
     report = {"objectives": names, "prompts": info, "max_new_tokens": max_new, "do_sample": cfg.do_sample,
-              "weightings": list(weight_sets), "results": results,
+              "weightings": list(weight_sets), "results": results, "differences": diffs,
               "runs": {label: str(folder) for label, folder, _, _ in entries if folder is not None}}
     write_json(out / "eval.json", report)
     atomic_write_text(out / "eval_table.md", table + "\n")
@@ -719,6 +736,52 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
                if not key.endswith("_sem") and key != "n"}
     metrics["n_prompts"] = len(prompts)
     return metrics
+
+
+def paired_differences(z: dict[str, np.ndarray], weight_sets: dict[str, np.ndarray], names: Sequence[str], *,
+                       n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[dict]:
+    """Paired comparisons on the same prompts: every policy against the reference (when there is one) and
+    every pair of trained policies. Per objective and per weighting, the mean per-prompt difference with
+    a percentile interval from a bootstrap over prompts (``level``)."""
+    labels = list(z)
+    pairs = [(a, "reference") for a in labels if a != "reference" and "reference" in z]
+    trained = [lab for lab in labels if lab != "reference"]
+    pairs += [(a, b) for i, a in enumerate(trained) for b in trained[i + 1:]]
+    rng = np.random.default_rng(seed)
+    n = len(next(iter(z.values()))) if z else 0
+    idx = rng.integers(0, n, (n_boot, n)) if n else None
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    out = []
+    for a, b in pairs:
+        cols = {nm: z[a][:, k] - z[b][:, k] for k, nm in enumerate(names)}
+        for wname, w in weight_sets.items():
+            cols[f"weighted_{wname}"] = (w * (z[a] - z[b])).sum(axis=1)
+        row: dict[str, Any] = {"a": a, "b": b, "n": n, "level": level}
+        for key, d in cols.items():
+            lo, hi = np.percentile(d[idx].mean(axis=1), q) if n > 1 else (math.nan, math.nan)
+            row[key] = [float(d.mean()), float(lo), float(hi)]
+        out.append(row)
+    return out
+
+
+def format_differences(diffs: Sequence[dict]) -> str:
+    """Markdown: paired differences with their intervals and a verdict column (the interval excludes 0?)."""
+    if not diffs:
+        return ""
+    keys = [k for k in diffs[0] if k not in ("a", "b", "n", "level")]
+    pct = f"{diffs[0]['level']:.0%}"
+    lines = [f"Paired differences (a - b) on the same prompts, {pct} bootstrap intervals over prompts; "
+             "* marks an interval that excludes 0:", "",
+             "| a - b | " + " | ".join(k.replace("weighted_", "weighted (") + (")" if k.startswith("weighted_") else "")
+                                      for k in keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for r in diffs:
+        cells = []
+        for k in keys:
+            m, lo, hi = r[k]
+            sig = "*" if (lo > 0 or hi < 0) else ""
+            cells.append(f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]{sig}")
+        lines.append(f"| {r['a']} - {r['b']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def format_table(results: dict[str, dict], names: Sequence[str], weightings: Sequence[str]) -> str:

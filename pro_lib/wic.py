@@ -38,6 +38,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from pro_lib.config import field, to_dict
+from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError, DataError, ProError
 from pro_lib.io import atomic_dir, read_json, write_json, write_jsonl
 from pro_lib.targets import check_objectives, parse_weights
@@ -46,8 +47,9 @@ log = logging.getLogger(__name__)
 
 WIC_CONFIG = "wic.json"
 CONDITIONINGS = ("weights", "rewards")
-PREFERENCE_SOURCES = ("orchestrator", "dirichlet", "ric", "uniform")
+PREFERENCE_SOURCES = ("orchestrator", "dirichlet", "ric", "uniform", "orchestrator-shuffled", "orchestrator-mean")
 REJECTION_RULES = ("quantile", "topk", "none")
+OFFLINE_RESPONSES = ("chosen", "both")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,6 +419,8 @@ class SFTOptions:
     """SFT settings shared by the offline and online stages."""
 
     epochs: float = field(1.0, help="SFT epochs over the examples")
+    max_steps: int = field(-1, help="stop after this many optimizer steps, overriding --epochs (-1: off; the paper: "
+                                    "10,000 offline, 5,000 per online round)")
     learning_rate: float = field(2e-5, help="AdamW learning rate (full fine-tune; use ~1e-4 with LoRA)")
     batch_size: int = field(8, help="per-device SFT batch size")
     gradient_accumulation_steps: int = field(1, help="gradient accumulation steps")
@@ -449,7 +453,11 @@ class WICOfflineConfig(SFTOptions):
                               choices=list(CONDITIONINGS))
     tau: float = field(0.1, help="softmax temperature of w* (paper: 0.1)")
     decimals: int = field(2, help="decimals of the weights in the prompt")
-    max_examples: int | None = field(None, help="use at most this many pairs (first N after shuffling with seed)")
+    max_examples: int | None = field(None, help="use at most this many pairs (a random sample stratified by source, "
+                                                "seed --seed)")
+    responses: str = field("chosen", help="SFT on the chosen responses (PRO-WIC, paper Eq. 10) or on chosen and "
+                                          "rejected, each tagged with its own scores (both: RiC's released code)",
+                           choices=list(OFFLINE_RESPONSES))
     orchestrator: str | None = field(None, help="orchestrator recorded in the policy for generate(weights=None)")
     method: str = field("pro-wic", help="label recorded in the policy (pro-wic, ric-offline, ...)")
     ric_mapping: str = field("linf", help="conditioning=rewards only: how a preference w becomes desired rewards "
@@ -466,7 +474,9 @@ class SampleOptions:
     prompts_per_round: int = field(64, help="O: prompts per online round")
     samples_per_prompt: int = field(4, help="N: samples per prompt")
     preferences: str = field("orchestrator", help="where the weights come from: orchestrator (PRO-WIC), "
-                             "dirichlet (RiC online, Dirichlet(1)), ric (uniform over the RiC weight grid), uniform",
+                             "dirichlet (RiC online, Dirichlet(1)), ric (uniform over the RiC weight grid), uniform; "
+                             "controls: orchestrator-shuffled (the orchestrator's weights permuted across the round's "
+                             "prompts), orchestrator-mean (their mean, the same for every prompt)",
                              choices=list(PREFERENCE_SOURCES))
     dirichlet_alpha: float = field(1.0, help="concentration of the Dirichlet preference sampler")
     rejection: str = field("quantile", help="quantile: keep samples at or above the per-objective quantile "
@@ -515,6 +525,11 @@ class WICOnlineLoopConfig(SampleOptions, SFTOptions):
 
     policy: str = field("runs/wic_offline", help="the offline WIC policy to start from")
     rounds: int = field(2, help="E: online rounds")
+    replay_offline: int = field(0, help="offline SFT examples (those clearing the round rule's quantile of the offline "
+                                        "scores on any objective) mixed into each round's SFT set: 0 none, N at most "
+                                        "N (seeded), -1 all (RiC's released code mixes up to 10,000)")
+    replay_rounds: bool = field(False, help="also train each round on the kept samples of all earlier rounds "
+                                            "(RiC's released code does)")
     output_dir: str = field("runs/wic_online", help="output folder: round-<e>/ samples and policy, policy/ "
                             "(final), rounds.jsonl (acceptance, rewards, wall time per round)")
 
@@ -524,10 +539,13 @@ class WICEvalConfig:
     """Pareto evaluation: sweep preference weights, generate on held-out prompts, score, fronts, HV."""
 
     policy: str | None = field(None, help="a WIC policy to evaluate (label = its method)")
-    policies: list[str] = field(default_factory=list, help="label=folder,... to compare several policies")
+    policies: list[str] = field(default_factory=list, help="label=folder,... to compare several policies (a "
+                                                           "`pro soups train` folder is a Rewarded Soups policy)")
     suite: str = field("runs/targets/suite", help="reward suite folder (with normalisation stats)")
     data: list[str] = field(default_factory=lambda: ["runs/data/eval.jsonl"], help="held-out prompts")
-    max_prompts: int = field(32, help="held-out prompts to evaluate on")
+    max_prompts: int = field(32, help="held-out prompts to evaluate on: a random sample stratified by source "
+                                      "(seed --seed), so every source is represented in proportion")
+    seed: int = field(0, help="seed of the held-out prompt sample")
     grid_step: float = field(0.1, help="weight grid step (K=2: 0.0..1.0; K=3: simplex grid)")
     orchestrator: str | None = field(None, help="orchestrator for the 'orchestrator weights' row "
                                                 "(default: the one recorded in the policy, if any)")
@@ -585,15 +603,8 @@ def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> str:
 
 
 def load_prompts(specs: Sequence[str]) -> list[str]:
-    from pro_lib.data import load_pairs
-
-    if not specs:
-        raise ConfigError("no prompt data: give --data <file>")
-    seen: dict[str, None] = {}
-    for spec in specs:
-        for p in load_pairs(spec):
-            seen.setdefault(p.prompt, None)
-    return list(seen)
+    """Unique prompts of ``specs`` in first-seen order (``pro_lib.data.load_prompt_pool`` also gives sources)."""
+    return load_prompt_pool(specs)[0]
 
 
 def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SFTOptions, work_dir: Path,
@@ -621,7 +632,8 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
                                  target_modules="all-linear", modules_to_save=["embed_tokens", "lm_head"])
     work_dir.mkdir(parents=True, exist_ok=True)
     args = SFTConfig(
-        output_dir=str(work_dir), num_train_epochs=opts.epochs, per_device_train_batch_size=opts.batch_size,
+        output_dir=str(work_dir), num_train_epochs=opts.epochs, max_steps=opts.max_steps,
+        per_device_train_batch_size=opts.batch_size,
         gradient_accumulation_steps=opts.gradient_accumulation_steps, learning_rate=opts.learning_rate,
         max_length=opts.max_length, completion_only_loss=True, logging_steps=1, save_strategy="steps",
         save_steps=opts.save_steps, save_total_limit=1, report_to=[], seed=opts.seed, bf16=opts.bf16,
@@ -683,22 +695,29 @@ def _scratch_dir(out: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 def build_offline_examples(cfg: WICOfflineConfig, suite, tokenizer) -> tuple[list[dict], dict]:
     """Pairs -> scored chosen responses -> (prompt, response, w*, z) records."""
-    from pro_lib.data import load_pairs
+    from pro_lib.data import load_pairs, source_mix, stratified_sample
     from pro_lib.targets import target_weights
 
     pairs = []
     for spec in cfg.data:
         pairs.extend(load_pairs(spec))
-    rng = np.random.default_rng(cfg.seed)
     if cfg.max_examples is not None and cfg.max_examples < len(pairs):
-        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), cfg.max_examples, replace=False))]
+        keep = stratified_sample(range(len(pairs)), cfg.max_examples, sources=[p.source for p in pairs],
+                                 seed=cfg.seed)
+        pairs = [pairs[i] for i in sorted(keep)]
+    if cfg.responses not in OFFLINE_RESPONSES:
+        raise ConfigError(f"--responses must be one of {OFFLINE_RESPONSES}, got {cfg.responses!r}")
     prompts = [truncate_prompt(tokenizer, p.prompt, cfg.max_prompt_tokens) for p in pairs]
-    raw, z = _score(suite, [p.prompt for p in pairs], [p.chosen for p in pairs])
+    items = [(pr, p, p.chosen, "chosen") for pr, p in zip(prompts, pairs)]
+    if cfg.responses == "both":  # RiC: rejected responses too, each with its own reward tags
+        items += [(pr, p, p.rejected, "rejected") for pr, p in zip(prompts, pairs)]
+    raw, z = _score(suite, [p.prompt for _, p, _, _ in items], [r for _, _, r, _ in items])
     w = target_weights(z, cfg.tau)
-    recs = [{"prompt": pr, "response": p.chosen.strip(), "raw": raw[i], "z": z[i], "weights": w[i],
-             "source": p.source} for i, (pr, p) in enumerate(zip(prompts, pairs))]
-    info = {"n_pairs": len(pairs), "mean_target": w.mean(axis=0).tolist(),
-            "argmax_share": (np.bincount(w.argmax(axis=1), minlength=suite.K) / len(pairs)).tolist()}
+    recs = [{"prompt": pr, "response": r.strip(), "raw": raw[i], "z": z[i], "weights": w[i],
+             "source": p.source, "side": side} for i, (pr, p, r, side) in enumerate(items)]
+    info = {"n_pairs": len(pairs), "n_examples": len(recs), "responses": cfg.responses,
+            "source_mix": source_mix(p.source for p in pairs), "mean_target": w.mean(axis=0).tolist(),
+            "argmax_share": (np.bincount(w.argmax(axis=1), minlength=suite.K) / len(recs)).tolist()}
     return recs, info
 
 
@@ -734,7 +753,8 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
     examples = [{"prompt": policy.render(r["prompt"], v), "completion": r["response"]} for r, v in zip(recs, values)]
     scratch = _scratch_dir(out)
     write_jsonl(scratch / "examples.jsonl", ({"prompt": e["prompt"], "completion": e["completion"],
-                                              "weights": r["weights"], "z": r["z"]} for e, r in zip(examples, recs)))
+                                              "weights": r["weights"], "z": r["z"], "side": r["side"]}
+                                             for e, r in zip(examples, recs)))
     m = sft_train(policy, examples, cfg, scratch / "checkpoints", desc="WIC offline SFT")
     metrics = {"stage": "wic_offline", "method": cfg.method, "conditioning": cfg.conditioning,
                "objectives": suite.names, **info, **m, "wall_seconds": time.time() - t0}
@@ -754,13 +774,19 @@ def sample_preferences(source: str, prompts: Sequence[str], names: Sequence[str]
                        orchestrator=None, policy: WICPolicy | None = None, alpha: float = 1.0) -> np.ndarray:
     """(O, K) weight vectors for a round's prompts from ``source``."""
     k = len(names)
-    if source == "orchestrator":
+    if source.startswith("orchestrator"):
         if orchestrator is None and (policy is None or policy.orchestrator is None):
-            raise ConfigError("preferences=orchestrator needs --orchestrator <folder or models:/ ref>")
+            raise ConfigError(f"preferences={source} needs --orchestrator <folder or models:/ ref>")
         if policy is not None:
-            return policy.orchestrator_weights(prompts, orchestrator)
-        orchestrator.check_objectives(names, what="the policy")
-        return np.asarray(orchestrator.predict(list(prompts)), dtype=np.float32)
+            w = policy.orchestrator_weights(prompts, orchestrator)
+        else:
+            orchestrator.check_objectives(names, what="the policy")
+            w = np.asarray(orchestrator.predict(list(prompts)), dtype=np.float32)
+        if source == "orchestrator-shuffled":  # control: the same weights, no prompt information
+            return w[rng.permutation(len(w))]
+        if source == "orchestrator-mean":  # control: one constant vector, the orchestrator's mean
+            return np.tile(w.mean(axis=0, keepdims=True), (len(w), 1)).astype(np.float32)
+        return w
     if source == "dirichlet":
         return rng.dirichlet(np.full(k, alpha), size=len(prompts)).astype(np.float32)
     if source == "ric":
@@ -802,11 +828,24 @@ def rejection_mask(z: np.ndarray, weights: np.ndarray, groups: np.ndarray, opts:
     return above.all(axis=1) if opts.quantile_rule == "all" else above.any(axis=1)
 
 
-def round_prompts(prompts: Sequence[str], round_index: int, count: int, seed: int) -> list[str]:
-    """This round's O prompts: a fixed shuffle of the pool, consecutive blocks per round (wraps around)."""
+def _prompt_mix(chosen: Sequence[str], pool: Sequence[str], sources: Sequence[str | None] | None) -> dict[str, int]:
+    """Per-source counts of the prompts a stage used (``pool``/``sources`` align)."""
+    from pro_lib.data import source_mix
+
+    by_prompt = dict(zip(pool, sources if sources is not None else [None] * len(pool)))
+    return source_mix(by_prompt.get(p) for p in chosen)
+
+
+def round_prompts(prompts: Sequence[str], round_index: int, count: int, seed: int,
+                  sources: Sequence[str | None] | None = None) -> list[str]:
+    """This round's O prompts: consecutive blocks (one per round, wrapping around) of a seeded order of
+    the pool stratified by ``sources`` (``pro_lib.data.stratified_order``), so each round holds every
+    source in proportion."""
+    from pro_lib.data import stratified_order
+
     if not prompts:
         raise DataError("no prompts to sample from")
-    order = np.random.default_rng(seed).permutation(len(prompts))
+    order = stratified_order(sources if sources is not None else [None] * len(prompts), seed)
     start = (round_index - 1) * count
     return [prompts[order[(start + i) % len(prompts)]] for i in range(min(count, len(prompts)))]
 
@@ -863,13 +902,14 @@ def sample_online_round(cfg: WICSampleConfig, *, suite=None, policy: WICPolicy |
     """One round's sampling half. Writes samples.jsonl (all), kept.jsonl and metrics.json into output_dir."""
     suite = suite or _load_suite(cfg.suite, what="wic sample")
     policy = policy or WICPolicy.from_pretrained(cfg.policy, device=_device(None))
-    if orchestrator is None and cfg.orchestrator and cfg.preferences == "orchestrator":
+    if orchestrator is None and cfg.orchestrator and cfg.preferences.startswith("orchestrator"):
         orchestrator = cfg.orchestrator
-    pool = load_prompts(cfg.data)
-    prompts = [truncate_prompt(policy.tokenizer, p, 256) for p in
-               round_prompts(pool, cfg.round_index, cfg.prompts_per_round, cfg.seed)]
+    pool, sources = load_prompt_pool(cfg.data)
+    chosen = round_prompts(pool, cfg.round_index, cfg.prompts_per_round, cfg.seed, sources=sources)
+    prompts = [truncate_prompt(policy.tokenizer, p, 256) for p in chosen]
     recs, metrics = run_sampling_round(policy, suite, prompts, cfg, round_index=cfg.round_index, seed=cfg.seed,
                                        orchestrator=orchestrator)
+    metrics["source_mix"] = _prompt_mix(chosen, pool, sources)
     with atomic_dir(cfg.output_dir) as tmp:
         write_jsonl(tmp / "samples.jsonl", recs)
         write_jsonl(tmp / "kept.jsonl", (r for r in recs if r["kept"]))
@@ -893,6 +933,24 @@ def _kept_examples(policy: WICPolicy, recs: Sequence[Mapping]) -> list[dict]:
             values = np.asarray(r["weights"], dtype=np.float64)
         out.append({"prompt": policy.render(r["prompt"], values), "completion": r["response"]})
     return out
+
+
+def offline_replay(cfg: WICOnlineLoopConfig) -> list[dict]:
+    """The offline SFT examples (``<cfg.policy>/examples.jsonl``, written by the offline stage) that clear
+    ``cfg.quantile`` of the offline scores on any objective, at most ``cfg.replay_offline`` of them
+    (seeded; -1: all): what RiC's released code mixes into every online round's SFT set."""
+    if not cfg.replay_offline:
+        return []
+    path = Path(cfg.policy) / "examples.jsonl"
+    if not path.is_file():
+        raise DataError(f"--replay-offline needs the offline stage's examples at {path}; start the online stage "
+                        "from a policy written by `pro wic offline` / `pro ric offline`, or pass --replay-offline 0")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    z = np.array([r["z"] for r in rows], dtype=np.float64)
+    keep = np.flatnonzero((z >= np.quantile(z, cfg.quantile, axis=0)[None]).any(axis=1))
+    if cfg.replay_offline > 0 and len(keep) > cfg.replay_offline:
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(keep, cfg.replay_offline, replace=False))
+    return [{"prompt": rows[i]["prompt"], "completion": rows[i]["completion"]} for i in keep]
 
 
 def _read_kept(spec: str) -> list[dict]:
@@ -927,17 +985,31 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
 
 
 def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICPolicy, suite, pool: Sequence[str],
-                     orchestrator=None) -> tuple[WICPolicy, dict]:
-    """One full online round in memory: sample + score + reject, then SFT; saves round-<e>/."""
+                     orchestrator=None, sources: Sequence[str | None] | None = None,
+                     replay: Sequence[Mapping[str, str]] | None = None) -> tuple[WICPolicy, dict]:
+    """One full online round in memory: sample + score + reject, then SFT; saves round-<e>/.
+
+    ``sources``: each pool prompt's source; the round's prompts are stratified by it. ``replay``: offline
+    SFT examples mixed into this round's SFT set (``offline_replay``); with ``cfg.replay_rounds`` the
+    kept samples of earlier rounds join it too (RiC's released code does both)."""
     t0 = time.time()
     rdir = Path(cfg.output_dir) / f"round-{round_index}"
-    prompts = [truncate_prompt(policy.tokenizer, p, cfg.max_prompt_tokens)
-               for p in round_prompts(pool, round_index, cfg.prompts_per_round, cfg.seed)]
+    chosen = round_prompts(pool, round_index, cfg.prompts_per_round, cfg.seed, sources=sources)
+    prompts = [truncate_prompt(policy.tokenizer, p, cfg.max_prompt_tokens) for p in chosen]
     recs, metrics = run_sampling_round(policy, suite, prompts, cfg, round_index=round_index, seed=cfg.seed,
                                        orchestrator=orchestrator)
+    metrics["source_mix"] = _prompt_mix(chosen, pool, sources)
     write_jsonl(rdir / "samples.jsonl", recs)
     sft_opts = dataclasses.replace(cfg, seed=cfg.seed + round_index)
     examples = _kept_examples(policy, recs)
+    previous = []
+    if cfg.replay_rounds:  # RiC: every earlier round's kept samples stay in the SFT set
+        for e in range(1, round_index):
+            previous += _kept_examples(policy, _read_kept(str(Path(cfg.output_dir) / f"round-{e}" / "samples.jsonl")))
+    replay = list(replay or [])
+    metrics.update({"sft_examples_new": len(examples), "sft_examples_previous_rounds": len(previous),
+                    "sft_examples_offline": len(replay)})
+    examples = examples + previous + replay
     work = Path(cfg.output_dir) / f".round-{round_index}.work"
     work.mkdir(parents=True, exist_ok=True)
     if examples:
@@ -960,7 +1032,7 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     suite = suite or _load_suite(cfg.suite, what="wic online")
-    if cfg.preferences == "orchestrator" and orchestrator is None:
+    if cfg.preferences.startswith("orchestrator") and orchestrator is None:
         if not cfg.orchestrator and (policy is None or policy.orchestrator is None):
             raise ConfigError("preferences=orchestrator needs --orchestrator <folder or models:/ ref> "
                               "(or use --preferences dirichlet|ric for RiC online)")
@@ -968,7 +1040,8 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
             from pro_lib.orchestrator import PreferenceOrchestrator
 
             orchestrator = PreferenceOrchestrator.from_pretrained(cfg.orchestrator)
-    pool = load_prompts(cfg.data)
+    pool, sources = load_prompt_pool(cfg.data)
+    replay = offline_replay(cfg)
     history = []
     start = 1
     for e in range(cfg.rounds, 0, -1):  # resume after the last finished round
@@ -983,7 +1056,8 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
     elif policy is None:
         policy = WICPolicy.from_pretrained(cfg.policy)
     for e in range(start, cfg.rounds + 1):
-        policy, m = wic_online_round(cfg, e, policy=policy, suite=suite, pool=pool, orchestrator=orchestrator)
+        policy, m = wic_online_round(cfg, e, policy=policy, suite=suite, pool=pool, orchestrator=orchestrator,
+                                     sources=sources, replay=replay)
         log.info("round %d: acceptance %.3f, weighted reward %.3f, %.0fs", e, m["acceptance_rate"],
                  m["mean_weighted_reward"], m["round_seconds"])
         history.append(m)
@@ -1091,6 +1165,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     Writes eval.json, pareto.csv, pareto.png, eval_table.md, samples.jsonl into output_dir.
     Metrics: hypervolume (of the first policy), hypervolume_<label>, and the equal-weight means.
     """
+    from pro_lib.data import format_source_mix, stratified_sample
     from pro_lib.pareto import (bootstrap_fronts, hypervolume, pareto_mask, plot_fronts, weight_grid,
                                 weight_response, write_front_csv)
 
@@ -1104,11 +1179,18 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     if not any(np.allclose(g, 1.0 / k) for g in grid):
         grid = np.vstack([grid, np.full(k, 1.0 / k, dtype=np.float32)])
     equal_idx = int(np.argmin(np.abs(grid - 1.0 / k).sum(axis=1)))
-    pool = load_prompts(cfg.data)[: cfg.max_prompts]
+    all_prompts, all_sources = load_prompt_pool(cfg.data)
+    pool = stratified_sample(all_prompts, cfg.max_prompts, sources=all_sources, seed=cfg.seed)
+    mix = _prompt_mix(pool, all_prompts, all_sources)
     loaded: dict[str, WICPolicy] = dict(policies or {})
     if not loaded:
         for label, path in _eval_policies(cfg):
-            pol = WICPolicy.from_pretrained(path, device=_device(cfg.device))
+            if (Path(path) / "soups.json").is_file():  # Rewarded Soups: experts interpolated per grid weight
+                from pro_lib.soups import SoupPolicy
+
+                pol = SoupPolicy.load(path, device=_device(cfg.device))
+            else:
+                pol = WICPolicy.from_pretrained(path, device=_device(cfg.device))
             loaded[label or pol.method or Path(path).name] = pol
     if cfg.ric_mapping:
         if cfg.ric_mapping not in RIC_MAPPINGS:
@@ -1125,8 +1207,11 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     for i, (label, pol) in enumerate(loaded.items()):
         check_objectives(pol.objectives, suite.names, got_what=f"policy {label}", expected_what="the reward suite")
         prompts = [truncate_prompt(pol.tokenizer, p, cfg.max_prompt_tokens) for p in pool]
-        res = evaluate_policy_grid(pol, suite, prompts, grid, max_new_tokens=cfg.max_new_tokens,
-                                   batch_size=cfg.gen_batch_size, orchestrator=orchestrator)
+        grid_eval = getattr(pol, "evaluate_grid", None)  # a SoupPolicy evaluates itself
+        res = (grid_eval(suite, prompts, grid, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
+                         orchestrator=orchestrator) if grid_eval is not None else
+               evaluate_policy_grid(pol, suite, prompts, grid, max_new_tokens=cfg.max_new_tokens,
+                                    batch_size=cfg.gen_batch_size, orchestrator=orchestrator))
         hv = hypervolume(res["points"], ref)
         results[label] = res
         for w, p, s in zip(grid, res["points"], res["sem"]):
@@ -1164,7 +1249,8 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     boot = (bootstrap_fronts({lab: r["grid_z"] for lab, r in results.items()}, grid, ref, n_boot=cfg.bootstrap)
             if cfg.bootstrap > 0 else {})
     table = ("Mean normalised reward (z-score under the suite's stats) on "
-             f"{len(pool)} held-out prompts, greedy decoding, max {cfg.max_new_tokens} new tokens.\n\n"
+             f"{len(pool)} held-out prompts (stratified random sample, seed {cfg.seed}: {format_source_mix(mix)}), "
+             f"greedy decoding, max {cfg.max_new_tokens} new tokens.\n\n"
              + equal_weight_table(table_rows, suite.names)
              + f"\nHypervolume of each front (reference point {ref}, normalised reward units, grid step {cfg.grid_step}):\n\n"
              + "| method | hypervolume | grid points on the front |\n|---|---|---|\n"
@@ -1178,7 +1264,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
         (tmp / "eval_table.md").write_text(table)
         write_jsonl(tmp / "samples.jsonl", samples)
         write_json(tmp / "eval.json", {
-            "objectives": suite.names, "grid": grid, "reference": ref, "n_prompts": len(pool),
+            "objectives": suite.names, "grid": grid, "reference": ref, "n_prompts": len(pool), "source_mix": mix,
             "max_new_tokens": cfg.max_new_tokens, "metrics": metrics, "bootstrap": boot,
             "methods": {lab: {"points": r["points"], "sem": r["sem"], "hypervolume": hypervolume(r["points"], ref),
                               "orchestrator_point": r.get("orchestrator_point"),
@@ -1214,6 +1300,9 @@ class RiCOfflineConfig(WICOfflineConfig):
                               choices=list(CONDITIONINGS))
     method: str = field("ric-offline", help="label recorded in the policy")
     output_dir: str = field("runs/ric_offline", help="output folder: the RiC policy, metrics.json")
+    responses: str = field("both", help="both (RiC's released code: chosen and rejected, each tagged with its own "
+                                        "rewards) or chosen (the same SFT set as PRO-WIC)",
+                           choices=list(OFFLINE_RESPONSES))
 
 
 @dataclass
@@ -1224,4 +1313,8 @@ class RiCOnlineConfig(WICOnlineLoopConfig):
     policy: str = field("runs/ric_offline", help="the RiC offline policy to start from")
     preferences: str = field("ric", help="ric (uniform over RiC's 0.1 weight grid) or dirichlet",
                              choices=list(PREFERENCE_SOURCES))
+    replay_offline: int = field(-1, help="offline examples clearing the quantile on any objective mixed into each "
+                                         "round's SFT set (RiC's released code: up to 10,000; -1 all, 0 none)")
+    replay_rounds: bool = field(True, help="train each round on the kept samples of earlier rounds too (RiC's "
+                                           "released code); --no-replay-rounds for fresh samples only")
     output_dir: str = field("runs/ric_online", help="output folder (as for `pro wic online`)")

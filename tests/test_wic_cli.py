@@ -56,7 +56,9 @@ def test_shipped_configs_build():
     repo = Path(__file__).resolve().parents[1]
     files = sorted((repo / "configs").glob("wic*.yaml"))
     assert files, "configs/wic*.yaml are missing"
-    classes = {"offline": wic.WICOfflineConfig, "ric_offline": wic.RiCOfflineConfig,
+    from pro_lib.soups import SoupsTrainConfig
+
+    classes = {"offline": wic.WICOfflineConfig, "ric_offline": wic.RiCOfflineConfig, "soups": SoupsTrainConfig,
                "online": wic.WICOnlineLoopConfig, "ric_online": wic.RiCOnlineConfig, "eval": wic.WICEvalConfig}
     for f in files:
         data = yaml.safe_load(f.read_text())

@@ -1,10 +1,12 @@
-"""`pro wic`, `pro ric` and `pro generate`: weights-in-context policies (PRO-WIC) and the RiC baselines.
+"""`pro wic`, `pro ric`, `pro soups` and `pro generate`: weights-in-context policies (PRO-WIC), the RiC and
+Rewarded Soups baselines.
 
     pro wic offline --policy smollm2 --data runs/data/train.jsonl --suite runs/targets/suite
     pro wic online  --policy runs/wic_offline --orchestrator runs/orchestrator --rounds 2
     pro ric offline --policy smollm2 --data runs/data/train.jsonl --suite runs/targets/suite
     pro ric online  --policy runs/ric_offline --preferences ric --rounds 2
-    pro wic eval    --policies PRO-WIC=runs/wic_online/policy,RiC=runs/ric_online/policy
+    pro soups train --policy smollm2 --data runs/data/train.jsonl --suite runs/targets/suite --output-dir runs/soups
+    pro wic eval    --policies PRO-WIC=runs/wic_online/policy,RiC=runs/ric_online/policy,Soups=runs/soups
     pro generate "How do I bake bread?" --policy runs/wic_online/policy --weights helpful=0.7,harmless=0.3
 """
 
@@ -71,6 +73,17 @@ def register(subparsers) -> None:
               "RiC offline: SFT with the responses' own rewards in the prompt", after=_show_policy)
     add_stage(s, "online", wic.RiCOnlineConfig, wic.wic_online,
               "RiC online: E rounds with random preferences (RiC grid or Dirichlet)", after=_show_online)
+
+    from pro_lib import soups
+
+    p = subparsers.add_parser("soups", help="Rewarded Soups baseline: one expert per objective, interpolated at test time",
+                              description=(soups.__doc__ or "").split("\n\n")[0])
+    s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add_stage(s, "train", soups.SoupsTrainConfig, soups.train_soups,
+              "train one expert per objective (SFT on the responses that objective scores higher)")
+    add_stage(s, "eval", wic.WICEvalConfig, wic.evaluate_wic,
+              "weight-grid sweep of soups (and WIC policies) on held-out prompts: the same fronts and hypervolume "
+              "as `pro wic eval`", after=_show_eval)
 
     g = subparsers.add_parser(
         "generate", help="generate with a WIC policy under given (or the orchestrator's) weights",

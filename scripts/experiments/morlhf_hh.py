@@ -7,7 +7,8 @@ the Preference Orchestrator (runs/hh/orchestrator).
 
 1. PRO-MORLHF: RLOO on sum_k f(x)_k r_k(x, y) - beta KL, weights from the orchestrator per prompt;
 2. MORLHF: the same with fixed uniform weights;
-3. held-out evaluation (greedy completions of unseen prompts): mean normalised reward per objective
+3. held-out evaluation (greedy completions of unseen prompts, a random sample stratified by source; the
+   training prompts are one too): mean normalised reward per objective
    and the weighted reward under the orchestrator's and uniform weights, for both policies and the
    untrained reference; training reward curves of both runs on one plot (paper Figure 3).
 
@@ -38,13 +39,15 @@ def main() -> int:
     ap.add_argument("--hh", default=str(REPO / "runs" / "hh"), help="output folder of orchestrator_hh.py")
     ap.add_argument("--out", default=str(REPO / "runs" / "morlhf_hh"), help="output folder")
     ap.add_argument("--steps", type=int, default=None, help="override max_steps of the config")
-    ap.add_argument("--eval-prompts", type=int, default=24, help="held-out prompts to evaluate on")
+    ap.add_argument("--eval-prompts", type=int, default=48, help="held-out prompts to evaluate on (a random sample "
+                                                                   "stratified by source)")
     ap.add_argument("--force", action="store_true", help="redo every step")
     args = ap.parse_args()
 
     import torch
 
     from pro_lib.config import build_config, load_yaml_config
+    from pro_lib.data import format_source_mix
     from pro_lib.morlhf import MorlhfEvalConfig, MorlhfTrainConfig, evaluate_morlhf, train_morlhf
 
     torch.set_num_threads(2)
@@ -87,7 +90,8 @@ def main() -> int:
         "# PRO-MORLHF vs MORLHF on HH-RLHF (SmolLM2-135M-Instruct, CPU)", "",
         f"command: `flock /tmp/pro-heavy.lock .venv/bin/python scripts/experiments/morlhf_hh.py`; "
         f"settings: {Path(args.config).name}", "",
-        "Held-out mean normalised reward (± s.e.m.) of greedy completions:", "", table, "",
+        "Held-out mean normalised reward (± s.e.m.) of greedy completions, and paired differences with 95% "
+        "bootstrap intervals over prompts:", "", table, "",
         "Training curves: eval/curves.png", "",
         "Final training reward (mean of the last quarter of steps):", "",
     ]
@@ -95,8 +99,9 @@ def main() -> int:
         m = json.loads((Path(folder) / "metrics.json").read_text())
         parts = [f"{k.removeprefix('final_')}={v:+.3f}" for k, v in m.items()
                  if k.startswith("final_") and isinstance(v, float)]
-        summary.append(f"- {method}: {m['steps']} steps; first weighted reward {m.get('first_weighted_reward', 0):+.3f}; "
-                       + ", ".join(parts))
+        summary.append(f"- {method}: {m['steps']} steps on {m.get('prompts')} training prompts "
+                       f"({format_source_mix(m.get('source_mix') or {})}); first weighted reward "
+                       f"{m.get('first_weighted_reward', 0):+.3f}; " + ", ".join(parts))
     summary += ["", f"wall time: {json.dumps(timings)} s (total {time.time() - t0:.0f} s)"]
     (out / "summary.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))

@@ -110,9 +110,20 @@ def main() -> int:
               "## Reward models: held-out pairwise accuracy (95% Wilson interval)", "```",
               reward_eval_table(rm_rows), "```", "",
               "## Preference Orchestrator vs fixed weights on held-out prompts"]
+    from pro_lib.data import format_source_mix
+
     for loss, res in results.items():
         report += ["", f"orchestrator trained with {loss}" + (" (paper)" if loss == "reverse_kl" else ""),
+                   f"held-out prompts by source: {format_source_mix(res.get('source_mix') or {})}",
                    "```", format_table(res), "```"]
+        for src, sub in (res.get("by_source") or {}).items():
+            report += [f"{src} only:", "```", format_table(sub), "```"]
+        if "mse_ratio_ci_high" in res:
+            lo, hi = res["mse_ratio_ci_low"], res["mse_ratio_ci_high"]
+            verdict = ("lower squared error than the best fixed vector (interval below 1)" if hi < 1 else
+                       "higher squared error than the best fixed vector (interval above 1)" if lo > 1 else
+                       "no significant difference from the best fixed vector (interval contains 1)")
+            report.append(f"verdict ({loss}): {verdict}")
     report += ["",
               f"best fixed vector (mean w* on train): {dict(zip(result['objectives'], map(lambda v: round(v, 3), result['best_fixed_vector'])))}",
               f"wall time of this invocation: {time.time() - t0:.0f} s" + (" (--quick: not meaningful)" if args.quick else "")]

@@ -1,16 +1,19 @@
 #!/usr/bin/env python
-"""PRO-WIC vs RiC offline vs RiC online on the shared HH-RLHF data with the bundled SmolLM2-135M-Instruct.
+"""PRO-WIC vs RiC offline vs RiC online vs Rewarded Soups on the shared HH-RLHF data (bundled SmolLM2-135M-Instruct).
 
 Needs the outputs of scripts/experiments/orchestrator_hh.py: the split (runs/hh/data), the HH reward
 suite (runs/hh/suite: helpful + harmless reward models with normalisation stats) and the Preference
 Orchestrator (runs/hh/orchestrator).
 
-1. offline SFT, the same pairs and SFT settings for both conditionings:
-   PRO-WIC offline (w* = softmax(z / 0.1) in the prompt) and RiC offline (the response's own rewards);
+1. offline SFT, the same pairs and SFT settings for every method:
+   PRO-WIC offline (w* = softmax(z / 0.1) in the prompt), RiC offline (chosen and rejected responses with
+   their own rewards in the prompt, as RiC's released code) and Rewarded Soups (one expert per objective,
+   SFT on the responses that objective scores higher);
 2. online rounds with the same budget (rounds x prompts x samples): PRO-WIC (orchestrator weights)
    from the PRO-WIC offline policy, RiC online (random preferences on RiC's weight grid) from the RiC
-   offline policy; acceptance rate, mean rewards and wall time per round are logged;
-3. evaluation on held-out prompts: weight-grid sweep, Pareto fronts (CSV + PNG), the equal-weight
+   offline policy (each RiC round also trains on the filtered offline data and earlier rounds' samples,
+   as RiC's released code); acceptance rate, mean rewards and wall time per round are logged;
+3. evaluation on held-out prompts (a random sample stratified by source): weight-grid sweep, Pareto fronts (CSV + PNG), the equal-weight
    table with an "orchestrator weights" row per method, hypervolume against a stated reference.
 
 Settings: configs/wic_hh.yaml (a smoke-scale CPU budget). Each finished step is skipped when re-run
@@ -47,6 +50,7 @@ def main() -> int:
     from pro_lib import wic
     from pro_lib.config import build_config, load_yaml_config
     from pro_lib.io import read_json
+    from pro_lib.soups import SoupsTrainConfig, train_soups
 
     torch.set_num_threads(args.threads)
     hh, out = Path(args.hh), Path(args.out)
@@ -76,6 +80,9 @@ def main() -> int:
     ric_off = build_config(wic.RiCOfflineConfig, {**cfg["ric_offline"], **common,
                                                   "output_dir": str(out / "ric_offline")}, where="ric_offline")
     step("RiC offline", out / "ric_offline" / "wic.json", lambda: wic.train_wic_offline(ric_off))
+    soups_cfg = build_config(SoupsTrainConfig, {**cfg["soups"], **common, "orchestrator": orch,
+                                                "output_dir": str(out / "soups")}, where="soups")
+    step("Rewarded Soups experts", out / "soups" / "soups.json", lambda: train_soups(soups_cfg))
 
     on = build_config(wic.WICOnlineLoopConfig, {**cfg["online"], **common, "orchestrator": orch,
                                                 "policy": off.output_dir, "output_dir": str(out / "pro_wic_online")},
@@ -88,25 +95,32 @@ def main() -> int:
     ev = build_config(wic.WICEvalConfig, {
         **cfg["eval"], "suite": suite_dir, "data": [held_out], "orchestrator": orch, "output_dir": str(out / "eval"),
         "policies": [f"RiC offline={ric_off.output_dir}", f"RiC online={out / 'ric_online' / 'policy'}",
-                     f"PRO-WIC={out / 'pro_wic_online' / 'policy'}"]}, where="eval")
+                     f"Rewarded Soups={soups_cfg.output_dir}", f"PRO-WIC={out / 'pro_wic_online' / 'policy'}"]},
+        where="eval")
     step("evaluation", out / "eval" / "eval.json", lambda: wic.evaluate_wic(ev))
 
     # summary ------------------------------------------------------------------------------------
     evj = read_json(out / "eval" / "eval.json")
-    lines = ["# PRO-WIC vs RiC on HH-RLHF (SmolLM2-135M-Instruct, CPU smoke scale)", "",
+    from pro_lib.data import format_source_mix
+
+    lines = ["# PRO-WIC vs RiC vs Rewarded Soups on HH-RLHF (SmolLM2-135M-Instruct, CPU smoke scale)", "",
              f"Settings: {Path(args.config).name}; reward suite {suite_dir}; orchestrator {orch}.", "",
+             f"Held-out prompts by source: {format_source_mix(evj.get('source_mix') or {})}.", "",
              (out / "eval" / "eval_table.md").read_text().rstrip(), "",
              "## Online rounds (same budget per method)", "",
-             "| method | round | samples | kept | acceptance | mean weighted reward | "
-             + " | ".join(f"mean {n}" for n in evj["objectives"]) + " | round seconds |",
-             "|---|---|---|---|---|---|" + "---|" * len(evj["objectives"]) + "---|"]
+             "| method | round | prompts by source | samples | kept | acceptance | mean weighted reward | "
+             + " | ".join(f"mean {n}" for n in evj["objectives"]) + " | SFT examples (new + earlier + offline) "
+             "| round seconds |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(evj["objectives"]) + "---|---|"]
     for label, folder in (("PRO-WIC (orchestrator)", "pro_wic_online"), ("RiC online (random)", "ric_online")):
         m = read_json(out / folder / "metrics.json")
         for r in m["per_round"]:
-            lines.append(f"| {label} | {r['round']} | {r['samples']} | {r['kept']} | {r['acceptance_rate']:.3f} | "
-                         f"{r['mean_weighted_reward']:+.3f} | "
+            sft = (f"{r.get('sft_examples', 0)} ({r.get('sft_examples_new', 0)} + "
+                   f"{r.get('sft_examples_previous_rounds', 0)} + {r.get('sft_examples_offline', 0)})")
+            lines.append(f"| {label} | {r['round']} | {format_source_mix(r.get('source_mix') or {})} | {r['samples']} | "
+                         f"{r['kept']} | {r['acceptance_rate']:.3f} | {r['mean_weighted_reward']:+.3f} | "
                          + " | ".join(f"{r[f'mean_reward_{n}']:+.3f}" for n in evj["objectives"])
-                         + f" | {r['round_seconds']:.0f} |")
+                         + f" | {sft} | {r['round_seconds']:.0f} |")
     hv = {lab: v["hypervolume"] for lab, v in evj["methods"].items()}
     best = max(hv, key=hv.get)
     lines += ["", f"Highest hypervolume: **{best}** ({hv[best]:.4f}); all: "

@@ -1,0 +1,183 @@
+"""Rewarded Soups (Rame et al., 2023), the paper's third test-time baseline.
+
+One expert policy per objective, each fine-tuned from the same base; at test time a preference
+vector w picks the policy whose parameters are the w-weighted average of the experts',
+theta(w) = sum_k w_k theta_k (linear interpolation of weights; no prompt tags).
+
+    pro soups train --policy smollm2 --data runs/data/train.jsonl --suite runs/hh/suite --output-dir runs/soups
+    pro soups eval  --policies "Rewarded Soups=runs/soups,PRO-WIC=runs/wic_online/policy" ...
+
+Experts: the paper's Rewarded Soups trains each expert with single-objective RL; PRO trains each by
+SFT on that objective's best responses (of each preference pair, the response, chosen or rejected,
+that the objective's reward model scores higher), the same offline data and SFT settings as PRO-WIC
+and RiC offline. ``pro soups eval`` is ``pro wic eval``: a soups folder goes beside WIC policies on
+the same weight grid, Pareto plot, hypervolume table and bootstrap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pro_lib.config import field, to_dict
+from pro_lib.errors import CheckpointError, ConfigError
+from pro_lib.io import read_json, write_json
+from pro_lib.wic import SFTOptions, WICPolicy, _finish_policy, _load_suite, _scratch_dir, _score, sft_train
+
+SOUPS_CONFIG = "soups.json"
+
+
+@dataclass
+class SoupsTrainConfig(SFTOptions):
+    """Rewarded Soups: one expert per objective, SFT on the responses that objective scores higher."""
+
+    policy: str = field("smollm2", help="base policy every expert starts from ('smollm2', a folder, a hub name)")
+    data: list[str] = field(default_factory=lambda: ["runs/data/train.jsonl"],
+                            help="preference pairs (load_pairs specs): both responses of each pair are candidates")
+    suite: str = field("runs/targets/suite", help="reward suite folder (one objective per expert)")
+    output_dir: str = field("runs/soups", help="output folder: soups.json and one expert policy per objective")
+    max_examples: int | None = field(None, help="use at most this many pairs (a random sample stratified by source, "
+                                                "seed --seed)")
+    orchestrator: str | None = field(None, help="orchestrator recorded for the 'orchestrator weights' evaluation row")
+
+
+def expert_examples(cfg: SoupsTrainConfig, suite, tokenizer) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """(records, z_chosen, z_rejected): the sampled pairs with both responses scored (normalised)."""
+    from pro_lib.data import load_pairs, stratified_sample
+    from pro_lib.wic import truncate_prompt
+
+    pairs = [p for spec in cfg.data for p in load_pairs(spec)]
+    if cfg.max_examples is not None and cfg.max_examples < len(pairs):
+        keep = stratified_sample(range(len(pairs)), cfg.max_examples, sources=[p.source for p in pairs], seed=cfg.seed)
+        pairs = [pairs[i] for i in sorted(keep)]
+    _, zc = _score(suite, [p.prompt for p in pairs], [p.chosen for p in pairs])
+    _, zr = _score(suite, [p.prompt for p in pairs], [p.rejected for p in pairs])
+    recs = [{"prompt": truncate_prompt(tokenizer, p.prompt, cfg.max_prompt_tokens), "chosen": p.chosen.strip(),
+             "rejected": p.rejected.strip(), "source": p.source} for p in pairs]
+    return recs, zc, zr
+
+
+def train_soups(cfg: SoupsTrainConfig, *, suite=None) -> dict:
+    """Train one expert per objective (resumable per expert); writes ``<output_dir>/soups.json``."""
+    from pro_lib.policy import load_policy
+
+    t0 = time.time()
+    out = Path(cfg.output_dir)
+    suite = suite or _load_suite(cfg.suite, what="soups train")
+    metrics: dict[str, Any] = {"objectives": suite.names}
+    recs = zc = zr = None
+    for k, name in enumerate(suite.names):
+        folder = out / name
+        if (folder / "wic.json").is_file():
+            metrics[f"{name}_skipped"] = 1
+            continue
+        model, tok = load_policy(cfg.policy)
+        expert = WICPolicy(model, tok, suite.names, method=f"soups-expert-{name}", orchestrator=cfg.orchestrator)
+        if recs is None:
+            recs, zc, zr = expert_examples(cfg, suite, tok)
+        take_rejected = zr[:, k] > zc[:, k]
+        examples = [{"prompt": expert.render_plain(r["prompt"]),
+                     "completion": r["rejected"] if rej else r["chosen"]} for r, rej in zip(recs, take_rejected)]
+        scratch = _scratch_dir(folder)
+        m = sft_train(expert, examples, cfg, scratch / "checkpoints", desc=f"Rewarded Soups expert {name}")
+        write_json(scratch / "metrics.json", {"stage": "soups_expert", "objective": name, **m,
+                                             "rejected_share": float(take_rejected.mean())})
+        _finish_policy(expert, folder, scratch)
+        metrics.update({f"{name}_sft_loss_last": m["sft_loss_last"], f"{name}_sft_steps": m["sft_steps"],
+                        f"{name}_rejected_share": float(take_rejected.mean())})
+    write_json(out / SOUPS_CONFIG, {"method": "rewarded-soups", "objectives": suite.names,
+                                    "experts": {n: n for n in suite.names}, "orchestrator": cfg.orchestrator,
+                                    "config": to_dict(cfg)})
+    metrics["wall_seconds"] = time.time() - t0
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def is_soup(path: str | Path) -> bool:
+    return (Path(path) / SOUPS_CONFIG).is_file()
+
+
+class SoupPolicy:
+    """The experts of a ``pro soups train`` folder, interpolated in parameter space per preference vector."""
+
+    conditioning = "soup"
+
+    def __init__(self, experts: dict[str, WICPolicy], *, orchestrator: str | None = None, method="rewarded-soups"):
+        self.objectives = list(experts)
+        self.method, self.orchestrator = method, orchestrator
+        first = experts[self.objectives[0]]
+        self.policy = first  # its model receives the interpolated parameters
+        self.tokenizer = first.tokenizer
+        self._states = [{k: v.detach().clone() for k, v in e.model.state_dict().items()} for e in experts.values()]
+        keys = set(self._states[0])
+        if any(set(s) != keys for s in self._states[1:]):
+            raise CheckpointError("the experts of a soup must share one architecture (train them from the same base)")
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> "SoupPolicy":
+        path = Path(path)
+        meta = read_json(path / SOUPS_CONFIG)
+        if not isinstance(meta, dict) or not meta.get("experts"):
+            raise CheckpointError(f"{path / SOUPS_CONFIG} lists no experts; re-run `pro soups train`")
+        experts = {name: WICPolicy.from_pretrained(path / sub, device=device) for name, sub in meta["experts"].items()}
+        return cls(experts, orchestrator=meta.get("orchestrator"), method=meta.get("method", "rewarded-soups"))
+
+    def set_weights(self, w: Sequence[float]) -> None:
+        """Load theta(w) = sum_k w_k theta_k into the policy's model."""
+        import torch
+
+        w = np.asarray(w, dtype=np.float64).reshape(-1)
+        if len(w) != len(self.objectives) or np.any(w < 0) or not math.isclose(w.sum(), 1.0, abs_tol=1e-4):
+            raise ConfigError(f"a soup needs one non-negative weight per objective {self.objectives}, summing to 1; "
+                              f"got {w.tolist()}")
+        mixed = {}
+        for key, ref in self._states[0].items():
+            if ref.is_floating_point():
+                mixed[key] = sum(float(wk) * s[key].to(torch.float32) for wk, s in zip(w, self._states)).to(ref.dtype)
+            else:
+                mixed[key] = ref
+        self.policy.model.load_state_dict(mixed)
+
+    def generate(self, prompts: Sequence[str], weights: Sequence[float], **gen_kwargs) -> list[str]:
+        self.set_weights(weights)
+        return self.policy.generate_texts([self.policy.render_plain(p) for p in prompts], **gen_kwargs)
+
+    def orchestrator_weights(self, prompts: Sequence[str], orchestrator: Any = None) -> np.ndarray:
+        return self.policy.orchestrator_weights(prompts, orchestrator if orchestrator is not None else self.orchestrator)
+
+    def evaluate_grid(self, suite, prompts: Sequence[str], grid: np.ndarray, *, max_new_tokens: int,
+                      batch_size: int, orchestrator=None) -> dict:
+        """As ``wic.evaluate_policy_grid``: greedy responses at each grid weight, scored; the orchestrator
+        row uses each prompt's response at the grid point nearest to its orchestrator weights (a soup is
+        one model per weight vector, so per-prompt weights are rounded to the grid)."""
+        import logging
+
+        from pro_lib.errors import ProError
+
+        n, k = len(prompts), suite.K
+        responses: list[str] = []
+        for g, w in enumerate(grid):
+            responses += self.generate(prompts, w, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                       do_sample=False, progress=True, desc=f"soup {g + 1}/{len(grid)}")
+        _, z = _score(suite, list(prompts) * len(grid), responses)
+        zg = z.reshape(len(grid), n, k)
+        res = {"points": zg.mean(axis=1), "responses": responses, "z": z,
+               "sem": zg.std(axis=1, ddof=1) / math.sqrt(max(n - 1, 1)) if n > 1 else np.zeros((len(grid), k))}
+        try:
+            ow = self.orchestrator_weights(prompts, orchestrator) if (orchestrator or self.orchestrator) else None
+        except (ProError, OSError) as exc:
+            logging.getLogger(__name__).warning("no orchestrator row: %s", exc)
+            ow = None
+        if ow is not None:
+            nearest = np.abs(ow[:, None, :] - np.asarray(grid)[None]).sum(axis=2).argmin(axis=1)
+            oz = zg[nearest, np.arange(n)]
+            res.update({"orchestrator_point": oz.mean(axis=0), "orchestrator_weights": ow,
+                        "orchestrator_sem": oz.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(k),
+                        "orchestrator_weighted": float((oz * ow).sum(axis=1).mean())})
+            res["z"] = np.vstack([z, oz])
+            res["responses"] = responses + [responses[g * n + j] for j, g in enumerate(nearest)]
+        return res
