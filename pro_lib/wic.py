@@ -430,7 +430,10 @@ class SFTOptions:
     lora_alpha: int = field(32, help="LoRA alpha (with --lora-r > 0)")
     seed: int = field(0, help="random seed")
     device: str | None = field(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    bf16: bool = field(False, help="bf16 mixed precision (GPU)")
+    bf16: bool = field(False, help="bf16 mixed precision: on a GPU, or autocast on a CPU with native bf16 "
+                                   "(avx512_bf16 / AMX; elsewhere it falls back to fp32 with a warning)")
+    padding_free: bool = field(False, help="concatenate each batch into one sequence without padding "
+                                           "(attention stays within each example)")
     save_steps: int = field(200, help="checkpoint every this many steps (re-running resumes)")
 
 
@@ -631,14 +634,19 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
         peft_config = LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
                                  target_modules="all-linear", modules_to_save=["embed_tokens", "lm_head"])
     work_dir.mkdir(parents=True, exist_ok=True)
+    from pro_lib.policy import fit_completions, resolve_bf16
+
+    if opts.padding_free:  # trl enforces no max_length without packing: cut the completions here instead
+        examples = fit_completions(policy.tokenizer, examples, opts.max_length)
     args = SFTConfig(
         output_dir=str(work_dir), num_train_epochs=opts.epochs, max_steps=opts.max_steps,
         per_device_train_batch_size=opts.batch_size,
         gradient_accumulation_steps=opts.gradient_accumulation_steps, learning_rate=opts.learning_rate,
-        max_length=opts.max_length, completion_only_loss=True, logging_steps=1, save_strategy="steps",
-        save_steps=opts.save_steps, save_total_limit=1, report_to=[], seed=opts.seed, bf16=opts.bf16,
-        use_cpu=device == "cpu", lr_scheduler_type="constant", warmup_steps=0, dataset_num_proc=None,
-        disable_tqdm=False, eos_token=policy.tokenizer.eos_token)
+        max_length=None if opts.padding_free else opts.max_length, padding_free=opts.padding_free,
+        completion_only_loss=True, logging_steps=1, save_strategy="steps",
+        save_steps=opts.save_steps, save_total_limit=1, report_to=[], seed=opts.seed,
+        bf16=resolve_bf16(opts.bf16, device), use_cpu=device == "cpu", lr_scheduler_type="constant",
+        warmup_steps=0, dataset_num_proc=None, disable_tqdm=False, eos_token=policy.tokenizer.eos_token)
     ds = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=ds, processing_class=policy.tokenizer,
                          peft_config=peft_config)

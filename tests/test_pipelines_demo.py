@@ -1,5 +1,6 @@
-"""The README's main job: `pro pipeline run --local orchestrator` with its defaults (shipped demo data,
-bundled all-MiniLM-L6-v2) on this machine's CPUs. Slow (about 6 minutes on 2 cores)."""
+"""The README's orchestrator pipeline and main job (`make demo`: `pro pipeline run --local pro_wic`) with their
+defaults (shipped demo data, bundled all-MiniLM-L6-v2 and SmolLM2) on this machine's CPUs. Slow: about 6 minutes
+for the orchestrator pipeline on 2 cores, the main job longer."""
 
 from __future__ import annotations
 
@@ -39,3 +40,37 @@ def test_demo_command_end_to_end(tmp_path):
     weights = subprocess.run([str(pro), "weights", "Tell me a joke about penguins.", "--json"], cwd=tmp_path,
                              env=env, capture_output=True, text=True, timeout=300)
     assert weights.returncode == 0, weights.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_main_job_trains_a_policy_that_follows_its_weights(tmp_path, monkeypatch):
+    """`make demo`: the whole pro_wic pipeline with its defaults (demo data, bundled SmolLM2, one online
+    round) registers pro-policy-pro-wic@champion, and on held-out demo prompts every objective's weight
+    response is above 0 with its 95% bootstrap interval above 0 (measured by the pipeline's own evaluation)."""
+    import json
+
+    from pipelines.cli import weight_response_of_run
+
+    pro = Path(sys.executable).with_name("pro")
+    env = {**os.environ, "PRO_HOME": str(tmp_path / ".pro")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run([str(pro), "pipeline", "run", "--local", "pro_wic"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=3600)
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "every interval is above 0" in proc.stdout and "pro ui" in proc.stdout and "pro generate" in proc.stdout
+
+    monkeypatch.setenv("PRO_HOME", env["PRO_HOME"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / '.pro' / 'mlflow.db'}")
+    from pro_lib import registry, tracking
+
+    (v,) = registry.list_versions("pro-policy-pro-wic")
+    assert v["aliases"] == ["champion"]
+    (parent,) = tracking.client().search_runs([tracking.ensure_experiment()], "tags.`pro.role` = 'pipeline'")
+    ev = weight_response_of_run(parent.info.run_id)
+    boot = ev["bootstrap"]
+    (label,) = boot["weight_response"]
+    for name, value, (lo, hi) in zip(ev["objectives"], boot["weight_response"][label],
+                                     boot["weight_response_ci"][label]):
+        assert value > 0 and lo > 0, (name, value, lo, hi, json.dumps(boot)[:2000])

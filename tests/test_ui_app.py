@@ -624,3 +624,29 @@ def test_registry_drops_mid_session_and_comes_back(monkeypatch, tiny_models, s3_
             ["pro-orchestrator", PER_OBJECTIVE, "pro-policy-pro-wic"]
     finally:
         stop_server(proc)
+
+
+def test_defaults_open_on_the_champion_policy_and_compare_it_with_the_base(monkeypatch, tiny_models, tmp_path):
+    """After the main job (one registered policy): Policy A is pro-policy-pro-wic@champion and Policy B
+    the base policy it was trained from (PRO_UI_BASE_POLICY, default the bundled smollm2)."""
+    from pro_lib import registry
+    from test_ui_support import build_policy
+
+    name = "pro-policy-pro-wic"
+    registry.register_model(tiny_models["policy"], name, metrics={"hypervolume": 0.4})
+    assert registry.promote(name).promoted
+    base = build_policy(tmp_path / "base", seed=3)
+    at = _app(monkeypatch, tiny_models, PRO_UI_POLICY="", PRO_UI_POLICY_B="", PRO_UI_BASE_POLICY=str(base)).run()
+    _no_traceback(at)
+    assert not _errors(at), _errors(at)
+    assert at.selectbox(key="policy_a_name").value == name
+    assert at.selectbox(key="policy_a_sel").value == "champion"
+    assert at.session_state["policy_b_source"] == "Local folder"
+    assert at.text_input(key="policy_b_path").value == str(base)
+    at.text_area(key="prompt").input(PROMPT).run()
+    at.number_input(key="max_new_tokens").set_value(6).run()
+    at.button(key="compare").click().run()
+    _no_traceback(at)
+    items = at.session_state["cmp"]["items"]
+    assert [i["policy_ref"] for i in items] == [f"models:/{name}/1", str(base)]
+    assert all(i["done"] and i["scores"] is not None for i in items)

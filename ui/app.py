@@ -3,7 +3,9 @@
 Run with ``pro ui`` (or ``streamlit run ui/app.py``). Models come from the MLflow registry
 (``MLFLOW_TRACKING_URI``, default ``sqlite:///$PRO_HOME/mlflow.db``) by name and alias/version, or
 from local folders. Start-up defaults: ``PRO_UI_ORCHESTRATOR``, ``PRO_UI_SUITE``, ``PRO_UI_POLICY``,
-``PRO_UI_POLICY_B`` (each ``models:/name@alias``, ``models:/name/3`` or a folder).
+``PRO_UI_POLICY_B`` (each ``models:/name@alias``, ``models:/name/3`` or a folder). Without them the
+registry's champions; Policy B is a second registered policy or, next to a single one, the base policy
+it was trained from (``PRO_UI_BASE_POLICY``, default the bundled ``smollm2``).
 """
 
 from __future__ import annotations
@@ -173,8 +175,12 @@ def _init_role(role: str, models: list[str]) -> None:
     candidates = [m for m in models if hint in m]
     if role == "suite" and not candidates and any(m.startswith("pro-reward-") for m in models):
         candidates = [PER_OBJECTIVE]
-    if role == "policy_b":  # a second registered policy (e.g. RiC next to PRO-WIC), else none
-        candidates = candidates[1:]
+    if role == "policy_b":  # a second registered policy (e.g. RiC next to PRO-WIC), else the base policy
+        if candidates[1:] or not candidates:
+            candidates = candidates[1:]
+        else:  # one trained policy (the main job's PRO-WIC champion): compare it with what it started from
+            ss[f"{role}_source"], ss[f"{role}_path"] = "Local folder", os.environ.get("PRO_UI_BASE_POLICY", "smollm2")
+            return
     if not candidates:
         ss[f"{role}_source"] = "None" if optional else ("Registry" if models else "Local folder")
         return

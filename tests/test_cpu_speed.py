@@ -1,0 +1,73 @@
+"""CPU training speed-ups (pro_lib.policy): padding-free batches, bf16 only where the CPU has it (seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pro_lib import policy as pol_mod
+from pro_lib import wic
+
+
+def test_padding_free_batch_gives_the_padded_batch_loss(tmp_path):
+    """Concatenated examples must not attend to each other: the loss equals the padded batch's."""
+    import torch
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    path = wic.build_tiny_policy(tmp_path / "tiny", ["helpful", "harmless"], hidden_size=32, num_layers=2)
+    policy = wic.WICPolicy.from_pretrained(path)
+    model = policy.model.eval()
+    rng = np.random.default_rng(0)
+    examples = []
+    for n in (5, 11, 3, 8):  # different lengths: the padded batch has pads, the packed one none
+        ids = rng.integers(3, len(policy.tokenizer), size=n).tolist()
+        examples.append({"input_ids": ids, "completion_mask": [0] * (n // 2) + [1] * (n - n // 2)})
+    pad_id = policy.tokenizer.pad_token_id
+    losses = {}
+    for free in (False, True):
+        batch = DataCollatorForLanguageModeling(pad_token_id=pad_id, padding_free=free)(
+            [dict(e) for e in examples])
+        assert ("attention_mask" in batch) != free
+        kw = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels", "position_ids")}
+        with torch.no_grad():  # use_cache=False as trl's SFTTrainer passes it (a cache hides the packing)
+            losses[free] = float(model(**kw, use_cache=False).loss)
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+def test_fit_completions_keeps_every_example_within_max_length(tmp_path):
+    path = wic.build_tiny_policy(tmp_path / "tiny", ["helpful", "harmless"])
+    tok = wic.WICPolicy.from_pretrained(path).tokenizer
+    long = " ".join(["help"] * 50)
+    out = pol_mod.fit_completions(tok, [{"prompt": "can you help me ?", "completion": long},
+                                        {"prompt": "tell me", "completion": "yes"}], max_length=20)
+    assert out[1]["completion"] == "yes"
+    n = len(tok("can you help me ?")["input_ids"]) + len(tok(out[0]["completion"])["input_ids"])
+    assert n + 1 <= 20 and out[0]["completion"].startswith("help help")
+
+
+def test_bf16_only_where_the_cpu_computes_it(monkeypatch, caplog):
+    monkeypatch.setattr(pol_mod, "cpu_has_native_bf16", lambda: False)
+    assert pol_mod.resolve_bf16(True, "cpu") is False
+    assert "no native bf16" in caplog.text
+    assert pol_mod.resolve_bf16(True, "cuda") is True
+    monkeypatch.setattr(pol_mod, "cpu_has_native_bf16", lambda: True)
+    assert pol_mod.resolve_bf16(True, "cpu") is True
+    assert pol_mod.resolve_bf16(False, "cpu") is False
+
+
+def test_sft_with_padding_free_and_bf16_trains(tmp_path):
+    from tests.test_wic import make_suite
+
+    rows = [{"prompt": f"can you help me {i} ?", "chosen": "yes i can help you help", "rejected": "no"}
+            for i in range(8)]
+    data = tmp_path / "pairs.jsonl"
+    import json
+
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    path = wic.build_tiny_policy(tmp_path / "tiny", ["helpful", "harmless"])
+    cfg = wic.WICOfflineConfig(policy=str(path), data=[str(data)], output_dir=str(tmp_path / "out"), epochs=1.0,
+                               batch_size=4, max_length=64, learning_rate=1e-3, padding_free=True, bf16=True,
+                               save_steps=100)
+    m = wic.train_wic_offline(cfg, suite=make_suite())
+    assert m["sft_steps"] == 2 and np.isfinite(m["sft_loss_last"])
+    assert wic.WICPolicy.from_pretrained(tmp_path / "out").objectives == ["helpful", "harmless"]
