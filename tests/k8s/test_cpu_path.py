@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import yaml
 
 from .helpers import K8S, REPO
@@ -14,19 +13,21 @@ PARAMS = K8S / "overlays" / "local" / "pipeline-cpu.yaml"
 
 
 def test_cpu_pipeline_parameters_are_valid_and_need_no_gpu():
-    pytest.importorskip("kfp", reason="the platform extra is not installed")
-    from pipelines import load_pipeline
-    from pipelines.cli import pipeline_defaults
-
+    """Checked against the compiled pipeline that `pro pipeline submit` sends (types included)."""
     params = yaml.safe_load(PARAMS.read_text())
-    defaults = pipeline_defaults(load_pipeline("orchestrator"))
-    assert set(params) <= set(defaults), set(params) - set(defaults)
+    spec = next(yaml.safe_load_all((REPO / "pipelines" / "orchestrator.yaml").read_text()))
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) <= set(inputs), set(params) - set(inputs)
+    types = {"NUMBER_INTEGER": int, "STRUCT": dict, "STRING": str}
+    for key, value in params.items():
+        assert isinstance(value, types[inputs[key]["parameterType"]]), key
     assert params["gpu_count"] == 0 and params["gpu_node_selector"] == {}
     for key in ("gpu_memory_request", "memory_request"):
         assert int(re.match(r"(\d+)Gi$", params[key]).group(1)) <= 4, key  # fits a kind node
     # the models stay the bundled small ones the pipeline defaults to
     assert not {"reward_config", "orchestrator_config", "data_config"} & set(params)
-    assert defaults["orchestrator_config"]["backbone"] == "minilm"
+    assert inputs["orchestrator_config"]["defaultValue"]["backbone"] == "minilm"
+    assert inputs["reward_config"]["defaultValue"]["base_model"] == "minilm"
 
 
 def test_deploy_docs_walk_through_the_cpu_path_and_the_missing_steps():
