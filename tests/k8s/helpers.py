@@ -34,6 +34,7 @@ OVERLAYS = {
 # Folders applied besides an overlay: the namespace + backup volume (first, once) and the restore Job.
 NAMESPACE_FOLDER = K8S / "namespace"
 RESTORE_FOLDER = K8S / "restore"
+ALL_FOLDERS = {**OVERLAYS, "namespace": NAMESPACE_FOLDER, "restore": RESTORE_FOLDER}
 # The oldest Kubernetes minor the manifests promise to work on (docs/deploy.md).
 MIN_K8S_VERSION = "1.30.0"
 

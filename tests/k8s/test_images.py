@@ -66,5 +66,6 @@ def test_deploy_docs_cover_the_steps():
     text = (REPO / "docs" / "deploy.md").read_text()
     for needle in ("kubectl apply -k k8s/", "port-forward", "svc/mlflow", "svc/pro-ui",
                    "pro pipeline submit --host", "CHANGE_ME", "overlays/local", "overlays/gpu",
-                   "overlays/kubeflow-pipelines", "pipeline-s3-access", "scripts/build_images.sh"):
+                   "overlays/kubeflow-pipelines", "pipeline-s3-access", "scripts/build_images.sh",
+                   "k8s/namespace"):
         assert needle in text, f"docs/deploy.md does not mention {needle!r}"

@@ -158,7 +158,10 @@ def _ui_container_env(objs, overrides: dict | None = None) -> tuple[list[str], d
     (c,) = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"]
     env = {"PATH": os.environ["PATH"]}
     for source in c.get("envFrom", []):
-        env.update(_config(objs) if source["configMapRef"]["name"] == "pro-config" else {})
+        if "configMapRef" in source:
+            env.update(_config(objs) if source["configMapRef"]["name"] == "pro-config" else {})
+        else:
+            env.update(_secret_values(_find(objs, "Secret", source["secretRef"]["name"])))
     env.update({e["name"]: e["value"] for e in c["env"]})
     env.update(overrides or {})
     pro = Path(sys.executable).parent / c["args"][0]

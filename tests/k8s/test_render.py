@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from .helpers import (
+    ALL_FOLDERS,
     CLUSTER_SCOPED,
     K8S,
     MIN_K8S_VERSION,
-    OVERLAYS,
     REPO,
     _find,
     _validate_cli,
@@ -41,9 +41,9 @@ def test_kubectl_helper_explains_a_bad_override(tmp_path, monkeypatch):
 
 
 
-@pytest.mark.parametrize("overlay", list(OVERLAYS))
+@pytest.mark.parametrize("overlay", list(ALL_FOLDERS))
 def test_overlay_renders_and_passes_strict_validation(overlay, render, validator, tmp_path):
-    text, objs = render(OVERLAYS[overlay])
+    text, objs = render(ALL_FOLDERS[overlay])
     assert objs, f"{overlay} rendered nothing"
     out = tmp_path / f"{overlay}.yaml"
     out.write_text(text)
@@ -65,9 +65,9 @@ def test_strict_validation_really_rejects_unknown_fields(render, validator, tmp_
     assert proc.returncode != 0 and "imagePullPolicyy" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("overlay", list(OVERLAYS))
-def test_every_namespaced_object_has_a_namespace(overlay, rendered):
-    for obj in rendered[overlay]:
+@pytest.mark.parametrize("overlay", list(ALL_FOLDERS))
+def test_every_namespaced_object_has_a_namespace(overlay, render):
+    for obj in render(ALL_FOLDERS[overlay])[1]:
         if obj["kind"] not in CLUSTER_SCOPED:
             assert obj["metadata"].get("namespace"), \
                 f"{overlay}: {obj['kind']}/{obj['metadata']['name']} has no namespace"

@@ -43,3 +43,24 @@ def test_no_credentials_outside_secret_generators():
             if doc and doc.get("kind") == "Kustomization":
                 for gen in doc.get("secretGenerator", []):
                     assert not gen.get("literals"), f"{path}: inline secret literals"
+
+
+def test_existing_kfp_secret_recipe_of_the_docs_renders(render, tmp_path):
+    """docs/deploy.md's replacement of the pipeline Secrets in an existing-kfp overlay (each copy
+    named with its namespace; without it kustomize fails with "found multiple objects")."""
+    import re as re_
+
+    from .helpers import REPO, _copy_k8s
+
+    k8s = _copy_k8s(tmp_path)
+    text = (REPO / "docs" / "deploy.md").read_text()
+    recipe = re_.search(r"# my-overlay/kustomization.yaml\n(.*?)```", text, re_.S).group(1)
+    overlay = k8s.parent / "my-overlay"
+    (overlay / "secrets").mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(recipe)
+    (overlay / "secrets" / "s3-credentials.env").write_text("AWS_ACCESS_KEY_ID=prox1\nAWS_SECRET_ACCESS_KEY=s3cret-value\n")
+    (overlay / "secrets" / "mlflow-pipeline.env").write_text("MLFLOW_TRACKING_USERNAME=pro_pipeline\nMLFLOW_TRACKING_PASSWORD=pw-value\n")
+    objs = render(overlay)[1]
+    for ns in ("pro", "kubeflow"):
+        assert _secret_values(_find(objs, "Secret", "pro-s3-credentials", ns))["AWS_ACCESS_KEY_ID"] == "prox1"
+        assert _secret_values(_find(objs, "Secret", "pro-mlflow-pipeline", ns))["MLFLOW_TRACKING_PASSWORD"] == "pw-value"
