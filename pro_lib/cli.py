@@ -141,12 +141,25 @@ def attach_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+def check_utf8_arguments(args: argparse.Namespace) -> None:
+    """A command-line value that is not valid UTF-8 (a prompt, a path) stops here with its name."""
+    from pro_lib.io import utf8_problem
+
+    for name, value in vars(args).items():
+        for i, item in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(item, str) and (why := utf8_problem(item)):
+                label = name if name in ("prompts",) else "--" + name.replace("_", "-")
+                index = f" (value {i + 1})" if isinstance(value, list) and len(value) > 1 else ""
+                raise ProError(f"{label}{index} is not valid UTF-8 ({why}); pass UTF-8 text")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_utf8_arguments(args)
         args.func(args)
     except ProError as exc:
         print(f"error: {exc}", file=sys.stderr)

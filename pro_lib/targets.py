@@ -52,8 +52,8 @@ def validate_weights(w: np.ndarray, k: int | None = None, *, what: str = "weight
 def parse_weights(spec: str | Sequence[float] | Mapping[str, float], names: Sequence[str]) -> np.ndarray:
     """Parse ``"helpful=0.7,harmless=0.3"``, ``"0.7,0.3"``, a list or a mapping into a (K,) vector.
 
-    Missing names in a named spec get weight 0; unknown names are an error. The result is
-    renormalised to sum to 1.
+    Missing names in a named spec get weight 0; unknown or repeated names are an error. The result
+    is renormalised to sum to 1.
     """
     names = list(names)
     if isinstance(spec, Mapping):
@@ -77,10 +77,14 @@ def parse_weights(spec: str | Sequence[float] | Mapping[str, float], names: Sequ
     else:
         return validate_weights(np.array(list(spec), dtype=float), len(names), what="weights")
     vec = np.zeros(len(names))
+    seen: set[str] = set()
     for key, value in items:
         key = str(key).strip()
         if key not in names:
             raise ConfigError(f"unknown objective '{key}' in weights; the objectives are {names}")
+        if key in seen:
+            raise ConfigError(f"weights {spec!r} name '{key}' twice; give each objective at most once")
+        seen.add(key)
         try:
             vec[names.index(key)] = float(value)
         except (TypeError, ValueError):
