@@ -11,6 +11,7 @@ entry-point group, so pro_lib itself never imports kfp).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import json
 import os
@@ -58,13 +59,50 @@ def parse_sets(sets: list[str], defaults: dict[str, Any], base: dict[str, Any] |
                 raise ConfigError(f"--set {item!r}: parameter '{top}' is not a dict; use --set {top}=<value>")
             node = current
             parts = sub.split(".")
-            for p in parts[:-1]:
+            for i, p in enumerate(parts[:-1]):
                 node = node.setdefault(p, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"--set {item!r}: '{top}.{'.'.join(parts[:i + 1])}' is not a dict; "
+                                      f"use --set {top}.{'.'.join(parts[:i + 1])}=<value>")
             node[parts[-1]] = NULL if value is None else value
             args[top] = current
         else:
             args[top] = value
     return args
+
+
+# Dict parameters that are one stage's config (keys = that stage's CLI flags): pipeline parameter -> stage.
+STAGE_CONFIG_PARAMS = {
+    "data_config": "prepare_data", "reward_config": "train_reward_model", "score_config": "score_targets",
+    "orchestrator_config": "train_orchestrator", "eval_config": "evaluate_orchestrator",
+    "wic_offline_config": "wic_offline_sft", "wic_sample_config": "wic_online_sample",
+    "wic_online_config": "wic_online_sft", "wic_eval_config": "wic_evaluate",
+    "morlhf_config": "morlhf_train", "morlhf_eval_config": "morlhf_evaluate",
+}
+
+
+def check_stage_configs(arguments: dict[str, Any]) -> None:
+    """Every key (and value) of a stage-config parameter against the stage's config class, before anything
+    starts: a typo is a one-line error with a suggestion here, not a failed pod later."""
+    import typing
+
+    from components.runtime import STAGES
+    from pro_lib.config import _coerce, unknown_key_message
+
+    for param, stage in STAGE_CONFIG_PARAMS.items():
+        values = arguments.get(param)
+        if not isinstance(values, dict):
+            continue
+        cls, _ = STAGES[stage].load()
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            name = str(key).replace("-", "_")
+            if name not in fields:
+                raise ConfigError(f"{param}: {unknown_key_message(key, fields, what=cls.__name__)}")
+            if isinstance(value, dict) and typing.get_origin(hints[name]) is not dict and hints[name] is not dict:
+                raise ConfigError(f"{param}.{key} is not a dict option; set it with --set {param}.{key}=<value>")
+            _coerce(cls, name, None if value == NULL else value, where=f"pipeline parameter {param}")
 
 
 def load_params_file(path: str | None) -> dict[str, Any]:
@@ -79,9 +117,15 @@ def load_params_file(path: str | None) -> dict[str, Any]:
     return data
 
 
-def _pipeline_args(args, fn) -> dict[str, Any]:
-    defaults = pipeline_defaults(fn)
+def _pipeline_args(args, name: str) -> dict[str, Any]:
+    from pipelines import load_pipeline
+
     base = load_params_file(args.params_file)
+    # Stage-config keys first: a typo fails here in a second, not after building the pipeline or in a pod.
+    check_stage_configs(parse_sets([s for s in args.set or [] if s.partition("=")[0].strip().partition(".")[0]
+                                    in STAGE_CONFIG_PARAMS], {p: {} for p in STAGE_CONFIG_PARAMS},
+                                   {k: v for k, v in base.items() if k in STAGE_CONFIG_PARAMS}))
+    defaults = pipeline_defaults(load_pipeline(name))
     for k in base:
         if k not in defaults:
             raise ConfigError(f"{args.params_file}: unknown pipeline parameter '{k}'; parameters: {', '.join(defaults)}")
@@ -254,21 +298,32 @@ def _print_weight_response(parent_run_id: str) -> None:
 
 
 def _cmd_run(args) -> None:
-    from pipelines import load_pipeline
-
     if not args.local:
         sys.exit("error: `pro pipeline run` runs on this machine and needs --local; "
                  "use `pro pipeline submit` for a Kubeflow Pipelines cluster")
     from pro_lib.tracking import check_reachable
 
     check_reachable()  # a tracking server that is away fails now, not after minutes of retries
-    arguments = _pipeline_args(args, load_pipeline(args.name))
+    arguments = _pipeline_args(args, args.name)
     summary = run_local(args.name, arguments, pipeline_root=args.pipeline_root, cache=args.cache,
                         run_name=args.run_name, online_rounds=args.online_rounds)
     _print_where_to_look(summary)
 
 
 # -- submit -----------------------------------------------------------------------------------
+
+def require_kfp_endpoint(host: str | None) -> None:
+    """Without --host, kfp.Client finds KFP only inside a cluster, through a kubeconfig or from
+    KF_PIPELINES_ENDPOINT; elsewhere it would fail with a connection traceback: say so first."""
+    if host or os.environ.get("KF_PIPELINES_ENDPOINT") or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return
+    configs = os.environ.get("KUBECONFIG") or "~/.kube/config"
+    if not any(Path(p).expanduser().is_file() for p in configs.split(os.pathsep) if p):
+        raise ConfigError("no KFP endpoint: pass --host http://<KFP API> (or set KFP_HOST), e.g. --host "
+                          "http://localhost:8080 after `kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80`; "
+                          "without --host, submit works only inside a cluster or with a kubeconfig "
+                          "(KUBECONFIG or ~/.kube/config), and neither is here")
+
 
 def submit(name: str, arguments: dict[str, Any], *, host: str | None, namespace: str, experiment: str,
            run_name: str | None, image: str | None = None, service_account: str | None = None,
@@ -277,6 +332,7 @@ def submit(name: str, arguments: dict[str, Any], *, host: str | None, namespace:
     """Compile and submit to a KFP cluster with kfp.Client; returns the run id."""
     import kfp
 
+    require_kfp_endpoint(host)
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(name, Path(tmp) / f"{name}.yaml", image=image, online_rounds=online_rounds)
         client = kfp.Client(host=host, namespace=namespace, existing_token=existing_token)
@@ -288,9 +344,8 @@ def submit(name: str, arguments: dict[str, Any], *, host: str | None, namespace:
 
 
 def _cmd_submit(args) -> None:
-    from pipelines import load_pipeline
-
-    arguments = _pipeline_args(args, load_pipeline(args.name))
+    require_kfp_endpoint(args.host)
+    arguments = _pipeline_args(args, args.name)
     if args.image:
         arguments.setdefault("image", args.image)
     run_id = submit(args.name, arguments, host=args.host, namespace=args.namespace, experiment=args.experiment,

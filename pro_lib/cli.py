@@ -165,6 +165,18 @@ def _uses_registry(args: argparse.Namespace) -> bool:
     return any(isinstance(v, str) and v.startswith("models:/") for v in values)
 
 
+def check_utf8_arguments(args: argparse.Namespace) -> None:
+    """A command-line value that is not valid UTF-8 (a prompt, a path) stops here with its name."""
+    from pro_lib.io import utf8_problem
+
+    for name, value in vars(args).items():
+        for i, item in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(item, str) and (why := utf8_problem(item)):
+                label = name if name in ("prompts",) else "--" + name.replace("_", "-")
+                index = f" (value {i + 1})" if isinstance(value, list) and len(value) > 1 else ""
+                raise ProError(f"{label}{index} is not valid UTF-8 ({why}); pass UTF-8 text")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
@@ -175,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             from pro_lib.tracking import check_reachable
 
             check_reachable()
+        check_utf8_arguments(args)
         args.func(args)
     except ProError as exc:
         print(f"error: {exc}", file=sys.stderr)

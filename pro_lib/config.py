@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -66,12 +68,12 @@ def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
         if tp in (int, float, str):
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError("not an integer")
-            return tp(value)
+            return _finite(tp(value))
         if origin in (list, tuple):
             (inner,) = typing.get_args(tp)[:1] or (str,)
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v.strip()]
-            return [inner(v) if inner in (int, float, str) else v for v in value]
+            return [_finite(inner(v)) if inner in (int, float, str) else v for v in value]
         if origin is dict or tp is dict:
             if not isinstance(value, dict):
                 raise ValueError("expected a mapping")
@@ -79,6 +81,21 @@ def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
     except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
         raise ConfigError(f"{where}: key '{name}' has a bad value {value!r}: {exc}") from None
     return value
+
+
+def _finite(value: Any) -> Any:
+    """NaN or infinity is never a meaningful setting: refuse it instead of carrying it into results."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number (NaN and infinity are not accepted)")
+    return value
+
+
+def unknown_key_message(key: str, known: Any, *, what: str) -> str:
+    """``unknown key 'epoch' for X (did you mean 'epochs'?); known keys: ...`` (difflib's closest match)."""
+    known = sorted(known)
+    close = difflib.get_close_matches(str(key).replace("-", "_"), known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown key '{key}' for {what}{hint}; known keys: {', '.join(known)}"
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -139,8 +156,7 @@ def build_config(cls: type[T], values: dict | None = None, *, where: str = "conf
     for key, value in values.items():
         name = str(key).replace("-", "_")
         if name not in known:
-            raise ConfigError(
-                f"{where}: unknown key '{key}' for {cls.__name__}; known keys: {', '.join(sorted(known))}")
+            raise ConfigError(f"{where}: {unknown_key_message(key, known, what=cls.__name__)}")
         kwargs[name] = _coerce(cls, name, value, where)
     missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

@@ -94,15 +94,23 @@ def _message_text(value: Any, *, role: str | None, where: str, column: str) -> s
                     f"({{'role': ..., 'content': ...}}), got {type(value).__name__}")
 
 
+# How to name other columns, for the commands that have no column flags (all but `pro data prepare`).
+DEFAULT_COLUMN_HINT = ("This command reads the columns prompt, chosen and rejected: rename them in the file, or "
+                       "convert it with `pro data prepare --sources <file> --prompt-column ... --chosen-column ... "
+                       "--rejected-column ...` (pipelines: data_config keys prompt_column, chosen_column, "
+                       "rejected_column) and use the train.jsonl it writes.")
+PREPARE_COLUMN_HINT = ("Name the right columns with --prompt-column / --chosen-column / --rejected-column "
+                       "(config keys prompt_column, chosen_column, rejected_column).")
+
+
 def _record_to_pair(rec: dict, *, where: str, prompt_column: str, chosen_column: str,
                     rejected_column: str, source_column: str | None, source: str | None,
-                    hh: bool | None) -> PreferencePair:
+                    hh: bool | None, column_hint: str = DEFAULT_COLUMN_HINT) -> PreferencePair:
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     missing = [c for c in (chosen_column, rejected_column) if c not in rec]
     if missing:
-        raise DataError(f"{where}: missing column(s) {missing}; found {sorted(rec)}. "
-                        "Name the right columns with --chosen-column / --rejected-column.")
+        raise DataError(f"{where}: missing column(s) {missing}; found {sorted(rec)}. {column_hint}")
     is_hh = hh if hh is not None else (prompt_column not in rec and isinstance(rec[chosen_column], str)
                                        and HH_ASSISTANT in rec[chosen_column])
     if is_hh:
@@ -113,8 +121,8 @@ def _record_to_pair(rec: dict, *, where: str, prompt_column: str, chosen_column:
             log.debug("%s: chosen and rejected transcripts differ before the last reply", where)
     else:
         if prompt_column not in rec:
-            raise DataError(f"{where}: missing column '{prompt_column}'; found {sorted(rec)}. "
-                            "Name it with --prompt-column, or use hh:<file> for HH-RLHF transcripts.")
+            raise DataError(f"{where}: missing column '{prompt_column}'; found {sorted(rec)}. {column_hint} "
+                            "HH-RLHF transcripts (no prompt column): use hh:<file>.")
         prompt = _message_text(rec[prompt_column], role="user", where=where, column=prompt_column)
         chosen = _message_text(rec[chosen_column], role="assistant", where=where, column=chosen_column)
         rejected = _message_text(rec[rejected_column], role="assistant", where=where,
@@ -132,13 +140,25 @@ def _record_to_pair(rec: dict, *, where: str, prompt_column: str, chosen_column:
                           str(src) if src is not None else source)
 
 
+def _utf8_lines(path: Path, fh) -> Iterator[str]:
+    """Decode a binary file's lines as UTF-8 (a leading byte-order mark is dropped), naming the line
+    and byte of the first invalid sequence."""
+    for lineno, raw in enumerate(fh, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                            f"{exc.start + 1}); re-save the file as UTF-8") from None
+        yield line.removeprefix("\ufeff") if lineno == 1 else line
+
+
 def _iter_file_records(path: Path) -> Iterator[tuple[str, dict]]:
     """Yield (where, record) with ``where`` = 'file:line' for each record of a local file."""
     name = path.name.lower()
+    opener = gzip.open if name.endswith(".gz") else open
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
+        with opener(path, "rb") as fh:
+            for lineno, line in enumerate(_utf8_lines(path, fh), start=1):
                 if not line.strip():
                     continue
                 try:
@@ -146,10 +166,9 @@ def _iter_file_records(path: Path) -> Iterator[tuple[str, dict]]:
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     elif name.endswith((".json", ".json.gz")):
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
+        with opener(path, "rb") as fh:
             try:
-                data = json.load(fh)
+                data = json.loads("".join(_utf8_lines(path, fh)))
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         if isinstance(data, dict):
@@ -159,8 +178,8 @@ def _iter_file_records(path: Path) -> Iterator[tuple[str, dict]]:
         for i, rec in enumerate(data):
             yield f"{path}: record {i}", rec
     elif name.endswith((".csv", ".tsv")):
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if name.endswith(".tsv") else ",")
+        with open(path, "rb") as fh:
+            reader = csv.DictReader(_utf8_lines(path, fh), delimiter="\t" if name.endswith(".tsv") else ",")
             for rec in reader:
                 yield f"{path}:{reader.line_num}", rec
     elif name.endswith(".parquet"):
@@ -193,12 +212,13 @@ def _iter_hub_records(name: str, split: str) -> Iterator[tuple[str, dict]]:
 def load_pairs(spec: str | Path, *, prompt_column: str = "prompt", chosen_column: str = "chosen",
                rejected_column: str = "rejected", source_column: str | None = None,
                source: str | None = None, split: str = "train", limit: int | None = None,
-               report: LoadReport | None = None) -> list[PreferencePair]:
+               report: LoadReport | None = None, column_hint: str = DEFAULT_COLUMN_HINT) -> list[PreferencePair]:
     """Load preference pairs from a file, ``demo``, ``hh:<file>`` or a hub dataset name.
 
     Pairs whose chosen == rejected are skipped and counted (logged, and in ``report``).
     ``source`` labels every pair (e.g. the HH subset) unless ``source_column`` names a column (default: a
     ``source`` field when records have one, as the files ``prepare_data`` writes do).
+    ``column_hint``: how the calling command names other columns (its flags / config keys).
     """
     report = report if report is not None else LoadReport()
     text = str(spec)
@@ -225,7 +245,7 @@ def load_pairs(spec: str | Path, *, prompt_column: str = "prompt", chosen_column
         report.read += 1
         pair = _record_to_pair(rec, where=where, prompt_column=prompt_column,
                                chosen_column=chosen_column, rejected_column=rejected_column,
-                               source_column=source_column, source=source, hh=hh)
+                               source_column=source_column, source=source, hh=hh, column_hint=column_hint)
         if pair.chosen.strip() == pair.rejected.strip():
             report.skipped_identical += 1
             continue
@@ -359,7 +379,7 @@ def prepare_data(cfg: DataConfig) -> dict:
         rep = LoadReport()
         got = load_pairs(spec, prompt_column=cfg.prompt_column, chosen_column=cfg.chosen_column,
                          rejected_column=cfg.rejected_column, source_column=cfg.source_column,
-                         limit=cfg.limit_per_source, report=rep)
+                         limit=cfg.limit_per_source, report=rep, column_hint=PREPARE_COLUMN_HINT)
         per_source[spec] = dataclasses.asdict(rep)
         pairs.extend(got)
     train, evals = split_pairs(pairs, cfg.eval_fraction, cfg.seed)

@@ -119,3 +119,16 @@ def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def utf8_problem(text: str) -> str | None:
+    """Why ``text`` is not valid UTF-8 (command-line bytes that did not decode arrive as lone surrogates),
+    e.g. ``byte 0xff at character 3``; None when it is fine."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"code point U+{code:04X}"
+        return f"{what} at character {exc.start + 1}"
+

@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import yaml
 
+from pro_lib.checkpoints import (RESUME_HELP, check_fingerprint, checkpoint_step, digest_data, digest_model,
+                                  digest_path, fingerprint, prepare_resume, record_fingerprint,
+                                  train_or_restore)
+from pro_lib.checkpoints import find_checkpoint as last_checkpoint
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_savefig, atomic_write_text, write_json, write_jsonl
@@ -50,7 +53,6 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_COLUMN = "weights"
 ALGORITHMS = ("rloo", "grpo")
-_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 _SUM_TOLERANCE = 1e-3
 
 
@@ -210,7 +212,8 @@ class MorlhfTrainConfig:
 
     --weights orchestrator gives PRO-MORLHF (per-prompt weights from the Preference Orchestrator);
     --weights uniform or a fixed vector (0.7,0.3 or helpful=0.7,harmless=0.3) gives the MORLHF
-    baseline. Re-running the same command resumes from the last checkpoint in output_dir.
+    baseline. Re-running the same command resumes from the last checkpoint in output_dir (only
+    when it was made with the same settings and inputs: see --resume).
     """
 
     policy: str = field("smollm2", help="policy to align: 'smollm2' (bundled), a folder, a hub name or models:/ ref")
@@ -248,8 +251,8 @@ class MorlhfTrainConfig:
     gradient_checkpointing: bool = field(False, help="trade compute for memory (large policies)")
     deepspeed: str | None = field(None, help="DeepSpeed JSON config (or use `pro morlhf launch`, which "
                                              "sets DeepSpeed up through accelerate)")
-    resume: str = field("auto", help="'auto': resume from the last checkpoint if there is one; 'never': "
-                                     "refuse to reuse a non-empty output_dir; or a checkpoint folder")
+    resume: str = field("auto", help=RESUME_HELP + "; or a checkpoints/checkpoint-N folder of a run with the "
+                                     "same settings")
     reward_batch_size: int = field(32, help="reward-model scoring batch size")
     report_to: str = field("none", help="trainer loggers: none, mlflow, tensorboard, ...")
 
@@ -357,32 +360,29 @@ def load_prompts(data: Sequence[str], *, split: str, eval_fraction: float, split
     return prompts, info
 
 
-def last_checkpoint(folder: str | Path) -> Path | None:
-    """The newest *complete* ``checkpoint-N`` in ``folder`` (half-written ones are skipped)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    found = sorted(((int(m.group(1)), p) for p in folder.iterdir()
-                    if p.is_dir() and (m := _CKPT_RE.match(p.name))), reverse=True)
-    for step, path in found:
-        if (path / "trainer_state.json").is_file():
-            return path
-        log.warning("skipping incomplete checkpoint %s (no trainer_state.json: the run was killed while "
-                    "saving it)", path)
-    return None
-
-
-_RUN_IDENTITY = ("policy", "suite", "weights", "orchestrator", "data", "split", "eval_fraction", "split_seed",
-                 "algorithm", "num_generations", "batch_size")
-
-
-def _check_resume_compatible(saved: dict, cfg: MorlhfTrainConfig, where: Path) -> None:
-    now = to_dict(cfg)
-    diff = [k for k in _RUN_IDENTITY if k in saved and saved[k] != now[k]]
-    if diff:
-        detail = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in diff)
-        raise ConfigError(f"{where} belongs to a run with different settings ({detail}); resume with the "
-                          "same settings, choose another --output-dir, or pass --resume never with a fresh folder")
+def _resume_point(cfg: MorlhfTrainConfig, ckpt_dir: Path, *, suite, orchestrator, policy, main: bool) -> Path | None:
+    """The checkpoint this run continues from (None: from scratch), after checking its fingerprint."""
+    inputs = {"data_content": digest_data(cfg.data),
+              "policy_content": digest_model(cfg.policy) if policy is None else "(in-process model)",
+              "suite_content": (digest_path(cfg.suite) if Path(cfg.suite).exists() else cfg.suite)
+              if suite is None else "(in-process suite)"}
+    if cfg.weights == "orchestrator":
+        inputs["orchestrator_content"] = (digest_model(cfg.orchestrator) if orchestrator is None
+                                          else "(in-process orchestrator)")
+    fp = fingerprint(cfg, inputs)
+    if cfg.resume.strip().lower() in ("auto", "never", "true", "false"):
+        if main:  # the main process decides (and may move an earlier run aside); the others follow
+            found = prepare_resume(ckpt_dir, fp, cfg.resume, outputs=[ckpt_dir.parent], what="MORLHF training")
+        _barrier()
+        return found if main else last_checkpoint(ckpt_dir)
+    found = Path(cfg.resume)
+    if not (found / "trainer_state.json").is_file():
+        raise CheckpointError(f"--resume {cfg.resume}: not a complete trainer checkpoint (no "
+                              "trainer_state.json); pass a checkpoints/checkpoint-N folder, 'auto' or 'never'")
+    check_fingerprint(found.parent, fp, found, what="MORLHF training")
+    if main and found.parent.resolve() != ckpt_dir.resolve():
+        record_fingerprint(ckpt_dir, fp)  # this run's own checkpoints continue the same fingerprint
+    return found
 
 
 def _trainer_classes(algorithm: str):
@@ -452,23 +452,8 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     ckpt_dir = out / "checkpoints"
     main = _is_main_process()
 
-    # -- resume bookkeeping -------------------------------------------------------------------
-    resume_from: Path | None = None
-    if cfg.resume not in ("auto", "never"):
-        resume_from = Path(cfg.resume)
-        if not (resume_from / "trainer_state.json").is_file():
-            raise CheckpointError(f"--resume {cfg.resume}: not a complete trainer checkpoint (no "
-                                  "trainer_state.json); pass a checkpoints/checkpoint-N folder or 'auto'")
-    else:
-        found = last_checkpoint(ckpt_dir)
-        if found is not None and cfg.resume == "never":
-            raise ConfigError(f"{out} already holds checkpoints ({found.name}); use --resume auto to continue "
-                              "or choose a fresh --output-dir")
-        resume_from = found
-    if resume_from is not None and (out / "run.yaml").is_file():
-        _check_resume_compatible(yaml.safe_load((out / "run.yaml").read_text()) or {}, cfg, out / "run.yaml")
-
     # -- models ---------------------------------------------------------------------------------
+    given_suite = suite
     if suite is None:
         from pro_lib.suite import RewardSuite
 
@@ -476,6 +461,9 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     # The trainer arguments come first: under DeepSpeed ZeRO-3 they must exist before the policy is
     # loaded so that its weights are partitioned as they load.
     args = _trainer_args(cfg, ckpt_dir)
+    # -- resume bookkeeping: only a checkpoint made with the same settings and inputs ------------
+    resume_from = _resume_point(cfg, ckpt_dir, suite=given_suite, orchestrator=orchestrator, policy=policy,
+                                main=main)
     model, tokenizer = policy if policy is not None else load_policy(cfg.policy)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -513,7 +501,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
                           processing_class=tokenizer, callbacks=callbacks)
     if resume_from is not None:
         log.info("resuming from %s", resume_from)
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    result = train_or_restore(trainer, resume_from)
 
     # -- save -------------------------------------------------------------------------------------
     tmp = out / ".policy.tmp"
@@ -525,7 +513,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     rows = _log_rows(trainer.state.log_history)
     metrics: dict[str, Any] = {"method": method, "algorithm": cfg.algorithm, "steps": trainer.state.global_step,
                                "prompts": len(prompts), "train_loss": float(result.training_loss),
-                               "resumed_from_step": _step_of(resume_from)}
+                               "resumed_from_step": checkpoint_step(resume_from)}
     if info.get("source_mix"):
         metrics["source_mix"] = info["source_mix"]
     steps = [r for r in rows if "reward" in r]
@@ -581,13 +569,6 @@ def _barrier() -> None:
     state = PartialState()
     if state.num_processes > 1:
         state.wait_for_everyone()
-
-
-def _step_of(path: Path | None) -> int:
-    if path is None:
-        return 0
-    m = _CKPT_RE.match(Path(path).name)
-    return int(m.group(1)) if m else 0
 
 
 # ---------------------------------------------------------------------------------------------

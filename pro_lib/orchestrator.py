@@ -10,7 +10,8 @@ forward_kl``). Saved as a self-describing folder::
       encoder_config.json     the encoder's transformers config (+ tokenizer files)
 
 Training checkpoints (model, optimiser, scheduler, RNG, step) go to ``<output_dir>.checkpoints``
-every ``save_steps`` steps; a re-run with the same arguments resumes from the newest one.
+every ``save_steps`` steps; a re-run with the same settings and inputs resumes from the newest one
+(``--resume``, :mod:`pro_lib.checkpoints`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pro_lib.checkpoints import digest_model, digest_path, fingerprint, prepare_resume
 from pro_lib.config import to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
-from pro_lib.io import atomic_dir, write_json
+from pro_lib.io import atomic_dir, utf8_problem, write_json
 from pro_lib.orchestrator_config import POOLINGS, OrchestratorTrainConfig  # noqa: F401 (public here too)
 
 log = logging.getLogger(__name__)
@@ -177,6 +179,8 @@ class PreferenceOrchestrator(nn.Module):
         for i, p in enumerate(prompts):
             if not isinstance(p, str) or not p.strip():
                 raise DataError(f"prompt {i} is empty; the orchestrator needs some text to weigh")
+            if why := utf8_problem(p):
+                raise DataError(f"prompt {i} is not valid UTF-8 ({why}); pass UTF-8 text")
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
@@ -235,6 +239,11 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
         raise DataError(f"targets have {targets.shape[1]} objectives but the suite in {suite_dir} has {suite.K}")
     with open(Path(tdir if tdir.is_dir() else tdir.parent) / "target_report.json") as fh:
         tau = json.load(fh).get("tau", 0.1)
+    out = Path(cfg.output_dir)
+    ckpt = _checkpoint_path(out)
+    fp = fingerprint(cfg, {"targets_content": digest_path(tdir / "targets.jsonl" if tdir.is_dir() else tdir),
+                           "suite_content": digest_path(suite_dir), "backbone_content": digest_model(cfg.backbone)})
+    resume_from = prepare_resume(ckpt.parent, fp, cfg.resume, outputs=[out], what="orchestrator training")
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -254,19 +263,18 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
         opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     direction = "reverse" if cfg.loss == "reverse_kl" else "forward"
 
-    out = Path(cfg.output_dir)
-    ckpt = _checkpoint_path(out)
     step, losses = 0, []
-    if cfg.resume and ckpt.is_file():
+    if resume_from is not None:
         try:
-            state = torch.load(ckpt, map_location=device, weights_only=False)
+            state = torch.load(resume_from, map_location=device, weights_only=False)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             step, losses = state["step"], state["losses"]
             torch.set_rng_state(state["torch_rng"])
         except Exception as exc:
-            raise CheckpointError(f"checkpoint {ckpt} is corrupt ({exc}); delete it to start over") from None
+            raise CheckpointError(f"checkpoint {resume_from} is corrupt ({exc}); pass --resume never to start "
+                                  "over (the old run is kept)") from None
         log.info("resumed orchestrator training from %s at step %d/%d", ckpt, step, total)
 
     t0 = time.time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pro_lib.checkpoints import RESUME_HELP
 from pro_lib.config import field
 
 POOLINGS = ("mean", "cls")
@@ -30,5 +31,5 @@ class OrchestratorTrainConfig:
     warmup_ratio: float = field(0.05, help="linear warm-up share of the steps")
     seed: int = field(0, help="random seed")
     save_steps: int = field(100, help="checkpoint every N optimiser steps (resumable)")
-    resume: bool = field(True, help="resume from <output_dir>.checkpoints when present")
+    resume: str = field("auto", help=RESUME_HELP)
     progress: bool = field(True, help="show a progress bar")

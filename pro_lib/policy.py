@@ -23,6 +23,7 @@ from pathlib import Path
 from pro_lib.errors import CheckpointError
 from pro_lib.io import atomic_dir, atomic_write_text, pro_home
 from pro_lib.refs import localize
+from pro_lib.models import LOAD_ERRORS, check_weight_files, load_error, looks_like_path
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,11 @@ def resolve_policy(ref: str | Path) -> str:
         if not (local / "config.json").is_file():
             raise CheckpointError(f"policy folder {local} has no config.json; it is not a saved model "
                                   "(was training interrupted? re-run it or pass another folder)")
+        check_weight_files(local)
         return str(local)
+    if looks_like_path(local):
+        raise CheckpointError(f"policy folder {local} does not exist; pass an existing folder saved with "
+                              "save_pretrained, 'smollm2', a hub name or models:/name@alias")
     return local
 
 
@@ -141,9 +146,8 @@ def load_policy(ref: str | Path, *, dtype=None, device: str | None = None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or torch.float32)
-    except OSError as exc:
-        raise CheckpointError(f"cannot load policy {ref!r} ({where}): {exc}. Pass 'smollm2', a folder "
-                              "saved with save_pretrained, a hub name (needs the hub) or models:/name@alias") from None
+    except LOAD_ERRORS as exc:
+        raise load_error(ref, exc, what="policy") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pro_lib.checkpoints import (RESUME_HELP, digest_data, digest_model, fingerprint, prepare_resume,
+                                  train_or_restore)
 from pro_lib.config import field, to_dict
 from pro_lib.errors import ConfigError, DataError
 from pro_lib.io import atomic_dir, write_json
@@ -40,7 +43,8 @@ class RewardTrainConfig:
                                           "(e.g. helpful-base, or a demo objective)")
     base_model: str = field("minilm", help="encoder trunk: 'minilm' (bundled), a folder, hub name "
                                            "or models:/ ref")
-    output_dir: str = field("runs/rewards/model", help="where the trained reward model is saved")
+    output_dir: str | None = field(None, help="where the trained reward model is saved (default: "
+                                              "runs/rewards/<objective>)")
     input_format: str = field("pair", help="how (prompt, response) reach the model",
                               choices=["pair", "concat", "response"])
     max_length: int = field(256, help="max tokens per input (prompt left-truncated)")
@@ -53,9 +57,16 @@ class RewardTrainConfig:
     eval_fraction: float = field(0.1, help="fraction of prompts held out for accuracy (without --eval-data)")
     seed: int = field(0, help="random seed (split and init)")
     limit: int | None = field(None, help="use at most this many pairs (after filtering)")
-    save_steps: int = field(50, help="checkpoint every N steps (for resuming)")
-    resume: bool = field(True, help="resume from the last checkpoint in <output_dir>.checkpoints")
+    save_steps: int = field(50, help="checkpoint every N steps into <output_dir>.checkpoints (for resuming)")
+    resume: str = field("auto", help=RESUME_HELP)
     progress: bool = field(True, help="show progress bars")
+
+    def __post_init__(self) -> None:
+        if not self.objective or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(self.objective)):
+            raise ConfigError(f"--objective must be a name of letters, digits, '_', '.' or '-' (it names the "
+                              f"output folder and the registered model), got {self.objective!r}")
+        if self.output_dir is None:  # one folder per objective: a second objective never resumes the first
+            self.output_dir = f"runs/rewards/{self.objective}"
 
 
 def _load_objective_pairs(cfg: RewardTrainConfig, specs: list[str]):
@@ -100,7 +111,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     from trl import RewardConfig, RewardTrainer
 
     from pro_lib.data import split_pairs
-    from pro_lib.models import resolve_model
+    from pro_lib.models import LOAD_ERRORS, load_error, resolve_model
     from pro_lib.suite import encode_for_reward
 
     if not cfg.objective:
@@ -111,7 +122,15 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     else:
         train, evals = split_pairs(pairs, cfg.eval_fraction, cfg.seed)
     base = resolve_model(cfg.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    out = Path(cfg.output_dir)
+    ckpt_dir = out.with_name(out.name + ".checkpoints")
+    fp = fingerprint(cfg, {"data_content": digest_data(cfg.data), "eval_data_content": digest_data(cfg.eval_data),
+                           "base_model_content": digest_model(base)})
+    last = prepare_resume(ckpt_dir, fp, cfg.resume, outputs=[out], what=f"reward model '{cfg.objective}'")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+    except LOAD_ERRORS as exc:
+        raise load_error(cfg.base_model, exc, what="base model") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
@@ -129,11 +148,12 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     ds = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenising pairs")
 
     torch.manual_seed(cfg.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    except LOAD_ERRORS as exc:
+        raise load_error(cfg.base_model, exc, what="base model") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    out = Path(cfg.output_dir)
-    ckpt_dir = out.with_name(out.name + ".checkpoints")
     args = RewardConfig(
         output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size,
         num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, seed=cfg.seed,
@@ -142,10 +162,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
-    last = _last_checkpoint(ckpt_dir) if cfg.resume else None
-    if last:
-        log.info("resuming reward model '%s' from %s", cfg.objective, last)
-    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    result = train_or_restore(trainer, last)
 
     with atomic_dir(out) as tmp:
         trainer.model.save_pretrained(tmp)
@@ -160,14 +177,6 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     log.info("reward model '%s': held-out accuracy %.3f [%.3f, %.3f] on %d pairs", cfg.objective,
              metrics["accuracy"], metrics["accuracy_ci_low"], metrics["accuracy_ci_high"], len(evals))
     return metrics
-
-
-def _last_checkpoint(folder: Path) -> Path | None:
-    if not folder.is_dir():
-        return None
-    ckpts = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
-             and (p / "trainer_state.json").is_file()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
 
 
 def reward_eval_table(rows: list[dict]) -> str:

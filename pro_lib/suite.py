@@ -128,15 +128,15 @@ class _ModelScorer:
     def __init__(self, obj: Objective, device: str):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from pro_lib.models import resolve_model
+        from pro_lib.models import LOAD_ERRORS, load_error, resolve_model
 
         self.obj = obj
         path = resolve_model(obj.model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForSequenceClassification.from_pretrained(path)
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"objective '{obj.name}': cannot load reward model {obj.model}: {exc}") from None
+        except LOAD_ERRORS as exc:
+            raise load_error(obj.model, exc, what=f"the reward model of objective '{obj.name}'") from None
         n_logits = self.model.config.num_labels
         if not 0 <= obj.logit_index < n_logits:
             raise ConfigError(f"objective '{obj.name}': logit_index {obj.logit_index} but the model "

@@ -73,7 +73,7 @@ def parse_weights(spec: str | Sequence[float] | Mapping[str, float], names: Sequ
     """The one weight parser: ``"helpful=0.7,harmless=0.3"`` (or ``;``-separated), ``"0.7,0.3"``,
     a list, an array or a mapping -> a (K,) vector on the simplex ordered as ``names``.
 
-    Missing names in a named spec get weight 0; unknown names are an error. The result is
+    Missing names in a named spec get weight 0; unknown or repeated names are an error. The result is
     renormalised to sum to 1 (:func:`validate_weights`). Errors say what to write instead.
     """
     names = list(names)
@@ -104,11 +104,15 @@ def parse_weights(spec: str | Sequence[float] | Mapping[str, float], names: Sequ
     else:
         return validate_weights(np.array(list(spec), dtype=float), what="weights", names=names)
     vec = np.zeros(len(names))
+    seen: set[str] = set()
     for key, value in items:
         key = str(key).strip()
         if key not in names:
             raise ConfigError(f"unknown objective '{key}' in weights; the objectives are {names} "
                               f"(e.g. {_example(names)})")
+        if key in seen:
+            raise ConfigError(f"weights {spec!r} name '{key}' twice; give each objective at most once")
+        seen.add(key)
         try:
             vec[names.index(key)] = float(value)
         except (TypeError, ValueError):

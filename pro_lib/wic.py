@@ -37,6 +37,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from pro_lib.checkpoints import (RESUME_HELP, digest_data, digest_model, digest_path, digest_value,
+                                  find_checkpoint, fingerprint, prepare_resume, train_or_restore)
 from pro_lib.config import field, to_dict
 from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError, DataError, ProError
@@ -435,6 +437,7 @@ class SFTOptions:
     padding_free: bool = field(False, help="concatenate each batch into one sequence without padding "
                                            "(attention stays within each example)")
     save_steps: int = field(200, help="checkpoint every this many steps (re-running resumes)")
+    resume: str = field("auto", help=RESUME_HELP)
 
 
 @dataclass
@@ -614,11 +617,11 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
               *, desc: str = "SFT") -> dict:
     """SFT ``policy.model`` in place on {prompt, completion} examples (loss on the completion only).
 
-    Checkpoints go to ``work_dir``; re-running with the same work_dir resumes from the last one.
+    Checkpoints go to ``work_dir``; re-running with the same work_dir resumes from the last one (the
+    stage has checked with :func:`pro_lib.checkpoints.prepare_resume` that it was made with the same settings).
     """
     import torch
     from datasets import Dataset
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     if not examples:
@@ -650,9 +653,9 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
     ds = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=ds, processing_class=policy.tokenizer,
                          peft_config=peft_config)
-    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    last = find_checkpoint(work_dir)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=last)
+    result = train_or_restore(trainer, last)
     model = trainer.model
     if peft_config is not None:
         model = model.merge_and_unload()
@@ -664,7 +667,7 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
     return {"sft_examples": len(examples), "sft_steps": int(result.global_step),
             "sft_loss_first": float(losses[0]) if losses else math.nan,
             "sft_loss_last": float(losses[-1]) if losses else math.nan,
-            "sft_seconds": time.time() - t0, "resumed_from": last}
+            "sft_seconds": time.time() - t0, "resumed_from": str(last) if last else None}
 
 
 def _reward_range(z: np.ndarray, names: Sequence[str]) -> dict[str, list[float]]:
@@ -741,6 +744,7 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
     if suite is None:
         suite = _load_suite(cfg.suite or (str(Path(cfg.targets) / "suite") if cfg.targets else None),
                             what="wic offline")
+    policy_digest = digest_model(cfg.policy) if policy is None else "(in-process model)"
     if policy is None:
         model, tok = load_policy(cfg.policy)
         policy = WICPolicy(model, tok, suite.names, decimals=cfg.decimals, conditioning=cfg.conditioning,
@@ -760,6 +764,9 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
         values = np.stack([r["weights"] for r in recs])
     examples = [{"prompt": policy.render(r["prompt"], v), "completion": r["response"]} for r, v in zip(recs, values)]
     scratch = _scratch_dir(out)
+    fp = fingerprint(cfg, {"examples_content": digest_value(examples), "policy_content": policy_digest})
+    prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC offline SFT")
+    scratch.mkdir(parents=True, exist_ok=True)
     write_jsonl(scratch / "examples.jsonl", ({"prompt": e["prompt"], "completion": e["completion"],
                                               "weights": r["weights"], "z": r["z"], "side": r["side"]}
                                              for e, r in zip(examples, recs)))
@@ -983,10 +990,14 @@ def _read_kept(spec: str) -> list[dict]:
 def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -> dict:
     """One round's SFT half: fine-tune the policy on the kept samples; writes the new policy to output_dir."""
     out = Path(cfg.output_dir)
+    policy_digest = digest_model(cfg.policy) if policy is None else "(in-process model)"
     policy = policy or WICPolicy.from_pretrained(cfg.policy)
     recs = [r for spec in cfg.samples for r in _read_kept(spec)]
+    examples = _kept_examples(policy, recs)
     scratch = _scratch_dir(out)
-    m = sft_train(policy, _kept_examples(policy, recs), cfg, scratch / "checkpoints", desc="WIC online SFT")
+    fp = fingerprint(cfg, {"examples_content": digest_value(examples), "policy_content": policy_digest})
+    prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC online SFT")
+    m = sft_train(policy, examples, cfg, scratch / "checkpoints", desc="WIC online SFT")
     write_json(scratch / "metrics.json", {"stage": "wic_online_sft", **m})
     _finish_policy(policy, out, scratch)
     return {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -1032,12 +1043,29 @@ def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICP
     return policy, metrics
 
 
+def _online_resume_check(cfg: WICOnlineLoopConfig, out: Path, *, suite, policy, orchestrator) -> None:
+    """Finished rounds (and a killed round's checkpoints) are reused only when made with the same settings
+    and inputs; ``rounds`` may grow (round e does not depend on how many follow)."""
+    inputs = {"data_content": digest_data(cfg.data),
+              "policy_content": digest_model(cfg.policy) if policy is None else "(in-process model)",
+              "suite_content": (digest_path(cfg.suite) if Path(cfg.suite).exists() else cfg.suite)
+              if suite is None else "(in-process suite)"}
+    if cfg.preferences == "orchestrator":
+        inputs["orchestrator_content"] = (digest_model(cfg.orchestrator) if orchestrator is None and cfg.orchestrator
+                                          else "(in-process orchestrator)" if orchestrator is not None else None)
+    state = sorted(out.glob("round-*/metrics.json")) + [c for w in sorted(out.glob(".round-*.work"))
+                                                        if (c := find_checkpoint(w))]
+    prepare_resume(out, fingerprint(cfg, inputs, ignore={"rounds"}), cfg.resume, found=state[0] if state else None,
+                   what="WIC online stage")
+
+
 def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None = None, orchestrator=None) -> dict:
     """Online stage (Eq. 11): E rounds. Finished rounds are skipped when re-run (resumable by round).
 
     Writes round-<e>/{samples.jsonl, policy/, metrics.json}, rounds.jsonl, policy/ (final), metrics.json.
     """
     out = Path(cfg.output_dir)
+    _online_resume_check(cfg, out, suite=suite, policy=policy, orchestrator=orchestrator)
     out.mkdir(parents=True, exist_ok=True)
     suite = suite or _load_suite(cfg.suite, what="wic online")
     if cfg.preferences.startswith("orchestrator") and orchestrator is None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pro_lib.errors import ConfigError, DataError
+from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.morlhf import (MorlhfEvalConfig, MorlhfTrainConfig, WeightedReward, build_prompt_dataset,
                             evaluate_morlhf, last_checkpoint, resolve_weights, train_morlhf)
 from pro_lib.suite import RewardSuite
@@ -277,12 +277,15 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, demo_data):
     assert all(torch.allclose(pa[k], pb[k], atol=1e-5) for k in pa), "resumed run diverged from the full run"
 
     # Same folder with other settings: refused with the differing field named.
-    with pytest.raises(ConfigError, match="weights: 'uniform' -> '0.5,0.5'"):
+    with pytest.raises(CheckpointError, match="weights: 'uniform' -> '0.5,0.5'"):
         train_morlhf(tiny_cfg(tmp_path, demo_data, name="killed", weights="0.5,0.5", resume="auto"),
                      suite=make_suite(), policy=make_policy())
-    with pytest.raises(ConfigError, match="already holds checkpoints"):
-        train_morlhf(tiny_cfg(tmp_path, demo_data, name="killed", resume="never"),
+    # --resume never starts over; the earlier run is moved aside, not deleted.
+    m = train_morlhf(tiny_cfg(tmp_path, demo_data, name="killed", weights="0.5,0.5", resume="never"),
                      suite=make_suite(), policy=make_policy())
+    assert m["resumed_from_step"] == 0 and m["steps"] == 4
+    (kept,) = tmp_path.glob("killed.prev-*")
+    assert (kept / "policy" / "config.json").is_file() and (kept / "checkpoints" / "checkpoint-4").is_dir()
 
 
 # -- evaluation --------------------------------------------------------------------------------
@@ -376,10 +379,14 @@ def test_cli_train_resume_and_eval_end_to_end(tmp_path, demo_data, capsys):
             "--output-dir", str(out)]
     assert main(argv) == 0
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2
-    # Asking for more steps continues from checkpoint-2 instead of starting over.
-    assert main(argv + ["--max-steps", "3"]) == 0
+    # Re-running continues from checkpoint-2 (nothing left to do); asking for more steps is another run
+    # (the learning-rate schedule depends on max_steps): refused with the field named.
+    assert main(argv) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["resumed_from_step"] == 2 and m["steps"] == 3
+    assert m["resumed_from_step"] == 2 and m["steps"] == 2
+    capsys.readouterr()
+    assert main(argv + ["--max-steps", "3"]) == 2
+    assert "max_steps: 2 -> 3" in capsys.readouterr().err
     rows = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
     assert all(r["weights"] == pytest.approx([0.75, 0.25]) for r in rows)
     capsys.readouterr()

@@ -1,0 +1,276 @@
+"""Safe resumes: the one checkpoint finder and the run fingerprint every resumable stage records.
+
+Every resumable stage (reward model, orchestrator, WIC offline / online SFT / online rounds, MORLHF)
+keeps its checkpoints in one folder of its own (``<output_dir>.checkpoints``, ``.<output_dir>.work``
+or ``<output_dir>/checkpoints``). When a run starts from scratch it writes ``fingerprint.json``
+there: every config field that decides the result (base model, loss, learning rate, epochs, seed,
+...) and a content digest of its inputs (data files, targets, base model / policy / suite /
+orchestrator folders). A checkpoint is either a trl/transformers ``checkpoint-N/`` folder (complete
+when its ``trainer_state.json`` is written) or PRO's ``last.pt``.
+
+``--resume auto`` (the default) continues from the newest complete checkpoint only when the
+fingerprint matches; a mismatch stops with an error naming the differing fields.
+``--resume never`` starts over: what an earlier run left (its checkpoints and its output folder)
+is moved to ``<name>.prev-<UTC time>`` first, so nothing already saved is deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from pro_lib.config import to_dict
+from pro_lib.errors import CheckpointError, ConfigError
+from pro_lib.io import write_json
+
+log = logging.getLogger(__name__)
+
+RESUME_HELP = ("auto: continue from the last checkpoint when it was made with the same settings and inputs "
+               "(else stop and name what differs); never: start over (an earlier run's checkpoints and "
+               "output are moved to <name>.prev-<time>, nothing is deleted)")
+FINGERPRINT_FILE = "fingerprint.json"
+FORMAT = "pro-fingerprint/1"
+# Config fields that never change the trained weights: where things go, how often to save or log.
+NOT_RESULT = frozenset({"output_dir", "resume", "progress", "save_steps", "save_total_limit", "logging_steps",
+                        "report_to", "reward_batch_size", "device", "gradient_checkpointing"})
+_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+_FULL_HASH_BYTES = 32 * 2**20   # files up to this size are hashed whole
+_PART_BYTES = 4 * 2**20         # bigger ones: size + first and last 4 MiB
+
+
+# -- the checkpoint finder ------------------------------------------------------------------------
+
+def find_checkpoint(folder: str | Path) -> Path | None:
+    """The newest complete checkpoint in ``folder``: ``checkpoint-N/`` with ``trainer_state.json``
+    (transformers / trl; a half-written one is skipped) or ``last.pt`` (PRO's own loop)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in folder.iterdir()
+                    if p.is_dir() and (m := _CKPT_RE.match(p.name))), reverse=True)
+    for _, path in found:
+        if (path / "trainer_state.json").is_file():
+            return path
+        log.warning("skipping incomplete checkpoint %s (no trainer_state.json: the run was killed while "
+                    "saving it)", path)
+    last = folder / "last.pt"
+    return last if last.is_file() else None
+
+
+def checkpoint_step(path: str | Path | None) -> int:
+    """The step of a ``checkpoint-N`` folder (0 for None or another name)."""
+    m = _CKPT_RE.match(Path(path).name) if path else None
+    return int(m.group(1)) if m else 0
+
+
+# -- content digests --------------------------------------------------------------------------------
+
+def _file_digest(path: Path, h) -> None:
+    size = path.stat().st_size
+    h.update(f"{size}\0".encode())
+    with open(path, "rb") as fh:
+        if size <= _FULL_HASH_BYTES:
+            for block in iter(lambda: fh.read(2**20), b""):
+                h.update(block)
+        else:
+            h.update(fh.read(_PART_BYTES))
+            fh.seek(size - _PART_BYTES)
+            h.update(fh.read(_PART_BYTES))
+
+
+def digest_path(path: str | Path) -> str:
+    """sha256 of a file or a folder's files (names + contents; files over 32 MiB: size, head and tail)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_file():
+        _file_digest(path, h)
+    else:
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            rel = f.relative_to(path)
+            if any(part.startswith(".") for part in rel.parts):
+                continue  # locks, temporary files
+            h.update(f"{rel.as_posix()}\0".encode())
+            _file_digest(f, h)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def digest_value(obj: Any) -> str:
+    """sha256 of a JSON-able value (numpy arrays and scalars allowed)."""
+    text = json.dumps(obj, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def digest_data(specs: str | Sequence[str]) -> str:
+    """Identity of load_pairs specs: the content of local files ('demo' is the shipped file), else the name."""
+    from pro_lib.data import demo_data_path
+
+    parts = []
+    for spec in [specs] if isinstance(specs, (str, Path)) else list(specs):
+        text = str(spec)
+        path = demo_data_path() if text == "demo" else Path(text.removeprefix("hh:")).expanduser()
+        parts.append(f"{text}={digest_path(path)}" if path.exists() else text)
+    return digest_value(parts)
+
+
+def digest_model(ref: str | Path | None) -> str | None:
+    """Identity of a model reference: the resolved folder's content (local folders, bundled models,
+    ``models:/`` refs, whose alias may move), else the reference itself (hub names)."""
+    if ref is None:
+        return None
+    text = str(ref)
+    if text == "minilm":
+        from pro_lib.models import bundled_minilm_path
+
+        return digest_path(bundled_minilm_path())
+    if text.lower() == "smollm2":
+        from pro_lib.policy import bundled_smollm2_path
+
+        return digest_path(bundled_smollm2_path())
+    if text.startswith(("models:/", "s3://")):
+        from pro_lib.io import localize
+
+        text = str(localize(text))
+    path = Path(text).expanduser()
+    return digest_path(path) if path.exists() else text
+
+
+# -- the fingerprint ----------------------------------------------------------------------------------
+
+def fingerprint(cfg: Any, inputs: Mapping[str, Any] | None = None, *, ignore: Iterable[str] = ()) -> dict:
+    """What decides a run's result: the config's fields (less where-to-save / how-often-to-log
+    fields and ``ignore``) plus ``inputs`` (content digests, named e.g. ``data_content``)."""
+    skip = NOT_RESULT | set(ignore)
+    fp = {k: v for k, v in to_dict(cfg).items() if k not in skip}
+    fp.update(inputs or {})
+    return json.loads(json.dumps(fp, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """``field: old -> new`` for every field that differs (missing on one side included)."""
+
+    def show(v: Any) -> str:
+        text = repr(v) if v is not None else "(absent)"
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    keys = [k for k in list(saved) + [k for k in now if k not in saved] if k != "format"]
+    return [f"{k}: {show(saved.get(k))} -> {show(now.get(k))}" for k in keys if saved.get(k) != now.get(k)]
+
+
+def resume_mode(value: Any) -> str:
+    """'auto' or 'never' (true/false from older configs map to them)."""
+    text = str(value).strip().lower()
+    mode = {"true": "auto", "yes": "auto", "1": "auto", "false": "never", "no": "never", "0": "never"}.get(text, text)
+    if mode not in ("auto", "never"):
+        raise ConfigError(f"resume must be 'auto' or 'never', got {value!r}")
+    return mode
+
+
+def read_fingerprint(folder: str | Path) -> dict | None:
+    p = Path(folder) / FINGERPRINT_FILE
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{p} is corrupt ({exc}); pass --resume never to start over "
+                              "(the old run is kept)") from None
+    return data if isinstance(data, dict) else None
+
+
+def move_aside(paths: Iterable[str | Path]) -> list[Path]:
+    """Rename each existing path to ``<name>.prev-<UTC time>`` (never deletes); returns the new names.
+    Empty folders stay; a path inside another one given moves with it."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    paths = list(dict.fromkeys(Path(p).absolute() for p in paths))
+    moved = []
+    for p in paths:
+        if not p.exists() or (p.is_dir() and not any(p.iterdir())):
+            continue  # nothing saved there
+        if any(q != p and q in p.parents for q in paths):
+            continue  # moves with its parent folder
+        target, n = p.with_name(f"{p.name}.prev-{stamp}"), 1
+        while target.exists():
+            n += 1
+            target = p.with_name(f"{p.name}.prev-{stamp}-{n}")
+        os.replace(p, target)
+        moved.append(target)
+    return moved
+
+
+def check_fingerprint(ckpt_dir: str | Path, fp: Mapping[str, Any], found: Path | str, *, what: str) -> None:
+    """Raise when the run that made ``found`` (in ``ckpt_dir``) had another fingerprint than ``fp``."""
+    saved = read_fingerprint(ckpt_dir)
+    if saved is None:
+        raise CheckpointError(
+            f"{what}: {found} has no {FINGERPRINT_FILE} (made by an older PRO or another tool), so it cannot be "
+            "checked against this run's settings; pass --resume never to start over (the old run is kept)")
+    diff = differences(saved, {"format": FORMAT, **fp})
+    if diff:
+        raise CheckpointError(
+            f"{what}: the checkpoint {found} was made with other settings or inputs: {'; '.join(diff)}. "
+            "Re-run with the same settings to continue it, or pass --resume never to start over "
+            "(the old run is moved to <name>.prev-<time>, nothing is deleted)")
+
+
+def prepare_resume(ckpt_dir: str | Path, fp: Mapping[str, Any], resume: Any = "auto", *,
+                   outputs: Sequence[str | Path] = (), found: Path | str | None = None,
+                   what: str = "this stage") -> Path | None:
+    """Decide where training starts. Returns the checkpoint to resume from, or None (from scratch).
+
+    ``ckpt_dir``: the stage's checkpoint folder (``fingerprint.json`` lives there). ``outputs``:
+    further folders an earlier run leaves (moved aside with it under ``--resume never``).
+    ``found``: the stage's resumable state when it is not a checkpoint in ``ckpt_dir`` (e.g.
+    finished online rounds); by default :func:`find_checkpoint`. On a fresh start the fingerprint
+    is written, so a later run can check it.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if resume_mode(resume) == "never":
+        moved = move_aside([ckpt_dir, *outputs])
+        if moved:
+            log.info("%s: starting over; the earlier run is kept in %s", what, ", ".join(map(str, moved)))
+        found = None
+    else:
+        found = found if found is not None else find_checkpoint(ckpt_dir)
+    if found is not None:
+        check_fingerprint(ckpt_dir, fp, found, what=what)
+        log.info("%s: resuming from %s (same settings and inputs)", what, found)
+        return Path(found)
+    record_fingerprint(ckpt_dir, fp)
+    return None
+
+
+def train_or_restore(trainer, resume_from: str | Path | None):
+    """``trainer.train(resume_from_checkpoint=...)``, except that the checkpoint of a *finished* run
+    (global step at max_steps) is loaded instead of trained on: transformers takes one more optimizer
+    step when it resumes at max_steps in mid-epoch, so re-running a finished run would change it.
+    Returns transformers' ``TrainOutput`` (the training loss of a restored run: the mean logged loss)."""
+    from transformers.trainer_utils import TrainOutput
+
+    state_file = Path(resume_from) / "trainer_state.json" if resume_from else None
+    if state_file is not None and state_file.is_file() and not getattr(trainer.args, "deepspeed", None):
+        state = json.loads(state_file.read_text())
+        if state.get("max_steps") and state.get("global_step", 0) >= state["max_steps"]:
+            from transformers.trainer_callback import TrainerState
+
+            log.info("%s is the last checkpoint of a finished run: loading it, nothing left to train", resume_from)
+            trainer._load_from_checkpoint(str(resume_from))
+            trainer.state = TrainerState.load_from_json(str(state_file))
+            losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+            return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else float("nan"), {})
+    return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+
+def record_fingerprint(ckpt_dir: str | Path, fp: Mapping[str, Any]) -> Path:
+    """Write ``fingerprint.json`` into a stage's checkpoint folder (atomically)."""
+    return write_json(Path(ckpt_dir) / FINGERPRINT_FILE, {"format": FORMAT, **fp})
+
+
+__all__ = ["find_checkpoint", "checkpoint_step", "digest_path", "digest_value", "digest_data", "digest_model",
+           "fingerprint", "differences", "resume_mode", "read_fingerprint", "move_aside", "check_fingerprint",
+           "prepare_resume", "record_fingerprint", "train_or_restore", "RESUME_HELP", "FINGERPRINT_FILE"]
