@@ -192,6 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     except ProError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # MLflow went away during the command: one line, not a traceback
+        from pro_lib.tracking import is_connection_failure, tracking_uri, unreachable_message
+
+        if not is_connection_failure(exc):
+            raise
+        print(f"error: {unreachable_message(tracking_uri(), 'the connection failed during the command')}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; training commands resume from their last checkpoint when re-run",
               file=sys.stderr)

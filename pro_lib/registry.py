@@ -92,9 +92,11 @@ def _not_found(exc: Exception) -> bool:
     code = str(getattr(exc, "error_code", "") or "")
     if "RESOURCE_DOES_NOT_EXIST" in code:
         return True
-    text = str(exc).lower()
-    if isinstance(exc, ConnectionError) or "api request to" in text and "failed with exception" in text:
+    from pro_lib.tracking import is_connection_failure
+
+    if is_connection_failure(exc):
         return False
+    text = str(exc).lower()
     return "not found" in text or "does not exist" in text
 
 

@@ -104,6 +104,15 @@ def check_reachable(uri: str | None = None, timeout: float | None = None) -> Non
     _REACHABLE.add(uri)
 
 
+def is_connection_failure(exc: BaseException) -> bool:
+    """An MLflow/requests error that means the server did not answer (not a "no such model")."""
+    if isinstance(exc, (TrackingUnavailable, ConnectionError)):
+        return True
+    text = str(exc)
+    return any(k in text for k in ("Max retries exceeded", "Connection refused", "Failed to establish a new "
+                                   "connection", "Read timed out", "RemoteDisconnected", "Connection aborted"))
+
+
 def _connection_problem(exc: BaseException) -> str:
     text = str(exc)
     for needle, short in (("Connection refused", "connection refused"), ("timed out", "timed out"),

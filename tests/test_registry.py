@@ -283,3 +283,37 @@ def test_missing_alias_is_not_an_outage(mlflow_env, tmp_path, capsys):
     assert main(["registry", "download", f"models:/{name}@champion"]) == 2
     err = capsys.readouterr().err
     assert f"models:/{name}@champion does not exist" in err and "not reachable" not in err, err
+
+
+def test_server_that_drops_mid_command_is_one_line(monkeypatch, capsys):
+    """The probe passes, then every API call loses its connection: one message, exit 2, no traceback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/health":
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"OK")
+            else:
+                self.close_connection = True  # drop it without an answer
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    from pro_lib.cli import main
+
+    try:
+        assert main(["registry", "list"]) == 2
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err.strip()
+    assert f"MLflow tracking server at {uri} is not reachable" in err and len(err.splitlines()) == 1, err

@@ -192,7 +192,7 @@ class Backend:
 
     def _registry_call(self, what: str, fn, *args, **kwargs):
         from pro_lib.errors import TrackingUnavailable
-        from pro_lib.tracking import _connection_problem
+        from pro_lib.tracking import _connection_problem, is_connection_failure
 
         try:
             with _fast_fail():
@@ -201,7 +201,7 @@ class Backend:
             raise
         except Exception as exc:
             text = _short(exc)
-            if isinstance(exc, TrackingUnavailable) or _is_connection_failure(text):
+            if is_connection_failure(exc):
                 why = "not answering" if isinstance(exc, TrackingUnavailable) else _connection_problem(exc)
                 m = re.search(r"\(([^()]*)\)\. Check it", str(exc))
                 raise RegistryUnreachable(unreachable_text(self.tracking_uri, m[1] if m else why)) from None
@@ -434,12 +434,6 @@ def unreachable_text(uri: str, why: str) -> str:
     """The one short message the page shows while the registry is away."""
     return (f"MLflow at {uri} is not reachable ({why}). Check it with `curl {uri.rstrip('/')}/health`, "
             "start the tracking server or set MLFLOW_TRACKING_URI, then press ↻ Reload.")
-
-
-def _is_connection_failure(text: str) -> bool:
-    return any(k in text for k in ("Max retries exceeded", "Connection refused", "ConnectionError",
-                                   "Failed to establish a new connection", "timed out", "Read timed out",
-                                   "RemoteDisconnected", "Connection aborted"))
 
 
 def _short(exc: BaseException, limit: int = 400) -> str:
