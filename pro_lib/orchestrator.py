@@ -31,6 +31,7 @@ from pro_lib.config import to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, write_json
 from pro_lib.orchestrator_config import POOLINGS, OrchestratorTrainConfig  # noqa: F401 (public here too)
+from pro_lib.targets import resolve_tau
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +234,7 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
     suite = RewardSuite.load(suite_dir)
     if targets.shape[1] != suite.K:
         raise DataError(f"targets have {targets.shape[1]} objectives but the suite in {suite_dir} has {suite.K}")
-    with open(Path(tdir if tdir.is_dir() else tdir.parent) / "target_report.json") as fh:
-        tau = json.load(fh).get("tau", 0.1)
+    tau = resolve_tau(None, tdir)
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)

@@ -447,7 +447,8 @@ class WICOfflineConfig(SFTOptions):
     output_dir: str = field("runs/wic_offline", help="output folder: the WIC policy, metrics.json, train_log.jsonl")
     conditioning: str = field("weights", help="weights (PRO-WIC) or rewards (RiC offline)",
                               choices=list(CONDITIONINGS))
-    tau: float = field(0.1, help="softmax temperature of w* (paper: 0.1)")
+    tau: float | None = field(None, help="softmax temperature of w*; default: the tau --targets were built with "
+                                         "(target_report.json), else 0.1 (paper)")
     decimals: int = field(2, help="decimals of the weights in the prompt")
     max_examples: int | None = field(None, help="use at most this many pairs (first N after shuffling with seed)")
     orchestrator: str | None = field(None, help="orchestrator recorded in the policy for generate(weights=None)")
@@ -684,7 +685,7 @@ def _scratch_dir(out: Path) -> Path:
 def build_offline_examples(cfg: WICOfflineConfig, suite, tokenizer) -> tuple[list[dict], dict]:
     """Pairs -> scored chosen responses -> (prompt, response, w*, z) records."""
     from pro_lib.data import load_pairs
-    from pro_lib.targets import target_weights
+    from pro_lib.targets import resolve_tau, target_weights
 
     pairs = []
     for spec in cfg.data:
@@ -694,10 +695,11 @@ def build_offline_examples(cfg: WICOfflineConfig, suite, tokenizer) -> tuple[lis
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), cfg.max_examples, replace=False))]
     prompts = [truncate_prompt(tokenizer, p.prompt, cfg.max_prompt_tokens) for p in pairs]
     raw, z = _score(suite, [p.prompt for p in pairs], [p.chosen for p in pairs])
-    w = target_weights(z, cfg.tau)
+    tau = resolve_tau(cfg.tau, cfg.targets)  # the tau of the targets the orchestrator learned from
+    w = target_weights(z, tau)
     recs = [{"prompt": pr, "response": p.chosen.strip(), "raw": raw[i], "z": z[i], "weights": w[i],
              "source": p.source} for i, (pr, p) in enumerate(zip(prompts, pairs))]
-    info = {"n_pairs": len(pairs), "mean_target": w.mean(axis=0).tolist(),
+    info = {"n_pairs": len(pairs), "tau": tau, "mean_target": w.mean(axis=0).tolist(),
             "argmax_share": (np.bincount(w.argmax(axis=1), minlength=suite.K) / len(pairs)).tolist()}
     return recs, info
 
