@@ -32,9 +32,9 @@ log = logging.getLogger("pro.components")
 class Stage:
     module: str
     function: str
-    config: str
-    gpu: bool = False          # scheduled on the GPU pool on a cluster
-    deterministic: bool = True  # KFP caching on when True
+    config: str | None          # None: not a config stage (the registry's side effects)
+    gpu: bool = False           # scheduled on the GPU pool on a cluster (pipelines.scheduling.Placement)
+    deterministic: bool = True  # KFP caching on when True (off for sampling, RL and side effects)
 
     def load(self) -> tuple[type, Callable[[Any], dict]]:
         try:
@@ -47,7 +47,8 @@ class Stage:
                               f"available in this installation ({exc}); update the image/package") from None
 
 
-# The one table of stages: component name -> pro_lib function and config dataclass.
+# The one table of stages: component name -> pro_lib function and config dataclass, GPU or CPU
+# placement and whether KFP may cache it. Pipelines place every task by this table.
 STAGES: dict[str, Stage] = {
     "prepare_data": Stage("pro_lib.data", "prepare_data", "DataConfig"),
     "train_reward_model": Stage("pro_lib.rewards", "train_reward_model", "RewardTrainConfig", gpu=True),
@@ -61,6 +62,9 @@ STAGES: dict[str, Stage] = {
     "wic_evaluate": Stage("pro_lib.wic", "evaluate_wic", "WICEvalConfig", gpu=True),
     "morlhf_train": Stage("pro_lib.morlhf", "train_morlhf", "MorlhfTrainConfig", gpu=True, deterministic=False),
     "morlhf_evaluate": Stage("pro_lib.morlhf", "evaluate_morlhf", "MorlhfEvalConfig", gpu=True),
+    # registry side effects (register_stage / promote_stage below): CPU, never cached
+    "register_model": Stage("pro_lib.registry", "register_model", None, deterministic=False),
+    "promote_model": Stage("pro_lib.registry", "promote", None, deterministic=False),
 }
 
 # Small outputs worth keeping in MLflow next to the metrics (model weights go to the registry).
@@ -201,12 +205,14 @@ def parse_objective_spec(spec: str) -> tuple[str, str | None]:
 def reward_suite_specs(objectives: list, model_dirs: list[str]) -> list[str]:
     """``name=<model dir>`` per objective, in the order of ``objectives``, matching each trained
     reward model by the objective recorded in its folder (pro_reward.json)."""
-    from pro_lib.errors import ConfigError
-    from pro_lib.io import read_json
+    from pro_lib.errors import CheckpointError, ConfigError
+    from pro_lib.suite import REWARD_MODEL_INFO, reward_model_info
 
     by_name: dict[str, str] = {}
     for d in model_dirs:
-        info = read_json(Path(d) / "pro_reward.json")
+        info = reward_model_info(Path(d))
+        if not info.get("objective"):
+            raise CheckpointError(f"{d} has no {REWARD_MODEL_INFO} naming its objective; train it with `pro rewards train`")
         by_name[info["objective"]] = str(d)
     specs = []
     for spec in objectives:

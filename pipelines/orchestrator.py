@@ -19,7 +19,7 @@ from components.data import prepare_data
 from components.orchestrator import evaluate_orchestrator, train_orchestrator
 from components.registry import promote_model, register_model
 from components.rewards import score_targets, train_reward_model
-from pipelines.scheduling import cpu_stage, gpu_stage
+from pipelines.scheduling import Placement
 from pro_lib.registry import ORCHESTRATOR_MODEL, reward_model_name
 
 PIPELINE_NAME = "pro-orchestrator"  # the KFP pipeline's name, not a registered model
@@ -36,39 +36,31 @@ DEFAULT_GPU_POOL = {"pro.ai/pool": "gpu"}
 
 
 def add_orchestrator_stages(*, objectives, data_config, reward_config, score_config, orchestrator_config,
-                            eval_config, promote, image, gpu_count, gpu_node_selector, gpu_cpu_request,
-                            gpu_memory_request, cpu_request, memory_request, pipeline=PIPELINE_NAME):
-    """The orchestrator stages inside a pipeline; returns the tasks later pipelines build on."""
-    def gpu(task, cache=True):
-        return gpu_stage(task, image=image, pipeline=pipeline, gpu_count=gpu_count,
-                         node_selector=gpu_node_selector, cpu=gpu_cpu_request, memory=gpu_memory_request,
-                         cache=cache)
+                            eval_config, promote, place: Placement):
+    """The orchestrator stages inside a pipeline; returns the tasks later pipelines build on.
 
-    def cpu(task, cache=True):
-        return cpu_stage(task, image=image, pipeline=pipeline, cpu=cpu_request, memory=memory_request,
-                         cache=cache)
-
-    data = cpu(prepare_data(config=data_config).set_display_name("prepare data"))
+    ``place`` puts each task on the GPU or CPU pool, cached or not, as the stage table says."""
+    data = place(prepare_data(config=data_config).set_display_name("prepare data"))
     with dsl.ParallelFor(objectives, name="objectives") as objective:
-        rm = gpu(train_reward_model(objective=objective, config=reward_config, data=data.outputs["data"])
-                 .set_display_name("train reward model"))
-        rm_reg = cpu(register_model(name=reward_model_name("{objective}"), objective=objective, model=rm.outputs["model"],
-                                    metrics=rm.outputs["metrics"]).set_display_name("register reward model"),
-                     cache=False)
-        cpu(promote_model(name=reward_model_name("{objective}"), objective=objective, version=rm_reg.output,
-                          enabled=promote).set_display_name("promote reward model"), cache=False)
-    targets = gpu(score_targets(objectives=objectives, config=score_config, data=data.outputs["data"],
-                                reward_models=dsl.Collected(rm.outputs["model"]))
-                  .set_display_name("score rewards + build targets"))
-    orch = gpu(train_orchestrator(config=orchestrator_config, targets=targets.outputs["targets"])
-               .set_display_name("train orchestrator"))
-    ev = gpu(evaluate_orchestrator(config=eval_config, orchestrator=orch.outputs["model"],
-                                   data=data.outputs["data"], targets=targets.outputs["targets"])
-             .set_display_name("evaluate orchestrator"))
-    reg = cpu(register_model(name=ORCHESTRATOR_MODEL, model=orch.outputs["model"], metrics=ev.outputs["metrics"])
-              .set_display_name("register orchestrator"), cache=False)
-    prom = cpu(promote_model(name=ORCHESTRATOR_MODEL, version=reg.output, enabled=promote)
-               .set_display_name("promote orchestrator"), cache=False)
+        rm = place(train_reward_model(objective=objective, config=reward_config, data=data.outputs["data"])
+                   .set_display_name("train reward model"))
+        rm_reg = place(register_model(name=reward_model_name("{objective}"), objective=objective,
+                                      model=rm.outputs["model"], metrics=rm.outputs["metrics"])
+                       .set_display_name("register reward model"))
+        place(promote_model(name=reward_model_name("{objective}"), objective=objective, version=rm_reg.output,
+                            enabled=promote).set_display_name("promote reward model"))
+    targets = place(score_targets(objectives=objectives, config=score_config, data=data.outputs["data"],
+                                  reward_models=dsl.Collected(rm.outputs["model"]))
+                    .set_display_name("score rewards + build targets"))
+    orch = place(train_orchestrator(config=orchestrator_config, targets=targets.outputs["targets"])
+                 .set_display_name("train orchestrator"))
+    ev = place(evaluate_orchestrator(config=eval_config, orchestrator=orch.outputs["model"],
+                                     data=data.outputs["data"], targets=targets.outputs["targets"])
+               .set_display_name("evaluate orchestrator"))
+    reg = place(register_model(name=ORCHESTRATOR_MODEL, model=orch.outputs["model"], metrics=ev.outputs["metrics"])
+                .set_display_name("register orchestrator"))
+    prom = place(promote_model(name=ORCHESTRATOR_MODEL, version=reg.output, enabled=promote)
+                 .set_display_name("promote orchestrator"))
     return {"data": data, "targets": targets, "orchestrator": orch, "evaluation": ev, "register": reg,
             "promote": prom}
 
@@ -93,8 +85,9 @@ def orchestrator_pipeline(
     memory_request: str = "4Gi",
 ):
     """objectives: ``name`` or ``name=<source filter>`` (``name=`` for no filter)."""
+    place = Placement(image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
+                      gpu_cpu_request=gpu_cpu_request, gpu_memory_request=gpu_memory_request,
+                      cpu_request=cpu_request, memory_request=memory_request)
     add_orchestrator_stages(
         objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
-        orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, image=image,
-        gpu_count=gpu_count, gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
-        gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request)
+        orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, place=place)

@@ -17,7 +17,7 @@ from components.morlhf import morlhf_evaluate, morlhf_train
 from components.registry import promote_model, register_model
 from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
                                     DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages)
-from pipelines.scheduling import cpu_stage, gpu_stage
+from pipelines.scheduling import Placement
 from pro_lib.registry import policy_model_name
 
 PIPELINE_NAME = "pro-morlhf"
@@ -48,34 +48,24 @@ def pro_morlhf_pipeline(
     memory_request: str = "4Gi",
 ):
     """``morlhf_config``: MorlhfTrainConfig keys (`pro morlhf train --help`), shared by both methods."""
+    place = Placement(image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
+                      gpu_cpu_request=gpu_cpu_request, gpu_memory_request=gpu_memory_request,
+                      cpu_request=cpu_request, memory_request=memory_request)
     t = add_orchestrator_stages(
         objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
-        orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, image=image,
-        gpu_count=gpu_count, gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
-        gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request,
-        pipeline=PIPELINE_NAME)
-
-    def gpu(task, cache=True):
-        return gpu_stage(task, image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count,
-                         node_selector=gpu_node_selector, cpu=gpu_cpu_request, memory=gpu_memory_request,
-                         cache=cache)
-
-    def cpu(task):
-        return cpu_stage(task, image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request,
-                         cache=False)
+        orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, place=place)
 
     targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
-    pro = gpu(morlhf_train(config=morlhf_config, weights="orchestrator", data=data, suite=targets,
-                           orchestrator=t["orchestrator"].outputs["model"]).set_display_name("PRO-MORLHF"),
-              cache=False)
-    base = gpu(morlhf_train(config=morlhf_config, weights="uniform", data=data, suite=targets)
-               .set_display_name("MORLHF (uniform weights)"), cache=False)
-    ev = gpu(morlhf_evaluate(config=morlhf_eval_config, data=data, pro_policy=pro.outputs["policy"],
-                             baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))
+    pro = place(morlhf_train(config=morlhf_config, weights="orchestrator", data=data, suite=targets,
+                             orchestrator=t["orchestrator"].outputs["model"]).set_display_name("PRO-MORLHF"))
+    base = place(morlhf_train(config=morlhf_config, weights="uniform", data=data, suite=targets)
+                 .set_display_name("MORLHF (uniform weights)"))
+    ev = place(morlhf_evaluate(config=morlhf_eval_config, data=data, pro_policy=pro.outputs["policy"],
+                               baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))
     for method, task, gate in (("pro-morlhf", pro, "pro-morlhf/weighted_orchestrator"),
                                ("morlhf", base, "morlhf/weighted_orchestrator")):
-        reg = cpu(register_model(name=policy_model_name(method), model=task.outputs["policy"], metrics=ev.outputs["metrics"],
-                                 gate_metric=gate, gate_mode="max", subdir="policy")
-                  .set_display_name(f"register {method} policy"))
-        cpu(promote_model(name=policy_model_name(method), version=reg.output, enabled=promote)
-            .set_display_name(f"promote {method} policy"))
+        reg = place(register_model(name=policy_model_name(method), model=task.outputs["policy"],
+                                   metrics=ev.outputs["metrics"], gate_metric=gate, gate_mode="max", subdir="policy")
+                    .set_display_name(f"register {method} policy"))
+        place(promote_model(name=policy_model_name(method), version=reg.output, enabled=promote)
+              .set_display_name(f"promote {method} policy"))

@@ -17,7 +17,7 @@ from components.registry import promote_model, register_model
 from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic_online_sft
 from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
                                     DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages)
-from pipelines.scheduling import cpu_stage, gpu_stage
+from pipelines.scheduling import Placement
 from pro_lib.registry import policy_model_name
 
 PIPELINE_NAME = "pro-wic"
@@ -65,37 +65,31 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
         memory_request: str = "4Gi",
     ):
         """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
+        place = Placement(image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count,
+                          gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
+                          gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request)
         t = add_orchestrator_stages(
             objectives=objectives, data_config=data_config, reward_config=reward_config,
             score_config=score_config, orchestrator_config=orchestrator_config, eval_config=eval_config,
-            promote=promote, image=image, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
-            gpu_cpu_request=gpu_cpu_request, gpu_memory_request=gpu_memory_request, cpu_request=cpu_request,
-            memory_request=memory_request, pipeline=PIPELINE_NAME)
-
-        def gpu(task, cache=True):
-            return gpu_stage(task, image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count,
-                             node_selector=gpu_node_selector, cpu=gpu_cpu_request, memory=gpu_memory_request,
-                             cache=cache)
+            promote=promote, place=place)
 
         targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
-        policy = gpu(wic_offline_sft(config=wic_offline_config, data=data, targets=targets)
-                     .set_display_name("WIC offline SFT")).outputs["policy"]
+        policy = place(wic_offline_sft(config=wic_offline_config, data=data, targets=targets)
+                       .set_display_name("WIC offline SFT")).outputs["policy"]
         for r in range(1, online_rounds + 1):
-            samples = gpu(wic_online_sample(config=wic_sample_config, round_index=r, policy=policy,
-                                            orchestrator=t["orchestrator"].outputs["model"], data=data,
-                                            targets=targets)
-                          .set_display_name(f"online round {r}: sample + reject"), cache=False)
-            policy = gpu(wic_online_sft(config=wic_online_config, policy=policy, samples=samples.outputs["samples"])
-                         .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
-        ev = gpu(wic_evaluate(config=wic_eval_config, policy=policy, data=data, targets=targets)
-                 .set_display_name("Pareto evaluation"))
-        reg = cpu_stage(register_model(name=policy_model_name("pro-wic"), model=policy, metrics=ev.outputs["metrics"],
-                                       gate_metric=GATE_METRIC, gate_mode="max")
-                        .set_display_name("register PRO-WIC policy"),
-                        image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
-        cpu_stage(promote_model(name=policy_model_name("pro-wic"), version=reg.output, enabled=promote)
-                  .set_display_name("promote PRO-WIC policy"),
-                  image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
+            samples = place(wic_online_sample(config=wic_sample_config, round_index=r, policy=policy,
+                                              orchestrator=t["orchestrator"].outputs["model"], data=data,
+                                              targets=targets)
+                            .set_display_name(f"online round {r}: sample + reject"))
+            policy = place(wic_online_sft(config=wic_online_config, policy=policy, samples=samples.outputs["samples"])
+                           .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
+        ev = place(wic_evaluate(config=wic_eval_config, policy=policy, data=data, targets=targets)
+                   .set_display_name("Pareto evaluation"))
+        reg = place(register_model(name=policy_model_name("pro-wic"), model=policy, metrics=ev.outputs["metrics"],
+                                   gate_metric=GATE_METRIC, gate_mode="max")
+                    .set_display_name("register PRO-WIC policy"))
+        place(promote_model(name=policy_model_name("pro-wic"), version=reg.output, enabled=promote)
+              .set_display_name("promote PRO-WIC policy"))
 
     return pro_wic_pipeline
 

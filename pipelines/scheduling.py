@@ -11,9 +11,15 @@
 - CPU stages: a required node affinity *away* from the GPU pool (``pro.ai/pool NotIn [gpu]``), on
   top of the GPU taint they do not tolerate;
 - caching: on for deterministic stages, off for sampling/RL and for registry side effects.
+
+GPU or CPU and caching are not chosen at the call sites: :class:`Placement` reads them from the one
+stage table (``components.runtime.STAGES``: ``Stage.gpu``, ``Stage.deterministic``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from kfp import kubernetes
 from kfp.dsl import pipeline_channel
@@ -54,7 +60,7 @@ def _common(task, *, image, pipeline: str, cpu, memory, cache: bool):
     return task
 
 
-def gpu_stage(task, *, image, pipeline: str, gpu_count, node_selector, cpu, memory, cache: bool = True):
+def gpu_stage(task, *, image, pipeline: str, gpu_count, node_selector, cpu, memory, cache: bool):
     """A GPU stage: GPUs, the GPU pool's node selector and the nvidia.com/gpu toleration."""
     _common(task, image=image, pipeline=pipeline, cpu=cpu, memory=memory, cache=cache)
     task.set_accelerator_type(GPU_RESOURCE)
@@ -65,9 +71,44 @@ def gpu_stage(task, *, image, pipeline: str, gpu_count, node_selector, cpu, memo
     return task
 
 
-def cpu_stage(task, *, image, pipeline: str, cpu, memory, cache: bool = True):
+def cpu_stage(task, *, image, pipeline: str, cpu, memory, cache: bool):
     """A CPU stage: kept off the GPU pool by a required node anti-affinity."""
     _common(task, image=image, pipeline=pipeline, cpu=cpu, memory=memory, cache=cache)
     kubernetes.add_node_affinity(task, match_expressions=[
         {"key": GPU_POOL_KEY, "operator": "NotIn", "values": [GPU_POOL_VALUE]}])
     return task
+
+
+def stage_of(task):
+    """The stage-table entry of a pipeline task (by its component's name)."""
+    from components.runtime import STAGES
+
+    name = task.component_spec.name.replace("-", "_")
+    if name not in STAGES:
+        raise KeyError(f"component {task.component_spec.name!r} has no entry in components.runtime.STAGES; "
+                       "add one (GPU or not, deterministic or not)")
+    return STAGES[name]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A pipeline's scheduling parameters; ``place(task)`` puts the task on the GPU or CPU pool and sets
+    its caching as the stage table says. Values may be pipeline parameters (channels)."""
+
+    image: Any
+    pipeline: str
+    gpu_count: Any
+    gpu_node_selector: Any
+    gpu_cpu_request: Any
+    gpu_memory_request: Any
+    cpu_request: Any
+    memory_request: Any
+
+    def __call__(self, task):
+        stage = stage_of(task)
+        if stage.gpu:
+            return gpu_stage(task, image=self.image, pipeline=self.pipeline, gpu_count=self.gpu_count,
+                             node_selector=self.gpu_node_selector, cpu=self.gpu_cpu_request,
+                             memory=self.gpu_memory_request, cache=stage.deterministic)
+        return cpu_stage(task, image=self.image, pipeline=self.pipeline, cpu=self.cpu_request,
+                         memory=self.memory_request, cache=stage.deterministic)

@@ -33,6 +33,7 @@ from pro_lib.config import to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, utf8_problem, write_json
 from pro_lib.orchestrator_config import POOLINGS, OrchestratorTrainConfig  # noqa: F401 (public here too)
+from pro_lib.targets import resolve_tau
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +238,7 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
     suite = RewardSuite.load(suite_dir)
     if targets.shape[1] != suite.K:
         raise DataError(f"targets have {targets.shape[1]} objectives but the suite in {suite_dir} has {suite.K}")
-    with open(Path(tdir if tdir.is_dir() else tdir.parent) / "target_report.json") as fh:
-        tau = json.load(fh).get("tau", 0.1)
+    tau = resolve_tau(None, tdir)
     out = Path(cfg.output_dir)
     ckpt = _checkpoint_path(out)
     fp = fingerprint(cfg, {"targets_content": digest_path(tdir / "targets.jsonl" if tdir.is_dir() else tdir),

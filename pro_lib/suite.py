@@ -28,6 +28,7 @@ import yaml
 from pro_lib.config import field
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_write_text, write_json
+from pro_lib.targets import DEFAULT_TAU, TARGET_REPORT
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,33 @@ def parse_objective(spec: str) -> Objective:
     if ref.startswith("fn:"):
         return Objective(name=name.strip(), function=ref[3:])
     return Objective(name=name.strip(), model=ref)
+
+
+REWARD_MODEL_INFO = "pro_reward.json"  # `pro rewards train` writes it beside the weights
+
+
+def reward_model_info(ref: str | Path) -> dict:
+    """What a reward-model folder records about itself (``objective``, ``input_format``,
+    ``max_length``, ``config``); ``{}`` for a model without the file (a hub reward model)."""
+    from pro_lib.io import read_json
+    from pro_lib.refs import localize
+
+    local = localize(ref)
+    info_file = Path(local) / REWARD_MODEL_INFO if isinstance(local, Path) else None
+    return read_json(info_file) if info_file is not None and info_file.is_file() else {}
+
+
+def model_objective(name: str, ref: str, *, input_format: str | None = None,
+                    max_length: int | None = None) -> Objective:
+    """The objective of a reward model: its input format and max length are the ones it was trained
+    with (:data:`REWARD_MODEL_INFO`) unless given, else ``pair`` / 512."""
+    from pro_lib.refs import localize
+
+    local = localize(ref)
+    info = reward_model_info(local)
+    return Objective(name=name, model=str(local),
+                     input_format=input_format or info.get("input_format") or "pair",
+                     max_length=int(max_length or info.get("max_length") or 512))
 
 
 def _import_function(path: str, name: str) -> ScoreFn:
@@ -349,11 +377,13 @@ class ScoreConfig:
                                   help="objectives as name=<model ref> or name=fn:<module>:<function>")
     suite: str | None = field(None, help="an existing suite folder (instead of --objectives)")
     output_dir: str = field("runs/targets", help="folder for targets.jsonl, the suite and a report")
-    tau: float = field(0.1, help="softmax temperature of the targets (paper: 0.1)")
+    tau: float = field(DEFAULT_TAU, help="softmax temperature of the targets (paper: 0.1); recorded in "
+                                         "target_report.json, which the orchestrator and PRO-WIC offline follow")
     batch_size: int = field(32, help="scoring batch size")
-    max_length: int = field(512, help="max tokens per reward-model input")
-    input_format: str = field("pair", help="input format for model objectives",
-                              choices=list(INPUT_FORMATS))
+    max_length: int | None = field(None, help="max tokens per reward-model input (default: as each reward "
+                                              f"model was trained, from its {REWARD_MODEL_INFO}, else 512)")
+    input_format: str | None = field(None, help="input format for model objectives (default: as each reward "
+                                                "model was trained, else pair)", choices=list(INPUT_FORMATS))
     refit_stats: bool = field(True, help="recompute normalisation stats on this data (else reuse the suite's)")
 
 
@@ -362,8 +392,11 @@ def build_suite(cfg: ScoreConfig) -> RewardSuite:
         return RewardSuite.load(cfg.suite)
     if not cfg.objectives:
         raise ConfigError("give --objectives name=<model>,... or --suite <folder>")
-    objs = [dataclasses.replace(parse_objective(s), input_format=cfg.input_format,
-                                max_length=cfg.max_length) for s in cfg.objectives]
+    objs = []
+    for spec in cfg.objectives:
+        o = parse_objective(spec)
+        objs.append(model_objective(o.name, o.model, input_format=cfg.input_format, max_length=cfg.max_length)
+                    if o.model else o)
     return RewardSuite(objs)
 
 
@@ -393,7 +426,7 @@ def score_and_target(cfg: ScoreConfig) -> dict:
     report = {"n": len(pairs), "objectives": suite.names, "tau": cfg.tau,
               "stats": suite.stats, "mean_target": w.mean(axis=0),
               "argmax_share": np.bincount(w.argmax(axis=1), minlength=suite.K) / len(pairs)}
-    write_json(out / "target_report.json", report)
+    write_json(out / TARGET_REPORT, report)
     metrics = {"n_scored": len(pairs)}
     for k, n in enumerate(suite.names):
         metrics[f"mean_target_{n}"] = float(w[:, k].mean())

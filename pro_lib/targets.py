@@ -7,6 +7,8 @@ preferred response stands out on.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -14,7 +16,37 @@ import numpy as np
 from pro_lib.errors import ConfigError, ObjectiveMismatchError
 
 
-def target_weights(z: np.ndarray, tau: float = 0.1) -> np.ndarray:
+DEFAULT_TAU = 0.1  # the paper's temperature
+TARGET_REPORT = "target_report.json"  # beside targets.jsonl: n, objectives, tau, stats (`pro rewards score`)
+
+
+def recorded_tau(targets: str | Path) -> float | None:
+    """The tau the targets in ``targets`` (a folder, or its targets.jsonl) were built with; None when
+    the folder has no report."""
+    folder = Path(targets)
+    report = (folder if folder.is_dir() else folder.parent) / TARGET_REPORT
+    if not report.is_file():
+        return None
+    from pro_lib.io import read_json
+
+    tau = read_json(report).get("tau")
+    return None if tau is None else float(tau)
+
+
+def resolve_tau(tau: float | None, targets: str | Path | None) -> float:
+    """The tau a stage builds w* with: the targets' own (so the orchestrator and the PRO-WIC tags
+    agree), an explicit ``tau`` only when it is the same or there are no recorded targets."""
+    recorded = recorded_tau(targets) if targets else None
+    if tau is None:
+        return DEFAULT_TAU if recorded is None else recorded
+    if recorded is not None and not math.isclose(float(tau), recorded):
+        raise ConfigError(f"tau={tau} differs from tau={recorded} the targets in {targets} were built with "
+                          f"({TARGET_REPORT}); drop tau to follow the targets, or rebuild them with "
+                          f"`pro rewards score --tau {tau}`")
+    return float(tau)
+
+
+def target_weights(z: np.ndarray, tau: float = DEFAULT_TAU) -> np.ndarray:
     """Row-wise ``softmax(z / tau)``: (N, K) normalised scores -> (N, K) rows on the simplex."""
     if tau <= 0:
         raise ConfigError(f"tau must be > 0, got {tau}")

@@ -457,7 +457,8 @@ class WICOfflineConfig(SFTOptions):
     output_dir: str = field("runs/wic_offline", help="output folder: the WIC policy, metrics.json, train_log.jsonl")
     conditioning: str = field("weights", help="weights (PRO-WIC) or rewards (RiC offline)",
                               choices=list(CONDITIONINGS))
-    tau: float = field(0.1, help="softmax temperature of w* (paper: 0.1)")
+    tau: float | None = field(None, help="softmax temperature of w*; default: the tau --targets were built with "
+                                         "(target_report.json), else 0.1 (paper)")
     decimals: int = field(2, help="decimals of the weights in the prompt")
     max_examples: int | None = field(None, help="use at most this many pairs (a random sample stratified by source, "
                                                 "seed --seed)")
@@ -707,7 +708,7 @@ def _scratch_dir(out: Path) -> Path:
 def build_offline_examples(cfg: WICOfflineConfig, suite, tokenizer) -> tuple[list[dict], dict]:
     """Pairs -> scored chosen responses -> (prompt, response, w*, z) records."""
     from pro_lib.data import load_pairs, source_mix, stratified_sample
-    from pro_lib.targets import target_weights
+    from pro_lib.targets import resolve_tau, target_weights
 
     pairs = []
     for spec in cfg.data:
@@ -723,10 +724,11 @@ def build_offline_examples(cfg: WICOfflineConfig, suite, tokenizer) -> tuple[lis
     if cfg.responses == "both":  # RiC: rejected responses too, each with its own reward tags
         items += [(pr, p, p.rejected, "rejected") for pr, p in zip(prompts, pairs)]
     raw, z = _score(suite, [p.prompt for _, p, _, _ in items], [r for _, _, r, _ in items])
-    w = target_weights(z, cfg.tau)
+    tau = resolve_tau(cfg.tau, cfg.targets)  # the tau of the targets the orchestrator learned from
+    w = target_weights(z, tau)
     recs = [{"prompt": pr, "response": r.strip(), "raw": raw[i], "z": z[i], "weights": w[i],
              "source": p.source, "side": side} for i, (pr, p, r, side) in enumerate(items)]
-    info = {"n_pairs": len(pairs), "n_examples": len(recs), "responses": cfg.responses,
+    info = {"n_pairs": len(pairs), "n_examples": len(recs), "responses": cfg.responses, "tau": tau,
             "source_mix": source_mix(p.source for p in pairs), "mean_target": w.mean(axis=0).tolist(),
             "argmax_share": (np.bincount(w.argmax(axis=1), minlength=suite.K) / len(recs)).tolist()}
     return recs, info

@@ -19,6 +19,16 @@ CPU_STAGES = {"prepare-data", "register-model", "promote-model"}
 NEVER_CACHED = {"register-model", "promote-model", "wic-online-sample", "morlhf-train"}
 
 
+def test_the_stage_table_says_where_and_whether_cached():
+    """Placement and caching come from components.runtime.STAGES (pipelines.scheduling.Placement)."""
+    from components.runtime import STAGES
+
+    kebab = {n.replace("_", "-"): s for n, s in STAGES.items()}
+    assert {n for n, s in kebab.items() if s.gpu} == GPU_STAGES
+    assert set(kebab) == GPU_STAGES | CPU_STAGES
+    assert {n for n, s in kebab.items() if not s.deterministic} == NEVER_CACHED
+
+
 def _load(name):
     spec, platform = list(yaml.safe_load_all((REPO / "pipelines" / f"{name}.yaml").read_text()))
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

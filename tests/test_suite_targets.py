@@ -128,3 +128,19 @@ def test_compare_weights_hand_computed():
     assert res["methods"]["orchestrator"]["argmax_agreement"] == 1.0
     assert np.isclose(res["mse_ratio_vs_best_fixed"], 0.4)
     assert mean_kl(np.array([[0.5, 0.5]]), np.array([[0.5, 0.5]])) == pytest.approx(0.0)
+
+
+def test_reward_model_settings_travel_with_the_model(tmp_path):
+    """A reward model is scored as it was trained: input format and max length come from its
+    pro_reward.json unless the score stage sets them."""
+    from pro_lib.io import write_json
+    from pro_lib.suite import ScoreConfig, build_suite
+
+    rm = tmp_path / "rm_helpful"
+    write_json(rm / "pro_reward.json", {"objective": "helpful", "input_format": "response", "max_length": 40})
+    hub = "some-org/reward-model"  # no folder, nothing recorded: the defaults
+    suite = build_suite(ScoreConfig(objectives=[f"helpful={rm}", f"other={hub}", "len=fn:scorers:length_reward"]))
+    got = {o.name: (o.input_format, o.max_length) for o in suite.objectives}
+    assert got["helpful"] == ("response", 40) and got["other"] == ("pair", 512)
+    suite = build_suite(ScoreConfig(objectives=[f"helpful={rm}"], max_length=64, input_format="concat"))
+    assert (suite.objectives[0].input_format, suite.objectives[0].max_length) == ("concat", 64)

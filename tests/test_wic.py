@@ -327,6 +327,30 @@ def test_sampling_round_and_online_sft_stages(tmp_path, pairs_file):
                                                  output_dir=str(tmp_path / "p2")))
 
 
+def test_offline_tags_follow_the_targets_tau(tmp_path, pairs_file):
+    """`--set score_config.tau=0.5` reaches the PRO-WIC tags: the offline stage builds w* with the tau
+    the targets were built with (target_report.json), so tags and orchestrator targets agree."""
+    from pro_lib.suite import ScoreConfig, score_and_target
+
+    targets = tmp_path / "targets"
+    score_and_target(ScoreConfig(data=str(pairs_file), output_dir=str(targets), tau=0.5,
+                                 objectives=["helpful=fn:scorers:length_reward", "harmless=fn:scorers:polite_reward"]))
+    base = wic.build_tiny_policy(tmp_path / "base", NAMES)
+    cfg = wic.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], targets=str(targets),
+                               output_dir=str(tmp_path / "offline"), epochs=0.2, batch_size=24, max_length=64)
+    metrics = wic.train_wic_offline(cfg)
+    tags = [json.loads(line)["weights"] for line in (tmp_path / "offline" / "examples.jsonl").read_text().splitlines()]
+    w_star = [json.loads(line)["weights"] for line in (targets / "targets.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(tags, w_star, atol=1e-6)
+    assert metrics["tau"] == 0.5
+    from pro_lib.targets import resolve_tau
+
+    # a different explicit tau would make the tags drift from the targets: refused, with the fix
+    with pytest.raises(ConfigError, match=r"tau=0.1 differs from tau=0.5.*drop tau"):
+        resolve_tau(0.1, targets)
+    assert resolve_tau(None, tmp_path) == 0.1 and resolve_tau(0.3, None) == 0.3  # no targets: the flag, else 0.1
+
+
 def test_offline_k_mismatch(tmp_path, pairs_file):
     base = wic.build_tiny_policy(tmp_path / "base", ["a", "b", "c"])
     pol = wic.WICPolicy.from_pretrained(base)

@@ -324,7 +324,7 @@ class Backend:
         return _load("orchestrator", load_ref, PreferenceOrchestrator.from_pretrained)
 
     def load_suite(self, load_ref: str):
-        from pro_lib.suite import Objective, RewardSuite
+        from pro_lib.suite import RewardSuite, model_objective
 
         if load_ref.startswith(PER_OBJECTIVE_PREFIX):
             import json
@@ -332,17 +332,8 @@ class Backend:
             data = json.loads(load_ref[len(PER_OBJECTIVE_PREFIX):])
 
             def build(_):
-                from pro_lib.refs import localize
-
-                objectives = []
-                for n, ref in data["objectives"].items():
-                    folder = Path(localize(ref))
-                    # pro rewards train records how (prompt, response) reach the model
-                    meta = json.loads((folder / "pro_reward.json").read_text()) \
-                        if (folder / "pro_reward.json").is_file() else {}
-                    objectives.append(Objective(name=n, model=str(folder),
-                                                input_format=meta.get("input_format", "pair"),
-                                                max_length=int(meta.get("max_length", 512))))
+                # each model's input format and max length travel with it (pro_lib.suite.model_objective)
+                objectives = [model_objective(n, ref) for n, ref in data["objectives"].items()]
                 return RewardSuite(objectives, data.get("stats"))
 
             return _load("reward suite", "the registry's pro-reward-* models", build)
