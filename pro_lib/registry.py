@@ -26,6 +26,7 @@ import math
 import os
 import re
 import socket
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -42,6 +43,8 @@ CHAMPION = "champion"
 GATE_METRIC_TAG = "pro.gate_metric"
 GATE_MODE_TAG = "pro.gate_mode"
 METRIC_TAG_PREFIX = "pro.metric."
+FORMAT_TAG = "pro.format"   # versions registered as MLflow pyfunc models carry it (pro_lib.serving.FORMAT)
+KIND_TAG = "pro.kind"       # orchestrator | reward | policy | endpoint
 
 # The registered names (defined here only): pro-orchestrator, pro-reward-<objective>, pro-policy-<method>.
 ORCHESTRATOR_MODEL = "pro-orchestrator"
@@ -120,6 +123,29 @@ def _metric_tags(metrics: Mapping[str, Any] | None) -> dict[str, str]:
     return {f"{METRIC_TAG_PREFIX}{k}": repr(v) for k, v in numeric_metrics(metrics).items()}
 
 
+def _as_mlflow_model(local_dir: Path, name: str, staging: Path) -> tuple[str, Path]:
+    """The folder to upload: ``local_dir`` written as a PRO pyfunc model (or as is, when it already
+    is an MLflow model); the kind is read from the folder and must match the name's family."""
+    from pro_lib import serving
+
+    if (local_dir / "MLmodel").is_file():
+        import yaml
+
+        meta = (yaml.safe_load((local_dir / "MLmodel").read_text()) or {}).get("metadata") or {}
+        kind = meta.get("pro_kind") or "mlflow"
+        inner = None
+    else:
+        kind = inner = serving.detect_kind(local_dir)
+    expected = serving.kind_of_name(name)
+    if expected and kind != expected:
+        raise ConfigError(f"cannot register {local_dir} as {name}: the name is for a{'n' if expected[0] in 'aeiou' else ''} "
+                          f"{expected} but the folder holds a{'n' if kind[0] in 'aeiou' else ''} {kind} model")
+    if inner is None:
+        return kind, local_dir
+    serving.save_pyfunc(local_dir, staging, kind=kind)
+    return kind, staging
+
+
 def register_model(local_dir: str | Path, name: str, *, run_id: str | None = None,
                    metrics: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
                    gate_metric: str | None = None, gate_mode: str | None = None,
@@ -133,7 +159,7 @@ def register_model(local_dir: str | Path, name: str, *, run_id: str | None = Non
     """
     import mlflow
 
-    from pro_lib import tracking
+    from pro_lib import serving, tracking
 
     local_dir = Path(local_dir)
     if not local_dir.is_dir() or not any(local_dir.iterdir()):
@@ -156,12 +182,14 @@ def register_model(local_dir: str | Path, name: str, *, run_id: str | None = Non
         active = mlflow.active_run()
         if active is not None:
             run_id = active.info.run_id
-    if run_id is None:
-        with tracking.stage_run(f"register:{name}", {"source_dir": str(local_dir)}) as run:
-            mlflow.log_artifacts(str(local_dir), artifact_path=artifact_path)
-            run_id = run.info.run_id
-    else:
-        c.log_artifacts(run_id, str(local_dir), artifact_path=artifact_path)
+    with tempfile.TemporaryDirectory(prefix="pro-register-") as staging:
+        kind, model_dir = _as_mlflow_model(local_dir, name, Path(staging) / "model")
+        if run_id is None:
+            with tracking.stage_run(f"register:{name}", {"source_dir": str(local_dir)}) as run:
+                mlflow.log_artifacts(str(model_dir), artifact_path=artifact_path)
+                run_id = run.info.run_id
+        else:
+            c.log_artifacts(run_id, str(model_dir), artifact_path=artifact_path)
     source = f"{c.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
     try:
         c.get_registered_model(name)
@@ -172,7 +200,8 @@ def register_model(local_dir: str | Path, name: str, *, run_id: str | None = Non
             c.create_registered_model(name, tags={"pro.family": name.rsplit("-", 1)[0]})
         except Exception:  # registered concurrently
             c.get_registered_model(name)
-    all_tags = {**metric_tags, **dict(tags or {}), "pro.source_dir": str(local_dir.resolve())}
+    all_tags = {**metric_tags, **dict(tags or {}), "pro.source_dir": str(local_dir.resolve()),
+                FORMAT_TAG: serving.FORMAT, KIND_TAG: kind}
     if gate_metric:
         all_tags.update({GATE_METRIC_TAG: gate_metric, GATE_MODE_TAG: gate_mode})
     mv = c.create_model_version(name, source=source, run_id=run_id, tags=all_tags,
@@ -214,7 +243,7 @@ def download_model(ref: str) -> Path:
     version = resolve_version(name, alias=alias, version=version)
     target = _cache_dir(name, _client().get_model_version(name, version))
     if target.is_dir() and any(target.iterdir()):
-        return target
+        return _pro_folder(target)
     from pro_lib.tracking import configure
 
     configure()
@@ -228,7 +257,14 @@ def download_model(ref: str) -> Path:
                 child.rename(tmp / child.name)
             entries[0].rmdir()
     log.info("downloaded models:/%s/%s -> %s", name, version, target)
-    return target
+    return _pro_folder(target)
+
+
+def _pro_folder(target: Path) -> Path:
+    """What PRO's loaders read: the folder inside an MLflow model version, or a bare (pre-MLflow) folder."""
+    from pro_lib.serving import model_folder
+
+    return model_folder(target)
 
 
 def _cache_dir(name: str, mv) -> Path:

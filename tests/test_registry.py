@@ -15,10 +15,17 @@ from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.refs import localize
 
 
-def _model_dir(path, marker: str):
+# the metadata file that makes a folder a PRO model of its kind (registration reads only that)
+KIND_FILES = {"orchestrator": ("pro_orchestrator.json", '{"objectives": ["helpful", "harmless"]}'),
+              "reward": ("pro_reward.json", '{"objective": "helpful", "input_format": "pair"}'),
+              "policy": ("wic.json", '{"objectives": ["helpful", "harmless"]}')}
+
+
+def _model_dir(path, marker: str, kind: str = "orchestrator"):
     path.mkdir(parents=True)
     (path / "config.json").write_text('{"model_type": "bert", "marker": "%s"}' % marker)
     (path / "model.safetensors").write_bytes(marker.encode() * 100)
+    (path / KIND_FILES[kind][0]).write_text(KIND_FILES[kind][1])
     return path
 
 
@@ -74,17 +81,18 @@ def test_gated_promotion_on_real_server(mlflow_env, tmp_path):
     import boto3
     s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"], region_name="us-east-1")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
-    assert any(k.endswith(f"registered/{name}/model.safetensors") for k in keys)
+    assert any(f"registered/{name}/artifacts/" in k and k.endswith("/model.safetensors") for k in keys)
+    assert any(k.endswith(f"registered/{name}/MLmodel") for k in keys)  # an MLflow model
 
 
 def test_max_gate_and_ties_are_refused(mlflow_env, tmp_path):
     name = f"pro-reward-helpful-{uuid.uuid4().hex[:6]}"
-    registry.register_model(_model_dir(tmp_path / "a", "a"), name, metrics={"accuracy": 0.7})
+    registry.register_model(_model_dir(tmp_path / "a", "a", "reward"), name, metrics={"accuracy": 0.7})
     assert registry.list_versions(name)[0]["gate_metric"] == "accuracy"  # default gate for reward models
     assert registry.promote(name).promoted
-    registry.register_model(_model_dir(tmp_path / "b", "b"), name, metrics={"accuracy": 0.7})
+    registry.register_model(_model_dir(tmp_path / "b", "b", "reward"), name, metrics={"accuracy": 0.7})
     assert not registry.promote(name).promoted  # a tie does not beat the champion
-    registry.register_model(_model_dir(tmp_path / "c", "c"), name, metrics={"accuracy": 0.75})
+    registry.register_model(_model_dir(tmp_path / "c", "c", "reward"), name, metrics={"accuracy": 0.75})
     r = registry.promote(name)
     assert r.promoted and r.champion == "3"
     assert registry.promote(name, version=3).message.endswith("nothing to do")
@@ -105,7 +113,7 @@ def test_local_sqlite_store_default(tmp_path, monkeypatch):
     """Without MLFLOW_TRACKING_URI everything lands in $PRO_HOME (SQLite + local artifacts)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     name = "pro-policy-wic"
-    registry.register_model(_model_dir(tmp_path / "p", "p"), name, metrics={"hypervolume": 0.5})
+    registry.register_model(_model_dir(tmp_path / "p", "p", "policy"), name, metrics={"hypervolume": 0.5})
     assert registry.promote(name).promoted
     assert (tmp_path / ".pro" / "mlflow.db").is_file()
     assert registry.download_model(f"models:/{name}@champion").is_relative_to(tmp_path / ".pro")

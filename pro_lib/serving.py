@@ -1,0 +1,506 @@
+"""PRO's registered models as MLflow pyfunc models, the ``pro-endpoint`` composite, and its HTTP client.
+
+Every version :func:`pro_lib.registry.register_model` creates is an MLflow model (an ``MLmodel``
+file, a signature, an input example, pinned pip requirements) wrapping the PRO folder it was given,
+so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` and ``mlflow models serve`` work from a
+fresh process with nothing but mlflow:
+
+=====================  ==========================================  ===========================================
+kind (registered as)   input columns                               output columns
+=====================  ==========================================  ===========================================
+orchestrator           ``prompt``                                  one per objective (weights, rows sum to 1)
+(pro-orchestrator)
+reward                 ``prompt``, ``response``                    ``score`` (the raw reward-model logit)
+(pro-reward-<obj>)
+policy                 ``prompt``, optional ``weights``            ``response``, ``weight_<objective>``
+(pro-policy-<method>)  (K floats in the objectives' order;
+                       ``[]`` = none)
+endpoint               ``prompt``, optional ``weights``            ``weights_source``, ``weight_<objective>``,
+(pro-endpoint)                                                     ``response``, ``score_<objective>`` (suite)
+=====================  ==========================================  ===========================================
+
+Policies and the endpoint take generation params (``max_new_tokens``, ``do_sample``,
+``temperature``, ``top_p``, ``seed``; the endpoint also ``score``) through MLflow's ``params``.
+
+Layout of a version's artifacts: ``MLmodel``, ``python_env.yaml``, ``requirements.txt``,
+``input_example.json``, ``code/pro_lib`` (this library, so the model loads without pro-align
+installed: the code that wrote the weights travels with them) and ``artifacts/<folder>/`` (the PRO
+folder as ``save_pretrained`` wrote it). :func:`model_folder` maps a downloaded version to that
+folder, which is what PRO's own loaders (``from_pretrained``, ``RewardSuite``) read, so
+``models:/`` references in ``pro`` and the explorer work on both this format and the plain folders
+registered before it.
+
+The reward models score (prompt, response) the way they were trained (``input_format`` in
+``pro_reward.json``; the default ``pair`` encodes them as a tokenizer *text pair*, ``[CLS] prompt
+[SEP] response [SEP]``, prompt truncated from the left). trl's ``reward_funcs=<folder>`` would
+instead feed ``prompt + completion`` as *one* text: give trl a function instead::
+
+    rm = mlflow.pyfunc.load_model("models:/pro-reward-helpful@champion")
+    def helpful(prompts, completions, **kw):
+        return rm.predict(pd.DataFrame({"prompt": prompts, "response": completions}))["score"].tolist()
+    GRPOTrainer(..., reward_funcs=[helpful])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from importlib import metadata as _md
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from pro_lib.errors import CheckpointError, ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "mlflow-pyfunc/1"          # tag pro.format on every version registered in this format
+ENDPOINT_NAME = "pro-endpoint"
+ENDPOINT_FILE = "pro_endpoint.json"
+ARTIFACT_KEY = "model"
+KINDS = ("orchestrator", "reward", "policy", "endpoint")
+# packages the pyfunc models import at inference time, pinned to the versions that wrote them
+REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyyaml", "tqdm")
+GEN_PARAMS = {"max_new_tokens": ("long", 64), "do_sample": ("boolean", False), "temperature": ("double", 1.0),
+              "top_p": ("double", 1.0), "seed": ("long", -1)}
+EXAMPLE_PROMPTS = ["How do I bake bread at home?", "Tell me a joke about computers."]
+
+
+# -- what a folder is ----------------------------------------------------------------------------
+
+def kind_of_name(name: str) -> str | None:
+    """The kind a registered name implies (``pro-reward-helpful`` -> ``reward``), or None."""
+    for prefix, kind in (("pro-orchestrator", "orchestrator"), ("pro-reward-", "reward"),
+                         ("pro-policy-", "policy"), (ENDPOINT_NAME, "endpoint")):
+        if name == prefix or name.startswith(prefix):
+            return kind
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not readable JSON ({exc}); the model folder is corrupt") from None
+
+
+def detect_kind(folder: str | Path) -> str:
+    """``orchestrator``, ``reward``, ``policy`` or ``endpoint`` from the files PRO writes into a folder."""
+    from pro_lib.orchestrator import CONFIG_NAME
+    from pro_lib.wic import WIC_CONFIG
+
+    folder = Path(folder)
+    if (folder / ENDPOINT_FILE).is_file():
+        return "endpoint"
+    if (folder / CONFIG_NAME).is_file():
+        return "orchestrator"
+    if (folder / "pro_reward.json").is_file():
+        return "reward"
+    if (folder / WIC_CONFIG).is_file():
+        return "policy"
+    if (folder / "config.json").is_file():
+        archs = _read_json(folder / "config.json").get("architectures") or []
+        if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+            return "policy"
+    raise CheckpointError(
+        f"{folder} is not a PRO model folder: expected {CONFIG_NAME} (orchestrator, `pro orchestrator "
+        f"train`), pro_reward.json (reward model, `pro rewards train`), {WIC_CONFIG} or a causal-LM "
+        f"config.json (policy), or {ENDPOINT_FILE} (endpoint, `pro_lib.serving.build_endpoint`)")
+
+
+def describe(folder: str | Path, kind: str) -> dict:
+    """What the signature needs: objectives (in order) and, for policies, whether weights steer them."""
+    folder = Path(folder)
+    if kind == "orchestrator":
+        from pro_lib.orchestrator import CONFIG_NAME
+
+        return {"objectives": list(_read_json(folder / CONFIG_NAME)["objectives"])}
+    if kind == "reward":
+        meta = _read_json(folder / "pro_reward.json")
+        return {"objective": meta.get("objective"), "input_format": meta.get("input_format", "pair"),
+                "max_length": int(meta.get("max_length", 512)), "objectives": [meta.get("objective") or "score"]}
+    if kind == "policy":
+        from pro_lib.wic import WIC_CONFIG
+
+        if (folder / WIC_CONFIG).is_file():
+            meta = _read_json(folder / WIC_CONFIG)
+            return {"objectives": list(meta["objectives"]), "conditioned": True,
+                    "conditioning": meta.get("conditioning", "weights")}
+        return {"objectives": [], "conditioned": False}
+    meta = _read_json(folder / ENDPOINT_FILE)
+    return {"objectives": list(meta["objectives"]), "conditioned": bool(meta.get("conditioned")),
+            "suite": bool(meta.get("suite"))}
+
+
+def model_folder(path: str | Path) -> Path:
+    """A downloaded version -> the PRO folder inside it (``artifacts/<folder>`` of an MLflow model);
+    a plain folder (versions registered before the MLflow format) is returned as it is."""
+    import yaml
+
+    path = Path(path)
+    mlmodel = path / "MLmodel"
+    if not mlmodel.is_file():
+        return path
+    conf = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    art = (conf.get("artifacts") or {}).get(ARTIFACT_KEY)
+    if not art:
+        raise CheckpointError(f"{path} is an MLflow model but not one PRO registered (no '{ARTIFACT_KEY}' "
+                              "artifact); load it with mlflow.pyfunc.load_model")
+    return path / art["path"]
+
+
+def legacy_message(ref: str) -> str:
+    return (f"{ref} was registered before PRO's models were MLflow models (a bare folder, no MLmodel), so "
+            "mlflow.pyfunc and `mlflow models serve` cannot load it (PRO's own loaders still can). "
+            f"Re-register it: pro registry download {ref} --output <dir> && "
+            "pro registry register <dir> --name <name> --metric <gate metric>=<value>")
+
+
+# -- signatures ----------------------------------------------------------------------------------
+
+def _gen_param_schema(extra: Mapping[str, tuple[str, Any]] | None = None):
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
+    return ParamSchema([ParamSpec(k, t, d) for k, (t, d) in {**GEN_PARAMS, **dict(extra or {})}.items()])
+
+
+def signature_for(kind: str, info: Mapping[str, Any]):
+    """The ModelSignature of a kind (built from the folder's metadata: no model is run)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import DataType
+    from mlflow.types.schema import Array, ColSpec, Schema
+
+    names = list(info.get("objectives") or [])
+    prompt = ColSpec(DataType.string, "prompt")
+    weights = ColSpec(Array(DataType.double), "weights", required=False)
+    if kind == "orchestrator":
+        return ModelSignature(Schema([prompt]), Schema([ColSpec(DataType.double, n) for n in names]))
+    if kind == "reward":
+        return ModelSignature(Schema([prompt, ColSpec(DataType.string, "response")]),
+                              Schema([ColSpec(DataType.double, "score")]))
+    w_cols = [ColSpec(DataType.double, f"weight_{n}") for n in names]
+    if kind == "policy":
+        return ModelSignature(Schema([prompt, weights]), Schema([ColSpec(DataType.string, "response"), *w_cols]),
+                              params=_gen_param_schema())
+    out = [ColSpec(DataType.string, "weights_source"), *w_cols, ColSpec(DataType.string, "response")]
+    if info.get("suite"):
+        out += [ColSpec(DataType.double, f"score_{n}") for n in names]
+    return ModelSignature(Schema([prompt, weights]), Schema(out), params=_gen_param_schema({"score": ("boolean", True)}))
+
+
+def input_example_for(kind: str) -> pd.DataFrame:
+    if kind == "reward":
+        return pd.DataFrame({"prompt": EXAMPLE_PROMPTS[:1],
+                             "response": ["Mix flour, water, yeast and salt, let it rise, then bake."]})
+    return pd.DataFrame({"prompt": EXAMPLE_PROMPTS})
+
+
+def pip_requirements() -> list[str]:
+    reqs = []
+    for pkg in REQUIREMENTS:
+        try:
+            reqs.append(f"{pkg}=={_md.version(pkg).split('+')[0]}")
+        except _md.PackageNotFoundError:
+            reqs.append(pkg)
+    return reqs
+
+
+def save_pyfunc(folder: str | Path, dest: str | Path, *, kind: str | None = None) -> tuple[str, dict]:
+    """Write ``folder`` as an MLflow pyfunc model at ``dest`` (a new folder); returns (kind, info)."""
+    folder = Path(folder)
+    kind = kind or detect_kind(folder)
+    if kind not in KINDS:
+        raise ConfigError(f"unknown model kind {kind!r}; one of {KINDS}")
+    info = describe(folder, kind)
+    model = {"orchestrator": OrchestratorModel, "reward": RewardModel, "policy": PolicyModel,
+             "endpoint": EndpointModel}[kind]()
+    mlflow.pyfunc.save_model(
+        path=str(dest), python_model=model, artifacts={ARTIFACT_KEY: str(folder)},
+        code_paths=[str(Path(__file__).resolve().parent)], pip_requirements=pip_requirements(),
+        signature=signature_for(kind, info), input_example=input_example_for(kind),
+        metadata={"pro_kind": kind, "pro_format": FORMAT, **{k: v for k, v in info.items() if v is not None}})
+    return kind, info
+
+
+# -- helpers shared by the pyfunc models ----------------------------------------------------------
+
+def _column(df: pd.DataFrame, name: str, *, what: str) -> list:
+    if not isinstance(df, pd.DataFrame):
+        df = pd.DataFrame(df)
+    if name not in df.columns:
+        raise DataError(f"{what}: the input has no '{name}' column (columns: {list(df.columns)})")
+    return df[name].tolist()
+
+
+def _prompts(df: pd.DataFrame) -> list[str]:
+    prompts = _column(df, "prompt", what="prompts")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise DataError(f"row {i}: 'prompt' must be non-empty text, got {p!r}")
+    return prompts
+
+
+def _row_weights(df: pd.DataFrame, k: int) -> list[np.ndarray | None]:
+    """The optional ``weights`` column: one K-vector (normalised to sum 1) or None per row."""
+    if not isinstance(df, pd.DataFrame):
+        df = pd.DataFrame(df)
+    if "weights" not in df.columns:
+        return [None] * len(df)
+    rows = []
+    for i, w in enumerate(df["weights"].tolist()):
+        if w is None or (isinstance(w, float) and np.isnan(w)):
+            rows.append(None)
+            continue
+        arr = np.asarray(w, dtype=np.float64).reshape(-1)
+        if arr.size == 0:  # [] = "no weights" (a JSON batch cannot mix rows with and without the key)
+            rows.append(None)
+            continue
+        if arr.size != k or not np.all(np.isfinite(arr)) or np.any(arr < 0) or arr.sum() <= 0:
+            raise DataError(f"row {i}: 'weights' must be {k} non-negative numbers (not all 0), got {list(arr)}")
+        rows.append(arr / arr.sum())
+    return rows
+
+
+def _gen_kwargs(params: Mapping[str, Any] | None) -> dict:
+    p = {k: d for k, (_, d) in GEN_PARAMS.items()}
+    p.update({k: v for k, v in dict(params or {}).items() if k in GEN_PARAMS and v is not None})
+    seed = int(p.pop("seed"))
+    return {**p, "seed": seed if seed >= 0 else None}
+
+
+class Generator:
+    """A policy folder as a text generator: WIC policies get the weights in their prompt; plain causal
+    LMs (MORLHF policies) were trained for one weighting and ignore them."""
+
+    def __init__(self, folder: str | Path, objectives: Sequence[str] | None = None):
+        from pro_lib.wic import WIC_CONFIG, WICPolicy
+
+        folder = Path(folder)
+        self.conditioned = (folder / WIC_CONFIG).is_file()
+        names = list(objectives) if objectives else None
+        self.policy = WICPolicy.from_pretrained(folder, objectives=names if self.conditioned or names
+                                                else ["objective"])
+        self.objectives = self.policy.objectives
+
+    def generate(self, prompts: Sequence[str], weights: np.ndarray, *, batch_size: int = 8, **gen) -> list[str]:
+        texts = (self.policy.condition(list(prompts), weights) if self.conditioned
+                 else [self.policy.render_plain(p) for p in prompts])
+        return self.policy.generate_texts(texts, batch_size=batch_size, **gen)
+
+
+# -- the pyfunc models ----------------------------------------------------------------------------
+
+class OrchestratorModel(mlflow.pyfunc.PythonModel):
+    """``prompt`` -> one weight column per objective."""
+
+    def load_context(self, context):
+        from pro_lib.orchestrator import PreferenceOrchestrator
+
+        self.orchestrator = PreferenceOrchestrator.from_pretrained(context.artifacts[ARTIFACT_KEY])
+
+    def predict(self, context, model_input, params=None):
+        w = self.orchestrator.predict(_prompts(model_input))
+        return pd.DataFrame(w.astype(np.float64), columns=self.orchestrator.objectives)
+
+
+class RewardModel(mlflow.pyfunc.PythonModel):
+    """(``prompt``, ``response``) -> ``score``, encoded as in training (``pro_reward.json``)."""
+
+    def load_context(self, context):
+        from pro_lib.suite import Objective, RewardSuite
+
+        folder = Path(context.artifacts[ARTIFACT_KEY])
+        info = describe(folder, "reward")
+        self.suite = RewardSuite([Objective(name=info["objective"] or "score", model=str(folder),
+                                            input_format=info["input_format"], max_length=info["max_length"])])
+
+    def predict(self, context, model_input, params=None):
+        prompts = _prompts(model_input)
+        responses = [str(r) for r in _column(model_input, "response", what="reward model")]
+        scores = self.suite.score(prompts, responses, progress=False)
+        return pd.DataFrame({"score": scores[:, 0].astype(np.float64)})
+
+
+class PolicyModel(mlflow.pyfunc.PythonModel):
+    """``prompt`` (+ optional ``weights``; uniform when absent) -> ``response`` and the weights used."""
+
+    def load_context(self, context):
+        self.generator = Generator(context.artifacts[ARTIFACT_KEY])
+
+    def predict(self, context, model_input, params=None):
+        prompts = _prompts(model_input)
+        k = self.generator.policy.K
+        rows = _row_weights(model_input, k)
+        w = np.stack([r if r is not None else np.full(k, 1.0 / k) for r in rows])
+        out = pd.DataFrame({"response": self.generator.generate(prompts, w, **_gen_kwargs(params))})
+        if self.generator.conditioned:
+            for j, n in enumerate(self.generator.objectives):
+                out[f"weight_{n}"] = w[:, j]
+        return out
+
+
+class Endpoint:
+    """The deployed PRO system in one process: the orchestrator picks each prompt's weights (unless
+    given), the policy answers, the reward suite (optional) scores the answer per objective."""
+
+    def __init__(self, folder: str | Path):
+        from pro_lib.orchestrator import PreferenceOrchestrator
+        from pro_lib.suite import RewardSuite
+
+        folder = Path(folder)
+        meta = _read_json(folder / ENDPOINT_FILE)
+        self.orchestrator = PreferenceOrchestrator.from_pretrained(folder / "orchestrator")
+        self.objectives = self.orchestrator.objectives
+        self.generator = Generator(folder / "policy", self.objectives)
+        self.suite = RewardSuite.load(folder / "suite") if meta.get("suite") else None
+        if self.suite is not None:
+            self.orchestrator.check_objectives(self.suite.names)
+
+    def predict(self, model_input, params=None) -> pd.DataFrame:
+        params = dict(params or {})
+        prompts = _prompts(model_input)
+        k = len(self.objectives)
+        rows = _row_weights(model_input, k)
+        missing = [i for i, r in enumerate(rows) if r is None]
+        w = np.zeros((len(prompts), k))
+        if missing:
+            w[missing] = self.orchestrator.predict([prompts[i] for i in missing])
+        for i, r in enumerate(rows):
+            if r is not None:
+                w[i] = r
+        out = pd.DataFrame({"weights_source": ["given" if r is not None else "orchestrator" for r in rows]})
+        for j, n in enumerate(self.objectives):
+            out[f"weight_{n}"] = w[:, j]
+        responses = self.generator.generate(prompts, w, **_gen_kwargs(params))
+        out["response"] = responses
+        if self.suite is not None and params.get("score", True):
+            s = self.suite.score(prompts, responses, normalize=self.suite.stats is not None, progress=False)
+            for j, n in enumerate(self.objectives):
+                out[f"score_{n}"] = s[:, j].astype(np.float64)
+        return out
+
+
+class EndpointModel(mlflow.pyfunc.PythonModel):
+    """:class:`Endpoint` as a pyfunc model (``pro-endpoint``)."""
+
+    def load_context(self, context):
+        self.endpoint = Endpoint(context.artifacts[ARTIFACT_KEY])
+
+    def predict(self, context, model_input, params=None):
+        return self.endpoint.predict(model_input, params)
+
+
+def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | Path,
+                   suite: str | Path | None = None, reward_models: Sequence[str | Path] = ()) -> Path:
+    """Assemble a ``pro-endpoint`` folder (atomically): ``orchestrator/``, ``policy/``, optional
+    ``suite/`` (suite.yaml + a copy of each reward model, referenced relatively) and ``pro_endpoint.json``.
+
+    ``suite``: a suite folder (suite.yaml). Its reward models are copied from their recorded paths,
+    or from ``reward_models`` (folders with pro_reward.json, matched by objective) when given (on a
+    cluster the recorded paths belong to another pod).
+    """
+    import yaml
+
+    from pro_lib.io import atomic_dir, localize, write_json
+
+    orch_dir, pol_dir = Path(localize(orchestrator)), Path(localize(policy))
+    if detect_kind(orch_dir) != "orchestrator":
+        raise CheckpointError(f"{orch_dir} is not an orchestrator folder (no pro_orchestrator.json)")
+    names = list(describe(orch_dir, "orchestrator")["objectives"])
+    if detect_kind(pol_dir) != "policy":
+        raise CheckpointError(f"{pol_dir} is not a policy folder (no wic.json, not a causal LM)")
+    pol = describe(pol_dir, "policy")
+    if pol["conditioned"] and pol["objectives"] != names:
+        raise ConfigError(f"K mismatch: the policy {pol_dir} was trained on {pol['objectives']} but the "
+                          f"orchestrator {orch_dir} weighs {names}; use the matching pair")
+    with atomic_dir(Path(dest)) as tmp:
+        shutil.copytree(orch_dir, tmp / "orchestrator")
+        shutil.copytree(pol_dir, tmp / "policy")
+        if suite is not None:
+            sfile = Path(localize(suite))
+            sfile = sfile / "suite.yaml" if sfile.is_dir() else sfile
+            data = yaml.safe_load(sfile.read_text()) or {}
+            objs = data.get("objectives") or []
+            if [o.get("name") for o in objs] != names:
+                raise ConfigError(f"{sfile} scores {[o.get('name') for o in objs]} but the orchestrator "
+                                  f"weighs {names}; use the suite the orchestrator was trained with")
+            by_obj = {_read_json(Path(d) / "pro_reward.json")["objective"]: Path(d) for d in reward_models}
+            (tmp / "suite").mkdir()
+            for o in objs:
+                if not o.get("model"):
+                    raise ConfigError(f"{sfile}: objective '{o['name']}' is a function, not a model; an "
+                                      "endpoint can only bundle model objectives")
+                src = by_obj.get(o["name"]) or Path(localize(o["model"]))
+                if not Path(src).is_absolute():
+                    src = sfile.parent / src
+                if not Path(src).is_dir():
+                    raise CheckpointError(f"reward model for '{o['name']}' not found at {src}")
+                shutil.copytree(src, tmp / "suite" / o["name"])
+                o["model"] = o["name"]  # relative to suite.yaml
+            (tmp / "suite" / "suite.yaml").write_text(yaml.safe_dump({**data, "objectives": objs}, sort_keys=False))
+        write_json(tmp / ENDPOINT_FILE, {"objectives": names, "conditioned": pol["conditioned"],
+                                         "suite": suite is not None, "orchestrator": str(orchestrator),
+                                         "policy": str(policy), "suite_source": str(suite) if suite else None})
+    return Path(dest)
+
+
+# -- a served endpoint over HTTP -----------------------------------------------------------------
+
+class EndpointClient:
+    """Talks to ``mlflow models serve`` of a ``pro-endpoint`` (``POST <url>/invocations``)."""
+
+    def __init__(self, url: str, *, timeout: float = 600.0):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def invoke(self, prompts: Sequence[str], weights: Sequence[Sequence[float] | None] | None = None,
+               **params) -> pd.DataFrame:
+        import urllib.error
+        import urllib.request
+
+        records = []
+        for i, p in enumerate(prompts):
+            rec: dict[str, Any] = {"prompt": p}
+            if weights is not None:  # [] for a row without weights: the orchestrator's
+                rec["weights"] = [] if weights[i] is None else [float(x) for x in weights[i]]
+            records.append(rec)
+        body: dict[str, Any] = {"dataframe_records": records}
+        if params:
+            body["params"] = params
+        req = urllib.request.Request(f"{self.url}/invocations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                payload = json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            raise CheckpointError(f"the endpoint {self.url} refused the request ({exc.code}): "
+                                  f"{_server_error(exc.read())}") from None
+        except OSError as exc:
+            raise CheckpointError(f"the endpoint {self.url} is not reachable ({exc}); check PRO_UI_ENDPOINT "
+                                  "and that `mlflow models serve` is running") from None
+        preds = payload.get("predictions", payload)
+        return pd.DataFrame(preds)
+
+    def weights(self, prompts: Sequence[str], objectives: Sequence[str]) -> np.ndarray:
+        """The orchestrator's weights (no generation, no scoring: ``max_new_tokens=1``)."""
+        df = self.invoke(prompts, max_new_tokens=1, score=False)
+        return df[[f"weight_{n}" for n in objectives]].to_numpy(dtype=np.float64)
+
+    def objectives(self) -> list[str]:
+        df = self.invoke([EXAMPLE_PROMPTS[0]], max_new_tokens=1, score=False)
+        return [c[len("weight_"):] for c in df.columns if c.startswith("weight_")]
+
+
+def _server_error(body: bytes) -> str:
+    """The scoring server's error: its message, plus the model's own exception (last traceback line)."""
+    try:
+        err = json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace")[:500]
+    trace = [line for line in str(err.get("stack_trace") or "").splitlines() if line.strip()]
+    cause = f" ({trace[-1].strip()})" if trace else ""
+    return f"{err.get('message', '')}{cause}"[:1000]

@@ -1,0 +1,220 @@
+"""Registered models are MLflow pyfunc models; `pro-endpoint` is served by `mlflow models serve`.
+
+Against a real `mlflow server` whose artifacts go to an S3-compatible server (moto): every kind is
+registered, then loaded through the mlflow API alone in a fresh process; the endpoint is served for
+real on a loopback port and queried over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from platform_services import (  # noqa: F401  (fixtures)
+    FAKE_KEYS, free_port, mlflow_env, mlflow_server, s3_endpoint, s3_env, stop_server)
+from pro_lib import registry, serving
+from pro_lib.errors import CheckpointError, ConfigError
+
+NAMES = ["helpful", "harmless"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_models(root: Path, tiny_encoder_dir: Path, tiny_reward_dir: Path) -> dict[str, Path]:
+    """Orchestrator, two reward models + their suite, a WIC policy and the endpoint folder (tiny)."""
+    from pro_lib.orchestrator import PreferenceOrchestrator
+    from pro_lib.wic import build_tiny_policy
+
+    PreferenceOrchestrator.from_backbone(str(tiny_encoder_dir), NAMES, max_length=32).save_pretrained(root / "orch")
+    objs = []
+    for n in NAMES:
+        shutil.copytree(tiny_reward_dir, root / f"rm_{n}")
+        (root / f"rm_{n}" / "pro_reward.json").write_text(
+            json.dumps({"objective": n, "input_format": "pair", "max_length": 64}))
+        objs.append({"name": n, "model": str(root / f"rm_{n}"), "input_format": "pair", "max_length": 64})
+    (root / "suite").mkdir()
+    (root / "suite" / "suite.yaml").write_text(yaml.safe_dump(
+        {"objectives": objs, "stats": {n: [0.0, 2.0] for n in NAMES}}))
+    build_tiny_policy(root / "policy", NAMES)
+    serving.build_endpoint(root / "endpoint", orchestrator=root / "orch", policy=root / "policy",
+                           suite=root / "suite")
+    return {"orch": root / "orch", "rm": root / "rm_helpful", "policy": root / "policy",
+            "endpoint": root / "endpoint"}
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow_server, s3_endpoint, tiny_encoder_dir, tiny_reward_dir, tmp_path_factory):
+    """Each kind registered once on the real server (S3 artifacts); the endpoint promoted to champion."""
+    root = tmp_path_factory.mktemp("serving_models")
+    dirs = tiny_models(root, tiny_encoder_dir, tiny_reward_dir)
+    env = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_REGISTRY_URI": mlflow_server,
+           "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+           "PRO_HOME": str(root / ".pro"), **FAKE_KEYS}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        refs = {
+            "pro-orchestrator": registry.register_model(dirs["orch"], "pro-orchestrator",
+                                                        metrics={"orchestrator_kl": 0.3}),
+            "pro-reward-helpful": registry.register_model(dirs["rm"], "pro-reward-helpful",
+                                                          metrics={"accuracy": 0.6}),
+            "pro-policy-pro-wic": registry.register_model(dirs["policy"], "pro-policy-pro-wic",
+                                                          metrics={"hypervolume": 0.5}),
+            "pro-endpoint": registry.register_model(dirs["endpoint"], "pro-endpoint",
+                                                    metrics={"hypervolume": 0.5}),
+        }
+        assert registry.promote("pro-endpoint").promoted
+    return {"env": env, "versions": refs, "dirs": dirs}
+
+
+FRESH = r"""
+import json, sys
+import mlflow, pandas as pd
+out = {}
+versions = json.loads(sys.argv[2])
+for name, frame in json.loads(sys.argv[1]).items():
+    m = mlflow.pyfunc.load_model(f"models:/{name}/{versions[name]}")
+    pred = m.predict(pd.DataFrame(frame), params={"max_new_tokens": 4} if "policy" in name or "endpoint" in name else None)
+    out[name] = {"columns": list(pred.columns), "rows": len(pred), "first": pred.iloc[0].to_dict(),
+                 "inputs": [c.name for c in m.metadata.get_input_schema().inputs],
+                 "example": m.metadata.saved_input_example_info is not None}
+print("RESULT" + json.dumps(out, default=str))
+"""
+
+
+def test_every_kind_loads_with_mlflow_pyfunc_in_a_fresh_process(registered, tmp_path):
+    frames = {"pro-orchestrator": {"prompt": ["How do I bake bread?"]},
+              "pro-reward-helpful": {"prompt": ["How do I bake bread?"], "response": ["Knead and bake."]},
+              "pro-policy-pro-wic": {"prompt": ["How do I bake bread?"]},
+              "pro-endpoint": {"prompt": ["How do I bake bread?"]}}
+    # a fresh interpreter with no pro_lib on its path: the model's code_paths copy must suffice
+    env = {**os.environ, **registered["env"], "PRO_HOME": str(tmp_path / "fresh"), "PYTHONPATH": ""}
+    proc = subprocess.run([sys.executable, "-c", FRESH, json.dumps(frames),
+                           json.dumps(registered["versions"])], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert got["pro-orchestrator"]["columns"] == NAMES
+    assert abs(sum(got["pro-orchestrator"]["first"].values()) - 1) < 1e-5
+    assert got["pro-reward-helpful"]["columns"] == ["score"]
+    assert got["pro-reward-helpful"]["inputs"] == ["prompt", "response"]
+    assert got["pro-policy-pro-wic"]["columns"] == ["response", "weight_helpful", "weight_harmless"]
+    assert got["pro-policy-pro-wic"]["first"]["weight_helpful"] == pytest.approx(0.5)  # uniform when absent
+    assert got["pro-endpoint"]["columns"] == ["weights_source", "weight_helpful", "weight_harmless", "response",
+                                              "score_helpful", "score_harmless"]
+    assert got["pro-endpoint"]["first"]["weights_source"] == "orchestrator"
+    assert all(v["example"] for v in got.values())
+
+
+def test_pro_loaders_read_the_new_format_and_legacy_folders(registered, monkeypatch, tmp_path):
+    """`models:/` refs in pro (from_pretrained, RewardSuite, WICPolicy) open both formats."""
+    from mlflow import MlflowClient
+
+    from pro_lib.orchestrator import PreferenceOrchestrator
+    from pro_lib.wic import WICPolicy
+
+    for k, v in registered["env"].items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("PRO_HOME", str(tmp_path / ".pro"))
+    orch = PreferenceOrchestrator.from_pretrained("models:/pro-orchestrator@challenger")
+    assert orch.objectives == NAMES
+    assert WICPolicy.from_pretrained("models:/pro-policy-pro-wic@challenger").objectives == NAMES
+    folder = registry.download_model("models:/pro-endpoint@champion")
+    assert (folder / serving.ENDPOINT_FILE).is_file()
+    # a version registered the old way (the bare folder as artifacts, no MLmodel) still loads in pro
+    c = MlflowClient()
+    run = c.create_run(c.get_experiment_by_name("Default").experiment_id if c.get_experiment_by_name("Default")
+                       else c.create_experiment("Default"))
+    c.log_artifacts(run.info.run_id, str(registered["dirs"]["orch"]), "registered/pro-orchestrator")
+    src = f"{run.info.artifact_uri}/registered/pro-orchestrator"
+    mv = c.create_model_version("pro-orchestrator", source=src, run_id=run.info.run_id)
+    legacy = PreferenceOrchestrator.from_pretrained(f"models:/pro-orchestrator/{mv.version}")
+    w = legacy.predict(["hello"])
+    assert np.allclose(w, orch.predict(["hello"]))
+    assert not (registry.download_model(f"models:/pro-orchestrator/{mv.version}") / "MLmodel").exists()
+
+
+def test_register_refuses_a_folder_of_the_wrong_kind(registered, tmp_path):
+    with pytest.raises(ConfigError, match="name is for an orchestrator but the folder holds a policy"):
+        registry.register_model(registered["dirs"]["policy"], "pro-orchestrator", metrics={"orchestrator_kl": 1})
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "weights.bin").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="not a PRO model folder"):
+        registry.register_model(tmp_path / "junk", "pro-reward-helpful", metrics={"accuracy": 1})
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"mlflow models serve exited ({proc.returncode}): {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"mlflow models serve did not answer {url} in {timeout} s: {log.read_text()[-3000:]}")
+
+
+def serve_endpoint(env: dict, workdir: Path, ref: str = "models:/pro-endpoint@champion"):
+    """`mlflow models serve -m <ref> --env-manager local` on a loopback port; returns (process, url)."""
+    port = free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    log = workdir / f"serve-{port}.log"
+    cmd = [str(mlflow_bin) if mlflow_bin.exists() else "mlflow", "models", "serve", "-m", ref,
+           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # the server runs `uvicorn` from PATH: the interpreter's bin folder first (a venv not activated)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    proc = subprocess.Popen(cmd, env={**os.environ, **env, "PATH": path}, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(url + "/ping", proc, log)
+    except AssertionError:
+        stop_server(proc)
+        raise
+    return proc, url
+
+
+def test_served_endpoint_answers_invocations(registered, tmp_path):
+    proc, url = serve_endpoint({**registered["env"], "PRO_HOME": str(tmp_path / "serve")}, tmp_path)
+    try:
+        client = serving.EndpointClient(url)
+        df = client.invoke(["How do I bake bread?", "Tell me a joke."], [None, [0.9, 0.1]], max_new_tokens=4)
+        assert list(df["weights_source"]) == ["orchestrator", "given"]
+        assert df.loc[1, ["weight_helpful", "weight_harmless"]].tolist() == pytest.approx([0.9, 0.1])
+        assert df.loc[0, ["weight_helpful", "weight_harmless"]].sum() == pytest.approx(1.0, abs=1e-5)
+        assert all(isinstance(r, str) for r in df["response"])
+        assert {"score_helpful", "score_harmless"} <= set(df.columns)
+        assert client.objectives() == NAMES
+        # bad weights: a 400 with the reason, not a crash
+        with pytest.raises(CheckpointError, match="weights"):
+            client.invoke(["hi"], [[0.5, 0.3, 0.2]])
+    finally:
+        stop_server(proc)
+
+
+def test_endpoint_in_process_matches_its_parts(registered):
+    """What the endpoint returns is the orchestrator's weights and the policy's greedy answer under them."""
+    from pro_lib.orchestrator import PreferenceOrchestrator
+    from pro_lib.wic import WICPolicy
+
+    d = registered["dirs"]
+    ep = serving.Endpoint(d["endpoint"])
+    prompts = ["How do I bake bread?", "Tell me a joke."]
+    out = ep.predict(pd.DataFrame({"prompt": prompts}), {"max_new_tokens": 5})
+    w = PreferenceOrchestrator.from_pretrained(d["orch"]).predict(prompts)
+    assert np.allclose(out[["weight_helpful", "weight_harmless"]].to_numpy(), w, atol=1e-6)
+    policy = WICPolicy.from_pretrained(d["policy"])
+    assert out["response"].tolist() == policy.generate(prompts, w, max_new_tokens=5)
