@@ -127,7 +127,7 @@ def main() -> int:
     else:
         z_eval = suite.score(eval_prompts, [p.chosen for p in held], normalize=True)
         np.save(zfile, z_eval)
-    efile = out / f"embeddings_{args.backbone}_{args.max_length}.npz"
+    efile = out / f"embeddings_{Path(args.backbone).name}_{args.max_length}.npz"
     if efile.is_file():
         e = np.load(efile)
         x_train, x_eval = e["train"], e["eval"]
@@ -159,7 +159,7 @@ def main() -> int:
         return f"{v[0]:{f}} [{v[1]:{f}}, {v[2]:{f}}]"
 
     mix = source_mix(p.source for p in held)
-    lines = ["## tau x loss (frozen MiniLM trunk + trained linear head; cached reward scores)", "",
+    lines = [f"## tau x loss (frozen {Path(args.backbone).name} trunk + trained linear head; cached reward scores)", "",
              f"Held-out prompts: {len(eval_prompts)} ({format_source_mix(mix)}); training targets: {len(train_prompts)}. "
              "95% intervals: bootstrap over held-out prompts. KL is KL(f || w*). Best fixed = mean training w* at "
              "that tau. Argmax agreement compares across tau (argmax w* = argmax z).", "",
