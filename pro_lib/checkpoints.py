@@ -25,15 +25,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from pro_lib.config import to_dict
+from pro_lib.config import RESUME_HELP, to_dict  # noqa: F401 (RESUME_HELP public here too)
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import write_json
 
 log = logging.getLogger(__name__)
 
-RESUME_HELP = ("auto: continue from the last checkpoint when it was made with the same settings and inputs "
-               "(else stop and name what differs); never: start over (an earlier run's checkpoints and "
-               "output are moved to <name>.prev-<time>, nothing is deleted)")
 FINGERPRINT_FILE = "fingerprint.json"
 FORMAT = "pro-fingerprint/1"
 # Config fields that never change the trained weights: where things go, how often to save or log.

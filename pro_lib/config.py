@@ -20,6 +20,12 @@ import yaml
 
 from pro_lib.errors import ConfigError
 
+# The --resume flag of every resumable stage (pro_lib.checkpoints implements it; the text lives here so
+# that configs can name it without importing the checkpoint code).
+RESUME_HELP = ("auto: continue from the last checkpoint when it was made with the same settings and inputs "
+               "(else stop and name what differs); never: start over (an earlier run's checkpoints and "
+               "output are moved to <name>.prev-<time>, nothing is deleted)")
+
 T = TypeVar("T")
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pro_lib.checkpoints import RESUME_HELP
-from pro_lib.config import field
+from pro_lib.config import RESUME_HELP, field
 
 POOLINGS = ("mean", "cls")
 
