@@ -1,7 +1,8 @@
 """How PRO tasks are scheduled on a cluster (kfp + kfp-kubernetes); ignored by the local runner.
 
 - every task: the image from the pipeline's ``image`` parameter, CPU and memory requests, the
-  ``pro-config`` ConfigMap and ``pro-s3-credentials`` Secret as environment (secrets never travel
+  ``pro-config`` ConfigMap, the ``pro-s3-credentials`` Secret and (optional) the pipelines' MLflow
+  user from ``pro-mlflow-pipeline`` as environment (secrets never travel
   as pipeline parameters), pod label ``pro.ai/role=pipeline``, and ``PRO_KFP_RUN`` (the Argo
   workflow name, via the downward API) so stages find their MLflow parent run without a per-run
   input that would defeat caching;
@@ -32,6 +33,8 @@ CONFIG_KEYS = ["MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "PRO_S3_BUCKET"]
 S3_SECRET = "pro-s3-credentials"
 S3_KEYS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
 HF_SECRET = "pro-hf-token"      # optional: a Hugging Face token for gated hub models
+MLFLOW_SECRET = "pro-mlflow-pipeline"  # the pipelines' MLflow user (k8s/: MLflow's basic auth)
+MLFLOW_KEYS = ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
 ARGO_WORKFLOW_LABEL = "metadata.labels['workflows.argoproj.io/workflow']"
 
 
@@ -55,6 +58,8 @@ def _common(task, *, image, pipeline: str, cpu, memory, cache: bool):
     kubernetes.use_config_map_as_env(task, CONFIG_MAP, {k: k for k in CONFIG_KEYS})
     kubernetes.use_secret_as_env(task, S3_SECRET, {k: k for k in S3_KEYS})
     kubernetes.use_secret_as_env(task, HF_SECRET, {"HF_TOKEN": "HF_TOKEN"}, optional=True)
+    # optional: an MLflow without authentication needs no user
+    kubernetes.use_secret_as_env(task, MLFLOW_SECRET, {k: k for k in MLFLOW_KEYS}, optional=True)
     kubernetes.use_field_path_as_env(task, "PRO_KFP_RUN", ARGO_WORKFLOW_LABEL)
     kubernetes.add_pod_label(task, "pro.ai/role", "pipeline")
     return task

@@ -76,6 +76,8 @@ def test_gpu_and_cpu_scheduling(name):
         plat = k8s[ex_name]
         secrets = {s["secretName"]: {k["envVar"] for k in s["keyToEnv"]} for s in plat["secretAsEnv"]}
         assert secrets["pro-s3-credentials"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        # the pipelines' MLflow user (k8s/ runs MLflow with basic auth)
+        assert secrets["pro-mlflow-pipeline"] == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
         assert {k["envVar"] for k in plat["configMapAsEnv"][0]["keyToEnv"]} >= {"MLFLOW_TRACKING_URI"}
         assert plat["fieldPathAsEnv"] == [{"name": "PRO_KFP_RUN",
                                            "fieldPath": "metadata.labels['workflows.argoproj.io/workflow']"}]

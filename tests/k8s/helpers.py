@@ -296,6 +296,32 @@ def _write_scripts(objs, folder: Path) -> Path:
     return folder
 
 
+def _container_env(container: dict, objs, secrets: dict, base: dict) -> dict:
+    """The container's environment as the kubelet resolves it: Secrets from `secrets` (name ->
+    values; the rendered placeholders otherwise), ConfigMaps from objs; `base` (PATH, and PGHOST/
+    PGPORT of a local server) wins over the manifest."""
+    def secret(name):
+        return secrets.get(name) or _secret_values(_find(objs, "Secret", name))
+
+    def config(name):
+        return _find(objs, "ConfigMap", name)["data"]
+
+    env = {}
+    for source in container.get("envFrom", []):
+        env.update(secret(source["secretRef"]["name"]) if "secretRef" in source
+                   else config(source["configMapRef"]["name"]))
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif "secretKeyRef" in e["valueFrom"]:
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = secret(ref["name"])[ref["key"]]
+        elif "configMapKeyRef" in e["valueFrom"]:
+            ref = e["valueFrom"]["configMapKeyRef"]
+            env[e["name"]] = config(ref["name"])[ref["key"]]
+    return {**env, **base}
+
+
 def _write_kustomization(folder: Path, body: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(body))

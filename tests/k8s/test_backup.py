@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,11 +17,10 @@ from .helpers import (
     NON_SECRET_KEYS,
     OVERLAYS,
     RESTORE_FOLDER,
+    _container_env,
     _containers,
     _find,
-    _free_port,
     _pod_spec,
-    _postgres_bin,
     _secret_values,
     _workloads,
     _write_scripts,
@@ -83,53 +80,6 @@ def test_refuse_placeholders_fails_closed_and_names_no_value(rendered, tmp_path)
     good = subprocess.run(["sh", str(script)], env={**base, "DB_PASSWORD": "s3cret"},
                           capture_output=True, text=True, timeout=30)
     assert good.returncode == 0, good.stderr
-
-
-@pytest.fixture
-def postgres_server(rendered):
-    """A throwaway PostgreSQL cluster whose superuser is the one of Secret pro-postgres."""
-    pg_bin = _postgres_bin()
-    if pg_bin is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install -y postgresql)")
-    if shutil.which("psql") is None and not (pg_bin / "psql").exists():
-        pytest.skip("psql not installed")
-    secret = _secret_values(_find(rendered["root"], "Secret", "pro-postgres"))
-    secret["POSTGRES_PASSWORD"] = "super-" + os.urandom(6).hex()   # a "replaced" secret
-    root = Path(tempfile.mkdtemp(prefix="pro-k8s-backup-"))
-    os.chmod(root, 0o777)
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    pwfile = root / "pw"
-    pwfile.write_text(secret["POSTGRES_PASSWORD"] + "\n")
-    os.chmod(pwfile, 0o644)
-    port = _free_port()
-    run = lambda cmd: subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)  # noqa: E731
-    try:
-        run([*as_pg, str(pg_bin / "initdb"), "-D", str(root / "data"), "-U", secret["POSTGRES_USER"],
-             "--auth=scram-sha-256", f"--pwfile={pwfile}"])
-        run([*as_pg, str(pg_bin / "pg_ctl"), "-D", str(root / "data"), "-w", "-l", str(root / "log"),
-             "start", "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1"])
-        env = {"PATH": f"{pg_bin}:{os.environ['PATH']}", "PGHOST": "127.0.0.1", "PGPORT": str(port)}
-        yield env, secret
-    finally:
-        subprocess.run([*as_pg, str(pg_bin / "pg_ctl"), "-D", str(root / "data"), "-m", "fast",
-                        "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _container_env(container: dict, objs, secrets: dict, base: dict) -> dict:
-    """The container's environment as the kubelet resolves it (Secrets from `secrets`)."""
-    env = dict(base)
-    for source in container.get("envFrom", []):
-        env.update(secrets[source["secretRef"]["name"]])
-    for e in container.get("env", []):
-        if "value" in e:
-            env[e["name"]] = e["value"]
-        elif "secretKeyRef" in e["valueFrom"]:
-            ref = e["valueFrom"]["secretKeyRef"]
-            env[e["name"]] = secrets[ref["name"]][ref["key"]]
-    for key in ("PGHOST", "PGPORT"):
-        env[key] = base[key]   # the local server instead of the in-cluster Service
-    return env
 
 
 def test_setup_backup_and_restore_round_trip_on_a_real_postgres(rendered, render, postgres_server,

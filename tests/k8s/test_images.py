@@ -50,6 +50,7 @@ def test_dockerfiles_install_what_the_issue_asks_and_run_as_the_manifests_user(r
     mlflow_version = re.search(r"MLFLOW_VERSION=([\d.]+)", mlflow).group(1)
     assert pinned.group(1) <= mlflow_version and mlflow_version.startswith(pinned.group(1))
     assert "psycopg2" in mlflow and "boto3" in mlflow
+    assert "mlflow[auth]==" in mlflow  # the basic-auth app of `--app-name=basic-auth` needs it
     uids = {}
     for name, text in (("pro-ui", ui), ("mlflow", mlflow)):
         uids[name] = int(re.search(r"^USER (\d+)", text, re.M).group(1))

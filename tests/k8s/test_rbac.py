@@ -31,3 +31,4 @@ def test_pipeline_runner_rbac_is_least_privilege(overlay, rendered):
         _find(objs, "ServiceAccount", "pro-pipeline-runner", ns)
         _find(objs, "ConfigMap", "pro-config", ns)  # components read it where they run
         _find(objs, "Secret", "pro-s3-credentials", ns)
+        _find(objs, "Secret", "pro-mlflow-pipeline", ns)  # pipelines/scheduling.py MLFLOW_SECRET
