@@ -98,7 +98,7 @@ def check_reachable(uri: str | None = None, timeout: float | None = None) -> Non
     except requests.exceptions.SSLError:
         why = None  # something answers; MLflow reports its own TLS settings problem
     except requests.exceptions.RequestException as exc:
-        why = _connection_problem(exc)
+        why = connection_problem(exc)
     if why:
         raise TrackingUnavailable(unreachable_message(uri, why))
     _REACHABLE.add(uri)
@@ -109,11 +109,12 @@ def is_connection_failure(exc: BaseException) -> bool:
     if isinstance(exc, (TrackingUnavailable, ConnectionError)):
         return True
     text = str(exc)
-    return any(k in text for k in ("Max retries exceeded", "Connection refused", "Failed to establish a new "
-                                   "connection", "Read timed out", "RemoteDisconnected", "Connection aborted"))
+    needles = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
+               "Read timed out", "RemoteDisconnected", "Connection aborted")
+    return any(k in text for k in needles)
 
 
-def _connection_problem(exc: BaseException) -> str:
+def connection_problem(exc: BaseException) -> str:
     text = str(exc)
     for needle, short in (("Connection refused", "connection refused"), ("timed out", "timed out"),
                           ("Name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),

@@ -192,7 +192,7 @@ class Backend:
 
     def _registry_call(self, what: str, fn, *args, **kwargs):
         from pro_lib.errors import TrackingUnavailable
-        from pro_lib.tracking import _connection_problem, is_connection_failure
+        from pro_lib.tracking import connection_problem, is_connection_failure
 
         try:
             with _fast_fail():
@@ -202,7 +202,7 @@ class Backend:
         except Exception as exc:
             text = _short(exc)
             if is_connection_failure(exc):
-                why = "not answering" if isinstance(exc, TrackingUnavailable) else _connection_problem(exc)
+                why = "not answering" if isinstance(exc, TrackingUnavailable) else connection_problem(exc)
                 m = re.search(r"\(([^()]*)\)\. Check it", str(exc))
                 raise RegistryUnreachable(unreachable_text(self.tracking_uri, m[1] if m else why)) from None
             if "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower() or "does not exist" in text:
