@@ -16,11 +16,11 @@ def test_paired_differences_follow_the_data():
     pairs = [(d["a"], d["b"]) for d in diffs]
     assert pairs == [("pro", "reference"), ("plain", "reference"), ("pro", "plain")]
     pro_ref = diffs[0]
-    m, lo, hi = pro_ref["a"]
+    m, lo, hi = pro_ref["diff"]["a"]
     assert abs(m - 0.5) < 0.05 and lo > 0.4 and hi < 0.6  # a real shift: interval excludes 0
-    m, lo, hi = pro_ref["b"]
+    m, lo, hi = pro_ref["diff"]["b"]
     assert lo < 0 < hi  # noise only on b
-    assert abs(pro_ref["weighted_uniform"][0] - 0.25) < 0.05
-    assert diffs[1]["a"] == [0.0, 0.0, 0.0]
+    assert abs(pro_ref["diff"]["weighted_uniform"][0] - 0.25) < 0.05
+    assert diffs[1]["diff"]["a"] == [0.0, 0.0, 0.0]
     table = format_differences(diffs)
     assert "| pro - reference |" in table and "]*" in table and "weighted (uniform)" in table
