@@ -737,10 +737,10 @@ def paired_differences(z: dict[str, np.ndarray], weight_sets: dict[str, np.ndarr
         cols = {nm: z[a][:, k] - z[b][:, k] for k, nm in enumerate(names)}
         for wname, w in weight_sets.items():
             cols[f"weighted_{wname}"] = (w * (z[a] - z[b])).sum(axis=1)
-        row: dict[str, Any] = {"a": a, "b": b, "n": n, "level": level}
+        row: dict[str, Any] = {"a": a, "b": b, "n": n, "level": level, "diff": {}}
         for key, d in cols.items():
             lo, hi = np.percentile(d[idx].mean(axis=1), q) if n > 1 else (math.nan, math.nan)
-            row[key] = [float(d.mean()), float(lo), float(hi)]
+            row["diff"][key] = [float(d.mean()), float(lo), float(hi)]
         out.append(row)
     return out
 
@@ -749,7 +749,7 @@ def format_differences(diffs: Sequence[dict]) -> str:
     """Markdown: paired differences with their intervals and a verdict column (the interval excludes 0?)."""
     if not diffs:
         return ""
-    keys = [k for k in diffs[0] if k not in ("a", "b", "n", "level")]
+    keys = list(diffs[0]["diff"])
     pct = f"{diffs[0]['level']:.0%}"
     lines = [f"Paired differences (a - b) on the same prompts, {pct} bootstrap intervals over prompts; "
              "* marks an interval that excludes 0:", "",
@@ -758,7 +758,7 @@ def format_differences(diffs: Sequence[dict]) -> str:
     for r in diffs:
         cells = []
         for k in keys:
-            m, lo, hi = r[k]
+            m, lo, hi = r["diff"][k]
             sig = "*" if (lo > 0 or hi < 0) else ""
             cells.append(f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]{sig}")
         lines.append(f"| {r['a']} - {r['b']} | " + " | ".join(cells) + " |")
