@@ -1,0 +1,127 @@
+"""End-to-end after `make demo`: the explorer opens on the registered PRO-WIC champion, and its output
+follows the weights a user sets (headless Debian Chromium through Playwright).
+
+Uses the MLflow store that `make demo` wrote (``<repo>/.pro``, or ``PRO_DEMO_HOME``); skips when that
+store has no ``pro-policy-pro-wic@champion``. Slow: the trained SmolLM2 generates on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_browser_ui import CHROMIUM, CHROMIUM_FLAGS, REPO, _free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+PROMPT = "Can you tell me about the Moon?"
+CORNERS = ("humor", "harmless")
+
+
+def _demo_store() -> Path:
+    home = Path(os.environ.get("PRO_DEMO_HOME", REPO / ".pro"))
+    db = home / "mlflow.db"
+    if not db.is_file():
+        pytest.skip(f"no `make demo` store at {home} (run `make demo`, or set PRO_DEMO_HOME)")
+    return home
+
+
+@pytest.fixture(scope="module")
+def demo_explorer(tmp_path_factory):
+    """`pro ui` with no model flags on the `make demo` store: it must pick the registry's champions."""
+    home = _demo_store()
+    env = {**os.environ, "PRO_HOME": str(home), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+           "PYTHONPATH": str(REPO)}
+    for var in ("PRO_UI_ORCHESTRATOR", "PRO_UI_SUITE", "PRO_UI_POLICY", "PRO_UI_POLICY_B"):
+        env.pop(var, None)
+    check = subprocess.run([sys.executable, "-m", "pro_lib.cli", "registry", "list", "pro-policy-pro-wic", "--json"],
+                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    if check.returncode != 0 or '"champion"' not in check.stdout:
+        pytest.skip(f"{home} has no pro-policy-pro-wic@champion; run `make demo` first")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("demo_ui") / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pro_lib.cli", "ui", "--port", str(port), "--host",
+                                 "127.0.0.1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import time
+
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail("the explorer did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.5)
+        yield {"url": url, "env": env}
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_champion_follows_corner_weights_in_chromium(demo_explorer, tmp_path, monkeypatch):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 2400})
+        page.set_default_timeout(120_000)
+        page.goto(demo_explorer["url"])
+        expect(page.get_by_text("PRO preference explorer").first).to_be_visible()
+        # the sidebar opened on the registered champion policy
+        expect(page.get_by_text(re.compile(r"pro-policy-pro-wic.*champion")).first).to_be_visible()
+        box = page.get_by_label("Prompt", exact=True)
+        box.fill(PROMPT)
+        box.press("Control+Enter")
+        expect(page.get_by_text("Orchestrator confidence")).to_be_visible()
+        texts = {}
+        for corner in CORNERS:
+            typed = page.get_by_placeholder(re.compile("helpful=…"))
+            typed.fill(f"{corner}=1")
+            typed.press("Enter")
+            page.get_by_role("button", name="Apply").click()
+            caption = page.get_by_text("override:", exact=False).first
+            expect(caption).to_contain_text(f"{corner} 1.00")
+            page.get_by_role("button", name=re.compile("^Generate")).click()
+            expect(page.get_by_text("Scores side by side")).to_be_visible(timeout=600_000)
+            override = page.locator("[data-testid='stVerticalBlockBorderWrapper']").filter(
+                has=page.get_by_role("heading", name="override", exact=True)).first
+            texts[corner] = override.locator("[data-testid='stCode']").inner_text().strip()
+            page.screenshot(path=str(tmp_path / f"demo_{corner}.png"), full_page=True)
+        browser.close()
+    print(texts)
+    assert texts["humor"] and texts["harmless"] and texts["humor"] != texts["harmless"]
+
+    # the scores the explorer shows: the registry's reward models (champions) on the two outputs
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", demo_explorer["env"]["MLFLOW_TRACKING_URI"])
+    monkeypatch.setenv("PRO_HOME", demo_explorer["env"]["PRO_HOME"])
+    from pro_lib.orchestrator import PreferenceOrchestrator
+    from ui.backend import Backend
+
+    be = Backend(demo_explorer["env"]["MLFLOW_TRACKING_URI"])
+    orch = PreferenceOrchestrator.from_pretrained("models:/pro-orchestrator@champion")
+    suite = be.load_suite(be.resolve_per_objective("champion", orch.objectives, orch.norm_stats).load_ref)
+    scores, _ = be.score(suite, PROMPT, [texts["humor"], texts["harmless"]], orch.objectives)
+    idx = {n: i for i, n in enumerate(orch.objectives)}
+    assert np.isfinite(scores).all()
+    assert scores[0, idx["humor"]] > scores[1, idx["humor"]], scores       # humor=1: the funnier reply
+    assert scores[1, idx["harmless"]] > scores[0, idx["harmless"]], scores  # harmless=1: the more cautious one
