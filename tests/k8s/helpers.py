@@ -12,7 +12,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -118,9 +117,16 @@ def _copy_k8s(tmp_path: Path) -> Path:
     shutil.copytree(K8S, root / "k8s")
     return root / "k8s"
 
-def _validate_cli(path: Path, version: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet",
-                           "-k", version, str(path)], capture_output=True, text=True, timeout=120)
+def _validate_strict(validator, path: Path, version: str) -> tuple[int, str]:
+    """`kubernetes-validate --strict --quiet -k VERSION PATH`, in this process (what the CLI
+    runs, without a Python start per file): (exit status, messages)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = validator.utils.validate_file(str(path), version, True, True, False)
+    return rc, out.getvalue()
 
 
 

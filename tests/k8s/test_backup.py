@@ -141,3 +141,38 @@ def test_setup_backup_and_restore_round_trip_on_a_real_postgres(rendered, render
     assert stamp.name in out
     assert psql("select name, alias from registered_models", owner) == "pro-endpoint|champion"
     assert psql("select username from users", auth) == "pro_ui"
+
+
+def test_bucket_mirror_runs_bucket_to_backup_and_back_on_restore(rendered, render, tmp_path):
+    """The CronJob's and the restore Job's MinIO containers run the same script in opposite
+    directions, as the bucket-scoped user (stub `mc` records the calls)."""
+    objs = rendered["root"]
+    scripts = _write_scripts(objs, tmp_path / "scripts")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mc").write_text('#!/bin/sh\necho "$MC_HOST_pro $*" >> "$CALLS"\n')
+    (bin_dir / "mc").chmod(0o755)
+    cron = _find(objs, "CronJob", "pro-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    job = _find(render(RESTORE_FOLDER)[1], "Job", "pro-restore")["spec"]["template"]["spec"]
+    s3 = {"AWS_ACCESS_KEY_ID": "prokey", "AWS_SECRET_ACCESS_KEY": "secret-value"}
+    mirrors = {}
+    for name, spec in (("backup", cron), ("restore", job)):
+        (c,) = spec["containers"]
+        assert {"secretRef": {"name": "pro-mlflow-s3"}} in c["envFrom"]  # never MinIO's root
+        calls = tmp_path / f"{name}.calls"
+        env = _container_env(c, objs, {"pro-mlflow-s3": s3},
+                             {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls),
+                              "BACKUP_DIR": str(tmp_path / "backups")})
+        cmd = [a.replace("/scripts/", f"{scripts}/") for a in c["command"]]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        (line,) = calls.read_text().splitlines()
+        host, *args = line.split()
+        endpoint = _find(objs, "ConfigMap", "pro-config")["data"]["MLFLOW_S3_ENDPOINT_URL"]
+        assert host == endpoint.replace("://", "://prokey:secret-value@")  # credentials: env only
+        assert "secret-value" not in " ".join(args)
+        mirrors[name] = args[-2:]
+    bucket = _find(objs, "ConfigMap", "pro-config")["data"]["PRO_S3_BUCKET"]
+    copy = str(tmp_path / "backups" / "minio" / bucket)
+    assert mirrors["backup"] == [f"pro/{bucket}", copy]
+    assert mirrors["restore"] == [copy, f"pro/{bucket}"]

@@ -70,3 +70,19 @@ def test_deploy_docs_cover_the_steps():
                    "overlays/kubeflow-pipelines", "pipeline-s3-access", "scripts/build_images.sh",
                    "k8s/namespace"):
         assert needle in text, f"docs/deploy.md does not mention {needle!r}"
+
+
+def test_make_images_builds_every_image_the_overlays_use(rendered):
+    """`make images` (the README's command) builds the CUDA UI that k8s/overlays/gpu runs."""
+    recipe = re.search(r"^images:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M).group(1)
+    env = {**os.environ, "DRY_RUN": "1"}
+    for assignment in re.findall(r"\b([A-Z_]+=\S+)", recipe):
+        key, value = assignment.split("=", 1)
+        env[key] = value
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "build_images.sh")], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    built = set(re.findall(r" -t (\S+)", proc.stdout))
+    used = {c["image"] for objs in rendered.values() for o in _workloads(objs)
+            for c in _containers(_pod_spec(o)) if c["image"].startswith("ghcr.io/pro-align/")}
+    assert used <= built, used - built

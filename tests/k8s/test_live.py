@@ -169,6 +169,15 @@ def test_rendered_mlflow_serves_with_auth_on_postgres_as_the_db_owner(rendered, 
         assert back.read_text() == "proxied through mlflow\n"
         with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
             reader.set_registered_model_alias("pro-endpoint", "champion", version.version)
+        # ... until the admin grants EDIT on that model (docs/deploy.md, enabling promotion)
+        from mlflow.server.auth.client import AuthServiceClient
+
+        admin = secrets["pro-mlflow-admin"]
+        as_user({"MLFLOW_TRACKING_USERNAME": admin["MLFLOW_AUTH_ADMIN_USERNAME"],
+                 "MLFLOW_TRACKING_PASSWORD": admin["MLFLOW_AUTH_ADMIN_PASSWORD"]})
+        AuthServiceClient(url).grant_user_permission(
+            explorer["MLFLOW_TRACKING_USERNAME"], "registered_model", "pro-endpoint", "EDIT")
+        as_user(explorer).set_registered_model_alias("pro-endpoint", "champion", version.version)
 
         # MLflow's schema belongs to the databases' owner, who is no superuser
         owner = secrets["pro-mlflow-db"]

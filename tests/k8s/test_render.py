@@ -17,7 +17,7 @@ from .helpers import (
     MIN_K8S_VERSION,
     REPO,
     _find,
-    _validate_cli,
+    _validate_strict,
     kubectl_helper,
 )
 
@@ -49,9 +49,8 @@ def test_overlay_renders_and_passes_strict_validation(overlay, render, validator
     out.write_text(text)
     latest = validator.utils.latest_version()
     for version in (latest, MIN_K8S_VERSION):
-        proc = _validate_cli(out, version)
-        assert proc.returncode == 0, (f"{overlay} fails kubernetes-validate --strict for "
-                                      f"Kubernetes {version}:\n{proc.stdout}{proc.stderr}")
+        rc, messages = _validate_strict(validator, out, version)
+        assert rc == 0, f"{overlay} fails kubernetes-validate --strict for Kubernetes {version}:\n{messages}"
 
 
 def test_strict_validation_really_rejects_unknown_fields(render, validator, tmp_path):
@@ -61,8 +60,8 @@ def test_strict_validation_really_rejects_unknown_fields(render, validator, tmp_
     mlflow["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
     out = tmp_path / "broken.yaml"
     out.write_text(yaml.safe_dump_all(objs))
-    proc = _validate_cli(out, validator.utils.latest_version())
-    assert proc.returncode != 0 and "imagePullPolicyy" in proc.stdout + proc.stderr
+    rc, messages = _validate_strict(validator, out, validator.utils.latest_version())
+    assert rc != 0 and "imagePullPolicyy" in messages
 
 
 @pytest.mark.parametrize("overlay", list(ALL_FOLDERS))

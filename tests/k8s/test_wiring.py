@@ -128,8 +128,9 @@ def test_ui_reads_in_cluster_mlflow(overlay, rendered):
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/_stcore/health"
     assert pod["metadata"]["labels"]["pro.ai/role"] == "ui"  # what mlflow-ingress admits
-    assert not any(e.get("valueFrom", {}).get("secretKeyRef") for e in c["env"]), \
-        "the UI needs no credentials: artifacts come through MLflow"
+    # its only credentials: its own MLflow user (artifacts come through MLflow, no S3 keys)
+    assert not any(e.get("valueFrom", {}).get("secretKeyRef") for e in c["env"])
+    assert [s["secretRef"]["name"] for s in c["envFrom"] if "secretRef" in s] == ["pro-mlflow-explorer"]
 
 
 def test_minio_setup_job_is_idempotent_and_reapplyable(rendered):
@@ -208,3 +209,37 @@ def test_minio_setup_script_waits_creates_and_is_idempotent(rendered, tmp_path):
     policy = json.loads((state / "policy.json").read_text())
     resources = {r for st in policy["Statement"] for r in st["Resource"]}
     assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
+
+
+@pytest.mark.parametrize("overlay", list(OVERLAYS))
+def test_serving_endpoint_serves_the_champion_for_the_explorer(overlay, rendered):
+    objs = rendered[overlay]
+    svc = _find(objs, "Service", "pro-serving")
+    pod = _find(objs, "Deployment", "pro-serving")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"] == ["mlflow", "models", "serve", "-m", "models:/pro-endpoint@champion",
+                         "--env-manager", "local", "--host", "0.0.0.0", "--port", "5001"]
+    assert "command" not in c  # ENTRYPOINT tini
+    assert _port_of(svc, "http") == 5001 == c["ports"][0]["containerPort"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/health"  # the scoring server's readiness path
+    # the in-cluster MLflow, with the serving pods' own (read-only) user
+    assert {"configMapRef": {"name": "pro-config"}} in c["envFrom"]
+    assert {"secretRef": {"name": "pro-mlflow-serving"}} in c["envFrom"]
+    assert set(_find(objs, "Secret", "pro-mlflow-serving")["data"]) == {
+        "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    # the explorer finds it at PRO_UI_ENDPOINT; promotion from the explorer is off
+    (ui,) = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"]
+    ui_env = {e["name"]: e.get("value") for e in ui["env"]}
+    assert ui_env["PRO_UI_ENDPOINT"] == _service_url(svc, "http")
+    assert ui_env["PRO_UI_ALLOW_PROMOTION"] == "false"
+    assert {"secretRef": {"name": "pro-mlflow-explorer"}} in ui["envFrom"]
+
+
+def test_serving_arguments_parse_with_the_installed_mlflow_cli(rendered):
+    models_cli = pytest.importorskip("mlflow.models.cli")
+    (c,) = _find(rendered["root"], "Deployment", "pro-serving")["spec"]["template"]["spec"]["containers"]
+    assert c["args"][:3] == ["mlflow", "models", "serve"]
+    ctx = models_cli.serve.make_context("serve", list(c["args"][3:]), resilient_parsing=False)
+    assert ctx.params["model_uri"] == "models:/pro-endpoint@champion"
+    assert ctx.params["env_manager"] == "local" and ctx.params["port"] == 5001

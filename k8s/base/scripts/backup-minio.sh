@@ -3,8 +3,9 @@
 # pro-restore Job) the same mirror runs the other way: backup folder -> bucket.
 set -eu
 sh /scripts/refuse-placeholders.sh
+# the alias `pro` from the environment (MC_HOST_<alias>), not from arguments: no key in argv
+export MC_HOST_pro="${S3_ENDPOINT%%://*}://$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY@${S3_ENDPOINT#*://}"
 m() { mc --config-dir /tmp/.mc --quiet "$@"; }
-m alias set pro "$S3_ENDPOINT" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >/dev/null
 copy="$BACKUP_DIR/minio/$PRO_S3_BUCKET"
 if [ "${RESTORE:-0}" = 1 ]; then
   m mirror --overwrite "$copy" "pro/$PRO_S3_BUCKET"
