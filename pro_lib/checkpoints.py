@@ -115,9 +115,12 @@ def digest_data(specs: str | Sequence[str]) -> str:
     return digest_value(parts)
 
 
-def digest_model(ref: str | Path | None) -> str | None:
-    """Identity of a model reference: the resolved folder's content (local folders, bundled models,
-    ``models:/`` refs, whose alias may move), else the reference itself (hub names)."""
+def digest_model(ref: str | Path | None, *, given: Any = None) -> str | None:
+    """Identity of a model (or suite) reference: the resolved folder's content (local folders, bundled
+    models, ``models:/`` refs, whose alias may move), else the reference itself (hub names).
+    ``given``: the object a stage received in-process instead (tests, notebooks), recorded as such."""
+    if given is not None:
+        return f"(in-process {type(given).__name__})"
     if ref is None:
         return None
     text = str(ref)
@@ -243,24 +246,31 @@ def prepare_resume(ckpt_dir: str | Path, fp: Mapping[str, Any], resume: Any = "a
 
 
 def train_or_restore(trainer, resume_from: str | Path | None):
-    """``trainer.train(resume_from_checkpoint=...)``, except that the checkpoint of a *finished* run
-    (global step at max_steps) is loaded instead of trained on: transformers takes one more optimizer
-    step when it resumes at max_steps in mid-epoch, so re-running a finished run would change it.
-    Returns transformers' ``TrainOutput`` (the training loss of a restored run: the mean logged loss)."""
+    """``trainer.train(resume_from_checkpoint=...)``, except that a run resumed from the checkpoint of a
+    *finished* run (global step at max_steps) stops once the checkpoint is loaded: transformers would
+    take one more optimizer step when it resumes at max_steps in mid-epoch, so re-running a finished
+    run would change it. Returns transformers' ``TrainOutput`` (for a finished run: the mean logged loss)."""
+    from transformers import TrainerCallback
     from transformers.trainer_utils import TrainOutput
 
-    state_file = Path(resume_from) / "trainer_state.json" if resume_from else None
-    if state_file is not None and state_file.is_file() and not getattr(trainer.args, "deepspeed", None):
-        state = json.loads(state_file.read_text())
-        if state.get("max_steps") and state.get("global_step", 0) >= state["max_steps"]:
-            from transformers.trainer_callback import TrainerState
+    class Finished(Exception):
+        pass
 
-            log.info("%s is the last checkpoint of a finished run: loading it, nothing left to train", resume_from)
-            trainer._load_from_checkpoint(str(resume_from))
-            trainer.state = TrainerState.load_from_json(str(state_file))
-            losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-            return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else float("nan"), {})
-    return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    class StopIfFinished(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # weights and optimizer are loaded by now
+            if state.max_steps and state.global_step >= state.max_steps:
+                raise Finished
+
+    stop = StopIfFinished()
+    trainer.add_callback(stop)
+    try:
+        return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except Finished:
+        log.info("%s is the last checkpoint of a finished run: nothing left to train", resume_from)
+        losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+        return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else float("nan"), {})
+    finally:
+        trainer.remove_callback(stop)
 
 
 def record_fingerprint(ckpt_dir: str | Path, fp: Mapping[str, Any]) -> Path:

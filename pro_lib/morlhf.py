@@ -39,8 +39,7 @@ import numpy as np
 import yaml
 
 from pro_lib.checkpoints import (RESUME_HELP, check_fingerprint, checkpoint_step, digest_data, digest_model,
-                                  digest_path, fingerprint, prepare_resume, record_fingerprint,
-                                  train_or_restore)
+                                  fingerprint, prepare_resume, record_fingerprint, train_or_restore)
 from pro_lib.checkpoints import find_checkpoint as last_checkpoint
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
@@ -362,13 +361,10 @@ def load_prompts(data: Sequence[str], *, split: str, eval_fraction: float, split
 
 def _resume_point(cfg: MorlhfTrainConfig, ckpt_dir: Path, *, suite, orchestrator, policy, main: bool) -> Path | None:
     """The checkpoint this run continues from (None: from scratch), after checking its fingerprint."""
-    inputs = {"data_content": digest_data(cfg.data),
-              "policy_content": digest_model(cfg.policy) if policy is None else "(in-process model)",
-              "suite_content": (digest_path(cfg.suite) if Path(cfg.suite).exists() else cfg.suite)
-              if suite is None else "(in-process suite)"}
+    inputs = {"data_content": digest_data(cfg.data), "policy_content": digest_model(cfg.policy, given=policy),
+              "suite_content": digest_model(cfg.suite, given=suite)}
     if cfg.weights == "orchestrator":
-        inputs["orchestrator_content"] = (digest_model(cfg.orchestrator) if orchestrator is None
-                                          else "(in-process orchestrator)")
+        inputs["orchestrator_content"] = digest_model(cfg.orchestrator, given=orchestrator)
     fp = fingerprint(cfg, inputs)
     if cfg.resume.strip().lower() in ("auto", "never", "true", "false"):
         if main:  # the main process decides (and may move an earlier run aside); the others follow

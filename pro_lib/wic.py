@@ -37,8 +37,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from pro_lib.checkpoints import (RESUME_HELP, digest_data, digest_model, digest_path, digest_value,
-                                  find_checkpoint, fingerprint, prepare_resume, train_or_restore)
+from pro_lib.checkpoints import (RESUME_HELP, digest_data, digest_model, digest_value, find_checkpoint,
+                                  fingerprint, prepare_resume, train_or_restore)
 from pro_lib.config import field, to_dict
 from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError, DataError, ProError
@@ -746,7 +746,7 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
     if suite is None:
         suite = _load_suite(cfg.suite or (str(Path(cfg.targets) / "suite") if cfg.targets else None),
                             what="wic offline")
-    policy_digest = digest_model(cfg.policy) if policy is None else "(in-process model)"
+    policy_digest = digest_model(cfg.policy, given=policy)
     if policy is None:
         model, tok = load_policy(cfg.policy)
         policy = WICPolicy(model, tok, suite.names, decimals=cfg.decimals, conditioning=cfg.conditioning,
@@ -992,7 +992,7 @@ def _read_kept(spec: str) -> list[dict]:
 def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -> dict:
     """One round's SFT half: fine-tune the policy on the kept samples; writes the new policy to output_dir."""
     out = Path(cfg.output_dir)
-    policy_digest = digest_model(cfg.policy) if policy is None else "(in-process model)"
+    policy_digest = digest_model(cfg.policy, given=policy)
     policy = policy or WICPolicy.from_pretrained(cfg.policy)
     recs = [r for spec in cfg.samples for r in _read_kept(spec)]
     examples = _kept_examples(policy, recs)
@@ -1048,13 +1048,10 @@ def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICP
 def _online_resume_check(cfg: WICOnlineLoopConfig, out: Path, *, suite, policy, orchestrator) -> None:
     """Finished rounds (and a killed round's checkpoints) are reused only when made with the same settings
     and inputs; ``rounds`` may grow (round e does not depend on how many follow)."""
-    inputs = {"data_content": digest_data(cfg.data),
-              "policy_content": digest_model(cfg.policy) if policy is None else "(in-process model)",
-              "suite_content": (digest_path(cfg.suite) if Path(cfg.suite).exists() else cfg.suite)
-              if suite is None else "(in-process suite)"}
+    inputs = {"data_content": digest_data(cfg.data), "policy_content": digest_model(cfg.policy, given=policy),
+              "suite_content": digest_model(cfg.suite, given=suite)}
     if cfg.preferences == "orchestrator":
-        inputs["orchestrator_content"] = (digest_model(cfg.orchestrator) if orchestrator is None and cfg.orchestrator
-                                          else "(in-process orchestrator)" if orchestrator is not None else None)
+        inputs["orchestrator_content"] = digest_model(cfg.orchestrator, given=orchestrator)
     state = sorted(out.glob("round-*/metrics.json")) + [c for w in sorted(out.glob(".round-*.work"))
                                                         if (c := find_checkpoint(w))]
     prepare_resume(out, fingerprint(cfg, inputs, ignore={"rounds"}), cfg.resume, found=state[0] if state else None,

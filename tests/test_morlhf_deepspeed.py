@@ -25,7 +25,7 @@ pytestmark = [
 ]
 
 SCRIPT = textwrap.dedent('''
-    import json, sys
+    import json, os, sys
     import torch
     sys.path.insert(0, {tests!r})
     from test_morlhf import make_policy, make_suite
@@ -39,6 +39,8 @@ SCRIPT = textwrap.dedent('''
         def on_step_end(self, args, state, control, model=None, **kw):
             seen["deepspeed"] = bool(args.deepspeed_plugin) and args.deepspeed_plugin.zero_stage
             seen["world_size"] = args.world_size
+            if len(sys.argv) > 2 and state.global_step == int(sys.argv[2]):
+                os._exit(9)  # killed: the step is done, its checkpoint is not
 
     cfg = MorlhfTrainConfig(policy="tiny", suite="in-process", data=[{data!r}], output_dir={out!r},
                             weights="0.6,0.4", max_steps=int(sys.argv[1]), save_steps=2, num_generations=4,
@@ -49,12 +51,15 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _launch(script: Path, steps: int, stage: int = 2) -> dict:
+def _launch(script: Path, steps: int, stage: int = 2, kill_at: int | None = None) -> dict | None:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "pro_lib" / "configs" / "accelerate" / f"zero{stage}.yaml"), "--num_processes", "1",
-           "--mixed_precision", "no", str(script), str(steps)]
+           "--mixed_precision", "no", str(script), str(steps)] + ([str(kill_at)] if kill_at else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    if kill_at:
+        assert proc.returncode != 0, "the run was not killed"
+        return None
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"accelerate launch failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return json.loads(lines[-1][len("RESULT "):])
@@ -68,15 +73,16 @@ def test_zero2_config_trains_and_resumes_on_cpu(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT.format(tests=str(ROOT / "tests"), data=str(data), out=str(out)))
 
-    first = _launch(script, 2)
-    assert first["deepspeed"] == 2 and first["world_size"] == 1 and first["steps"] == 2
+    _launch(script, 3, kill_at=3)  # killed after step 3; checkpoint-2 holds steps 1-2
     ckpt = out / "checkpoints" / "checkpoint-2"
     assert (ckpt / "global_step2").is_dir(), "not a DeepSpeed checkpoint: ZeRO was not active"
-    assert (out / "policy" / "config.json").is_file()
+    assert not (out / "policy").exists()
 
-    # A longer run in the same folder resumes from the DeepSpeed checkpoint.
+    # The same command resumes from the DeepSpeed checkpoint and finishes the run.
     second = _launch(script, 3)
+    assert second["deepspeed"] == 2 and second["world_size"] == 1
     assert second["resumed_from_step"] == 2 and second["steps"] == 3
+    assert (out / "policy" / "config.json").is_file()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "reward" in r] == [1, 2, 3]
 

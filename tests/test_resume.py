@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from pro_lib import wic
-from pro_lib.checkpoints import differences, find_checkpoint, move_aside, resume_mode
+from pro_lib.checkpoints import (differences, digest_data, find_checkpoint, move_aside, prepare_resume,
+                                  resume_mode)
 from pro_lib.cli import main
-from pro_lib.errors import ConfigError
+from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import write_jsonl
 from pro_lib.suite import Objective, RewardSuite
 
@@ -132,6 +133,26 @@ def test_fingerprint_helpers(tmp_path):
     moved = move_aside([tmp_path / "out", tmp_path / "out" / "f", tmp_path / "empty", tmp_path / "none"])
     assert len(moved) == 1 and (moved[0] / "f").read_text() == "x" and moved[0].name.startswith("out.prev-")
     assert (tmp_path / "empty").is_dir()  # nothing saved there: left alone
+
+
+def test_prepare_resume_checks_data_content(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    before = digest_data([str(data)])
+    data.write_text('{"prompt": "p", "chosen": "a", "rejected": "c"}\n')  # same path, other content
+    after = digest_data([str(data)])
+    assert before != after and before.startswith("sha256:")
+    ckpt = tmp_path / "run.checkpoints"
+    assert prepare_resume(ckpt, {"seed": 0, "data_content": before}) is None  # fresh: fingerprint recorded
+    (ckpt / "checkpoint-2").mkdir()
+    (ckpt / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    assert prepare_resume(ckpt, {"seed": 0, "data_content": before}) == ckpt / "checkpoint-2"
+    with pytest.raises(CheckpointError, match=f"data_content: '{before}' -> '{after}'"):
+        prepare_resume(ckpt, {"seed": 0, "data_content": after})
+    assert prepare_resume(ckpt, {"seed": 0, "data_content": after}, "never") is None
+    assert json.loads((ckpt / "fingerprint.json").read_text())["data_content"] == after
+    (kept,) = tmp_path.glob("run.checkpoints.prev-*")
+    assert (kept / "checkpoint-2" / "trainer_state.json").is_file()
 
 
 # -- item 1: a second reward model is not a copy of the first --------------------------------------
