@@ -56,7 +56,8 @@ class RewardTrainConfig:
                                       "empty, --eval-fraction of --data is held out")
     eval_fraction: float = field(0.1, help="fraction of prompts held out for accuracy (without --eval-data)")
     seed: int = field(0, help="random seed (split and init)")
-    limit: int | None = field(None, help="use at most this many pairs (after filtering)")
+    limit: int | None = field(None, help="use at most this many pairs (after filtering; a random sample stratified "
+                                         "by source, seed --seed)")
     save_steps: int = field(50, help="checkpoint every N steps into <output_dir>.checkpoints (for resuming)")
     resume: str = field("auto", help=RESUME_HELP)
     progress: bool = field(True, help="show progress bars")
@@ -70,7 +71,7 @@ class RewardTrainConfig:
 
 
 def _load_objective_pairs(cfg: RewardTrainConfig, specs: list[str]):
-    from pro_lib.data import load_pairs
+    from pro_lib.data import load_pairs, stratified_sample
 
     pairs = []
     for spec in specs:
@@ -80,8 +81,9 @@ def _load_objective_pairs(cfg: RewardTrainConfig, specs: list[str]):
         pairs = [p for p in pairs if p.source == cfg.source]
         if not pairs:
             raise DataError(f"no pairs with source '{cfg.source}' in {specs}; sources present: {sources}")
-    if cfg.limit is not None:
-        pairs = pairs[: cfg.limit]
+    if cfg.limit is not None and cfg.limit < len(pairs):
+        keep = stratified_sample(range(len(pairs)), cfg.limit, sources=[p.source for p in pairs], seed=cfg.seed)
+        pairs = [pairs[i] for i in sorted(keep)]
     if len(pairs) < 10:
         raise DataError(f"only {len(pairs)} pairs to train reward model '{cfg.objective}'; need at least 10")
     return pairs
