@@ -78,6 +78,32 @@ def demo_explorer(tmp_path_factory):
             proc.wait(timeout=10)
 
 
+def corner_outputs(page, corners, prompt: str = PROMPT) -> dict[str, str]:
+    """Type ``prompt``, then per corner: type ``<corner>=1``, Apply, Generate; the "override" output's text."""
+    from playwright.sync_api import expect
+
+    box = page.get_by_label("Prompt", exact=True)
+    box.fill(prompt)
+    box.press("Control+Enter")
+    expect(page.get_by_text("Orchestrator confidence")).to_be_visible(timeout=120_000)
+    texts = {}
+    for corner in corners:
+        typed = page.get_by_placeholder(re.compile("=…"))
+        typed.fill(f"{corner}=1")
+        typed.press("Enter")
+        page.wait_for_timeout(2000)  # let the rerun that commits the typed text land before Apply
+        page.get_by_role("button", name="Apply").click()
+        expect(page.get_by_text("override:", exact=False).first).to_contain_text(f"{corner}=1.00", timeout=60_000)
+        page.get_by_role("button", name=re.compile("^Generate")).click()
+        # the finished "override" card (heading without "generating…") under this corner's weights
+        heading = page.get_by_role("heading", name="override", exact=True)
+        card = page.locator("[data-testid='stVerticalBlock']").filter(has=heading).filter(
+            has=page.locator("[data-testid='stCode']")).filter(has_text=f"{corner}=1.00").last
+        expect(card).to_be_visible(timeout=600_000)
+        texts[corner] = card.locator("[data-testid='stCode']").first.inner_text().strip()
+    return texts
+
+
 def test_champion_follows_corner_weights_in_chromium(demo_explorer, tmp_path, monkeypatch):
     from playwright.sync_api import expect, sync_playwright
 
@@ -89,24 +115,8 @@ def test_champion_follows_corner_weights_in_chromium(demo_explorer, tmp_path, mo
         expect(page.get_by_text("PRO preference explorer").first).to_be_visible()
         # the sidebar opened on the registered champion policy
         expect(page.get_by_text(re.compile(r"pro-policy-pro-wic.*champion")).first).to_be_visible()
-        box = page.get_by_label("Prompt", exact=True)
-        box.fill(PROMPT)
-        box.press("Control+Enter")
-        expect(page.get_by_text("Orchestrator confidence")).to_be_visible()
-        texts = {}
-        for corner in CORNERS:
-            typed = page.get_by_placeholder(re.compile("helpful=…"))
-            typed.fill(f"{corner}=1")
-            typed.press("Enter")
-            page.get_by_role("button", name="Apply").click()
-            caption = page.get_by_text("override:", exact=False).first
-            expect(caption).to_contain_text(f"{corner} 1.00")
-            page.get_by_role("button", name=re.compile("^Generate")).click()
-            expect(page.get_by_text("Scores side by side")).to_be_visible(timeout=600_000)
-            override = page.locator("[data-testid='stVerticalBlockBorderWrapper']").filter(
-                has=page.get_by_role("heading", name="override", exact=True)).first
-            texts[corner] = override.locator("[data-testid='stCode']").inner_text().strip()
-            page.screenshot(path=str(tmp_path / f"demo_{corner}.png"), full_page=True)
+        texts = corner_outputs(page, CORNERS)
+        page.screenshot(path=str(tmp_path / "demo_corners.png"), full_page=True)
         browser.close()
     print(texts)
     assert texts["humor"] and texts["harmless"] and texts["humor"] != texts["harmless"]

@@ -203,3 +203,12 @@ def test_stop_a_running_generation_in_headless_chromium(page, tmp_path):
     expect(page.get_by_text("— stopped").first).to_be_visible()
     expect(page.get_by_text("Scores side by side")).to_have_count(0)  # the run did not finish
     _check_not_error_page(page, tmp_path / "explorer_stopped.png")
+
+
+def test_typed_corner_weights_reach_the_override_output(page):
+    """The flow of tests/test_browser_demo_policy.py on the tiny explorer: each typed corner generates
+    an "override" output under exactly those weights."""
+    from test_browser_demo_policy import corner_outputs
+
+    texts = corner_outputs(page, ("humor", "harmless"), prompt="Tell me a funny joke about a cat")
+    assert set(texts) == {"humor", "harmless"} and all(texts.values()), texts
