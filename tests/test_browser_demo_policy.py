@@ -11,13 +11,12 @@ import os
 import re
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from test_browser_ui import CHROMIUM, CHROMIUM_FLAGS, REPO, _free_port
+from test_browser_ui import REPO, _free_port, browser, serve_ui  # noqa: F401 (browser: a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -45,37 +44,9 @@ def demo_explorer(tmp_path_factory):
                            env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     if check.returncode != 0 or '"champion"' not in check.stdout:
         pytest.skip(f"{home} has no pro-policy-pro-wic@champion; run `make demo` first")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("demo_ui") / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pro_lib.cli", "ui", "--port", str(port), "--host",
-                                 "127.0.0.1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import time
-
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("the explorer did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.5)
+    with serve_ui([], env, _free_port(), tmp_path_factory.mktemp("demo_ui") / "server.log",
+                  start_seconds=120) as url:
         yield {"url": url, "env": env}
-    finally:
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def corner_outputs(page, corners, prompt: str = PROMPT) -> dict[str, str]:
@@ -104,20 +75,18 @@ def corner_outputs(page, corners, prompt: str = PROMPT) -> dict[str, str]:
     return texts
 
 
-def test_champion_follows_corner_weights_in_chromium(demo_explorer, tmp_path, monkeypatch):
-    from playwright.sync_api import expect, sync_playwright
+def test_champion_follows_corner_weights_in_chromium(demo_explorer, browser, tmp_path, monkeypatch):  # noqa: F811
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 2400})
-        page.set_default_timeout(120_000)
-        page.goto(demo_explorer["url"])
-        expect(page.get_by_text("PRO preference explorer").first).to_be_visible()
-        # the sidebar opened on the registered champion policy
-        expect(page.get_by_text(re.compile(r"pro-policy-pro-wic.*champion")).first).to_be_visible()
-        texts = corner_outputs(page, CORNERS)
-        page.screenshot(path=str(tmp_path / "demo_corners.png"), full_page=True)
-        browser.close()
+    page = browser.new_page(viewport={"width": 1500, "height": 2400})
+    page.set_default_timeout(120_000)
+    page.goto(demo_explorer["url"])
+    expect(page.get_by_text("PRO preference explorer").first).to_be_visible()
+    # the sidebar opened on the registered champion policy
+    expect(page.get_by_text(re.compile(r"pro-policy-pro-wic.*champion")).first).to_be_visible()
+    texts = corner_outputs(page, CORNERS)
+    page.screenshot(path=str(tmp_path / "demo_corners.png"), full_page=True)
+    page.close()
     print(texts)
     assert texts["humor"] and texts["harmless"] and texts["humor"] != texts["harmless"]
 
