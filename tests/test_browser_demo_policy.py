@@ -11,13 +11,12 @@ import os
 import re
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from test_browser_ui import CHROMIUM, CHROMIUM_FLAGS, REPO, _free_port
+from test_browser_ui import REPO, _free_port, browser, serve_ui  # noqa: F401 (browser: a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -45,69 +44,49 @@ def demo_explorer(tmp_path_factory):
                            env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     if check.returncode != 0 or '"champion"' not in check.stdout:
         pytest.skip(f"{home} has no pro-policy-pro-wic@champion; run `make demo` first")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("demo_ui") / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pro_lib.cli", "ui", "--port", str(port), "--host",
-                                 "127.0.0.1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import time
-
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("the explorer did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.5)
+    with serve_ui([], env, _free_port(), tmp_path_factory.mktemp("demo_ui") / "server.log",
+                  start_seconds=120) as url:
         yield {"url": url, "env": env}
-    finally:
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
-def test_champion_follows_corner_weights_in_chromium(demo_explorer, tmp_path, monkeypatch):
-    from playwright.sync_api import expect, sync_playwright
+def corner_outputs(page, corners, prompt: str = PROMPT) -> dict[str, str]:
+    """Type ``prompt``, then per corner: type ``<corner>=1``, Apply, Generate; the "override" output's text."""
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 2400})
-        page.set_default_timeout(120_000)
-        page.goto(demo_explorer["url"])
-        expect(page.get_by_text("PRO preference explorer").first).to_be_visible()
-        # the sidebar opened on the registered champion policy
-        expect(page.get_by_text(re.compile(r"pro-policy-pro-wic.*champion")).first).to_be_visible()
-        box = page.get_by_label("Prompt", exact=True)
-        box.fill(PROMPT)
-        box.press("Control+Enter")
-        expect(page.get_by_text("Orchestrator confidence")).to_be_visible()
-        texts = {}
-        for corner in CORNERS:
-            typed = page.get_by_placeholder(re.compile("helpful=…"))
-            typed.fill(f"{corner}=1")
-            typed.press("Enter")
-            page.get_by_role("button", name="Apply").click()
-            caption = page.get_by_text("override:", exact=False).first
-            expect(caption).to_contain_text(f"{corner} 1.00")
-            page.get_by_role("button", name=re.compile("^Generate")).click()
-            expect(page.get_by_text("Scores side by side")).to_be_visible(timeout=600_000)
-            override = page.locator("[data-testid='stVerticalBlockBorderWrapper']").filter(
-                has=page.get_by_role("heading", name="override", exact=True)).first
-            texts[corner] = override.locator("[data-testid='stCode']").inner_text().strip()
-            page.screenshot(path=str(tmp_path / f"demo_{corner}.png"), full_page=True)
-        browser.close()
+    box = page.get_by_label("Prompt", exact=True)
+    box.fill(prompt)
+    box.press("Control+Enter")
+    expect(page.get_by_text("Orchestrator confidence")).to_be_visible(timeout=120_000)
+    texts = {}
+    for corner in corners:
+        typed = page.get_by_placeholder(re.compile("=…"))
+        typed.fill(f"{corner}=1")
+        typed.press("Enter")
+        page.wait_for_timeout(2000)  # let the rerun that commits the typed text land before Apply
+        page.get_by_role("button", name="Apply").click()
+        expect(page.get_by_text("override:", exact=False).first).to_contain_text(f"{corner}=1.00", timeout=60_000)
+        page.get_by_role("button", name=re.compile("^Generate")).click()
+        # the finished "override" card (heading without "generating…") under this corner's weights
+        heading = page.get_by_role("heading", name="override", exact=True)
+        card = page.locator("[data-testid='stVerticalBlock']").filter(has=heading).filter(
+            has=page.locator("[data-testid='stCode']")).filter(has_text=f"{corner}=1.00").last
+        expect(card).to_be_visible(timeout=600_000)
+        texts[corner] = card.locator("[data-testid='stCode']").first.inner_text().strip()
+    return texts
+
+
+def test_champion_follows_corner_weights_in_chromium(demo_explorer, browser, tmp_path, monkeypatch):  # noqa: F811
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1500, "height": 2400})
+    page.set_default_timeout(120_000)
+    page.goto(demo_explorer["url"])
+    expect(page.get_by_text("PRO preference explorer").first).to_be_visible()
+    # the sidebar opened on the registered champion policy
+    expect(page.get_by_text(re.compile(r"pro-policy-pro-wic.*champion")).first).to_be_visible()
+    texts = corner_outputs(page, CORNERS)
+    page.screenshot(path=str(tmp_path / "demo_corners.png"), full_page=True)
+    page.close()
     print(texts)
     assert texts["humor"] and texts["harmless"] and texts["humor"] != texts["harmless"]
 

@@ -6,6 +6,7 @@ to be the explorer (not an error page). Needs /usr/bin/chromium (scripts/install
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -55,16 +56,22 @@ def explorer(tiny_models, tmp_path_factory):  # noqa: F811
         "PYTHONPATH": os.pathsep.join([str(REPO), str(tiny_models["module_dir"])]),
         "OMP_NUM_THREADS": "1",
     })
-    cmd = [sys.executable, "-m", "pro_lib.cli", "ui", "--port", str(port), "--host", "127.0.0.1",
-           "--orchestrator", str(tiny_models["orchestrator"]), "--suite", str(tiny_models["suite"]),
+    cmd = ["--orchestrator", str(tiny_models["orchestrator"]), "--suite", str(tiny_models["suite"]),
            "--policy", str(policy)]
-    log_path = tmp / "server.log"
+    with serve_ui(cmd, env, port, tmp / "server.log", start_seconds=60) as url:
+        yield {"url": url, "log": tmp / "server.log"}
+
+
+@contextlib.contextmanager
+def serve_ui(flags: list[str], env: dict, port: int, log_path: Path, *, start_seconds: float):
+    """`pro ui <flags>` on 127.0.0.1:<port> until the block ends (then the whole process group stops)."""
+    cmd = [sys.executable, "-m", "pro_lib.cli", "ui", "--port", str(port), "--host", "127.0.0.1", *flags]
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + start_seconds
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
@@ -76,7 +83,7 @@ def explorer(tiny_models, tmp_path_factory):  # noqa: F811
                 log.flush()
                 pytest.fail("the explorer did not start:\n" + log_path.read_text()[-3000:])
             time.sleep(0.3)
-        yield {"url": url, "log": log_path}
+        yield url
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -203,3 +210,12 @@ def test_stop_a_running_generation_in_headless_chromium(page, tmp_path):
     expect(page.get_by_text("— stopped").first).to_be_visible()
     expect(page.get_by_text("Scores side by side")).to_have_count(0)  # the run did not finish
     _check_not_error_page(page, tmp_path / "explorer_stopped.png")
+
+
+def test_typed_corner_weights_reach_the_override_output(page):
+    """The flow of tests/test_browser_demo_policy.py on the tiny explorer: each typed corner generates
+    an "override" output under exactly those weights."""
+    from test_browser_demo_policy import corner_outputs
+
+    texts = corner_outputs(page, ("humor", "harmless"), prompt="Tell me a funny joke about a cat")
+    assert set(texts) == {"humor", "harmless"} and all(texts.values()), texts
