@@ -212,7 +212,8 @@ def reward_suite_specs(objectives: list, model_dirs: list[str]) -> list[str]:
     for d in model_dirs:
         info = reward_model_info(Path(d))
         if not info.get("objective"):
-            raise CheckpointError(f"{d} has no {REWARD_MODEL_INFO} naming its objective; train it with `pro rewards train`")
+            raise CheckpointError(f"{d} has no {REWARD_MODEL_INFO} naming its objective; "
+                                  "train it with `pro rewards train`")
         by_name[info["objective"]] = str(d)
     specs = []
     for spec in objectives:

@@ -100,8 +100,9 @@ def weight_response(z: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 def bootstrap_fronts(z: Mapping[str, np.ndarray], grid: np.ndarray, reference: Sequence[float], *,
                      n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Bootstrap over prompts: confidence intervals of each method's hypervolume, of its difference
-    to the best method's, and of its weight response (see :func:`weight_response`).
+    """Bootstrap over prompts (``scipy.stats.bootstrap``, percentile intervals): confidence intervals
+    of each method's hypervolume, of its difference to the best method's, and of its weight response
+    (see :func:`weight_response`).
 
     ``z[label]``: (G, n, K) per-prompt scores at each grid weight. Methods evaluated on the same n
     prompts are resampled together (a paired bootstrap), so differences keep their pairing.
@@ -111,37 +112,41 @@ def bootstrap_fronts(z: Mapping[str, np.ndarray], grid: np.ndarray, reference: S
     if not arrs:
         return {}
     ns = {a.shape[1] for a in arrs.values()}
-    rng = np.random.default_rng(seed)
     hv = {lab: hypervolume(a.mean(axis=1), reference) for lab, a in arrs.items()}
     best = max(hv, key=hv.get)
-    boot_hv = {lab: np.empty(n_boot) for lab in labels}
-    boot_resp = {lab: np.empty((n_boot, a.shape[2])) for lab, a in arrs.items()}
     paired_n = next(iter(ns)) if len(ns) == 1 else None
-    for b in range(n_boot):
-        shared = rng.integers(0, paired_n, paired_n) if paired_n else None
-        for lab, a in arrs.items():
-            idx = shared if shared is not None else rng.integers(0, a.shape[1], a.shape[1])
-            s = a[:, idx]
-            boot_hv[lab][b] = hypervolume(s.mean(axis=1), reference)
-            boot_resp[lab][b] = weight_response(s, grid)
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    ks = [arrs[lab].shape[2] for lab in labels]
 
-    def ci(x):
-        x = np.asarray(x)[np.isfinite(x)]
-        return [float(np.percentile(x, lo)), float(np.percentile(x, hi))] if x.size else [None, None]
+    def stat(*idx):  # one shared resample of the prompts (paired), or one per method
+        idx = idx * len(labels) if paired_n else idx
+        s = {lab: arrs[lab][:, np.asarray(i, dtype=int)] for lab, i in zip(labels, idx)}
+        hvs = np.array([hypervolume(s[lab].mean(axis=1), reference) for lab in labels])
+        return np.concatenate([hvs, hvs - hvs[labels.index(best)], *(weight_response(s[lab], grid) for lab in labels)])
+
+    data = (np.arange(paired_n),) if paired_n else tuple(np.arange(arrs[lab].shape[1]) for lab in labels)
+    lo = hi = np.full(2 * len(labels) + sum(ks), np.nan)
+    if n_boot > 0 and min(ns) > 1:
+        from scipy.stats import bootstrap
+
+        with np.errstate(invalid="ignore"):
+            ci = bootstrap(data, stat, vectorized=False, n_resamples=n_boot, confidence_level=level,
+                           method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+        lo, hi = np.atleast_1d(ci.low), np.atleast_1d(ci.high)
 
     def finite(v):
         return [float(x) if np.isfinite(x) else None for x in v]
 
+    pairs = [finite(p) for p in zip(lo, hi)]
+    m = len(labels)
+    starts = np.cumsum([2 * m] + ks[:-1])
     return {
         "n_boot": n_boot, "level": level, "paired": paired_n is not None, "best": best,
         "hypervolume": {lab: float(hv[lab]) for lab in labels},
-        "hypervolume_ci": {lab: ci(boot_hv[lab]) for lab in labels},
+        "hypervolume_ci": {lab: pairs[j] for j, lab in enumerate(labels)},
         "diff_to_best": {lab: float(hv[lab] - hv[best]) for lab in labels},
-        "diff_to_best_ci": {lab: ci(boot_hv[lab] - boot_hv[best]) for lab in labels},
+        "diff_to_best_ci": {lab: pairs[m + j] for j, lab in enumerate(labels)},
         "weight_response": {lab: finite(weight_response(arrs[lab], grid)) for lab in labels},
-        "weight_response_ci": {lab: [ci(boot_resp[lab][:, j]) for j in range(arrs[lab].shape[2])]
-                               for lab in labels},
+        "weight_response_ci": {lab: pairs[st:st + k] for lab, st, k in zip(labels, starts, ks)},
     }
 
 

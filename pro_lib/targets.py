@@ -131,7 +131,8 @@ def parse_weights(spec: str | Sequence[float] | Mapping[str, float], names: Sequ
                     values.append(float(p))
                 except ValueError:
                     who = f"'{names[j]}'" if j < len(names) else f"#{j + 1}"
-                    raise ConfigError(f"weights {spec!r}: weight for {who} is not a number: {p!r} (e.g. {_example(names)})") from None
+                    raise ConfigError(f"weights {spec!r}: weight for {who} is not a number: {p!r} "
+                                      f"(e.g. {_example(names)})") from None
             return validate_weights(np.array(values), what=f"weights {spec!r}", names=names)
     else:
         return validate_weights(np.array(list(spec), dtype=float), what="weights", names=names)

@@ -157,7 +157,7 @@ def test_missing_models_and_objective_mismatch(monkeypatch, tiny_models, tmp_pat
     other = build_orchestrator(tmp_path / "two_objectives", names=["helpful", "funny"])
     at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR=str(other)).run()
     _no_traceback(at)
-    assert any("the orchestrator weighs ['helpful', 'funny']" in e for e in _errors(at)), _errors(at)
+    assert any("the orchestrator has 2: ['helpful', 'funny']" in e for e in _errors(at)), _errors(at)
 
 
 def test_registry_that_is_down(monkeypatch, tiny_models):

@@ -158,12 +158,13 @@ def align_objectives(reference: Sequence[str], other: Sequence[str], what: str) 
     from pro_lib.targets import check_objectives
 
     reference, other = list(reference), list(other)
-    try:  # any order is fine here (the columns are reordered), the same objectives are not optional
-        check_objectives(sorted(other), sorted(reference), got_what=what, expected_what="the orchestrator",
+    if sorted(other) == sorted(reference):  # any order is fine here: the columns are reordered
+        return [other.index(n) for n in reference]
+    try:
+        check_objectives(other, reference, got_what=what, expected_what="the orchestrator",
                          fix="load models trained on the same reward suite")
     except ObjectiveMismatchError as exc:
         raise UIError(str(exc)) from None
-    return [other.index(n) for n in reference]
 
 
 # -- the backend --------------------------------------------------------------------------------
