@@ -64,6 +64,8 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-convert", action="store_true", help="skip the GGUF-conversion table")
+    ap.add_argument("--arms", default=None, help="comma-separated SFT arm numbers to run (1 = today's path, "
+                    "always run): " + "; ".join(f"{i + 1}: {k}" for i, k in enumerate(SFT_ARMS)))
     ap.add_argument("--tiny", action="store_true", help="a tiny random Llama instead of SmolLM2 (smoke run)")
     args = ap.parse_args()
 
@@ -89,7 +91,10 @@ def main() -> int:
                       for e in examples)
     del base
     rows, base_tps = [], None
-    for label, change in SFT_ARMS.items():
+    chosen = {1} | {int(a) for a in args.arms.split(",")} if args.arms else set(range(1, len(SFT_ARMS) + 1))
+    for i, (label, change) in enumerate(SFT_ARMS.items(), start=1):
+        if i not in chosen:
+            continue
         pol = load(ref, names)
         opts = dataclasses.replace(wic.SFTOptions(batch_size=args.batch_size, save_steps=10_000, max_length=384),
                                    **change)
