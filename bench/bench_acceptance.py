@@ -29,7 +29,6 @@ weights: the weighted reward under f(x) and the weight response, with paired-boo
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
