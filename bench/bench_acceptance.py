@@ -18,13 +18,18 @@ Printed: acceptance with a 95% bootstrap interval over prompts, the difference t
 score per objective and how concentrated the weights are (mean largest weight). Prompts: a random
 sample of the held-out split stratified by source (its mix is printed). Written to --out as JSON + MD.
 
+--next-round goes past acceptance: for each source, a copy of the policy is fine-tuned on the samples
+the weighted rule kept (one online round's SFT), then evaluated greedily on *other* held-out prompts
+(the next block of the same stratified order) at the corner weights and under the orchestrator's
+weights: the weighted reward under f(x) and the weight response, with paired-bootstrap intervals.
+
     flock /tmp/pro-heavy.lock nice -n 10 .venv/bin/python bench/bench_acceptance.py   # needs runs/hh + a PRO-WIC offline policy
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -50,6 +55,67 @@ def by_prompt(recs, keep) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return kept, total, list(order)
 
 
+def next_round(args, kept_recs: dict, pool, sources, suite, orch, out: Path) -> dict:
+    """SFT a fresh copy of the policy on each source's kept samples; evaluate on other held-out prompts."""
+    import math
+
+    from pro_lib import wic
+    from pro_lib.data import format_source_mix, source_mix
+    from pro_lib.pareto import bootstrap_fronts, weight_grid
+
+    names = suite.names
+    held = wic.round_prompts(pool, 2, args.eval_prompts, args.seed, sources=sources)  # not the sampling block
+    mix = source_mix(dict(zip(pool, sources))[p] for p in held)
+    grid = weight_grid(len(names), 1.0)  # the corners: what the weight response needs
+    opts = wic.SFTOptions(epochs=1.0, learning_rate=args.sft_lr, batch_size=8, max_length=256,
+                          max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, save_steps=10_000)
+    z_grid, weighted, info = {}, {}, {}
+    for src, recs in kept_recs.items():
+        pol = wic.WICPolicy.from_pretrained(args.policy)
+        examples = wic._kept_examples(pol, recs)
+        if examples:
+            work = out / "next_round" / src
+            shutil.rmtree(work, ignore_errors=True)  # a fresh round each run (no resuming another run's SFT)
+            wic.sft_train(pol, examples, opts, work, desc=f"SFT on {src}'s kept samples")
+        prompts = [wic.truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in held]
+        res = wic.evaluate_policy_grid(pol, suite, prompts, grid, max_new_tokens=args.new_tokens, batch_size=16,
+                                       orchestrator=orch)
+        n = len(prompts)
+        z_grid[src] = np.asarray(res["z"][: len(grid) * n]).reshape(len(grid), n, len(names))
+        ow = np.asarray(res["orchestrator_weights"], dtype=np.float64)
+        weighted[src] = (np.asarray(res["z"][len(grid) * n:]) * ow).sum(axis=1)
+        info[src] = {"sft_examples": len(examples)}
+    boot = bootstrap_fronts(z_grid, grid, [-2.0] * len(names), n_boot=args.n_boot, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    idx = rng.integers(0, len(held), (args.n_boot, len(held)))
+    control = "orchestrator-shuffled"
+    lines = [f"After one SFT round on each source's kept samples (weighted rule): {len(held)} other held-out prompts "
+             f"({format_source_mix(mix)}), greedy; weighted reward under the orchestrator's weights and the weight "
+             "response, 95% paired-bootstrap intervals over prompts.", "",
+             "| preferences | SFT examples | weighted reward under f(x) [95% CI] | minus shuffled [95% CI] | "
+             + " | ".join(f"weight response {n} [95% CI]" for n in names) + " |",
+             "|---|---|---|---|" + "---|" * len(names)]
+    for src in kept_recs:
+        wr = weighted[src]
+        b = wr[idx].mean(axis=1)
+        row = info[src]
+        row.update({"weighted_reward": float(wr.mean()), "weighted_reward_ci": [float(np.percentile(b, 2.5)),
+                                                                                float(np.percentile(b, 97.5))],
+                    "weight_response": boot["weight_response"][src], "weight_response_ci": boot["weight_response_ci"][src]})
+        dtxt = "(control)"
+        if src != control and control in weighted:
+            d = wr - weighted[control]
+            db = d[idx].mean(axis=1)
+            row["diff_vs_shuffled"] = [float(d.mean()), float(np.percentile(db, 2.5)), float(np.percentile(db, 97.5))]
+            dtxt = "{:+.3f} [{:+.3f}, {:+.3f}]".format(*row["diff_vs_shuffled"])
+        resp = " | ".join("n/a" if v is None or c[0] is None or math.isnan(v) else f"{v:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}]"
+                          for v, c in zip(row["weight_response"], row["weight_response_ci"]))
+        lo, hi = row["weighted_reward_ci"]
+        lines.append(f"| {src} | {row['sft_examples']} | {row['weighted_reward']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+                     f"{dtxt} | {resp} |")
+    return {"source_mix": mix, "per_source": info, "table": "\n".join(lines) + "\n"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", default=str(REPO / "runs" / "wic_hh" / "pro_wic_offline"), help="WIC policy")
@@ -66,6 +132,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "runs" / "acceptance"), help="folder for acceptance.{json,md}")
+    ap.add_argument("--next-round", action="store_true", help="also SFT a copy of the policy on each source's kept "
+                                                               "samples and evaluate it on other held-out prompts")
+    ap.add_argument("--eval-prompts", type=int, default=16, help="held-out prompts of the --next-round evaluation")
+    ap.add_argument("--sft-lr", type=float, default=5e-5, help="--next-round SFT learning rate (wic_hh.yaml's)")
     args = ap.parse_args()
     for what, p in (("policy", args.policy), ("suite", args.suite), ("orchestrator", args.orchestrator),
                     ("data", args.data)):
@@ -96,7 +166,7 @@ def main() -> int:
     }
     rng = np.random.default_rng(args.seed)
     idx = None
-    rows, per_prompt = [], {}
+    rows, per_prompt, kept_recs = [], {}, {}
     for src in args.sources.split(","):
         opts = wic.SampleOptions(preferences=src, samples_per_prompt=args.samples, max_new_tokens=args.new_tokens,
                                  rejection="none")
@@ -111,6 +181,8 @@ def main() -> int:
                **{f"mean_{n}": float(z[:, k].mean()) for k, n in enumerate(suite.names)}}
         for rule, ropts in rules.items():
             keep = wic.rejection_mask(z, w, groups, ropts, bars if rule == "weighted" else None)
+            if rule == "weighted":
+                kept_recs[src] = [r for r, k in zip(recs, keep) if k]
             kept, total, _ = by_prompt(recs, keep)
             per_prompt[(src, rule)] = (kept, total)
             if idx is None:
@@ -156,7 +228,11 @@ def main() -> int:
                   + " | ".join(f"{r[f'mean_{n}']:+.3f}" for n in suite.names)
                   + f" | {cell(r, 'weighted')} | {cell(r, 'ric')} |\n")
     out = Path(args.out)
-    write_json(out / "acceptance.json", {"args": vars(args), "source_mix": mix, "bars": bars.tolist(), "rows": rows})
+    nxt = next_round(args, kept_recs, pool, sources, suite, orch, out) if args.next_round else None
+    if nxt:
+        table += "\n" + nxt["table"]
+    write_json(out / "acceptance.json", {"args": vars(args), "source_mix": mix, "bars": bars.tolist(), "rows": rows,
+                                         "next_round": nxt})
     atomic_write_text(out / "acceptance.md", head + table)
     print("\n" + head + table)
     return 0

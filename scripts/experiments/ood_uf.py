@@ -16,7 +16,6 @@ of orchestrator_hh.py (HH-trained reward suite with HH normalisation stats, orch
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
