@@ -766,7 +766,9 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
         values = np.stack([r["weights"] for r in recs])
     examples = [{"prompt": policy.render(r["prompt"], v), "completion": r["response"]} for r, v in zip(recs, values)]
     scratch = _scratch_dir(out)
-    fp = fingerprint(cfg, {"examples_content": digest_value(examples), "policy_content": policy_digest})
+    # the tau the tags were made with (cfg.tau None means the targets' tau), so a changed tau is named
+    fp = fingerprint(dataclasses.replace(cfg, tau=info.get("tau", cfg.tau)),
+                     {"examples_content": digest_value(examples), "policy_content": policy_digest})
     prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC offline SFT")
     scratch.mkdir(parents=True, exist_ok=True)
     write_jsonl(scratch / "examples.jsonl", ({"prompt": e["prompt"], "completion": e["completion"],
