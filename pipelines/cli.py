@@ -170,7 +170,8 @@ def run_local(name: str, arguments: dict[str, Any] | None = None, *, pipeline_ro
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         # cluster-only settings (resources, GPU, node selectors) are expected to be no-ops here
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        with tracking.pipeline_run(name, arguments, run_name=run_name or f"{name}-{stamp}",
+        # every pipeline parameter on the parent run, the defaults too (not only the overridden ones)
+        with tracking.pipeline_run(name, {**pipeline_defaults(fn), **arguments}, run_name=run_name or f"{name}-{stamp}",
                                    tags={"pro.runner": "kfp-local"}) as parent:
             fn(**arguments)
     return {"pipeline": name, "parent_run_id": parent, "tracking_uri": tracking.tracking_uri(),

@@ -19,6 +19,7 @@ from components.data import prepare_data
 from components.orchestrator import evaluate_orchestrator, train_orchestrator
 from components.registry import promote_model, register_model
 from components.rewards import score_targets, train_reward_model
+from components.tracking import finish_pipeline_run
 from pipelines.scheduling import cpu_stage, gpu_stage
 
 PIPELINE_NAME = "pro-orchestrator"
@@ -69,7 +70,16 @@ def add_orchestrator_stages(*, objectives, data_config, reward_config, score_con
     prom = cpu(promote_model(name="pro-orchestrator", version=reg.output, enabled=promote)
                .set_display_name("promote orchestrator"), cache=False)
     return {"data": data, "targets": targets, "orchestrator": orch, "evaluation": ev, "register": reg,
-            "promote": prom}
+            "promote": prom, "reward_models": rm}
+
+
+def end_run_on_exit(params: dict, *, pipeline: str, image, cpu, memory) -> dsl.ExitHandler:
+    """``with end_run_on_exit(...):`` around a pipeline's stages: whatever the outcome, the exit task
+    ends the MLflow parent run (FINISHED / FAILED) and records every pipeline parameter on it
+    (``params``: the pipeline function's arguments, ``dict(locals())`` at its top)."""
+    task = cpu_stage(finish_pipeline_run(**params, pipeline=pipeline).set_display_name("end MLflow run"),
+                     image=image, pipeline=pipeline, cpu=cpu, memory=memory, cache=False)
+    return dsl.ExitHandler(task, name="pipeline")
 
 
 @dsl.pipeline(name=PIPELINE_NAME,
@@ -92,8 +102,10 @@ def orchestrator_pipeline(
     memory_request: str = "4Gi",
 ):
     """objectives: ``name`` or ``name=<source filter>`` (``name=`` for no filter)."""
-    add_orchestrator_stages(
-        objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
-        orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, image=image,
-        gpu_count=gpu_count, gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
-        gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request)
+    params = dict(locals())
+    with end_run_on_exit(params, pipeline=PIPELINE_NAME, image=image, cpu=cpu_request, memory=memory_request):
+        add_orchestrator_stages(
+            objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
+            orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, image=image,
+            gpu_count=gpu_count, gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
+            gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request)

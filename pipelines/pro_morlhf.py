@@ -4,6 +4,7 @@
                           -> morlhf_train(weights=uniform)       (MORLHF baseline)
                           -> morlhf_evaluate (held-out rewards per objective, weighted rewards, curves)
                           -> register pro-policy-pro-morlhf / pro-policy-morlhf -> gated promotion
+                          -> register pro-endpoint (orchestrator + PRO-MORLHF policy + suite) -> promotion
 
 Both RL stages train on the prompts of the prepared split's train.jsonl and the evaluation uses its
 eval.jsonl, so every stage sees the same split as the orchestrator. RL sampling is not
@@ -14,9 +15,10 @@ from kfp import dsl
 
 from components import DEFAULT_IMAGE
 from components.morlhf import morlhf_evaluate, morlhf_train
-from components.registry import promote_model, register_model
+from components.registry import promote_model, register_endpoint, register_model
 from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
-                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages)
+                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages,
+                                    end_run_on_exit)
 from pipelines.scheduling import cpu_stage, gpu_stage
 
 PIPELINE_NAME = "pro-morlhf"
@@ -47,34 +49,42 @@ def pro_morlhf_pipeline(
     memory_request: str = "4Gi",
 ):
     """``morlhf_config``: MorlhfTrainConfig keys (`pro morlhf train --help`), shared by both methods."""
-    t = add_orchestrator_stages(
-        objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
-        orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, image=image,
-        gpu_count=gpu_count, gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
-        gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request,
-        pipeline=PIPELINE_NAME)
+    params = dict(locals())
+    with end_run_on_exit(params, pipeline=PIPELINE_NAME, image=image, cpu=cpu_request, memory=memory_request):
+        t = add_orchestrator_stages(
+            objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
+            orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, image=image,
+            gpu_count=gpu_count, gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
+            gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request,
+            pipeline=PIPELINE_NAME)
 
-    def gpu(task, cache=True):
-        return gpu_stage(task, image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count,
-                         node_selector=gpu_node_selector, cpu=gpu_cpu_request, memory=gpu_memory_request,
-                         cache=cache)
+        def gpu(task, cache=True):
+            return gpu_stage(task, image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count,
+                             node_selector=gpu_node_selector, cpu=gpu_cpu_request, memory=gpu_memory_request,
+                             cache=cache)
 
-    def cpu(task):
-        return cpu_stage(task, image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request,
-                         cache=False)
+        def cpu(task):
+            return cpu_stage(task, image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request,
+                             cache=False)
 
-    targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
-    pro = gpu(morlhf_train(config=morlhf_config, weights="orchestrator", data=data, suite=targets,
-                           orchestrator=t["orchestrator"].outputs["model"]).set_display_name("PRO-MORLHF"),
-              cache=False)
-    base = gpu(morlhf_train(config=morlhf_config, weights="uniform", data=data, suite=targets)
-               .set_display_name("MORLHF (uniform weights)"), cache=False)
-    ev = gpu(morlhf_evaluate(config=morlhf_eval_config, data=data, pro_policy=pro.outputs["policy"],
-                             baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))
-    for method, task, gate in (("pro-morlhf", pro, "pro-morlhf/weighted_orchestrator"),
-                               ("morlhf", base, "morlhf/weighted_orchestrator")):
-        reg = cpu(register_model(name=f"pro-policy-{method}", model=task.outputs["policy"], metrics=ev.outputs["metrics"],
-                                 gate_metric=gate, gate_mode="max", subdir="policy")
-                  .set_display_name(f"register {method} policy"))
-        cpu(promote_model(name=f"pro-policy-{method}", version=reg.output, enabled=promote)
-            .set_display_name(f"promote {method} policy"))
+        targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
+        pro = gpu(morlhf_train(config=morlhf_config, weights="orchestrator", data=data, suite=targets,
+                               orchestrator=t["orchestrator"].outputs["model"]).set_display_name("PRO-MORLHF"),
+                  cache=False)
+        base = gpu(morlhf_train(config=morlhf_config, weights="uniform", data=data, suite=targets)
+                   .set_display_name("MORLHF (uniform weights)"), cache=False)
+        ev = gpu(morlhf_evaluate(config=morlhf_eval_config, data=data, pro_policy=pro.outputs["policy"],
+                                 baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))
+        for method, task, gate in (("pro-morlhf", pro, "pro-morlhf/weighted_orchestrator"),
+                                   ("morlhf", base, "morlhf/weighted_orchestrator")):
+            reg = cpu(register_model(name=f"pro-policy-{method}", model=task.outputs["policy"], metrics=ev.outputs["metrics"],
+                                     gate_metric=gate, gate_mode="max", subdir="policy")
+                      .set_display_name(f"register {method} policy"))
+            cpu(promote_model(name=f"pro-policy-{method}", version=reg.output, enabled=promote)
+                .set_display_name(f"promote {method} policy"))
+        ep = cpu(register_endpoint(orchestrator=t["orchestrator"].outputs["model"], policy=pro.outputs["policy"],
+                                   policy_subdir="policy", targets=targets,
+                                   reward_models=dsl.Collected(t["reward_models"].outputs["model"]),
+                                   metrics=ev.outputs["metrics"], gate_metric="pro-morlhf/weighted_orchestrator")
+                 .set_display_name("register PRO endpoint"))
+        cpu(promote_model(name="pro-endpoint", version=ep.output, enabled=promote).set_display_name("promote PRO endpoint"))

@@ -5,6 +5,7 @@
                      score -> rejection sampling; never cached) -> wic_online_sft
       -> wic_evaluate (weight sweep, Pareto fronts, hypervolume)
       -> register pro-policy-pro-wic (challenger) -> gated promotion (champion)
+      -> register pro-endpoint (orchestrator + policy + reward suite, one pyfunc model) -> promotion
 
 The number of online rounds shapes the graph, so it is fixed when the pipeline is built
 (``make_pipeline(online_rounds)``; ``pro pipeline compile|run|submit pro_wic --online-rounds N``).
@@ -13,10 +14,11 @@ The number of online rounds shapes the graph, so it is fixed when the pipeline i
 from kfp import dsl
 
 from components import DEFAULT_IMAGE
-from components.registry import promote_model, register_model
+from components.registry import promote_model, register_endpoint, register_model
 from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic_online_sft
 from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
-                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages)
+                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages,
+                                    end_run_on_exit)
 from pipelines.scheduling import cpu_stage, gpu_stage
 
 PIPELINE_NAME = "pro-wic"
@@ -57,37 +59,47 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
         memory_request: str = "4Gi",
     ):
         """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
-        t = add_orchestrator_stages(
-            objectives=objectives, data_config=data_config, reward_config=reward_config,
-            score_config=score_config, orchestrator_config=orchestrator_config, eval_config=eval_config,
-            promote=promote, image=image, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
-            gpu_cpu_request=gpu_cpu_request, gpu_memory_request=gpu_memory_request, cpu_request=cpu_request,
-            memory_request=memory_request, pipeline=PIPELINE_NAME)
+        params = dict(locals())
+        with end_run_on_exit(params, pipeline=PIPELINE_NAME, image=image, cpu=cpu_request, memory=memory_request):
+            t = add_orchestrator_stages(
+                objectives=objectives, data_config=data_config, reward_config=reward_config,
+                score_config=score_config, orchestrator_config=orchestrator_config, eval_config=eval_config,
+                promote=promote, image=image, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
+                gpu_cpu_request=gpu_cpu_request, gpu_memory_request=gpu_memory_request, cpu_request=cpu_request,
+                memory_request=memory_request, pipeline=PIPELINE_NAME)
 
-        def gpu(task, cache=True):
-            return gpu_stage(task, image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count,
-                             node_selector=gpu_node_selector, cpu=gpu_cpu_request, memory=gpu_memory_request,
-                             cache=cache)
+            def gpu(task, cache=True):
+                return gpu_stage(task, image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count,
+                                 node_selector=gpu_node_selector, cpu=gpu_cpu_request, memory=gpu_memory_request,
+                                 cache=cache)
 
-        targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
-        policy = gpu(wic_offline_sft(config=wic_offline_config, data=data, targets=targets)
-                     .set_display_name("WIC offline SFT")).outputs["policy"]
-        for r in range(1, online_rounds + 1):
-            samples = gpu(wic_online_sample(config=wic_sample_config, round_index=r, policy=policy,
-                                            orchestrator=t["orchestrator"].outputs["model"], data=data,
-                                            targets=targets)
-                          .set_display_name(f"online round {r}: sample + reject"), cache=False)
-            policy = gpu(wic_online_sft(config=wic_online_config, policy=policy, samples=samples.outputs["samples"])
-                         .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
-        ev = gpu(wic_evaluate(config=wic_eval_config, policy=policy, data=data, targets=targets)
-                 .set_display_name("Pareto evaluation"))
-        reg = cpu_stage(register_model(name="pro-policy-pro-wic", model=policy, metrics=ev.outputs["metrics"],
-                                       gate_metric=GATE_METRIC, gate_mode="max")
-                        .set_display_name("register PRO-WIC policy"),
-                        image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
-        cpu_stage(promote_model(name="pro-policy-pro-wic", version=reg.output, enabled=promote)
-                  .set_display_name("promote PRO-WIC policy"),
-                  image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
+            targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
+            policy = gpu(wic_offline_sft(config=wic_offline_config, data=data, targets=targets)
+                         .set_display_name("WIC offline SFT")).outputs["policy"]
+            for r in range(1, online_rounds + 1):
+                samples = gpu(wic_online_sample(config=wic_sample_config, round_index=r, policy=policy,
+                                                orchestrator=t["orchestrator"].outputs["model"], data=data,
+                                                targets=targets)
+                              .set_display_name(f"online round {r}: sample + reject"), cache=False)
+                policy = gpu(wic_online_sft(config=wic_online_config, policy=policy, samples=samples.outputs["samples"])
+                             .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
+            ev = gpu(wic_evaluate(config=wic_eval_config, policy=policy, data=data, targets=targets)
+                     .set_display_name("Pareto evaluation"))
+            reg = cpu_stage(register_model(name="pro-policy-pro-wic", model=policy, metrics=ev.outputs["metrics"],
+                                           gate_metric=GATE_METRIC, gate_mode="max")
+                            .set_display_name("register PRO-WIC policy"),
+                            image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
+            cpu_stage(promote_model(name="pro-policy-pro-wic", version=reg.output, enabled=promote)
+                      .set_display_name("promote PRO-WIC policy"),
+                      image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
+            ep = cpu_stage(register_endpoint(orchestrator=t["orchestrator"].outputs["model"], policy=policy,
+                                             targets=targets, reward_models=dsl.Collected(t["reward_models"].outputs["model"]),
+                                             metrics=ev.outputs["metrics"], gate_metric=GATE_METRIC)
+                           .set_display_name("register PRO endpoint"),
+                           image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
+            cpu_stage(promote_model(name="pro-endpoint", version=ep.output, enabled=promote)
+                      .set_display_name("promote PRO endpoint"),
+                      image=image, pipeline=PIPELINE_NAME, cpu=cpu_request, memory=memory_request, cache=False)
 
     return pro_wic_pipeline
 

@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import yaml
 
+from pro_lib import tracking
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_savefig, atomic_write_text, write_json, write_jsonl
@@ -501,7 +502,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     # -- train ----------------------------------------------------------------------------------
     _, trainer_cls = _trainer_classes(cfg.algorithm)
     trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=callbacks)
+                          processing_class=tokenizer, callbacks=[*(callbacks or []), tracking.trainer_callback()])
     if resume_from is not None:
         log.info("resuming from %s", resume_from)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

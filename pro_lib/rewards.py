@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pro_lib import tracking
 from pro_lib.config import field, to_dict
 from pro_lib.errors import ConfigError, DataError
 from pro_lib.io import atomic_dir, write_json
@@ -142,7 +143,8 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
         save_total_limit=2, report_to="none", disable_tqdm=not cfg.progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
     )
-    trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
+                            callbacks=[tracking.trainer_callback()])
     last = _last_checkpoint(ckpt_dir) if cfg.resume else None
     if last:
         log.info("resuming reward model '%s' from %s", cfg.objective, last)

@@ -37,6 +37,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from pro_lib import tracking
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError, ProError
 from pro_lib.io import atomic_dir, read_json, write_json, write_jsonl
@@ -641,7 +642,7 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
         disable_tqdm=False, eos_token=policy.tokenizer.eos_token)
     ds = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=ds, processing_class=policy.tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=[tracking.trainer_callback()])
     last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=last)

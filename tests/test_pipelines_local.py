@@ -74,12 +74,48 @@ def test_orchestrator_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward
     assert "orchestrator_kl" in ev.data.metrics and ev.data.params["batch_size"] == "32"
     logged = {a.path for a in c.list_artifacts(ev.info.run_id, "evaluate_orchestrator")}
     assert {"evaluate_orchestrator/eval.json", "evaluate_orchestrator/orchestrator_eval.png"} <= logged
+    # the exit handler ended the parent run and recorded every pipeline parameter, defaults included
+    assert parent.data.tags["pro.final_state"] == "SUCCEEDED"
+    assert parent.data.params["gpu_count"] == "1" and parent.data.params["promote"] == "true"
+    assert parent.data.params["objectives"] == '["helpful", "humor"]'
+    # per-step loss curves, not only final numbers; each stage's datasets with mlflow.data
+    train = next(r for r in children if r.data.tags["pro.stage"] == "train_orchestrator")
+    curve = c.get_metric_history(train.info.run_id, "train/loss")
+    assert len(curve) == train.data.metrics["train_steps"] and [m.step for m in curve][:2] == [1, 2]
+    rm_run = next(r for r in children if r.data.tags["pro.stage"] == "train_reward_model")
+    assert len(c.get_metric_history(rm_run.info.run_id, "train/loss")) >= 1
+    contexts = {(i.tags[0].value if i.tags else None) for i in rm_run.inputs.dataset_inputs}
+    assert contexts == {"training", "evaluation"}
+    prep = next(r for r in children if r.data.tags["pro.stage"] == "prepare_data")
+    names = {i.dataset.name for i in prep.inputs.dataset_inputs}
+    assert {"data/train.jsonl", "data/eval.jsonl"} <= names, names
     # KFP artifacts the UI shows: markdown report and HTML plot of the evaluation
     html = list((tmp_path / "kfp").rglob("evaluate-orchestrator/plot"))
     assert html and "data:image/png;base64" in html[0].read_text()
 
 
 import pytest  # noqa: E402
+
+
+def test_failed_stage_leaves_the_parent_run_failed(tmp_path, monkeypatch):
+    """As on a cluster (no `pro pipeline run` around it): the stages find the parent run by the KFP run
+    name; the first stage fails on a missing data file; the exit handler still ends the parent FAILED
+    and records the parameters."""
+    from kfp import local
+
+    from pipelines.orchestrator import orchestrator_pipeline
+
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.setenv(tracking.KFP_RUN_ENV, "pro-orchestrator-failing-x1")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
+               raise_on_error=False)
+    orchestrator_pipeline(data_config={"sources": [str(tmp_path / "missing.jsonl")]})
+    c = tracking.client()
+    exp = c.get_experiment_by_name(tracking.experiment_name())
+    (parent,) = c.search_runs([exp.experiment_id], "tags.`pro.kfp_run` = 'pro-orchestrator-failing-x1'")
+    assert parent.info.status == "FAILED" and parent.data.tags["pro.final_state"] == "FAILED"
+    assert parent.data.params["data_config.sources"] == json.dumps([str(tmp_path / "missing.jsonl")])
+    assert parent.data.params["gpu_count"] == "1"
 
 
 def _policy_pipeline_args(tmp_path, tiny_encoder_dir, tiny_reward_dir):
