@@ -77,6 +77,10 @@ def end_run_on_exit(params: dict, *, pipeline: str, image, cpu, memory) -> dsl.E
     """``with end_run_on_exit(...):`` around a pipeline's stages: whatever the outcome, the exit task
     ends the MLflow parent run (FINISHED / FAILED) and records every pipeline parameter on it
     (``params``: the pipeline function's arguments, ``dict(locals())`` at its top)."""
+    from kfp.dsl import pipeline_channel
+
+    # the pipeline's parameters are its channels (a closure variable such as online_rounds is not)
+    params = {k: v for k, v in params.items() if isinstance(v, pipeline_channel.PipelineChannel)}
     task = cpu_stage(finish_pipeline_run(**params, pipeline=pipeline).set_display_name("end MLflow run"),
                      image=image, pipeline=pipeline, cpu=cpu, memory=memory, cache=False)
     return dsl.ExitHandler(task, name="pipeline")
