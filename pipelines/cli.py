@@ -345,7 +345,14 @@ def _cmd_registry_list(args) -> None:
         for v in versions:
             gate = f"{v['gate_metric']}={v['gate_value']:.4g} ({v['gate_mode']})" if v["gate_value"] is not None else "-"
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created"] / 1000)) if v["created"] else ""
-            print(f"  v{v['version']:<4} {','.join(v['aliases']) or '-':<20} {gate:<36} {created}  run {v['run_id']}")
+            legacy = "  [legacy folder]" if not v["tags"].get(registry.FORMAT_TAG) else ""
+            print(f"  v{v['version']:<4} {','.join(v['aliases']) or '-':<20} {gate:<36} {created}  run {v['run_id']}"
+                  f"{legacy}")
+            if legacy:
+                from pro_lib.serving import legacy_message
+
+                ref = f"models:/{n}/{v['version']}"
+                print(f"        {legacy_message(ref)}")
 
 
 def _cmd_registry_promote(args) -> None:

@@ -114,7 +114,7 @@ def test_every_kind_loads_with_mlflow_pyfunc_in_a_fresh_process(registered, tmp_
     assert all(v["example"] for v in got.values())
 
 
-def test_pro_loaders_read_the_new_format_and_legacy_folders(registered, monkeypatch, tmp_path):
+def test_pro_loaders_read_the_new_format_and_legacy_folders(registered, monkeypatch, tmp_path, capsys):
     """`models:/` refs in pro (from_pretrained, RewardSuite, WICPolicy) open both formats."""
     from mlflow import MlflowClient
 
@@ -140,6 +140,15 @@ def test_pro_loaders_read_the_new_format_and_legacy_folders(registered, monkeypa
     w = legacy.predict(["hello"])
     assert np.allclose(w, orch.predict(["hello"]))
     assert not (registry.download_model(f"models:/pro-orchestrator/{mv.version}") / "MLmodel").exists()
+    # `pro registry list` says which versions are legacy and how to re-register them
+    from pro_lib.cli import main
+
+    capsys.readouterr()
+    assert main(["registry", "list", "pro-orchestrator"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    (line,) = [ln for ln in listing if "[legacy folder]" in ln]
+    assert line.strip().startswith(f"v{mv.version}")
+    assert any(f"pro registry download models:/pro-orchestrator/{mv.version}" in ln for ln in listing)
 
 
 def test_register_refuses_a_folder_of_the_wrong_kind(registered, tmp_path):
