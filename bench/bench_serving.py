@@ -70,7 +70,7 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=16, help="prompts per measurement (a multiple of each batch)")
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads in both arms (1: the 2-core dev machine is shared)")
     args = ap.parse_args()
 
     import pandas as pd
