@@ -139,7 +139,9 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     args = RewardConfig(
         output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size,
         num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, seed=cfg.seed,
-        max_length=None, logging_steps=10, save_strategy="steps", save_steps=cfg.save_steps,
+        # a loss curve in MLflow even for short runs: every step up to 100 steps, then every 10
+        max_length=None, logging_steps=max(1, min(10, int(math.ceil(len(ds) / cfg.batch_size) * cfg.epochs) // 10)),
+        save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=2, report_to="none", disable_tqdm=not cfg.progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
     )
