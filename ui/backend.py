@@ -477,7 +477,7 @@ def _short(exc: BaseException, limit: int = 400) -> str:
 
 def _local_run_id(path: Path) -> str | None:
     """Run id of an MLflow-logged folder (MLmodel file), if any."""
-    for cand in (path / "MLmodel", path.parent / "MLmodel"):
+    for cand in (path / "MLmodel", path.parent / "MLmodel", path.parent.parent / "MLmodel"):  # .../artifacts/<folder>
         if cand.is_file():
             m = re.search(r"^run_id:\s*(\S+)", cand.read_text(), re.M)
             if m:
