@@ -8,6 +8,7 @@ import json
 import random
 
 import numpy as np
+import pandas as pd
 
 from pipelines.cli import run_local
 from pro_lib import registry, tracking
@@ -156,6 +157,14 @@ def test_pro_wic_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_dir)
     stages = {r.data.tags["pro.stage"] for r in c.search_runs(
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")}
     assert {"wic_offline_sft", "wic_online_sample", "wic_online_sft", "wic_evaluate"} <= stages
+    # the pro-endpoint: orchestrator + the PRO-WIC policy + the reward suite, promoted, answering prompts
+    (ep,) = registry.list_versions("pro-endpoint")
+    assert ep["aliases"] == ["champion"] and ep["tags"]["pro.kind"] == "endpoint"
+    from pro_lib.serving import Endpoint
+
+    out = Endpoint(registry.download_model("models:/pro-endpoint@champion")).predict(
+        pd.DataFrame({"prompt": ["Tell me a joke about cats."]}), {"max_new_tokens": 4})
+    assert {"weight_helpful", "weight_humor", "response", "score_helpful", "score_humor"} <= set(out.columns)
 
 
 @pytest.mark.slow
@@ -173,6 +182,8 @@ def test_pro_morlhf_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_d
         (v,) = registry.list_versions(f"pro-policy-{method}")
         assert v["aliases"] == ["champion"] and v["gate_metric"] == f"{method}/weighted_orchestrator"
         assert (registry.download_model(f"models:/pro-policy-{method}@champion") / "config.json").is_file()
+    (ep,) = registry.list_versions("pro-endpoint")  # orchestrator + the PRO-MORLHF policy + suite
+    assert ep["aliases"] == ["champion"] and ep["gate_metric"] == "pro-morlhf/weighted_orchestrator"
     # both RL stages trained on the prompts of the prepared split's train side, none of its eval side
     (train,) = (tmp_path / "kfp").rglob("train.jsonl")
     split = {side: {json.loads(line)["prompt"] for line in (train.parent / f"{side}.jsonl").read_text().splitlines()}
