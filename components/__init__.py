@@ -23,10 +23,12 @@ def all_components() -> dict:
     from components.data import prepare_data
     from components.morlhf import morlhf_evaluate, morlhf_train
     from components.orchestrator import evaluate_orchestrator, train_orchestrator
-    from components.registry import promote_model, register_model
+    from components.registry import promote_model, register_endpoint, register_model
     from components.rewards import score_targets, train_reward_model
+    from components.tracking import finish_pipeline_run
     from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic_online_sft
 
     return {c.name: c for c in (prepare_data, train_reward_model, score_targets, train_orchestrator,
                                 evaluate_orchestrator, register_model, promote_model, wic_offline_sft,
-                                wic_online_sample, wic_online_sft, wic_evaluate, morlhf_train, morlhf_evaluate)}
+                                wic_online_sample, wic_online_sft, wic_evaluate, morlhf_train, morlhf_evaluate,
+                                register_endpoint, finish_pipeline_run)}

@@ -1,7 +1,9 @@
-"""Components: register a model version (alias challenger) and gated promotion to champion."""
+"""Components: register a model version (alias challenger), the pro-endpoint, gated promotion to champion."""
+
+from typing import List
 
 from kfp import dsl
-from kfp.dsl import Input, Metrics, Model
+from kfp.dsl import Dataset, Input, Metrics, Model
 
 from components import DEFAULT_IMAGE
 
@@ -18,6 +20,22 @@ def register_model(name: str, model: Input[Model], metrics: Input[Metrics], obje
 
     return register_stage(name, os.path.join(model.path, subdir) if subdir else model.path, metrics,
                           objective=objective, gate_metric=gate_metric, gate_mode=gate_mode)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def register_endpoint(orchestrator: Input[Model], policy: Input[Model], targets: Input[Dataset],
+                      reward_models: Input[List[Model]], metrics: Input[Metrics], policy_subdir: str = "",
+                      gate_metric: str = "", gate_mode: str = "max", name: str = "pro-endpoint") -> str:
+    """Bundle orchestrator + policy (its ``policy_subdir``) + the reward suite of ``targets`` (with a copy
+    of each reward model) into one pyfunc model and register it as ``name`` (alias challenger).
+    Serve it with ``mlflow models serve -m models:/pro-endpoint@champion``."""
+    import os
+
+    from components.runtime import register_endpoint_stage
+
+    return register_endpoint_stage(
+        name, orchestrator.path, os.path.join(policy.path, policy_subdir) if policy_subdir else policy.path,
+        targets.path, [m.path for m in reward_models], metrics, gate_metric=gate_metric, gate_mode=gate_mode)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

@@ -65,6 +65,9 @@ STAGES: dict[str, Stage] = {
     # registry side effects (register_stage / promote_stage below): CPU, never cached
     "register_model": Stage("pro_lib.registry", "register_model", None, deterministic=False),
     "promote_model": Stage("pro_lib.registry", "promote", None, deterministic=False),
+    "register_endpoint": Stage("pro_lib.serving", "build_endpoint", None, deterministic=False),
+    # the exit handler that ends the pipeline's MLflow parent run (components/tracking.py)
+    "finish_pipeline_run": Stage("pro_lib.tracking", "finish_pipeline_run", None, deterministic=False),
 }
 
 # Small outputs worth keeping in MLflow next to the metrics (model weights go to the registry).
@@ -150,7 +153,10 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
     cfg = build_stage_config(stage, config, overrides)
     out = Path(output_dir or getattr(cfg, "output_dir", "") or ".")
     with tracking.stage_run(stage, to_dict(cfg), tags=tags) as run:
+        log_stage_datasets(overrides, "input")
         result = fn(cfg)
+        if stage in OUTPUT_DATASETS:
+            tracking.log_dataset(out, context="output")
         numbers = tracking.log_metrics(result)
         if report is not None and report_fn is not None:
             text = report_fn(cfg, result)
@@ -167,6 +173,23 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
     log.info("stage %s finished (MLflow run %s): %s", stage, run_id,
              ", ".join(f"{k}={v:.4g}" for k, v in list(numbers.items())[:8]))
     return result
+
+
+# component overrides that name a stage's input data (files or folders); stages whose output is data
+DATASET_INPUTS = {"data": "training", "eval_data": "evaluation", "targets": "training",
+                  "train_targets": "training", "samples": "training"}
+OUTPUT_DATASETS = {"prepare_data", "score_targets", "wic_online_sample"}
+
+
+def log_stage_datasets(overrides: Mapping[str, Any], _where: str = "input") -> None:
+    """Each input data file of a stage, logged with ``mlflow.data`` (context training / evaluation)."""
+    from pro_lib import tracking
+
+    for key, context in DATASET_INPUTS.items():
+        value = overrides.get(key)
+        for p in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(p, str) and p and Path(p).exists():
+                tracking.log_dataset(p, context=context)
 
 
 def scratch_dir(prefix: str) -> Path:
@@ -255,6 +278,17 @@ def register_stage(name: str, model_dir: str, metrics_artifact, *, objective: st
         tracking.log_metrics({"registered_version": int(version)})
     print(f"registered models:/{name}/{version} (alias {registry.CHALLENGER})")
     return version
+
+
+def register_endpoint_stage(name: str, orchestrator_dir: str, policy_dir: str, targets_dir: str,
+                            reward_model_dirs: list[str], metrics_artifact, *, gate_metric: str = "",
+                            gate_mode: str = "") -> str:
+    """Assemble the pro-endpoint folder (orchestrator + policy + reward suite) and register it."""
+    from pro_lib.serving import build_endpoint
+
+    folder = build_endpoint(scratch_dir("endpoint") / "endpoint", orchestrator=orchestrator_dir,
+                            policy=policy_dir, suite=suite_dir(targets_dir), reward_models=reward_model_dirs)
+    return register_stage(name, str(folder), metrics_artifact, gate_metric=gate_metric, gate_mode=gate_mode)
 
 
 def promote_stage(name: str, version: str, *, objective: str = "", force: bool = False, reason: str = "") -> str:

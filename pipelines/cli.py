@@ -214,7 +214,8 @@ def run_local(name: str, arguments: dict[str, Any] | None = None, *, pipeline_ro
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         # cluster-only settings (resources, GPU, node selectors) are expected to be no-ops here
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        with tracking.pipeline_run(name, arguments, run_name=run_name or f"{name}-{stamp}",
+        # every pipeline parameter on the parent run, the defaults too (not only the overridden ones)
+        with tracking.pipeline_run(name, {**pipeline_defaults(fn), **arguments}, run_name=run_name or f"{name}-{stamp}",
                                    tags={"pro.runner": "kfp-local"}) as parent:
             fn(**arguments)
     return {"pipeline": name, "parent_run_id": parent, "tracking_uri": tracking.tracking_uri(),
@@ -453,7 +454,14 @@ def _cmd_registry_list(args) -> None:
         for v in versions:
             gate = f"{v['gate_metric']}={v['gate_value']:.4g} ({v['gate_mode']})" if v["gate_value"] is not None else "-"
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created"] / 1000)) if v["created"] else ""
-            print(f"  v{v['version']:<4} {','.join(v['aliases']) or '-':<20} {gate:<36} {created}  run {v['run_id']}")
+            legacy = "  [legacy folder]" if not v["tags"].get(registry.FORMAT_TAG) else ""
+            print(f"  v{v['version']:<4} {','.join(v['aliases']) or '-':<20} {gate:<36} {created}  run {v['run_id']}"
+                  f"{legacy}")
+            if legacy:
+                from pro_lib.serving import legacy_message
+
+                ref = f"models:/{n}/{v['version']}"
+                print(f"        {legacy_message(ref)}")
 
 
 def _cmd_registry_promote(args) -> None:

@@ -19,6 +19,7 @@ from components.data import prepare_data
 from components.orchestrator import evaluate_orchestrator, train_orchestrator
 from components.registry import promote_model, register_model
 from components.rewards import score_targets, train_reward_model
+from components.tracking import finish_pipeline_run
 from pipelines.scheduling import Placement
 from pro_lib.registry import ORCHESTRATOR_MODEL, reward_model_name
 
@@ -62,7 +63,19 @@ def add_orchestrator_stages(*, objectives, data_config, reward_config, score_con
     prom = place(promote_model(name=ORCHESTRATOR_MODEL, version=reg.output, enabled=promote)
                  .set_display_name("promote orchestrator"))
     return {"data": data, "targets": targets, "orchestrator": orch, "evaluation": ev, "register": reg,
-            "promote": prom}
+            "promote": prom, "reward_models": rm}
+
+
+def end_run_on_exit(params: dict, *, place: Placement, pipeline: str) -> dsl.ExitHandler:
+    """``with end_run_on_exit(...):`` around a pipeline's stages: whatever the outcome, the exit task
+    ends the MLflow parent run (FINISHED / FAILED) and records every pipeline parameter on it
+    (``params``: the pipeline function's arguments, ``dict(locals())`` at its top)."""
+    from kfp.dsl import pipeline_channel
+
+    # the pipeline's parameters are its channels (a closure variable such as online_rounds is not)
+    params = {k: v for k, v in params.items() if isinstance(v, pipeline_channel.PipelineChannel)}
+    task = place(finish_pipeline_run(**params, pipeline=pipeline).set_display_name("end MLflow run"))
+    return dsl.ExitHandler(task, name="pipeline")
 
 
 @dsl.pipeline(name=PIPELINE_NAME,
@@ -85,9 +98,11 @@ def orchestrator_pipeline(
     memory_request: str = "4Gi",
 ):
     """objectives: ``name`` or ``name=<source filter>`` (``name=`` for no filter)."""
+    params = dict(locals())
     place = Placement(image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
                       gpu_cpu_request=gpu_cpu_request, gpu_memory_request=gpu_memory_request,
                       cpu_request=cpu_request, memory_request=memory_request)
-    add_orchestrator_stages(
-        objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
-        orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, place=place)
+    with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
+        add_orchestrator_stages(
+            objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
+            orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, place=place)

@@ -14,11 +14,12 @@ from kfp import dsl
 
 from components import DEFAULT_IMAGE
 from components.morlhf import morlhf_evaluate, morlhf_train
-from components.registry import promote_model, register_model
+from components.registry import promote_model, register_endpoint, register_model
 from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
-                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages)
+                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages,
+                                    end_run_on_exit)
 from pipelines.scheduling import Placement
-from pro_lib.registry import policy_model_name
+from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
 
 PIPELINE_NAME = "pro-morlhf"
 DEFAULT_MORLHF = {"policy": "smollm2", "algorithm": "rloo", "max_steps": 50, "batch_size": 8,
@@ -48,24 +49,33 @@ def pro_morlhf_pipeline(
     memory_request: str = "4Gi",
 ):
     """``morlhf_config``: MorlhfTrainConfig keys (`pro morlhf train --help`), shared by both methods."""
+    params = dict(locals())
     place = Placement(image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
                       gpu_cpu_request=gpu_cpu_request, gpu_memory_request=gpu_memory_request,
                       cpu_request=cpu_request, memory_request=memory_request)
-    t = add_orchestrator_stages(
-        objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
-        orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, place=place)
+    with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
+        t = add_orchestrator_stages(
+            objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
+            orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, place=place)
 
-    targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
-    pro = place(morlhf_train(config=morlhf_config, weights="orchestrator", data=data, suite=targets,
-                             orchestrator=t["orchestrator"].outputs["model"]).set_display_name("PRO-MORLHF"))
-    base = place(morlhf_train(config=morlhf_config, weights="uniform", data=data, suite=targets)
-                 .set_display_name("MORLHF (uniform weights)"))
-    ev = place(morlhf_evaluate(config=morlhf_eval_config, data=data, pro_policy=pro.outputs["policy"],
-                               baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))
-    for method, task, gate in (("pro-morlhf", pro, "pro-morlhf/weighted_orchestrator"),
-                               ("morlhf", base, "morlhf/weighted_orchestrator")):
-        reg = place(register_model(name=policy_model_name(method), model=task.outputs["policy"],
-                                   metrics=ev.outputs["metrics"], gate_metric=gate, gate_mode="max", subdir="policy")
-                    .set_display_name(f"register {method} policy"))
-        place(promote_model(name=policy_model_name(method), version=reg.output, enabled=promote)
-              .set_display_name(f"promote {method} policy"))
+        targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
+        pro = place(morlhf_train(config=morlhf_config, weights="orchestrator", data=data, suite=targets,
+                                 orchestrator=t["orchestrator"].outputs["model"]).set_display_name("PRO-MORLHF"))
+        base = place(morlhf_train(config=morlhf_config, weights="uniform", data=data, suite=targets)
+                     .set_display_name("MORLHF (uniform weights)"))
+        ev = place(morlhf_evaluate(config=morlhf_eval_config, data=data, pro_policy=pro.outputs["policy"],
+                                   baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))
+        for method, task, gate in (("pro-morlhf", pro, "pro-morlhf/weighted_orchestrator"),
+                                   ("morlhf", base, "morlhf/weighted_orchestrator")):
+            reg = place(register_model(name=policy_model_name(method), model=task.outputs["policy"],
+                                       metrics=ev.outputs["metrics"], gate_metric=gate, gate_mode="max", subdir="policy")
+                        .set_display_name(f"register {method} policy"))
+            place(promote_model(name=policy_model_name(method), version=reg.output, enabled=promote)
+                  .set_display_name(f"promote {method} policy"))
+        ep = place(register_endpoint(orchestrator=t["orchestrator"].outputs["model"], policy=pro.outputs["policy"],
+                                     policy_subdir="policy", targets=targets,
+                                     reward_models=dsl.Collected(t["reward_models"].outputs["model"]),
+                                     metrics=ev.outputs["metrics"], gate_metric="pro-morlhf/weighted_orchestrator")
+                   .set_display_name("register PRO endpoint"))
+        place(promote_model(name=ENDPOINT_MODEL, version=ep.output, enabled=promote)
+              .set_display_name("promote PRO endpoint"))

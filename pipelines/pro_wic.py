@@ -5,6 +5,7 @@
                      score -> rejection sampling; never cached) -> wic_online_sft
       -> wic_evaluate (weight sweep, Pareto fronts, hypervolume)
       -> register pro-policy-pro-wic (challenger) -> gated promotion (champion)
+      -> register pro-endpoint (orchestrator + policy + reward suite, one pyfunc model) -> promotion
 
 The number of online rounds shapes the graph, so it is fixed when the pipeline is built
 (``make_pipeline(online_rounds)``; ``pro pipeline compile|run|submit pro_wic --online-rounds N``).
@@ -13,26 +14,30 @@ The number of online rounds shapes the graph, so it is fixed when the pipeline i
 from kfp import dsl
 
 from components import DEFAULT_IMAGE
-from components.registry import promote_model, register_model
+from components.registry import promote_model, register_endpoint, register_model
 from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic_online_sft
 from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
-                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages)
+                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages,
+                                    end_run_on_exit)
 from pipelines.scheduling import Placement
-from pro_lib.registry import policy_model_name
+from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
 
 PIPELINE_NAME = "pro-wic"
 # Defaults: the main job (`make demo`) on the shipped demo data with the bundled SmolLM2-135M on 2 CPU
-# cores: one epoch of offline SFT on 320 training pairs (soft tags: tau 0.5; padding-free batches), one
-# online round, the weight response on held-out prompts at the corners of the simplex. On a GPU pass
-# bigger settings (e.g. --set wic_offline_config.max_examples=null).
+# cores: targets at tau 0.5 (soft tags, not all corners; the orchestrator and the PRO-WIC tags follow
+# the targets' tau), one epoch of offline SFT on 320 training pairs, one online round, the weight
+# response on held-out prompts at the corners of the simplex. fp32, full fine-tune, padded batches: on
+# a 2-core AVX2 CPU, bf16 autocast, LoRA and padding-free batches were all slower
+# (bench/bench_cpu_training.py). On a GPU pass bigger settings (--set wic_offline_config.bf16=true ...).
 DEFAULT_ONLINE_ROUNDS = 1
-DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 1.0, "conditioning": "weights", "tau": 0.5,
+DEFAULT_WIC_SCORE = {**DEFAULT_SCORE, "tau": 0.5}
+DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 1.0, "conditioning": "weights",
                        "max_examples": 320, "learning_rate": 1e-4, "batch_size": 8, "max_length": 256,
-                       "max_prompt_tokens": 128, "padding_free": True}
+                       "max_prompt_tokens": 128}
 DEFAULT_WIC_SAMPLE = {"prompts_per_round": 24, "samples_per_prompt": 2, "preferences": "orchestrator",
                       "max_new_tokens": 40, "gen_batch_size": 16}
 DEFAULT_WIC_ONLINE = {"epochs": 1.0, "learning_rate": 5e-5, "batch_size": 8, "max_length": 256,
-                      "max_prompt_tokens": 128, "padding_free": True}
+                      "max_prompt_tokens": 128}
 DEFAULT_WIC_EVAL = {"max_prompts": 48, "grid_step": 1.0, "max_new_tokens": 40, "max_prompt_tokens": 128}
 GATE_METRIC = "hypervolume"
 
@@ -49,7 +54,7 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
         objectives: list = DEFAULT_OBJECTIVES,
         data_config: dict = DEFAULT_DATA,
         reward_config: dict = DEFAULT_REWARD,
-        score_config: dict = DEFAULT_SCORE,
+        score_config: dict = DEFAULT_WIC_SCORE,
         orchestrator_config: dict = DEFAULT_ORCHESTRATOR,
         eval_config: dict = DEFAULT_EVAL,
         wic_offline_config: dict = DEFAULT_WIC_OFFLINE,
@@ -66,31 +71,41 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
         memory_request: str = "4Gi",
     ):
         """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
+        params = dict(locals())
         place = Placement(image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count,
                           gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
                           gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request)
-        t = add_orchestrator_stages(
-            objectives=objectives, data_config=data_config, reward_config=reward_config,
-            score_config=score_config, orchestrator_config=orchestrator_config, eval_config=eval_config,
-            promote=promote, place=place)
+        with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
+            t = add_orchestrator_stages(
+                objectives=objectives, data_config=data_config, reward_config=reward_config,
+                score_config=score_config, orchestrator_config=orchestrator_config, eval_config=eval_config,
+                promote=promote, place=place)
 
-        targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
-        policy = place(wic_offline_sft(config=wic_offline_config, data=data, targets=targets)
-                       .set_display_name("WIC offline SFT")).outputs["policy"]
-        for r in range(1, online_rounds + 1):
-            samples = place(wic_online_sample(config=wic_sample_config, round_index=r, policy=policy,
-                                              orchestrator=t["orchestrator"].outputs["model"], data=data,
-                                              targets=targets)
-                            .set_display_name(f"online round {r}: sample + reject"))
-            policy = place(wic_online_sft(config=wic_online_config, policy=policy, samples=samples.outputs["samples"])
-                           .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
-        ev = place(wic_evaluate(config=wic_eval_config, policy=policy, data=data, targets=targets)
-                   .set_display_name("Pareto evaluation"))
-        reg = place(register_model(name=policy_model_name("pro-wic"), model=policy, metrics=ev.outputs["metrics"],
-                                   gate_metric=GATE_METRIC, gate_mode="max")
-                    .set_display_name("register PRO-WIC policy"))
-        place(promote_model(name=policy_model_name("pro-wic"), version=reg.output, enabled=promote)
-              .set_display_name("promote PRO-WIC policy"))
+            targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
+            policy = place(wic_offline_sft(config=wic_offline_config, data=data, targets=targets)
+                           .set_display_name("WIC offline SFT")).outputs["policy"]
+            for r in range(1, online_rounds + 1):
+                samples = place(wic_online_sample(config=wic_sample_config, round_index=r, policy=policy,
+                                                  orchestrator=t["orchestrator"].outputs["model"], data=data,
+                                                  targets=targets)
+                                .set_display_name(f"online round {r}: sample + reject"))
+                policy = place(wic_online_sft(config=wic_online_config, policy=policy,
+                                              samples=samples.outputs["samples"])
+                               .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
+            ev = place(wic_evaluate(config=wic_eval_config, policy=policy, data=data, targets=targets)
+                       .set_display_name("Pareto evaluation"))
+            reg = place(register_model(name=policy_model_name("pro-wic"), model=policy,
+                                       metrics=ev.outputs["metrics"], gate_metric=GATE_METRIC, gate_mode="max")
+                        .set_display_name("register PRO-WIC policy"))
+            place(promote_model(name=policy_model_name("pro-wic"), version=reg.output, enabled=promote)
+                  .set_display_name("promote PRO-WIC policy"))
+            ep = place(register_endpoint(orchestrator=t["orchestrator"].outputs["model"], policy=policy,
+                                         targets=targets,
+                                         reward_models=dsl.Collected(t["reward_models"].outputs["model"]),
+                                         metrics=ev.outputs["metrics"], gate_metric=GATE_METRIC)
+                       .set_display_name("register PRO endpoint"))
+            place(promote_model(name=ENDPOINT_MODEL, version=ep.output, enabled=promote)
+                  .set_display_name("promote PRO endpoint"))
 
     return pro_wic_pipeline
 

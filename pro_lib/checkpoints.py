@@ -133,7 +133,7 @@ def digest_model(ref: str | Path | None, *, given: Any = None) -> str | None:
 
         return digest_path(bundled_smollm2_path())
     if text.startswith(("models:/", "s3://")):
-        from pro_lib.io import localize
+        from pro_lib.refs import localize
 
         text = str(localize(text))
     path = Path(text).expanduser()

@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import yaml
 
+from pro_lib import tracking
 from pro_lib.checkpoints import (RESUME_HELP, check_fingerprint, checkpoint_step, digest_data, digest_model,
                                   fingerprint, prepare_resume, record_fingerprint, train_or_restore)
 from pro_lib.checkpoints import find_checkpoint as last_checkpoint
@@ -494,7 +495,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     # -- train ----------------------------------------------------------------------------------
     _, trainer_cls = _trainer_classes(cfg.algorithm)
     trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=callbacks)
+                          processing_class=tokenizer, callbacks=[*(callbacks or []), tracking.trainer_callback()])
     if resume_from is not None:
         log.info("resuming from %s", resume_from)
     result = train_or_restore(trainer, resume_from)

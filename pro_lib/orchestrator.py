@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pro_lib import tracking
 from pro_lib.checkpoints import digest_model, digest_path, fingerprint, prepare_resume
 from pro_lib.config import to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
@@ -295,6 +296,7 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
         sched.step()
         step += 1
         losses.append(loss.item())
+        tracking.log_step({"train/loss": losses[-1], "train/learning_rate": sched.get_last_lr()[0]}, step)
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         if step % cfg.save_steps == 0 or step == total:

@@ -2,8 +2,9 @@
 
 Registered names: ``pro-orchestrator``, ``pro-reward-<objective>``, ``pro-policy-<method>``.
 
-- :func:`register_model` uploads a ``save_pretrained`` folder as run artifacts and creates a new
-  model version (versions are never overwritten) with the alias ``challenger``. The version carries
+- :func:`register_model` writes a ``save_pretrained`` folder as an MLflow pyfunc model
+  (:mod:`pro_lib.serving`: signature, input example, ``code_paths``), uploads it as run artifacts
+  and creates a new model version (versions are never overwritten) with the alias ``challenger``. The version carries
   its evaluation metrics as tags ``pro.metric.<name>`` and its gate as ``pro.gate_metric`` /
   ``pro.gate_mode`` (``max`` or ``min``).
 - :func:`promote` moves ``champion`` to the challenger (or a given version) only when it beats the
@@ -12,7 +13,8 @@ Registered names: ``pro-orchestrator``, ``pro-reward-<objective>``, ``pro-policy
   Concurrent promotions are serialised by a lock kept in the registry; of those started together
   the best candidate wins (see :func:`promotion_lock`).
 - :func:`download_model` resolves ``models:/name@alias`` or ``models:/name/<version>`` to a local
-  folder (cached per store and version identity under ``$PRO_HOME/models``), which is what every
+  folder (cached per store and version identity under ``$PRO_HOME/models``): the PRO folder inside
+  the MLflow model, or a bare folder registered before that format. It is what every
   ``from_pretrained`` in PRO gets through :func:`pro_lib.refs.localize`.
 """
 
@@ -46,8 +48,10 @@ METRIC_TAG_PREFIX = "pro.metric."
 FORMAT_TAG = "pro.format"   # versions registered as MLflow pyfunc models carry it (pro_lib.serving.FORMAT)
 KIND_TAG = "pro.kind"       # orchestrator | reward | policy | endpoint
 
-# The registered names (defined here only): pro-orchestrator, pro-reward-<objective>, pro-policy-<method>.
+# The registered names (defined here only): pro-orchestrator, pro-reward-<objective>, pro-policy-<method>,
+# pro-endpoint.
 ORCHESTRATOR_MODEL = "pro-orchestrator"
+ENDPOINT_MODEL = "pro-endpoint"
 REWARD_MODEL_PREFIX = "pro-reward-"
 POLICY_MODEL_PREFIX = "pro-policy-"
 
@@ -152,7 +156,8 @@ def register_model(local_dir: str | Path, name: str, *, run_id: str | None = Non
                    description: str | None = None) -> str:
     """Register ``local_dir`` as a new version of ``name`` with alias ``challenger``; return the version.
 
-    The folder is logged as artifacts of ``run_id`` (or of a new run in the current experiment,
+    The folder (whose kind, read from its files, must match the name's family) is written as an
+    MLflow pyfunc model and logged as artifacts of ``run_id`` (or of a new run in the current experiment,
     a child of the pipeline's parent run when there is one) under ``registered/<name>``.
     ``gate_metric``/``gate_mode`` default to :data:`DEFAULT_GATES`; the gate metric must be among
     ``metrics`` (a version without it can never win a gated promotion, so this fails early).

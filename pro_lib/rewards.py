@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pro_lib import tracking
 from pro_lib.checkpoints import (RESUME_HELP, digest_data, digest_model, fingerprint, prepare_resume,
                                   train_or_restore)
 from pro_lib.config import field, to_dict
@@ -158,11 +159,14 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     args = RewardConfig(
         output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size,
         num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, seed=cfg.seed,
-        max_length=None, logging_steps=10, save_strategy="steps", save_steps=cfg.save_steps,
+        # a loss curve in MLflow even for short runs: every step up to 100 steps, then every 10
+        max_length=None, logging_steps=max(1, min(10, int(math.ceil(len(ds) / cfg.batch_size) * cfg.epochs) // 10)),
+        save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=2, report_to="none", disable_tqdm=not cfg.progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
     )
-    trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
+                            callbacks=[tracking.trainer_callback()])
     result = train_or_restore(trainer, last)
 
     with atomic_dir(out) as tmp:

@@ -55,11 +55,12 @@ import numpy as np
 import pandas as pd
 
 from pro_lib.errors import CheckpointError, ConfigError, DataError
+from pro_lib.registry import ENDPOINT_MODEL, ORCHESTRATOR_MODEL, POLICY_MODEL_PREFIX, REWARD_MODEL_PREFIX
 
 log = logging.getLogger(__name__)
 
 FORMAT = "mlflow-pyfunc/1"          # tag pro.format on every version registered in this format
-ENDPOINT_NAME = "pro-endpoint"
+ENDPOINT_NAME = ENDPOINT_MODEL  # the registered name (pro_lib.registry)
 ENDPOINT_FILE = "pro_endpoint.json"
 ARTIFACT_KEY = "model"
 KINDS = ("orchestrator", "reward", "policy", "endpoint")
@@ -74,8 +75,8 @@ EXAMPLE_PROMPTS = ["How do I bake bread at home?", "Tell me a joke about compute
 
 def kind_of_name(name: str) -> str | None:
     """The kind a registered name implies (``pro-reward-helpful`` -> ``reward``), or None."""
-    for prefix, kind in (("pro-orchestrator", "orchestrator"), ("pro-reward-", "reward"),
-                         ("pro-policy-", "policy"), (ENDPOINT_NAME, "endpoint")):
+    for prefix, kind in ((ORCHESTRATOR_MODEL, "orchestrator"), (REWARD_MODEL_PREFIX, "reward"),
+                         (POLICY_MODEL_PREFIX, "policy"), (ENDPOINT_MODEL, "endpoint")):
         if name == prefix or name.startswith(prefix):
             return kind
     return None
@@ -405,7 +406,9 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
     """
     import yaml
 
-    from pro_lib.io import atomic_dir, localize, write_json
+    from pro_lib.io import atomic_dir, write_json
+    from pro_lib.refs import localize
+    from pro_lib.targets import check_objectives
 
     orch_dir, pol_dir = Path(localize(orchestrator)), Path(localize(policy))
     if detect_kind(orch_dir) != "orchestrator":
@@ -414,9 +417,9 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
     if detect_kind(pol_dir) != "policy":
         raise CheckpointError(f"{pol_dir} is not a policy folder (no wic.json, not a causal LM)")
     pol = describe(pol_dir, "policy")
-    if pol["conditioned"] and pol["objectives"] != names:
-        raise ConfigError(f"K mismatch: the policy {pol_dir} was trained on {pol['objectives']} but the "
-                          f"orchestrator {orch_dir} weighs {names}; use the matching pair")
+    if pol["conditioned"]:
+        check_objectives(pol["objectives"], names, got_what=f"the policy {pol_dir}",
+                         expected_what=f"the orchestrator {orch_dir}", fix="use the matching pair")
     with atomic_dir(Path(dest)) as tmp:
         shutil.copytree(orch_dir, tmp / "orchestrator")
         shutil.copytree(pol_dir, tmp / "policy")
@@ -425,9 +428,8 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
             sfile = sfile / "suite.yaml" if sfile.is_dir() else sfile
             data = yaml.safe_load(sfile.read_text()) or {}
             objs = data.get("objectives") or []
-            if [o.get("name") for o in objs] != names:
-                raise ConfigError(f"{sfile} scores {[o.get('name') for o in objs]} but the orchestrator "
-                                  f"weighs {names}; use the suite the orchestrator was trained with")
+            check_objectives([o.get("name") for o in objs], names, got_what=str(sfile),
+                             expected_what="the orchestrator", fix="use the suite the orchestrator was trained with")
             by_obj = {_read_json(Path(d) / "pro_reward.json")["objective"]: Path(d) for d in reward_models}
             (tmp / "suite").mkdir()
             for o in objs:

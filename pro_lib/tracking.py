@@ -263,6 +263,62 @@ def pipeline_run(pipeline: str, params: Mapping[str, Any] | None = None, *,
             os.environ[PARENT_ENV] = old
 
 
+# KFP's PipelineTaskFinalStatus.state -> MLflow run status
+KFP_FINAL_STATES = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELED": "KILLED", "CANCELLED": "KILLED",
+                    "SYSTEM_ERROR": "FAILED"}
+
+
+def log_params_once(run_id: str, params: Mapping[str, Any] | None) -> dict[str, str]:
+    """Log (flattened) params that the run does not have yet (MLflow params cannot change); returns them."""
+    c = client()
+    have = c.get_run(run_id).data.params
+    new = {k: v for k, v in ((_sanitize_key(k), v) for k, v in flatten_params(params).items()) if k not in have}
+    if new:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in new.items()]
+        for start in range(0, len(items), 100):  # MLflow's batch limit
+            c.log_batch(run_id, params=items[start:start + 100])
+    return new
+
+
+def finish_pipeline_run(state: str, params: Mapping[str, Any] | None = None, *, error: str | None = None,
+                        pipeline: str | None = None) -> str | None:
+    """End the pipeline's parent run (the KFP exit handler calls this whatever the outcome).
+
+    ``state``: KFP's final state (SUCCEEDED, FAILED, CANCELED...) -> FINISHED / FAILED / KILLED.
+    ``params``: every pipeline parameter (defaults included), logged on the parent run. On a cluster
+    the parent is found (or, when the first stage never started, created) by ``PRO_KFP_RUN``.
+    Returns the parent run id (None outside a pipeline).
+    """
+    if pipeline and not os.environ.get("PRO_PIPELINE"):
+        os.environ["PRO_PIPELINE"] = pipeline
+    rid = parent_run_id()
+    if rid is None:
+        log.warning("no pipeline parent run (neither %s nor %s set): nothing to end", PARENT_ENV, KFP_RUN_ENV)
+        return None
+    status = KFP_FINAL_STATES.get(str(state).upper(), "FAILED")
+    decoded = {k: _maybe_json(v) for k, v in dict(params or {}).items()}
+    log_params_once(rid, decoded)
+    c = client()
+    c.set_tag(rid, "pro.final_state", str(state))
+    if error:
+        c.set_tag(rid, "pro.error", str(error)[:5000])
+    c.set_terminated(rid, status)
+    log.info("pipeline run %s ended %s (KFP state %s)", rid, status, state)
+    return rid
+
+
+def _maybe_json(value: Any) -> Any:
+    """Dict/list parameters may arrive as JSON text: decode them (one param per key, as pipeline_run logs)."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
 @contextlib.contextmanager
 def stage_run(stage_name: str, params: Mapping[str, Any] | None = None, *,
               tags: Mapping[str, str] | None = None):
@@ -295,6 +351,59 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> dict[str
     if nums:
         mlflow.log_metrics(nums, step=step)
     return nums
+
+
+def log_step(metrics: Mapping[str, Any], step: int) -> None:
+    """Per-step training metrics (loss curves) to the active run, asynchronously; a no-op outside a run."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    nums = {_sanitize_key(k): v for k, v in numeric_metrics(metrics).items()}
+    if nums:
+        mlflow.log_metrics(nums, step=int(step), synchronous=False)
+
+
+def trainer_callback():
+    """A transformers ``TrainerCallback`` that sends every trainer log (loss, lr, grad norm, rewards...)
+    to the active MLflow run as ``train/<key>`` at the trainer's global step (main process only)."""
+    from transformers import TrainerCallback
+
+    class StepMetrics(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                log_step({f"train/{k}": v for k, v in logs.items()}, state.global_step)
+
+    return StepMetrics()
+
+
+DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def log_dataset(path: str | Path, *, context: str, name: str | None = None) -> int:
+    """Log a data file (or every data file of a folder) to the active run with ``mlflow.data``
+    (source, schema, digest, row count); returns how many were logged. Never fails a stage."""
+    import mlflow
+    import pandas as pd
+
+    path = Path(path)
+    files = sorted(f for f in path.rglob("*") if f.suffix in DATASET_SUFFIXES and f.is_file()
+                   and f.name not in ("metrics.json", "eval.json")) if path.is_dir() else [path]
+    done = 0
+    for f in files:
+        if f.suffix not in DATASET_SUFFIXES or not f.is_file():
+            continue
+        try:
+            df = (pd.read_json(f, lines=True) if f.suffix == ".jsonl" else pd.read_csv(f) if f.suffix == ".csv"
+                  else pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_json(f))
+            # nested cells (lists, dicts) as JSON text: the schema stays flat and the digest stable
+            df = df.apply(lambda col: col.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v))
+            ds = mlflow.data.from_pandas(df, source=str(f.resolve()), name=name or f"{f.parent.name}/{f.name}")
+            mlflow.log_input(ds, context=context)
+            done += 1
+        except Exception as exc:  # noqa: BLE001 - lineage is best effort, the stage's result is not
+            log.warning("could not log dataset %s to MLflow: %s", f, exc)
+    return done
 
 
 def log_artifacts(path: str | Path, artifact_path: str | None = None) -> None:

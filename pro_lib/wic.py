@@ -37,6 +37,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from pro_lib import tracking
 from pro_lib.checkpoints import (RESUME_HELP, digest_data, digest_model, digest_value, find_checkpoint,
                                   fingerprint, prepare_resume, train_or_restore)
 from pro_lib.config import field, to_dict
@@ -653,7 +654,7 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
         warmup_steps=0, dataset_num_proc=None, disable_tqdm=False, eos_token=policy.tokenizer.eos_token)
     ds = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=ds, processing_class=policy.tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=[tracking.trainer_callback()])
     last = find_checkpoint(work_dir)
     t0 = time.time()
     result = train_or_restore(trainer, last)

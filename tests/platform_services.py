@@ -1,4 +1,5 @@
-"""Real services on loopback for the platform tests: an S3-compatible server (moto) and `mlflow server`.
+"""Real services on loopback for the platform tests: an S3-compatible server (moto), `mlflow server`
+and `mlflow models serve` (serve_model).
 
 Imported by tests/test_storage.py, test_tracking.py and test_registry.py (fixtures are re-exported
 there). Nothing is mocked inside the process under test: boto3 and mlflow talk HTTP to these servers.
@@ -114,3 +115,37 @@ def mlflow_env(mlflow_server, s3_env, monkeypatch) -> str:
     """Tracking and registry on the real server; S3 client settings for artifacts."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     return mlflow_server
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow models serve exited ({proc.returncode}): {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"mlflow models serve did not answer {url} in {timeout} s: {log.read_text()[-3000:]}")
+
+
+def serve_model(env: dict, workdir: Path, ref: str = "models:/pro-endpoint@champion"):
+    """`mlflow models serve -m <ref> --env-manager local` on a loopback port; returns (process, url)."""
+    port = free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    log = workdir / f"serve-{port}.log"
+    cmd = [str(mlflow_bin) if mlflow_bin.exists() else "mlflow", "models", "serve", "-m", ref,
+           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # the server runs `uvicorn` from PATH: the interpreter's bin folder first (a venv not activated)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    proc = subprocess.Popen(cmd, env={**os.environ, **env, "PATH": path}, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(url + "/ping", proc, log)
+    except RuntimeError:
+        stop_server(proc)
+        raise
+    return proc, url

@@ -134,10 +134,27 @@ def test_no_import_cycle_inside_pro_lib():
     assert find_cycles(graph) == []
 
 
+# Function-level imports that still close a cycle, each to be removed by the named change (issue 12,
+# phase 2). The test below fails on any other cycle, and on an entry here that no longer exists.
+KNOWN_LAZY_EDGES = {
+    # register_model packages the folder as a pyfunc model (serving), whose models load PRO's classes,
+    # which load models:/ refs through the registry: packaging moves out of the registry (serving
+    # registers through it instead).
+    ("pro_lib.registry", "pro_lib.serving"),
+    # `pro wic eval` evaluates a Rewarded Soups folder beside WIC policies; soups builds on wic's SFT:
+    # the evaluation moves out of wic.py into its own module (the wic.py split).
+    ("pro_lib.wic", "pro_lib.soups"),
+}
+
+
 def test_no_import_cycle_through_imports_inside_functions():
     """A function-level import only hides a cycle (e.g. io -> registry -> tracking -> io): the
     modules still cannot be read or tested apart. Low-level modules do not reach up."""
-    assert find_cycles(import_graph(lazy=True)) == []
+    graph = import_graph(lazy=True)
+    stale = [e for e in KNOWN_LAZY_EDGES if e[1] not in graph.get(e[0], set())]
+    assert not stale, f"remove these from KNOWN_LAZY_EDGES, they are gone: {stale}"
+    pruned = {a: {b for b in targets if (a, b) not in KNOWN_LAZY_EDGES} for a, targets in graph.items()}
+    assert find_cycles(pruned) == []
 
 
 def test_pro_lib_never_imports_kfp_or_streamlit():

@@ -38,8 +38,8 @@ def test_every_component_maps_onto_a_stage_or_registry():
     from components import all_components
 
     comps = all_components()
-    assert len(comps) == 13
-    for name in comps:  # the stage table places every component (register/promote: config-less)
+    assert len(comps) == 15
+    for name in comps:  # the stage table places every component (register, promote, endpoint, finish-run: config-less)
         assert name.replace("-", "_") in runtime.STAGES, name
 
 
@@ -99,6 +99,7 @@ def test_register_and_promote_stages(tmp_path):
     model = tmp_path / "m"
     model.mkdir()
     (model / "config.json").write_text("{}")
+    (model / "pro_reward.json").write_text('{"objective": "helpful"}')  # what makes it a reward model folder
     metrics = FakeArtifact(tmp_path / "metrics")
     metrics.metadata = {"accuracy": 0.8, "n_eval": 20}
     v = runtime.register_stage("pro-reward-{objective}", str(model), metrics, objective="helpful")

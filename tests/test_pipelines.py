@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 GPU_STAGES = {"train-reward-model", "score-targets", "train-orchestrator", "evaluate-orchestrator",
               "wic-offline-sft", "wic-online-sample", "wic-online-sft", "wic-evaluate", "morlhf-train",
               "morlhf-evaluate"}
-CPU_STAGES = {"prepare-data", "register-model", "promote-model"}
-NEVER_CACHED = {"register-model", "promote-model", "wic-online-sample", "morlhf-train"}
+CPU_STAGES = {"prepare-data", "register-model", "promote-model", "register-endpoint", "finish-pipeline-run"}
+NEVER_CACHED = {"register-model", "promote-model", "wic-online-sample", "morlhf-train", "register-endpoint",
+                "finish-pipeline-run"}
 
 
 def test_the_stage_table_says_where_and_whether_cached():
@@ -106,11 +107,25 @@ def test_caching_and_no_secrets_as_parameters(name):
         assert cached == (_stage(executor) not in NEVER_CACHED), executor
 
 
+def _body(spec) -> dict:
+    """The pipeline's stages: the tasks inside its exit handler (checked to end the MLflow run)."""
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "finish-pipeline-run"}, set(root)
+    fin = root["finish-pipeline-run"]
+    assert fin["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert fin["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": "exit-handler-1"}}
+    # every pipeline parameter reaches the exit task (it logs them on the parent run)
+    passed = set(fin["inputs"]["parameters"]) - {"status", "pipeline", "base_image"}
+    assert {k for k in passed if not k.startswith("pipelinechannel--")} == \
+        set(spec["root"]["inputDefinitions"]["parameters"]), passed
+    return spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+
+
 def test_orchestrator_graph_and_typed_artifacts():
     spec, _ = _load("orchestrator")
     comps = spec["components"]
-    loop = comps["comp-for-loop-1"]
-    assert spec["root"]["dag"]["tasks"]["for-loop-1"]["parameterIterator"]["items"]["inputParameter"] \
+    loop = comps["comp-for-loop-2"]  # for-loop-1 would be the exit handler's number
+    assert _body(spec)["for-loop-2"]["parameterIterator"]["items"]["inputParameter"] \
         == "pipelinechannel--objectives"
     assert set(loop["dag"]["tasks"]) == {"train-reward-model", "register-model", "promote-model"}
     score_inputs = comps["comp-score-targets"]["inputDefinitions"]["artifacts"]["reward_models"]
@@ -118,7 +133,7 @@ def test_orchestrator_graph_and_typed_artifacts():
     ev_out = comps["comp-evaluate-orchestrator"]["outputDefinitions"]["artifacts"]
     assert {k: v["artifactType"]["schemaTitle"] for k, v in ev_out.items()} == \
         {"metrics": "system.Metrics", "report": "system.Markdown", "plot": "system.HTML"}
-    order = spec["root"]["dag"]["tasks"]
+    order = _body(spec)
     assert order["promote-model-2"]["dependentTasks"] == ["register-model-2"]
     assert set(order["register-model-2"]["dependentTasks"]) == {"evaluate-orchestrator", "train-orchestrator"}
 
@@ -126,7 +141,8 @@ def test_orchestrator_graph_and_typed_artifacts():
 def test_wic_rounds_shape_the_graph(tmp_path):
     spec = list(yaml.safe_load_all(pcli.compile_pipeline("pro_wic", tmp_path / "w.yaml", online_rounds=3)
                                    .read_text()))[0]
-    names = spec["root"]["dag"]["tasks"]
+    names = _body(spec)
+    assert {"register-endpoint", "promote-model-3"} <= set(names)  # the pro-endpoint and its promotion
     assert {n for n in names if n.startswith("wic-online-sample")} == {
         "wic-online-sample", "wic-online-sample-2", "wic-online-sample-3"}
 

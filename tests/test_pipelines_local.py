@@ -8,6 +8,7 @@ import json
 import random
 
 import numpy as np
+import pandas as pd
 
 from pipelines.cli import run_local
 from pro_lib import registry, tracking
@@ -74,12 +75,48 @@ def test_orchestrator_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward
     assert "orchestrator_kl" in ev.data.metrics and ev.data.params["batch_size"] == "32"
     logged = {a.path for a in c.list_artifacts(ev.info.run_id, "evaluate_orchestrator")}
     assert {"evaluate_orchestrator/eval.json", "evaluate_orchestrator/orchestrator_eval.png"} <= logged
+    # the exit handler ended the parent run and recorded every pipeline parameter, defaults included
+    assert parent.data.tags["pro.final_state"] == "SUCCEEDED"
+    assert parent.data.params["gpu_count"] == "1" and parent.data.params["promote"] == "true"
+    assert parent.data.params["objectives"] == '["helpful", "humor"]'
+    # per-step loss curves, not only final numbers; each stage's datasets with mlflow.data
+    train = next(r for r in children if r.data.tags["pro.stage"] == "train_orchestrator")
+    curve = c.get_metric_history(train.info.run_id, "train/loss")
+    assert len(curve) == train.data.metrics["train_steps"] and [m.step for m in curve][:2] == [1, 2]
+    rm_run = next(r for r in children if r.data.tags["pro.stage"] == "train_reward_model")
+    assert len(c.get_metric_history(rm_run.info.run_id, "train/loss")) >= 1
+    contexts = {(i.tags[0].value if i.tags else None) for i in rm_run.inputs.dataset_inputs}
+    assert contexts == {"training", "evaluation"}
+    prep = next(r for r in children if r.data.tags["pro.stage"] == "prepare_data")
+    names = {i.dataset.name for i in prep.inputs.dataset_inputs}
+    assert {"data/train.jsonl", "data/eval.jsonl"} <= names, names
     # KFP artifacts the UI shows: markdown report and HTML plot of the evaluation
     html = list((tmp_path / "kfp").rglob("evaluate-orchestrator/plot"))
     assert html and "data:image/png;base64" in html[0].read_text()
 
 
 import pytest  # noqa: E402
+
+
+def test_failed_stage_leaves_the_parent_run_failed(tmp_path, monkeypatch):
+    """As on a cluster (no `pro pipeline run` around it): the stages find the parent run by the KFP run
+    name; the first stage fails on a missing data file; the exit handler still ends the parent FAILED
+    and records the parameters."""
+    from kfp import local
+
+    from pipelines.orchestrator import orchestrator_pipeline
+
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.setenv(tracking.KFP_RUN_ENV, "pro-orchestrator-failing-x1")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
+               raise_on_error=False)
+    orchestrator_pipeline(data_config={"sources": [str(tmp_path / "missing.jsonl")]})
+    c = tracking.client()
+    exp = c.get_experiment_by_name(tracking.experiment_name())
+    (parent,) = c.search_runs([exp.experiment_id], "tags.`pro.kfp_run` = 'pro-orchestrator-failing-x1'")
+    assert parent.info.status == "FAILED" and parent.data.tags["pro.final_state"] == "FAILED"
+    assert parent.data.params["data_config.sources"] == json.dumps([str(tmp_path / "missing.jsonl")])
+    assert parent.data.params["gpu_count"] == "1"
 
 
 def _policy_pipeline_args(tmp_path, tiny_encoder_dir, tiny_reward_dir):
@@ -120,6 +157,14 @@ def test_pro_wic_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_dir)
     stages = {r.data.tags["pro.stage"] for r in c.search_runs(
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")}
     assert {"wic_offline_sft", "wic_online_sample", "wic_online_sft", "wic_evaluate"} <= stages
+    # the pro-endpoint: orchestrator + the PRO-WIC policy + the reward suite, promoted, answering prompts
+    (ep,) = registry.list_versions("pro-endpoint")
+    assert ep["aliases"] == ["champion"] and ep["tags"]["pro.kind"] == "endpoint"
+    from pro_lib.serving import Endpoint
+
+    out = Endpoint(registry.download_model("models:/pro-endpoint@champion")).predict(
+        pd.DataFrame({"prompt": ["Tell me a joke about cats."]}), {"max_new_tokens": 4})
+    assert {"weight_helpful", "weight_humor", "response", "score_helpful", "score_humor"} <= set(out.columns)
 
 
 @pytest.mark.slow
@@ -137,6 +182,8 @@ def test_pro_morlhf_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward_d
         (v,) = registry.list_versions(f"pro-policy-{method}")
         assert v["aliases"] == ["champion"] and v["gate_metric"] == f"{method}/weighted_orchestrator"
         assert (registry.download_model(f"models:/pro-policy-{method}@champion") / "config.json").is_file()
+    (ep,) = registry.list_versions("pro-endpoint")  # orchestrator + the PRO-MORLHF policy + suite
+    assert ep["aliases"] == ["champion"] and ep["gate_metric"] == "pro-morlhf/weighted_orchestrator"
     # both RL stages trained on the prompts of the prepared split's train side, none of its eval side
     (train,) = (tmp_path / "kfp").rglob("train.jsonl")
     split = {side: {json.loads(line)["prompt"] for line in (train.parent / f"{side}.jsonl").read_text().splitlines()}

@@ -12,8 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import pytest
 import yaml
 
 from platform_services import (  # noqa: F401  (fixtures)
-    FAKE_KEYS, free_port, mlflow_env, mlflow_server, s3_endpoint, s3_env, stop_server)
+    FAKE_KEYS, mlflow_env, mlflow_server, s3_endpoint, s3_env, serve_model, stop_server)
 from pro_lib import registry, serving
 from pro_lib.errors import CheckpointError, ConfigError
 
@@ -116,7 +114,7 @@ def test_every_kind_loads_with_mlflow_pyfunc_in_a_fresh_process(registered, tmp_
     assert all(v["example"] for v in got.values())
 
 
-def test_pro_loaders_read_the_new_format_and_legacy_folders(registered, monkeypatch, tmp_path):
+def test_pro_loaders_read_the_new_format_and_legacy_folders(registered, monkeypatch, tmp_path, capsys):
     """`models:/` refs in pro (from_pretrained, RewardSuite, WICPolicy) open both formats."""
     from mlflow import MlflowClient
 
@@ -142,6 +140,15 @@ def test_pro_loaders_read_the_new_format_and_legacy_folders(registered, monkeypa
     w = legacy.predict(["hello"])
     assert np.allclose(w, orch.predict(["hello"]))
     assert not (registry.download_model(f"models:/pro-orchestrator/{mv.version}") / "MLmodel").exists()
+    # `pro registry list` says which versions are legacy and how to re-register them
+    from pro_lib.cli import main
+
+    capsys.readouterr()
+    assert main(["registry", "list", "pro-orchestrator"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    (line,) = [ln for ln in listing if "[legacy folder]" in ln]
+    assert line.strip().startswith(f"v{mv.version}")
+    assert any(f"pro registry download models:/pro-orchestrator/{mv.version}" in ln for ln in listing)
 
 
 def test_register_refuses_a_folder_of_the_wrong_kind(registered, tmp_path):
@@ -153,42 +160,8 @@ def test_register_refuses_a_folder_of_the_wrong_kind(registered, tmp_path):
         registry.register_model(tmp_path / "junk", "pro-reward-helpful", metrics={"accuracy": 1})
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"mlflow models serve exited ({proc.returncode}): {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"mlflow models serve did not answer {url} in {timeout} s: {log.read_text()[-3000:]}")
-
-
-def serve_endpoint(env: dict, workdir: Path, ref: str = "models:/pro-endpoint@champion"):
-    """`mlflow models serve -m <ref> --env-manager local` on a loopback port; returns (process, url)."""
-    port = free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    log = workdir / f"serve-{port}.log"
-    cmd = [str(mlflow_bin) if mlflow_bin.exists() else "mlflow", "models", "serve", "-m", ref,
-           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    # the server runs `uvicorn` from PATH: the interpreter's bin folder first (a venv not activated)
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    proc = subprocess.Popen(cmd, env={**os.environ, **env, "PATH": path}, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, cwd=workdir)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(url + "/ping", proc, log)
-    except AssertionError:
-        stop_server(proc)
-        raise
-    return proc, url
-
-
 def test_served_endpoint_answers_invocations(registered, tmp_path):
-    proc, url = serve_endpoint({**registered["env"], "PRO_HOME": str(tmp_path / "serve")}, tmp_path)
+    proc, url = serve_model({**registered["env"], "PRO_HOME": str(tmp_path / "serve")}, tmp_path)
     try:
         client = serving.EndpointClient(url)
         df = client.invoke(["How do I bake bread?", "Tell me a joke."], [None, [0.9, 0.1]], max_new_tokens=4)
@@ -201,8 +174,29 @@ def test_served_endpoint_answers_invocations(registered, tmp_path):
         # bad weights: a 400 with the reason, not a crash
         with pytest.raises(CheckpointError, match="weights"):
             client.invoke(["hi"], [[0.5, 0.3, 0.2]])
+        _explorer_uses_the_endpoint(url, registered["dirs"])
     finally:
         stop_server(proc)
+
+
+def _explorer_uses_the_endpoint(url: str, dirs: dict) -> None:
+    """PRO_UI_ENDPOINT: the explorer's orchestrator and policy are the served endpoint's; an override of
+    the weights reaches the policy (same answer as the policy loaded in-process with those weights)."""
+    from pro_lib.orchestrator import PreferenceOrchestrator
+    from pro_lib.wic import WICPolicy
+    from ui.backend import Backend, ModelSpec
+
+    be = Backend("sqlite:///unused.db")
+    prov = be.resolve(ModelSpec.parse(url))
+    assert prov.label() == f"served endpoint `{url}`"
+    orch = be.load_orchestrator(prov.load_ref)
+    assert orch.objectives == NAMES
+    prompt = "How do I bake bread?"
+    local_w = PreferenceOrchestrator.from_pretrained(dirs["orch"]).predict([prompt])
+    assert np.allclose(be.predict(orch, [prompt]), local_w, atol=1e-6)
+    policy = be.load_policy(prov.load_ref, NAMES)
+    text = "".join(be.stream(policy, prompt, np.array([0.8, 0.2]), max_new_tokens=5, do_sample=False))
+    assert text == WICPolicy.from_pretrained(dirs["policy"]).generate([prompt], [0.8, 0.2], max_new_tokens=5)[0]
 
 
 def test_endpoint_in_process_matches_its_parts(registered):

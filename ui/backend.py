@@ -32,6 +32,24 @@ PER_OBJECTIVE_PREFIX = "per-objective:"
 # Models shipped with PRO that can be typed instead of a folder.
 BUNDLED = {"smollm2": "bundled SmolLM2-135M-Instruct (a plain LM: not trained with weights in context)"}
 MAX_PROMPT_CHARS = int(os.environ.get("PRO_UI_MAX_PROMPT_CHARS", "4000"))
+# A served pro-endpoint (`mlflow models serve -m models:/pro-endpoint@champion`): the orchestrator's
+# weights and the policy's answers come from <url>/invocations instead of models loaded in this process.
+ENDPOINT_ENV = "PRO_UI_ENDPOINT"
+
+
+def _endpoint_defaults() -> None:
+    """With PRO_UI_ENDPOINT set, the orchestrator and policy A default to the served endpoint."""
+    url = os.environ.get(ENDPOINT_ENV, "").strip()
+    if url:
+        os.environ.setdefault("PRO_UI_ORCHESTRATOR", url)
+        os.environ.setdefault("PRO_UI_POLICY", url)
+
+
+_endpoint_defaults()
+
+
+def is_endpoint(ref: str) -> bool:
+    return str(ref).strip().startswith(("http://", "https://"))
 
 
 class UIError(Exception):
@@ -116,6 +134,8 @@ class Provenance:
             return BUNDLED[self.load_ref]
         if self.spec.name == PER_OBJECTIVE:
             return f"`pro-reward-*` @{self.spec.selector}: {self.version}"
+        if is_endpoint(self.load_ref):
+            return f"served endpoint `{self.load_ref}`"
         if self.spec.source == "local":
             return f"local folder `{self.load_ref}`"
         alias = f" ({', '.join(self.aliases)})" if self.aliases else ""
@@ -284,6 +304,8 @@ class Backend:
     def resolve(self, spec: ModelSpec) -> Provenance:
         """Pin an alias to the version it points at now (the cache key), with its run."""
         if spec.source == "local":
+            if is_endpoint(spec.name):
+                return Provenance(spec, spec.name.strip().rstrip("/"))
             if spec.name.strip().lower() in BUNDLED:
                 return Provenance(spec, spec.name.strip().lower())
             path = Path(spec.name).expanduser()
@@ -320,6 +342,8 @@ class Backend:
 
     # loading (the page caches these by load_ref) ------------------------------------------------
     def load_orchestrator(self, load_ref: str):
+        if is_endpoint(load_ref):
+            return _load("orchestrator", load_ref, RemoteOrchestrator)
         from pro_lib.orchestrator import PreferenceOrchestrator
 
         return _load("orchestrator", load_ref, PreferenceOrchestrator.from_pretrained)
@@ -349,6 +373,8 @@ class Backend:
             raise UIError(f"Policies need pro_lib.wic, which cannot be imported here ({exc}).") from None
 
         objs = list(objectives) if objectives else None
+        if is_endpoint(load_ref):
+            return _load("policy", load_ref, RemotePolicy)
         return _load("policy", load_ref, lambda ref: WICPolicy.from_pretrained(ref, objectives=objs))
 
     # inference ---------------------------------------------------------------------------------
@@ -386,6 +412,34 @@ class Backend:
         except Exception as exc:
             raise UIError(f"Scoring failed: {_short(exc)}") from None
         return np.asarray(s, dtype=np.float64)[:, order], normalized
+
+
+class RemoteOrchestrator:
+    """The orchestrator of a served pro-endpoint: ``predict`` asks ``<url>/invocations`` for weights."""
+
+    norm_stats = None
+
+    def __init__(self, url: str):
+        from pro_lib.serving import EndpointClient
+
+        self.client = EndpointClient(url)
+        self.objectives = self.client.objectives()
+        self.K = len(self.objectives)
+
+    def predict(self, prompts: Sequence[str]) -> np.ndarray:
+        return self.client.weights(list(prompts), self.objectives)
+
+
+class RemotePolicy(RemoteOrchestrator):
+    """The policy of a served pro-endpoint: the prompt and the (possibly overridden) weights go to
+    ``<url>/invocations``; the answer arrives whole (the scoring server does not stream)."""
+
+    GEN_PARAMS = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed")
+
+    def stream(self, prompt: str, weights: np.ndarray, **gen_kwargs) -> Iterator[str]:
+        params = {k: v for k, v in gen_kwargs.items() if k in self.GEN_PARAMS and v is not None}
+        df = self.client.invoke([prompt], [list(np.asarray(weights, dtype=np.float64))], score=False, **params)
+        yield str(df["response"].iloc[0])
 
 
 @contextlib.contextmanager
@@ -437,7 +491,7 @@ def _short(exc: BaseException, limit: int = 400) -> str:
 
 def _local_run_id(path: Path) -> str | None:
     """Run id of an MLflow-logged folder (MLmodel file), if any."""
-    for cand in (path / "MLmodel", path.parent / "MLmodel"):
+    for cand in (path / "MLmodel", path.parent / "MLmodel", path.parent.parent / "MLmodel"):  # .../artifacts/<folder>
         if cand.is_file():
             m = re.search(r"^run_id:\s*(\S+)", cand.read_text(), re.M)
             if m:
