@@ -21,17 +21,18 @@ from pipelines.scheduling import cpu_stage, gpu_stage
 
 PIPELINE_NAME = "pro-wic"
 # Defaults: the main job (`make demo`) on the shipped demo data with the bundled SmolLM2-135M on 2 CPU
-# cores: one epoch of offline SFT on 320 training pairs (soft tags: tau 0.5; padding-free batches), one
-# online round, the weight response on held-out prompts at the corners of the simplex. On a GPU pass
-# bigger settings (e.g. --set wic_offline_config.max_examples=null).
+# cores: one epoch of offline SFT on 320 training pairs (soft tags: tau 0.5), one online round, the
+# weight response on held-out prompts at the corners of the simplex. fp32, full fine-tune, padded
+# batches: on a 2-core AVX2 CPU, bf16 autocast, LoRA and padding-free batches were all slower
+# (bench/bench_cpu_training.py). On a GPU pass bigger settings (--set wic_offline_config.bf16=true ...).
 DEFAULT_ONLINE_ROUNDS = 1
 DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 1.0, "conditioning": "weights", "tau": 0.5,
                        "max_examples": 320, "learning_rate": 1e-4, "batch_size": 8, "max_length": 256,
-                       "max_prompt_tokens": 128, "padding_free": True}
+                       "max_prompt_tokens": 128}
 DEFAULT_WIC_SAMPLE = {"prompts_per_round": 24, "samples_per_prompt": 2, "preferences": "orchestrator",
                       "max_new_tokens": 40, "gen_batch_size": 16}
 DEFAULT_WIC_ONLINE = {"epochs": 1.0, "learning_rate": 5e-5, "batch_size": 8, "max_length": 256,
-                      "max_prompt_tokens": 128, "padding_free": True}
+                      "max_prompt_tokens": 128}
 DEFAULT_WIC_EVAL = {"max_prompts": 48, "grid_step": 1.0, "max_new_tokens": 40, "max_prompt_tokens": 128}
 GATE_METRIC = "hypervolume"
 
