@@ -209,3 +209,24 @@ def test_cli_compile_check_and_help(capsys):
     assert "up to date" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="needs --local.*pro pipeline submit"):
         main(["pipeline", "run", "orchestrator"])   # without --local: explains submit
+
+
+def test_pro_wic_run_prints_the_weight_response_of_its_evaluation(tmp_path, capsys):
+    """A local pro_wic run ends with the per-objective weight response read from its wic_evaluate stage."""
+    import json
+
+    from pro_lib import tracking
+
+    ev = {"objectives": ["helpful", "harmless", "humor"], "n_prompts": 48,
+          "bootstrap": {"level": 0.95, "n_boot": 1000, "weight_response": {"pro-wic": [0.8, 0.5, -0.1]},
+                        "weight_response_ci": {"pro-wic": [[0.4, 1.2], [0.1, 0.9], [-0.3, 0.1]]}}}
+    (tmp_path / "eval.json").write_text(json.dumps(ev))
+    with tracking.pipeline_run("pro_wic", {}) as parent:
+        with tracking.stage_run("wic_evaluate", {}):
+            tracking.log_artifacts(tmp_path / "eval.json", "wic_evaluate")
+    assert pcli.weight_response_of_run(parent)["bootstrap"] == ev["bootstrap"]
+    pcli._print_weight_response(parent)
+    out = capsys.readouterr().out
+    assert "helpful" in out and "+0.800   [+0.400, +1.200]   yes" in out
+    assert "humor" in out and "NO (interval reaches 0)" in out and "not every interval is above 0" in out
+    assert "pro ui" in out and "pro generate" in out
