@@ -8,6 +8,7 @@ with. The held-out pairwise accuracy is reported with a 95% Wilson interval.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
