@@ -71,6 +71,8 @@ def corner_outputs(page, corners, prompt: str = PROMPT) -> dict[str, str]:
         card = page.locator("[data-testid='stVerticalBlock']").filter(has=heading).filter(
             has=page.locator("[data-testid='stCode']")).filter(has_text=f"{corner}=1.00").last
         expect(card).to_be_visible(timeout=600_000)
+        # the card appears while tokens still stream in: read it once generation has finished
+        expect(page.get_by_text("generating…")).to_have_count(0, timeout=600_000)
         texts[corner] = card.locator("[data-testid='stCode']").first.inner_text().strip()
     return texts
 
