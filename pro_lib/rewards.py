@@ -165,6 +165,10 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
         save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=2, report_to="none", disable_tqdm=not cfg.progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        # trl's RewardConfig turns bf16 and gradient checkpointing on by default: on a CPU without native
+        # bf16 that autocast is emulated (several times slower than fp32), and a MiniLM-sized model
+        # needs no activation checkpointing
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), gradient_checkpointing=False,
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
                             callbacks=[tracking.trainer_callback()])
