@@ -117,18 +117,19 @@ def mlflow_env(mlflow_server, s3_env, monkeypatch) -> str:
     return mlflow_server
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Wait until ``url`` answers 200; fail early, with the server's log, when ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited ({proc.returncode}): {log.read_text()[-3000:]}")
+            raise RuntimeError(f"{proc.args[:3]} exited ({proc.returncode}): {log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    raise RuntimeError(f"mlflow models serve did not answer {url} in {timeout} s: {log.read_text()[-3000:]}")
+    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s: {log.read_text()[-3000:]}")
 
 
 def serve_model(env: dict, workdir: Path, ref: str = "models:/pro-endpoint@champion"):
@@ -144,7 +145,7 @@ def serve_model(env: dict, workdir: Path, ref: str = "models:/pro-endpoint@champ
                             stderr=subprocess.STDOUT, cwd=workdir)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(url + "/ping", proc, log)
+        wait_http(url + "/ping", proc, log)
     except RuntimeError:
         stop_server(proc)
         raise

@@ -12,12 +12,9 @@ import re
 import shutil
 import socket
 import subprocess
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -352,14 +349,7 @@ def _postgres_bin() -> Path | None:
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args[:3]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"{url} did not come up in {timeout:.0f}s:\n{log.read_text()[-3000:]}")
+    """Wait until ``url`` answers 200 (platform_services.wait_http, argument order of the k8s tests)."""
+    from platform_services import wait_http
+
+    wait_http(url, proc, log, timeout=timeout)
