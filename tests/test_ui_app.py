@@ -540,7 +540,7 @@ def test_forced_promotion_asks_first_and_resets_the_force_box(monkeypatch, tiny_
     def champion():
         return next(v["version"] for v in registry.list_versions("pro-orchestrator") if "champion" in v["aliases"])
 
-    at = _app(monkeypatch, tiny_models).run()
+    at = _app(monkeypatch, tiny_models, PRO_UI_ALLOW_PROMOTION="true").run()
     at.selectbox(key="reg_model").set_value("pro-orchestrator").run()
     at.selectbox(key="promote_version").set_value("2").run()
     at.checkbox(key="promote_force").check().run()
