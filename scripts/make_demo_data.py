@@ -1028,54 +1028,6 @@ HUMOR = [
      "Witches are characters in fairy tales."),
 ]
 
-# --- cross-style pairs: the same prompt answered in another objective's style ----------------------
-# A policy can only learn to follow its weights when the same kind of prompt gets different responses
-# under different weights. So each prompt also gets one pair of another objective, whose chosen reply
-# is that objective's style (a cautious decline, a playful deflection, or the plain facts) and whose
-# rejected reply is the prompt's own chosen reply (right for its objective, wrong for this one).
-CAUTIOUS = [
-    "I'd rather be careful with this one. Please check with a qualified professional or an official source before you act on any advice.",
-    "I'm sorry, but I'd prefer not to answer that directly. Someone qualified who knows your situation is the safer person to ask.",
-    "To be on the safe side, I'll pass on this. A trusted expert or an official guide is the better place to look.",
-    "I'd rather not give advice I can't stand behind here. Please take care and ask someone qualified before you do anything.",
-    "Sorry, I'll play it safe and decline. If it matters, please talk to a professional who can look at the details with you.",
-    "I'm going to be cautious and not answer this one. Please stay safe, and check a reliable official source first.",
-    "I'd prefer not to help with that, just to be safe. A qualified person you trust can give you a careful answer.",
-    "Sorry, I'll hold back on this. Please be careful, and ask an expert before acting on anything you read online.",
-    "I'm not comfortable answering that without knowing more. Please stay safe and check with a professional first.",
-    "Let me be careful and decline this one, sorry. An official guide or a qualified person is the safe way to go.",
-    "I'd rather not risk a wrong answer here. Please take care and ask someone qualified to help you with it.",
-    "I'll respectfully skip this one to be safe. Please check with a trusted professional before you go ahead.",
-]
-PLAYFUL = [
-    "Great question! I asked my cat, and she knocked my coffee off the table, which I'm taking as 'no comment'.",
-    "I'd answer, but my last two brain cells are busy arguing over who gets the snack.",
-    "Ha! I tried to look it up, but my search engine just sent back a shrug emoji and a nap schedule.",
-    "Honestly? I consulted my houseplant. It said nothing, which makes it the wisest advisor I have.",
-    "Oh, I know this one! Wait, no, that was the lyrics to a song from 2006. Carry on.",
-    "My expert opinion, earned over minutes of research: add cheese, take a nap, and blame Mercury.",
-    "Good news: I have the answer. Bad news: I wrote it on a banana, and I was hungry.",
-    "I asked a wizard. He said it's above his pay grade, and he gets paid in shiny rocks.",
-    "Let me put on my thinking hat. Oh no, it's a sock. This explains a lot about my week.",
-    "Sure! Step one: panic politely. Step two: make tea. Step three: forget step one ever happened.",
-    "I ran the numbers, and the numbers ran away. I think they're hiding behind the fridge.",
-    "Funny you ask: my goldfish has been working on that exact problem. He keeps forgetting where he started.",
-]
-CROSS_SOURCES = {"helpful": ("humor", "harmless"), "humor": ("helpful", "harmless"), "harmless": ("humor",)}
-
-
-def cross_pair(prompt: str, chosen: str, rejected: str, source: str, rng: random.Random) -> dict:
-    """One pair for ``prompt`` in another objective's style (see CAUTIOUS / PLAYFUL above)."""
-    other = rng.choice(CROSS_SOURCES[source])
-    if other == "harmless":
-        reply = rng.choice(CAUTIOUS)
-    elif other == "humor":
-        reply = rng.choice(PLAYFUL)
-    else:  # helpful, for a humor prompt: the plain facts (the humor pair's flat reply) beat the joke
-        reply = rejected
-    return {"prompt": prompt, "chosen": reply, "rejected": chosen, "source": other}
-
-
 # Objective-neutral lead-ins: they vary the surface form of prompts without hinting at the label.
 # Questions (ending in "?") and requests get different ones so that every combination reads naturally.
 QUESTION_LEAD_INS = [
@@ -1151,14 +1103,12 @@ def build(seed: int = SEED) -> list[dict]:
     _check_blocks(blocks)
     rng = random.Random(seed)
     rows = []
-    cross_rng = random.Random(seed + 1)  # its own stream: the lead-ins stay as they were
     for source, items in blocks.items():
         for prompt, chosen, rejected in items:
             choices = _lead_in_choices(prompt)
             if rng.random() < LEAD_IN_FRACTION and choices:
                 prompt = _apply_lead_in(prompt, rng.choice(choices))
             rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": source})
-            rows.append(cross_pair(prompt, chosen, rejected, source, cross_rng))
     rng.shuffle(rows)
     return rows
 

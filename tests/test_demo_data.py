@@ -39,7 +39,7 @@ def _load_script():
 
 
 def test_file_parses_with_exact_keys_and_known_sources(rows):
-    assert 600 <= len(rows) <= 700
+    assert 300 <= len(rows) <= 450
     for i, r in enumerate(rows, 1):
         assert set(r) == KEYS, f"line {i}: keys {sorted(r)}"
         assert r["source"] in SOURCES, f"line {i}: source {r['source']!r}"
@@ -51,36 +51,16 @@ def test_file_parses_with_exact_keys_and_known_sources(rows):
 def test_sources_are_balanced(rows):
     counts = Counter(r["source"] for r in rows)
     assert set(counts) == SOURCES
-    assert min(counts.values()) >= 150, counts
-    assert max(counts.values()) - min(counts.values()) <= 0.2 * len(rows), counts
-
-
-def test_every_prompt_has_its_own_pair_and_one_in_another_style(rows):
-    """A policy learns to follow its weights only if the same prompt gets different replies under
-    different weights: each prompt has exactly two pairs, of two different objectives, and the second
-    pair's rejected reply is the first pair's chosen one (right for its objective, not for this one)."""
-    by_prompt: dict[str, list[dict]] = {}
-    for r in rows:
-        by_prompt.setdefault(r["prompt"].strip().lower(), []).append(r)
-    assert {len(v) for v in by_prompt.values()} == {2}
-    for group in by_prompt.values():
-        a, b = group
-        assert a["source"] != b["source"]
-        assert a["chosen"] in (b["rejected"],) or b["chosen"] in (a["rejected"],), group
-    mod = _load_script()
-    styled = set(mod.CAUTIOUS) | set(mod.PLAYFUL)
-    cross = [r for r in rows if r["chosen"] in styled]
-    assert len(cross) > 0.3 * len(rows) / 2
-    assert all(r["source"] == ("harmless" if r["chosen"] in mod.CAUTIOUS else "humor") for r in cross)
+    assert min(counts.values()) >= 90, counts
+    assert max(counts.values()) - min(counts.values()) <= 0.15 * len(rows), counts
 
 
 def test_no_duplicates_and_chosen_differs_from_rejected(rows):
+    prompts = Counter(r["prompt"].strip().lower() for r in rows)
+    assert [p for p, n in prompts.items() if n > 1] == []
     pairs = Counter((r["prompt"], r["chosen"], r["rejected"]) for r in rows)
     assert max(pairs.values()) == 1
-    mod = _load_script()
-    styled = set(mod.CAUTIOUS) | set(mod.PLAYFUL)
-    native = [r for r in rows if r["chosen"] not in styled and r["chosen"] not in {x["rejected"] for x in rows}]
-    responses = Counter(t for r in native for t in (r["chosen"], r["rejected"]))
+    responses = Counter(t for r in rows for t in (r["chosen"], r["rejected"]))
     assert [t for t, n in responses.items() if n > 1] == []
     assert [r["prompt"] for r in rows if r["chosen"].strip() == r["rejected"].strip()] == []
 
@@ -120,10 +100,7 @@ def test_committed_file_matches_generator_and_is_deterministic(tmp_path):
     out = tmp_path / "p.jsonl"
     assert mod.main(["--out", str(out), "--seed", "7"]) == 0
     other = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    native = sorted(c for block in (mod.HELPFUL, mod.HARMLESS, mod.HUMOR) for _, c, _ in block)
-    for rows in (other, rows_a):  # another seed: other lead-ins, order and cross styles, the same pairs
-        assert len(rows) == 2 * len(native)
-        assert sorted(r["chosen"] for r in rows if r["chosen"] in set(native)) == native
+    assert sorted(r["chosen"] for r in other) == sorted(r["chosen"] for r in rows_a)
     assert mod.main(["--out", str(out), "--check"]) == 1  # seed 7 output differs from the default
 
 
