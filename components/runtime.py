@@ -61,7 +61,7 @@ STAGES: dict[str, Stage] = {
     "wic_online_sft": Stage("pro_lib.wic", "train_wic_online", "WICOnlineConfig", gpu=True),
     "wic_evaluate": Stage("pro_lib.wic", "evaluate_wic", "WICEvalConfig", gpu=True),
     "morlhf_train": Stage("pro_lib.morlhf", "train_morlhf", "MorlhfTrainConfig", gpu=True, deterministic=False),
-    "morlhf_evaluate": Stage("pro_lib.morlhf", "evaluate_morlhf", "MorlhfEvalConfig", gpu=True),
+    "morlhf_evaluate": Stage("pro_lib.morlhf_eval", "evaluate_morlhf", "MorlhfEvalConfig", gpu=True),
     # registry side effects (register_stage / promote_stage below): CPU, never cached
     "register_model": Stage("pro_lib.registry", "register_model", None, deterministic=False),
     "promote_model": Stage("pro_lib.registry", "promote", None, deterministic=False),
