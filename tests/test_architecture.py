@@ -137,10 +137,6 @@ def test_no_import_cycle_inside_pro_lib():
 # Function-level imports that still close a cycle, each to be removed by the named change (issue 12,
 # phase 2). The test below fails on any other cycle, and on an entry here that no longer exists.
 KNOWN_LAZY_EDGES = {
-    # register_model packages the folder as a pyfunc model (serving), whose models load PRO's classes,
-    # which load models:/ refs through the registry: packaging moves out of the registry (serving
-    # registers through it instead).
-    ("pro_lib.registry", "pro_lib.serving"),
     # `pro wic eval` evaluates a Rewarded Soups folder beside WIC policies; soups builds on wic's SFT:
     # the evaluation moves out of wic.py into its own module (the wic.py split).
     ("pro_lib.wic", "pro_lib.soups"),
