@@ -64,7 +64,7 @@ STAGES: dict[str, Stage] = {
     "morlhf_evaluate": Stage("pro_lib.morlhf_eval", "evaluate_morlhf", "MorlhfEvalConfig", gpu=True),
     # registry side effects (register_stage / promote_stage below): CPU, never cached
     "register_model": Stage("pro_lib.packaging", "register_model", None, deterministic=False),
-    "promote_model": Stage("pro_lib.registry", "promote", None, deterministic=False),
+    "promote_model": Stage("pro_lib.promotion", "promote", None, deterministic=False),
     "register_endpoint": Stage("pro_lib.serving", "build_endpoint", None, deterministic=False),
     # the exit handler that ends the pipeline's MLflow parent run (components/tracking.py)
     "finish_pipeline_run": Stage("pro_lib.tracking", "finish_pipeline_run", None, deterministic=False),
