@@ -76,7 +76,7 @@ def main() -> int:
     import pandas as pd
     import torch
 
-    from pro_lib import serving
+    from pro_lib import packaging, registry, serving
     from pro_lib.registry import download_model
     from platform_services import serve_model, stop_server
 
@@ -84,11 +84,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="pro-bench-serving-"))
     if args.model:
         model_dir = download_model(args.model).parents[1]  # the MLflow model around the endpoint folder
-        folder = serving.model_folder(model_dir)
+        folder = registry.model_folder(model_dir)
     else:
         folder = build_endpoint(work, args.tiny)
         model_dir = work / "pyfunc"
-        serving.save_pyfunc(folder, model_dir)
+        packaging.save_pyfunc(folder, model_dir)
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     proc, url = serve_model(env, work, ref=str(model_dir))
     try:

@@ -61,10 +61,10 @@ STAGES: dict[str, Stage] = {
     "wic_online_sft": Stage("pro_lib.wic", "train_wic_online", "WICOnlineConfig", gpu=True),
     "wic_evaluate": Stage("pro_lib.wic", "evaluate_wic", "WICEvalConfig", gpu=True),
     "morlhf_train": Stage("pro_lib.morlhf", "train_morlhf", "MorlhfTrainConfig", gpu=True, deterministic=False),
-    "morlhf_evaluate": Stage("pro_lib.morlhf", "evaluate_morlhf", "MorlhfEvalConfig", gpu=True),
+    "morlhf_evaluate": Stage("pro_lib.morlhf_eval", "evaluate_morlhf", "MorlhfEvalConfig", gpu=True),
     # registry side effects (register_stage / promote_stage below): CPU, never cached
-    "register_model": Stage("pro_lib.registry", "register_model", None, deterministic=False),
-    "promote_model": Stage("pro_lib.registry", "promote", None, deterministic=False),
+    "register_model": Stage("pro_lib.packaging", "register_model", None, deterministic=False),
+    "promote_model": Stage("pro_lib.promotion", "promote", None, deterministic=False),
     "register_endpoint": Stage("pro_lib.serving", "build_endpoint", None, deterministic=False),
     # the exit handler that ends the pipeline's MLflow parent run (components/tracking.py)
     "finish_pipeline_run": Stage("pro_lib.tracking", "finish_pipeline_run", None, deterministic=False),
@@ -266,15 +266,15 @@ def registered_name(name: str, objective: str = "") -> str:
 
 def register_stage(name: str, model_dir: str, metrics_artifact, *, objective: str = "", gate_metric: str = "",
                    gate_mode: str = "") -> str:
-    from pro_lib import registry, tracking
+    from pro_lib import packaging, registry, tracking
 
     setup_logging()
     name = registered_name(name, objective)
     numbers = read_kfp_metrics(metrics_artifact) if metrics_artifact is not None else {}
     with tracking.stage_run("register_model", {"name": name, "gate_metric": gate_metric or "default"},
                             tags={"pro.registered_name": name}):
-        version = registry.register_model(model_dir, name, metrics=numbers, gate_metric=gate_metric or None,
-                                          gate_mode=gate_mode or None)
+        version = packaging.register_model(model_dir, name, metrics=numbers, gate_metric=gate_metric or None,
+                                           gate_mode=gate_mode or None)
         tracking.log_metrics({"registered_version": int(version)})
     print(f"registered models:/{name}/{version} (alias {registry.CHALLENGER})")
     return version
@@ -292,13 +292,13 @@ def register_endpoint_stage(name: str, orchestrator_dir: str, policy_dir: str, t
 
 
 def promote_stage(name: str, version: str, *, objective: str = "", force: bool = False, reason: str = "") -> str:
-    from pro_lib import registry, tracking
+    from pro_lib import promotion, tracking
 
     setup_logging()
     name = registered_name(name, objective)
     with tracking.stage_run("promote", {"name": name, "version": version, "force": force},
                             tags={"pro.registered_name": name}):
-        result = registry.promote(name, version=version, force=force, reason=reason or None)
+        result = promotion.promote(name, version=version, force=force, reason=reason or None)
         import mlflow
 
         mlflow.set_tags({"pro.promoted": str(result.promoted).lower(), "pro.promotion": result.message})

@@ -14,13 +14,12 @@ bigger settings in the ``*_config`` dicts (keys = the stage's CLI flags, e.g. ``
 
 from kfp import dsl
 
-from components import DEFAULT_IMAGE
 from components.data import prepare_data
 from components.orchestrator import evaluate_orchestrator, train_orchestrator
 from components.registry import promote_model, register_model
 from components.rewards import score_targets, train_reward_model
 from components.tracking import finish_pipeline_run
-from pipelines.scheduling import Placement
+from pipelines.scheduling import PLACEMENT_DEFAULTS as PLACE, Placement
 from pro_lib.registry import ORCHESTRATOR_MODEL, reward_model_name
 
 PIPELINE_NAME = "pro-orchestrator"  # the KFP pipeline's name, not a registered model
@@ -33,14 +32,19 @@ DEFAULT_SCORE = {"tau": 0.1, "batch_size": 32, "max_length": 128}
 DEFAULT_ORCHESTRATOR = {"backbone": "minilm", "epochs": 3.0, "batch_size": 16, "max_length": 128,
                         "learning_rate": 5e-5, "progress": False}
 DEFAULT_EVAL = {"batch_size": 32, "progress": False}
-DEFAULT_GPU_POOL = {"pro.ai/pool": "gpu"}
+# the parameters of the orchestrator stages, which every pipeline starts with
+ORCHESTRATOR_PARAMS = ("objectives", "data_config", "reward_config", "score_config", "orchestrator_config",
+                       "eval_config", "promote")
 
 
-def add_orchestrator_stages(*, objectives, data_config, reward_config, score_config, orchestrator_config,
-                            eval_config, promote, place: Placement):
+def add_orchestrator_stages(params: dict, *, place: Placement):
     """The orchestrator stages inside a pipeline; returns the tasks later pipelines build on.
 
-    ``place`` puts each task on the GPU or CPU pool, cached or not, as the stage table says."""
+    ``params``: the pipeline's parameters (``dict(locals())``), of which the stages read
+    :data:`ORCHESTRATOR_PARAMS`. ``place`` puts each task on the GPU or CPU pool, cached or not, as the
+    stage table says."""
+    objectives, data_config, reward_config, score_config, orchestrator_config, eval_config, promote = (
+        params[k] for k in ORCHESTRATOR_PARAMS)
     data = place(prepare_data(config=data_config).set_display_name("prepare data"))
     with dsl.ParallelFor(objectives, name="objectives") as objective:
         rm = place(train_reward_model(objective=objective, config=reward_config, data=data.outputs["data"])
@@ -89,20 +93,16 @@ def orchestrator_pipeline(
     orchestrator_config: dict = DEFAULT_ORCHESTRATOR,
     eval_config: dict = DEFAULT_EVAL,
     promote: bool = True,
-    image: str = DEFAULT_IMAGE,
-    gpu_count: int = 1,
-    gpu_node_selector: dict = DEFAULT_GPU_POOL,
-    gpu_cpu_request: str = "4",
-    gpu_memory_request: str = "24Gi",
-    cpu_request: str = "1",
-    memory_request: str = "4Gi",
+    image: str = PLACE["image"],
+    gpu_count: int = PLACE["gpu_count"],
+    gpu_node_selector: dict = PLACE["gpu_node_selector"],
+    gpu_cpu_request: str = PLACE["gpu_cpu_request"],
+    gpu_memory_request: str = PLACE["gpu_memory_request"],
+    cpu_request: str = PLACE["cpu_request"],
+    memory_request: str = PLACE["memory_request"],
 ):
     """objectives: ``name`` or ``name=<source filter>`` (``name=`` for no filter)."""
     params = dict(locals())
-    place = Placement(image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
-                      gpu_cpu_request=gpu_cpu_request, gpu_memory_request=gpu_memory_request,
-                      cpu_request=cpu_request, memory_request=memory_request)
+    place = Placement.of(params, PIPELINE_NAME)
     with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
-        add_orchestrator_stages(
-            objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
-            orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, place=place)
+        add_orchestrator_stages(params, place=place)

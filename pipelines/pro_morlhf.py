@@ -12,13 +12,11 @@ deterministic: the two training stages run with caching off.
 
 from kfp import dsl
 
-from components import DEFAULT_IMAGE
 from components.morlhf import morlhf_evaluate, morlhf_train
 from components.registry import promote_model, register_endpoint, register_model
-from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
-                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages,
-                                    end_run_on_exit)
-from pipelines.scheduling import Placement
+from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_OBJECTIVES, DEFAULT_ORCHESTRATOR,
+                                    DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit)
+from pipelines.scheduling import POLICY_PLACEMENT_DEFAULTS as PLACE, Placement
 from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
 
 PIPELINE_NAME = "pro-morlhf"
@@ -40,23 +38,19 @@ def pro_morlhf_pipeline(
     morlhf_config: dict = DEFAULT_MORLHF,
     morlhf_eval_config: dict = DEFAULT_MORLHF_EVAL,
     promote: bool = True,
-    image: str = DEFAULT_IMAGE,
-    gpu_count: int = 1,
-    gpu_node_selector: dict = DEFAULT_GPU_POOL,
-    gpu_cpu_request: str = "8",
-    gpu_memory_request: str = "48Gi",
-    cpu_request: str = "1",
-    memory_request: str = "4Gi",
+    image: str = PLACE["image"],
+    gpu_count: int = PLACE["gpu_count"],
+    gpu_node_selector: dict = PLACE["gpu_node_selector"],
+    gpu_cpu_request: str = PLACE["gpu_cpu_request"],
+    gpu_memory_request: str = PLACE["gpu_memory_request"],
+    cpu_request: str = PLACE["cpu_request"],
+    memory_request: str = PLACE["memory_request"],
 ):
     """``morlhf_config``: MorlhfTrainConfig keys (`pro morlhf train --help`), shared by both methods."""
     params = dict(locals())
-    place = Placement(image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count, gpu_node_selector=gpu_node_selector,
-                      gpu_cpu_request=gpu_cpu_request, gpu_memory_request=gpu_memory_request,
-                      cpu_request=cpu_request, memory_request=memory_request)
+    place = Placement.of(params, PIPELINE_NAME)
     with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
-        t = add_orchestrator_stages(
-            objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
-            orchestrator_config=orchestrator_config, eval_config=eval_config, promote=promote, place=place)
+        t = add_orchestrator_stages(params, place=place)
 
         targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
         pro = place(morlhf_train(config=morlhf_config, weights="orchestrator", data=data, suite=targets,

@@ -13,13 +13,11 @@ The number of online rounds shapes the graph, so it is fixed when the pipeline i
 
 from kfp import dsl
 
-from components import DEFAULT_IMAGE
 from components.registry import promote_model, register_endpoint, register_model
 from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic_online_sft
-from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_GPU_POOL, DEFAULT_OBJECTIVES,
-                                    DEFAULT_ORCHESTRATOR, DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages,
-                                    end_run_on_exit)
-from pipelines.scheduling import Placement
+from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_OBJECTIVES, DEFAULT_ORCHESTRATOR,
+                                    DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit)
+from pipelines.scheduling import POLICY_PLACEMENT_DEFAULTS as PLACE, Placement
 from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
 
 PIPELINE_NAME = "pro-wic"
@@ -62,24 +60,19 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
         wic_online_config: dict = DEFAULT_WIC_ONLINE,
         wic_eval_config: dict = DEFAULT_WIC_EVAL,
         promote: bool = True,
-        image: str = DEFAULT_IMAGE,
-        gpu_count: int = 1,
-        gpu_node_selector: dict = DEFAULT_GPU_POOL,
-        gpu_cpu_request: str = "8",
-        gpu_memory_request: str = "48Gi",
-        cpu_request: str = "1",
-        memory_request: str = "4Gi",
+        image: str = PLACE["image"],
+        gpu_count: int = PLACE["gpu_count"],
+        gpu_node_selector: dict = PLACE["gpu_node_selector"],
+        gpu_cpu_request: str = PLACE["gpu_cpu_request"],
+        gpu_memory_request: str = PLACE["gpu_memory_request"],
+        cpu_request: str = PLACE["cpu_request"],
+        memory_request: str = PLACE["memory_request"],
     ):
         """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
         params = dict(locals())
-        place = Placement(image=image, pipeline=PIPELINE_NAME, gpu_count=gpu_count,
-                          gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
-                          gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request)
+        place = Placement.of(params, PIPELINE_NAME)
         with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
-            t = add_orchestrator_stages(
-                objectives=objectives, data_config=data_config, reward_config=reward_config,
-                score_config=score_config, orchestrator_config=orchestrator_config, eval_config=eval_config,
-                promote=promote, place=place)
+            t = add_orchestrator_stages(params, place=place)
 
             targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
             policy = place(wic_offline_sft(config=wic_offline_config, data=data, targets=targets)

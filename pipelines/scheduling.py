@@ -25,6 +25,8 @@ from typing import Any
 from kfp import kubernetes
 from kfp.dsl import pipeline_channel
 
+from components import DEFAULT_IMAGE
+
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_POOL_KEY = "pro.ai/pool"
 GPU_POOL_VALUE = "gpu"
@@ -36,6 +38,17 @@ HF_SECRET = "pro-hf-token"      # optional: a Hugging Face token for gated hub m
 MLFLOW_SECRET = "pro-mlflow-pipeline"  # the pipelines' MLflow user (k8s/: MLflow's basic auth)
 MLFLOW_KEYS = ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
 ARGO_WORKFLOW_LABEL = "metadata.labels['workflows.argoproj.io/workflow']"
+
+DEFAULT_GPU_POOL = {GPU_POOL_KEY: GPU_POOL_VALUE}
+# The scheduling parameters of every pipeline (the same names in each compiled YAML) and their defaults,
+# defined here only. KFP 2.17 builds a pipeline's inputs from its function's signature (each parameter
+# named, with a type and a default), so each pipeline function lists these names with
+# ``PLACEMENT_DEFAULTS[...]`` as defaults and builds its Placement with ``Placement.of(params, ...)``.
+PLACEMENT_DEFAULTS: dict[str, Any] = {
+    "image": DEFAULT_IMAGE, "gpu_count": 1, "gpu_node_selector": DEFAULT_GPU_POOL,
+    "gpu_cpu_request": "4", "gpu_memory_request": "24Gi", "cpu_request": "1", "memory_request": "4Gi"}
+# pipelines that train an LLM policy ask more of a GPU node
+POLICY_PLACEMENT_DEFAULTS: dict[str, Any] = {**PLACEMENT_DEFAULTS, "gpu_cpu_request": "8", "gpu_memory_request": "48Gi"}
 
 
 def _register_channels(task, *values) -> None:
@@ -108,6 +121,12 @@ class Placement:
     gpu_memory_request: Any
     cpu_request: Any
     memory_request: Any
+
+    @classmethod
+    def of(cls, params: dict[str, Any], pipeline: str) -> "Placement":
+        """The placement of a pipeline whose parameters (``dict(locals())`` at the top of the pipeline
+        function) include the keys of :data:`PLACEMENT_DEFAULTS`."""
+        return cls(pipeline=pipeline, **{k: params[k] for k in PLACEMENT_DEFAULTS})
 
     def __call__(self, task):
         stage = stage_of(task)

@@ -1,8 +1,8 @@
 """The ``pro`` command.
 
-Library subcommands live here and in ``pro_lib/commands/``; platform subcommands (``pipeline``,
-``registry``, ``ui``) plug in through the ``pro.commands`` entry-point group so that pro_lib never
-imports kfp or streamlit. Every training subcommand takes ``--config file.yaml`` whose keys are the
+Library subcommands live in ``pro_lib/commands/`` (one module per command group, listed in
+:data:`COMMAND_MODULES`); platform subcommands (``pipeline``, ``ui``) plug in through the
+``pro.commands`` entry-point group so that pro_lib never imports kfp or streamlit. Every training subcommand takes ``--config file.yaml`` whose keys are the
 flag names.
 """
 
@@ -12,7 +12,6 @@ import argparse
 import importlib
 import json
 import logging
-import os
 import re
 import sys
 from importlib.metadata import entry_points
@@ -22,10 +21,15 @@ from pro_lib import __version__
 from pro_lib.config import add_dataclass_arguments, config_from_args
 from pro_lib.errors import ProError
 
-# Library command modules: each has ``register(subparsers)``.
+# Library command modules (pro_lib/commands/), in `pro --help` order: each has ``register(subparsers)``.
 COMMAND_MODULES: list[str] = [
+    "pro_lib.commands.data",
+    "pro_lib.commands.rewards",
+    "pro_lib.commands.orchestrator",
+    "pro_lib.commands.weights",
     "pro_lib.commands.morlhf",
     "pro_lib.commands.wic",
+    "pro_lib.commands.registry",
 ]
 
 
@@ -63,64 +67,6 @@ def _resolve(fn: Callable | str) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
-def _register_core(sub) -> None:
-    # config modules only: the parser must build without torch (the functions load when run)
-    from pro_lib import data, evaluation, rewards, suite
-    from pro_lib.orchestrator_config import OrchestratorTrainConfig
-    from pro_lib.registry import ORCHESTRATOR_MODEL, model_ref
-
-    p = sub.add_parser("data", help="prepare preference data (load, label, split)")
-    s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add_stage(s, "prepare", data.DataConfig, data.prepare_data, "load sources and write train/eval splits")
-
-    p = sub.add_parser("rewards", help="train reward models and score data with the reward suite")
-    s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    def show_rm(cfg, m):
-        print(rewards.reward_eval_table([m]))
-        print(f"saved to {cfg.output_dir}")
-
-    add_stage(s, "train", rewards.RewardTrainConfig, rewards.train_reward_model,
-              "train one Bradley-Terry reward model (trl RewardTrainer)", after=show_rm)
-    add_stage(s, "score", suite.ScoreConfig, suite.score_and_target,
-              "score preferred responses, fit normalisation stats, write w* targets")
-
-    p = sub.add_parser("orchestrator", help="train and evaluate the Preference Orchestrator")
-    s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add_stage(s, "train", OrchestratorTrainConfig, "pro_lib.orchestrator:train_orchestrator",
-              "train the orchestrator on w* targets (KL loss, AdamW, resumable)")
-
-    def show_eval(cfg, m):
-        print(open(os.path.join(cfg.output_dir, "eval_table.txt")).read().rstrip())
-        print(f"written: {os.path.join(cfg.output_dir, 'eval.json')}")
-
-    add_stage(s, "eval", evaluation.OrchestratorEvalConfig, evaluation.evaluate_orchestrator,
-              "held-out KL / MSE / argmax agreement vs uniform and best fixed weights", after=show_eval)
-
-    p = sub.add_parser("weights", help="print the orchestrator's weight per objective for prompts",
-                       description="Print the Preference Orchestrator's weights for one or more prompts.")
-    p.add_argument("prompts", nargs="+", help="prompt text(s)")
-    p.add_argument("--orchestrator", default=os.environ.get("PRO_ORCHESTRATOR", model_ref(ORCHESTRATOR_MODEL)),
-                   help="orchestrator folder or models:/ ref (env PRO_ORCHESTRATOR)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    def weights(args):
-        from pro_lib import orchestrator
-
-        orch = orchestrator.PreferenceOrchestrator.from_pretrained(args.orchestrator)
-        w = orch.predict(args.prompts)
-        if args.json:
-            _print_metrics([dict(zip(orch.objectives, map(float, row))) for row in w])
-            return
-        width = max(len(n) for n in orch.objectives)
-        for prompt, row in zip(args.prompts, w):
-            print(prompt if len(prompt) <= 70 else prompt[:67] + "...")
-            for name, value in zip(orch.objectives, row):
-                print(f"  {name:<{width}}  {value:6.3f}  {'#' * int(round(value * 40))}")
-
-    p.set_defaults(func=weights)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pro",
@@ -130,14 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _register_core(sub)
     for mod in COMMAND_MODULES:
         importlib.import_module(mod).register(sub)
     for ep in entry_points(group="pro.commands"):
+        if ep.name in sub.choices:  # a library command of that name wins (installed metadata from before
+            continue                # `pro registry` moved into pro_lib/commands still names its plug-in)
         try:
             register = ep.load()
         except ImportError as exc:  # the platform/ui extras are optional for library users
-            extra = {"pipeline": "platform", "registry": "platform", "ui": "ui"}.get(ep.name, ep.name)
+            extra = {"pipeline": "platform", "ui": "ui"}.get(ep.name, ep.name)
             sub.add_parser(ep.name, help=f"(unavailable: pip install 'pro-align[{extra}]')").set_defaults(
                 func=lambda a, exc=exc, extra=extra: sys.exit(
                     f"error: this command needs the '{extra}' extra ({exc}); pip install 'pro-align[{extra}]'"))

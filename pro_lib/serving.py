@@ -1,6 +1,6 @@
 """PRO's registered models as MLflow pyfunc models, the ``pro-endpoint`` composite, and its HTTP client.
 
-Every version :func:`pro_lib.registry.register_model` creates is an MLflow model (an ``MLmodel``
+Every version :func:`pro_lib.packaging.register_model` creates is an MLflow model (an ``MLmodel``
 file, a signature, an input example, pinned pip requirements) wrapping the PRO folder it was given,
 so ``mlflow.pyfunc.load_model("models:/<name>@champion")`` and ``mlflow models serve`` work from a
 fresh process with nothing but mlflow:
@@ -25,7 +25,8 @@ Policies and the endpoint take generation params (``max_new_tokens``, ``do_sampl
 Layout of a version's artifacts: ``MLmodel``, ``python_env.yaml``, ``requirements.txt``,
 ``input_example.json``, ``code/pro_lib`` (this library, so the model loads without pro-align
 installed: the code that wrote the weights travels with them) and ``artifacts/<folder>/`` (the PRO
-folder as ``save_pretrained`` wrote it). :func:`model_folder` maps a downloaded version to that
+folder as ``save_pretrained`` wrote it; written by :func:`pro_lib.packaging.save_pyfunc`).
+:func:`pro_lib.registry.model_folder` maps a downloaded version to that
 folder, which is what PRO's own loaders (``from_pretrained``, ``RewardSuite``) read, so
 ``models:/`` references in ``pro`` and the explorer work on both this format and the plain folders
 registered before it.
@@ -46,7 +47,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from importlib import metadata as _md
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -55,32 +55,18 @@ import numpy as np
 import pandas as pd
 
 from pro_lib.errors import CheckpointError, ConfigError, DataError
-from pro_lib.registry import ENDPOINT_MODEL, ORCHESTRATOR_MODEL, POLICY_MODEL_PREFIX, REWARD_MODEL_PREFIX
+from pro_lib.registry import ARTIFACT_KEY, ENDPOINT_MODEL
 
 log = logging.getLogger(__name__)
 
-FORMAT = "mlflow-pyfunc/1"          # tag pro.format on every version registered in this format
 ENDPOINT_NAME = ENDPOINT_MODEL  # the registered name (pro_lib.registry)
 ENDPOINT_FILE = "pro_endpoint.json"
-ARTIFACT_KEY = "model"
-KINDS = ("orchestrator", "reward", "policy", "endpoint")
-# packages the pyfunc models import at inference time, pinned to the versions that wrote them
-REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyyaml", "tqdm")
 GEN_PARAMS = {"max_new_tokens": ("long", 64), "do_sample": ("boolean", False), "temperature": ("double", 1.0),
               "top_p": ("double", 1.0), "seed": ("long", -1)}
 EXAMPLE_PROMPTS = ["How do I bake bread at home?", "Tell me a joke about computers."]
 
 
 # -- what a folder is ----------------------------------------------------------------------------
-
-def kind_of_name(name: str) -> str | None:
-    """The kind a registered name implies (``pro-reward-helpful`` -> ``reward``), or None."""
-    for prefix, kind in ((ORCHESTRATOR_MODEL, "orchestrator"), (REWARD_MODEL_PREFIX, "reward"),
-                         (POLICY_MODEL_PREFIX, "policy"), (ENDPOINT_MODEL, "endpoint")):
-        if name == prefix or name.startswith(prefix):
-            return kind
-    return None
-
 
 def _read_json(path: Path) -> dict:
     try:
@@ -135,96 +121,6 @@ def describe(folder: str | Path, kind: str) -> dict:
     meta = _read_json(folder / ENDPOINT_FILE)
     return {"objectives": list(meta["objectives"]), "conditioned": bool(meta.get("conditioned")),
             "suite": bool(meta.get("suite"))}
-
-
-def model_folder(path: str | Path) -> Path:
-    """A downloaded version -> the PRO folder inside it (``artifacts/<folder>`` of an MLflow model);
-    a plain folder (versions registered before the MLflow format) is returned as it is."""
-    import yaml
-
-    path = Path(path)
-    mlmodel = path / "MLmodel"
-    if not mlmodel.is_file():
-        return path
-    conf = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
-    art = (conf.get("artifacts") or {}).get(ARTIFACT_KEY)
-    if not art:
-        raise CheckpointError(f"{path} is an MLflow model but not one PRO registered (no '{ARTIFACT_KEY}' "
-                              "artifact); load it with mlflow.pyfunc.load_model")
-    return path / art["path"]
-
-
-def legacy_message(ref: str) -> str:
-    return (f"{ref} was registered before PRO's models were MLflow models (a bare folder, no MLmodel), so "
-            "mlflow.pyfunc and `mlflow models serve` cannot load it (PRO's own loaders still can). "
-            f"Re-register it: pro registry download {ref} --output <dir> && "
-            "pro registry register <dir> --name <name> --metric <gate metric>=<value>")
-
-
-# -- signatures ----------------------------------------------------------------------------------
-
-def _gen_param_schema(extra: Mapping[str, tuple[str, Any]] | None = None):
-    from mlflow.types.schema import ParamSchema, ParamSpec
-
-    return ParamSchema([ParamSpec(k, t, d) for k, (t, d) in {**GEN_PARAMS, **dict(extra or {})}.items()])
-
-
-def signature_for(kind: str, info: Mapping[str, Any]):
-    """The ModelSignature of a kind (built from the folder's metadata: no model is run)."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import DataType
-    from mlflow.types.schema import Array, ColSpec, Schema
-
-    names = list(info.get("objectives") or [])
-    prompt = ColSpec(DataType.string, "prompt")
-    weights = ColSpec(Array(DataType.double), "weights", required=False)
-    if kind == "orchestrator":
-        return ModelSignature(Schema([prompt]), Schema([ColSpec(DataType.double, n) for n in names]))
-    if kind == "reward":
-        return ModelSignature(Schema([prompt, ColSpec(DataType.string, "response")]),
-                              Schema([ColSpec(DataType.double, "score")]))
-    w_cols = [ColSpec(DataType.double, f"weight_{n}") for n in names]
-    if kind == "policy":
-        return ModelSignature(Schema([prompt, weights]), Schema([ColSpec(DataType.string, "response"), *w_cols]),
-                              params=_gen_param_schema())
-    out = [ColSpec(DataType.string, "weights_source"), *w_cols, ColSpec(DataType.string, "response")]
-    if info.get("suite"):
-        out += [ColSpec(DataType.double, f"score_{n}") for n in names]
-    return ModelSignature(Schema([prompt, weights]), Schema(out), params=_gen_param_schema({"score": ("boolean", True)}))
-
-
-def input_example_for(kind: str) -> pd.DataFrame:
-    if kind == "reward":
-        return pd.DataFrame({"prompt": EXAMPLE_PROMPTS[:1],
-                             "response": ["Mix flour, water, yeast and salt, let it rise, then bake."]})
-    return pd.DataFrame({"prompt": EXAMPLE_PROMPTS})
-
-
-def pip_requirements() -> list[str]:
-    reqs = []
-    for pkg in REQUIREMENTS:
-        try:
-            reqs.append(f"{pkg}=={_md.version(pkg).split('+')[0]}")
-        except _md.PackageNotFoundError:
-            reqs.append(pkg)
-    return reqs
-
-
-def save_pyfunc(folder: str | Path, dest: str | Path, *, kind: str | None = None) -> tuple[str, dict]:
-    """Write ``folder`` as an MLflow pyfunc model at ``dest`` (a new folder); returns (kind, info)."""
-    folder = Path(folder)
-    kind = kind or detect_kind(folder)
-    if kind not in KINDS:
-        raise ConfigError(f"unknown model kind {kind!r}; one of {KINDS}")
-    info = describe(folder, kind)
-    model = {"orchestrator": OrchestratorModel, "reward": RewardModel, "policy": PolicyModel,
-             "endpoint": EndpointModel}[kind]()
-    mlflow.pyfunc.save_model(
-        path=str(dest), python_model=model, artifacts={ARTIFACT_KEY: str(folder)},
-        code_paths=[str(Path(__file__).resolve().parent)], pip_requirements=pip_requirements(),
-        signature=signature_for(kind, info), input_example=input_example_for(kind),
-        metadata={"pro_kind": kind, "pro_format": FORMAT, **{k: v for k, v in info.items() if v is not None}})
-    return kind, info
 
 
 # -- helpers shared by the pyfunc models ----------------------------------------------------------

@@ -15,8 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 PRO_LIB = REPO / "pro_lib"
 # the code that must speak the one vocabulary (tests and scripts may spell things out)
 LAYERS = ("pro_lib", "components", "pipelines", "ui")
-# phase 2 of issue 12: ui/app.py is being edited on another branch; its registry-name literals go then
-NAME_EXEMPT = {"ui/app.py"}
 
 
 def py_files(*roots: str) -> list[Path]:
@@ -137,10 +135,6 @@ def test_no_import_cycle_inside_pro_lib():
 # Function-level imports that still close a cycle, each to be removed by the named change (issue 12,
 # phase 2). The test below fails on any other cycle, and on an entry here that no longer exists.
 KNOWN_LAZY_EDGES = {
-    # register_model packages the folder as a pyfunc model (serving), whose models load PRO's classes,
-    # which load models:/ refs through the registry: packaging moves out of the registry (serving
-    # registers through it instead).
-    ("pro_lib.registry", "pro_lib.serving"),
     # `pro wic eval` evaluates a Rewarded Soups folder beside WIC policies; soups builds on wic's SFT:
     # the evaluation moves out of wic.py into its own module (the wic.py split).
     ("pro_lib.wic", "pro_lib.soups"),
@@ -242,7 +236,7 @@ def _docstrings(tree: ast.AST) -> set[int]:
 def test_registry_names_defined_once():
     stray = []
     for path in py_files(*LAYERS):
-        if rel(path) in {"pro_lib/registry.py"} | NAME_EXEMPT:
+        if rel(path) == "pro_lib/registry.py":
             continue
         text = path.read_text()
         lines = text.splitlines()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pro_lib.morlhf import format_differences, paired_differences
+from pro_lib.morlhf_eval import format_differences, paired_differences
 
 
 def test_paired_differences_follow_the_data():

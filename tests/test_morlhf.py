@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from pro_lib.errors import CheckpointError, ConfigError, DataError
-from pro_lib.morlhf import (MorlhfEvalConfig, MorlhfTrainConfig, WeightedReward, build_prompt_dataset,
-                            evaluate_morlhf, last_checkpoint, resolve_weights, train_morlhf)
+from pro_lib.morlhf import (MorlhfTrainConfig, WeightedReward, build_prompt_dataset, last_checkpoint,
+                            resolve_weights, train_morlhf)
+from pro_lib.morlhf_eval import MorlhfEvalConfig, evaluate_morlhf
 from pro_lib.suite import RewardSuite
 
 torch.set_num_threads(1)

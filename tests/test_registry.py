@@ -10,7 +10,7 @@ import pytest
 
 from platform_services import (  # noqa: F401  (fixtures)
     mlflow_env, mlflow_server, s3_endpoint, s3_env, start_mlflow_server, stop_server)
-from pro_lib import registry
+from pro_lib import packaging, promotion, registry
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.refs import localize
 
@@ -35,24 +35,24 @@ def _snapshot(name):
 
 def _promotion_flow(tmp_path, name):
     """register -> first champion -> better challenger wins -> worse challenger refused, nothing changes."""
-    v1 = registry.register_model(_model_dir(tmp_path / "v1", "one"), name, metrics={"orchestrator_kl": 0.40},
+    v1 = packaging.register_model(_model_dir(tmp_path / "v1", "one"), name, metrics={"orchestrator_kl": 0.40},
                                  gate_metric="orchestrator_kl", gate_mode="min")
     assert v1 == "1"
     assert registry.list_versions(name)[0]["aliases"] == ["challenger"]
-    r = registry.promote(name)
+    r = promotion.promote(name)
     assert r.promoted and r.champion == "1" and r.previous_champion is None
 
-    v2 = registry.register_model(_model_dir(tmp_path / "v2", "two"), name,
+    v2 = packaging.register_model(_model_dir(tmp_path / "v2", "two"), name,
                                  metrics={"orchestrator_kl": 0.25, "n": 10},
                                  gate_metric="orchestrator_kl", gate_mode="min")
-    r = registry.promote(name)
+    r = promotion.promote(name)
     assert r.promoted, r.message
     assert (r.candidate, r.previous_champion, r.candidate_value, r.champion_value) == (v2, "1", 0.25, 0.40)
 
-    v3 = registry.register_model(_model_dir(tmp_path / "v3", "three"), name, metrics={"orchestrator_kl": 0.31},
+    v3 = packaging.register_model(_model_dir(tmp_path / "v3", "three"), name, metrics={"orchestrator_kl": 0.31},
                                  gate_metric="orchestrator_kl", gate_mode="min")
     before = _snapshot(name)
-    r = registry.promote(name)
+    r = promotion.promote(name)
     assert not r.promoted and r.champion == v2 and "refused" in r.message and "0.31" in r.message
     assert _snapshot(name) == before  # a refused promotion changes nothing
     # loading by alias returns the champion's and the challenger's own files
@@ -69,8 +69,8 @@ def test_gated_promotion_on_real_server(mlflow_env, tmp_path):
     v3 = _promotion_flow(tmp_path, name)
 
     with pytest.raises(ConfigError, match="--force needs --reason"):
-        registry.promote(name, force=True)
-    r = registry.promote(name, version=v3, force=True, reason="rollback drill: v3 fixes a tokenizer bug")
+        promotion.promote(name, force=True)
+    r = promotion.promote(name, version=v3, force=True, reason="rollback drill: v3 fixes a tokenizer bug")
     assert r.promoted and r.forced and r.champion == v3
     info = {v["version"]: v for v in registry.list_versions(name)}
     assert info[v3]["aliases"] == ["champion"]
@@ -87,15 +87,15 @@ def test_gated_promotion_on_real_server(mlflow_env, tmp_path):
 
 def test_max_gate_and_ties_are_refused(mlflow_env, tmp_path):
     name = f"pro-reward-helpful-{uuid.uuid4().hex[:6]}"
-    registry.register_model(_model_dir(tmp_path / "a", "a", "reward"), name, metrics={"accuracy": 0.7})
+    packaging.register_model(_model_dir(tmp_path / "a", "a", "reward"), name, metrics={"accuracy": 0.7})
     assert registry.list_versions(name)[0]["gate_metric"] == "accuracy"  # default gate for reward models
-    assert registry.promote(name).promoted
-    registry.register_model(_model_dir(tmp_path / "b", "b", "reward"), name, metrics={"accuracy": 0.7})
-    assert not registry.promote(name).promoted  # a tie does not beat the champion
-    registry.register_model(_model_dir(tmp_path / "c", "c", "reward"), name, metrics={"accuracy": 0.75})
-    r = registry.promote(name)
+    assert promotion.promote(name).promoted
+    packaging.register_model(_model_dir(tmp_path / "b", "b", "reward"), name, metrics={"accuracy": 0.7})
+    assert not promotion.promote(name).promoted  # a tie does not beat the champion
+    packaging.register_model(_model_dir(tmp_path / "c", "c", "reward"), name, metrics={"accuracy": 0.75})
+    r = promotion.promote(name)
     assert r.promoted and r.champion == "3"
-    assert registry.promote(name, version=3).message.endswith("nothing to do")
+    assert promotion.promote(name, version=3).message.endswith("nothing to do")
 
 
 def test_bad_refs_and_inputs(mlflow_env, tmp_path):
@@ -104,17 +104,17 @@ def test_bad_refs_and_inputs(mlflow_env, tmp_path):
     with pytest.raises(CheckpointError, match="pro registry list"):
         registry.download_model(f"models:/pro-orchestrator-{uuid.uuid4().hex[:6]}@champion")
     with pytest.raises(CheckpointError, match="not a folder"):
-        registry.register_model(tmp_path / "missing", "pro-orchestrator")
+        packaging.register_model(tmp_path / "missing", "pro-orchestrator")
     with pytest.raises(ConfigError, match="gate metric 'orchestrator_kl'"):
-        registry.register_model(_model_dir(tmp_path / "m", "m"), "pro-orchestrator", metrics={"mse": 1.0})
+        packaging.register_model(_model_dir(tmp_path / "m", "m"), "pro-orchestrator", metrics={"mse": 1.0})
 
 
 def test_local_sqlite_store_default(tmp_path, monkeypatch):
     """Without MLFLOW_TRACKING_URI everything lands in $PRO_HOME (SQLite + local artifacts)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     name = "pro-policy-wic"
-    registry.register_model(_model_dir(tmp_path / "p", "p", "policy"), name, metrics={"hypervolume": 0.5})
-    assert registry.promote(name).promoted
+    packaging.register_model(_model_dir(tmp_path / "p", "p", "policy"), name, metrics={"hypervolume": 0.5})
+    assert promotion.promote(name).promoted
     assert (tmp_path / ".pro" / "mlflow.db").is_file()
     assert registry.download_model(f"models:/{name}@champion").is_relative_to(tmp_path / ".pro")
 
@@ -165,14 +165,14 @@ def test_concurrent_promotions_on_real_server(mlflow_env, tmp_path):
 
     name = f"pro-orchestrator-race-{uuid.uuid4().hex[:6]}"
     gate = {"gate_metric": "orchestrator_kl", "gate_mode": "min"}
-    registry.register_model(_model_dir(tmp_path / "v0", "v0"), name, metrics={"orchestrator_kl": 0.8}, **gate)
-    assert registry.promote(name).promoted
+    packaging.register_model(_model_dir(tmp_path / "v0", "v0"), name, metrics={"orchestrator_kl": 0.8}, **gate)
+    assert promotion.promote(name).promoted
     champion_kl = 0.8
     for rnd in range(3):
         better, worse = champion_kl * 0.5, champion_kl * 0.8   # both beat the champion
-        vb = registry.register_model(_model_dir(tmp_path / f"b{rnd}", f"b{rnd}"), name,
+        vb = packaging.register_model(_model_dir(tmp_path / f"b{rnd}", f"b{rnd}"), name,
                                      metrics={"orchestrator_kl": better}, **gate)
-        vw = registry.register_model(_model_dir(tmp_path / f"w{rnd}", f"w{rnd}"), name,
+        vw = packaging.register_model(_model_dir(tmp_path / f"w{rnd}", f"w{rnd}"), name,
                                      metrics={"orchestrator_kl": worse}, **gate)
         order = [vb, vw] if rnd % 2 else [vw, vb]
         barrier, results, errors = threading.Barrier(2), {}, []
@@ -180,7 +180,7 @@ def test_concurrent_promotions_on_real_server(mlflow_env, tmp_path):
         def go(version):
             try:
                 barrier.wait()
-                results[version] = registry.promote(name, version=version)
+                results[version] = promotion.promote(name, version=version)
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
@@ -195,7 +195,7 @@ def test_concurrent_promotions_on_real_server(mlflow_env, tmp_path):
         info = {v["version"]: v for v in registry.list_versions(name)}
         assert info[vb]["aliases"] == ["champion"], (rnd, info)
         assert "champion" not in info[vw]["aliases"]
-        assert not any(registry.PENDING_TAG in v["tags"] for v in info.values())  # announcements cleared
+        assert not any(promotion.PENDING_TAG in v["tags"] for v in info.values())  # announcements cleared
         champion_kl = better
     assert name + registry.LOCK_SUFFIX not in registry.list_models()   # the lock is gone (and hidden)
     from mlflow import MlflowClient
@@ -209,14 +209,14 @@ def test_stale_promotion_lock_is_broken(mlflow_env, tmp_path):
     from pro_lib.tracking import client
 
     name = f"pro-orchestrator-stale-{uuid.uuid4().hex[:6]}"
-    registry.register_model(_model_dir(tmp_path / "v1", "one"), name, metrics={"orchestrator_kl": 0.5})
-    client().create_registered_model(name + registry.LOCK_SUFFIX, tags={registry.LOCK_OWNER_TAG: "crashed:1"})
-    with registry.promotion_lock(name, stale_s=1.0, wait_s=30):
-        owner = client().get_registered_model(name + registry.LOCK_SUFFIX).tags[registry.LOCK_OWNER_TAG]
+    packaging.register_model(_model_dir(tmp_path / "v1", "one"), name, metrics={"orchestrator_kl": 0.5})
+    client().create_registered_model(name + registry.LOCK_SUFFIX, tags={promotion.LOCK_OWNER_TAG: "crashed:1"})
+    with promotion.promotion_lock(name, stale_s=1.0, wait_s=30):
+        owner = client().get_registered_model(name + registry.LOCK_SUFFIX).tags[promotion.LOCK_OWNER_TAG]
         assert owner != "crashed:1"
-    with pytest.raises(registry.RegistryBusy, match="holds the lock"):
-        client().create_registered_model(name + registry.LOCK_SUFFIX, tags={registry.LOCK_OWNER_TAG: "busy:2"})
-        with registry.promotion_lock(name, stale_s=60, wait_s=1.0):
+    with pytest.raises(promotion.RegistryBusy, match="holds the lock"):
+        client().create_registered_model(name + registry.LOCK_SUFFIX, tags={promotion.LOCK_OWNER_TAG: "busy:2"})
+        with promotion.promotion_lock(name, stale_s=60, wait_s=1.0):
             pass
 
 
@@ -227,7 +227,7 @@ def test_download_cache_is_per_store(tmp_path, monkeypatch):
         uri = f"sqlite:///{tmp_path / label / 'mlflow.db'}"
         (tmp_path / label).mkdir()
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        assert registry.register_model(_model_dir(tmp_path / f"m_{label}", f"store-{label}"), "pro-orchestrator",
+        assert packaging.register_model(_model_dir(tmp_path / f"m_{label}", f"store-{label}"), "pro-orchestrator",
                                        metrics={"orchestrator_kl": 0.5}) == "1"
         stores[label] = uri
     for label in ("a", "b", "a"):
@@ -287,7 +287,7 @@ def test_missing_alias_is_not_an_outage(mlflow_env, tmp_path, capsys):
     from pro_lib.cli import main
 
     name = f"pro-orchestrator-noalias-{uuid.uuid4().hex[:6]}"
-    registry.register_model(_model_dir(tmp_path / "v1", "one"), name, metrics={"orchestrator_kl": 0.5})
+    packaging.register_model(_model_dir(tmp_path / "v1", "one"), name, metrics={"orchestrator_kl": 0.5})
     assert main(["registry", "download", f"models:/{name}@champion"]) == 2
     err = capsys.readouterr().err
     assert f"models:/{name}@champion does not exist" in err and "not reachable" not in err, err

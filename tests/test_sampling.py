@@ -94,7 +94,8 @@ def test_wic_online_rounds_hold_every_source(tmp_path, mixed_split):
 
 
 def test_morlhf_train_and_eval_prompt_samples_hold_every_source(tmp_path, mixed_split):
-    from pro_lib.morlhf import MorlhfEvalConfig, evaluate_morlhf, train_morlhf
+    from pro_lib.morlhf import train_morlhf
+    from pro_lib.morlhf_eval import MorlhfEvalConfig, evaluate_morlhf
     from tests.test_morlhf import make_policy, make_suite, tiny_cfg
 
     cfg = tiny_cfg(tmp_path, str(mixed_split), name="run", split="all", max_prompts=20, max_steps=1, save_steps=1)

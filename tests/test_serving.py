@@ -21,7 +21,7 @@ import yaml
 
 from platform_services import (  # noqa: F401  (fixtures)
     FAKE_KEYS, mlflow_env, mlflow_server, s3_endpoint, s3_env, serve_model, stop_server)
-from pro_lib import registry, serving
+from pro_lib import packaging, promotion, registry, serving
 from pro_lib.errors import CheckpointError, ConfigError
 
 NAMES = ["helpful", "harmless"]
@@ -62,16 +62,16 @@ def registered(mlflow_server, s3_endpoint, tiny_encoder_dir, tiny_reward_dir, tm
         for k, v in env.items():
             mp.setenv(k, v)
         refs = {
-            "pro-orchestrator": registry.register_model(dirs["orch"], "pro-orchestrator",
+            "pro-orchestrator": packaging.register_model(dirs["orch"], "pro-orchestrator",
                                                         metrics={"orchestrator_kl": 0.3}),
-            "pro-reward-helpful": registry.register_model(dirs["rm"], "pro-reward-helpful",
+            "pro-reward-helpful": packaging.register_model(dirs["rm"], "pro-reward-helpful",
                                                           metrics={"accuracy": 0.6}),
-            "pro-policy-pro-wic": registry.register_model(dirs["policy"], "pro-policy-pro-wic",
+            "pro-policy-pro-wic": packaging.register_model(dirs["policy"], "pro-policy-pro-wic",
                                                           metrics={"hypervolume": 0.5}),
-            "pro-endpoint": registry.register_model(dirs["endpoint"], "pro-endpoint",
+            "pro-endpoint": packaging.register_model(dirs["endpoint"], "pro-endpoint",
                                                     metrics={"hypervolume": 0.5}),
         }
-        assert registry.promote("pro-endpoint").promoted
+        assert promotion.promote("pro-endpoint").promoted
     return {"env": env, "versions": refs, "dirs": dirs}
 
 
@@ -153,11 +153,11 @@ def test_pro_loaders_read_the_new_format_and_legacy_folders(registered, monkeypa
 
 def test_register_refuses_a_folder_of_the_wrong_kind(registered, tmp_path):
     with pytest.raises(ConfigError, match="name is for an orchestrator but the folder holds a policy"):
-        registry.register_model(registered["dirs"]["policy"], "pro-orchestrator", metrics={"orchestrator_kl": 1})
+        packaging.register_model(registered["dirs"]["policy"], "pro-orchestrator", metrics={"orchestrator_kl": 1})
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "weights.bin").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="not a PRO model folder"):
-        registry.register_model(tmp_path / "junk", "pro-reward-helpful", metrics={"accuracy": 1})
+        packaging.register_model(tmp_path / "junk", "pro-reward-helpful", metrics={"accuracy": 1})
 
 
 def test_served_endpoint_answers_invocations(registered, tmp_path):

@@ -256,16 +256,16 @@ def test_compare_two_policies(monkeypatch, tiny_models):
 @pytest.fixture
 def registry_store(tiny_models, tmp_path):
     """pro-orchestrator v1 (champion, KL 0.5) and v2 (challenger, KL 0.9) in this test's MLflow store."""
-    from pro_lib import registry
+    from pro_lib import packaging, promotion
 
-    v1 = registry.register_model(tiny_models["orchestrator"], "pro-orchestrator", metrics={"orchestrator_kl": 0.5})
-    assert registry.promote("pro-orchestrator").promoted
+    v1 = packaging.register_model(tiny_models["orchestrator"], "pro-orchestrator", metrics={"orchestrator_kl": 0.5})
+    assert promotion.promote("pro-orchestrator").promoted
     other = build_orchestrator(tmp_path / "orch_v2", seed=7)
-    v2 = registry.register_model(other, "pro-orchestrator", metrics={"orchestrator_kl": 0.9})
+    v2 = packaging.register_model(other, "pro-orchestrator", metrics={"orchestrator_kl": 0.9})
     for i, n in enumerate(NAMES):  # one reward model per objective, as the main job registers them
-        registry.register_model(build_reward_model(tmp_path / f"rm_{n}", seed=i), f"pro-reward-{n}",
+        packaging.register_model(build_reward_model(tmp_path / f"rm_{n}", seed=i), f"pro-reward-{n}",
                                 metrics={"accuracy": 0.6})
-        assert registry.promote(f"pro-reward-{n}").promoted
+        assert promotion.promote(f"pro-reward-{n}").promoted
     return {"v1": v1, "v2": v2, "v2_dir": other}
 
 
@@ -306,7 +306,7 @@ def test_registry_model_selection_by_alias(monkeypatch, tiny_models, registry_st
 
 
 def test_registry_view_promotion_is_gated(monkeypatch, tiny_models, registry_store, tmp_path):
-    from pro_lib import registry
+    from pro_lib import packaging, registry
 
     at = _app(monkeypatch, tiny_models, PRO_UI_ALLOW_PROMOTION="true").run()
     overview = at.dataframe[0].value.set_index("model")
@@ -330,7 +330,7 @@ def test_registry_view_promotion_is_gated(monkeypatch, tiny_models, registry_sto
     at.button(key="promote").click().run()  # forcing without a reason is refused too
     assert any("needs a reason" in e for e in _errors(at)), _errors(at)
 
-    v3 = registry.register_model(build_orchestrator(tmp_path / "orch_v3", seed=3), "pro-orchestrator",
+    v3 = packaging.register_model(build_orchestrator(tmp_path / "orch_v3", seed=3), "pro-orchestrator",
                                  metrics={"orchestrator_kl": 0.2})
     at.checkbox(key="promote_force").uncheck().run()
     at.selectbox(key="promote_version").set_value(v3).run()
@@ -441,13 +441,13 @@ def test_closing_the_stream_stops_the_generation_thread(tiny_models):
 
 
 def test_compare_champion_and_challenger_policies_from_the_registry(monkeypatch, tiny_models, tmp_path):
-    from pro_lib import registry
+    from pro_lib import packaging, promotion
     from test_ui_support import build_policy
 
     name = "pro-policy-pro-wic"
-    registry.register_model(tiny_models["policy"], name, metrics={"hypervolume": 0.4})
-    assert registry.promote(name).promoted
-    registry.register_model(build_policy(tmp_path / "wic_v2", seed=5), name, metrics={"hypervolume": 0.3})
+    packaging.register_model(tiny_models["policy"], name, metrics={"hypervolume": 0.4})
+    assert promotion.promote(name).promoted
+    packaging.register_model(build_policy(tmp_path / "wic_v2", seed=5), name, metrics={"hypervolume": 0.3})
     at = _app(monkeypatch, tiny_models, PRO_UI_POLICY=f"models:/{name}@champion",
               PRO_UI_POLICY_B=f"models:/{name}@challenger").run()
     _no_traceback(at)
@@ -570,7 +570,7 @@ def test_registry_drops_mid_session_and_comes_back(monkeypatch, tiny_models, s3_
     import streamlit as st
 
     from platform_services import start_mlflow_server, stop_server
-    from pro_lib import registry
+    from pro_lib import packaging, promotion
     from test_ui_support import build_policy
 
     port, db = _free_port(), f"sqlite:///{tmp_path / 'server.db'}"
@@ -578,14 +578,14 @@ def test_registry_drops_mid_session_and_comes_back(monkeypatch, tiny_models, s3_
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.setenv("PRO_PROMOTION_SETTLE_S", "0")
-        registry.register_model(tiny_models["orchestrator"], "pro-orchestrator", metrics={"orchestrator_kl": 0.5})
-        registry.register_model(build_policy(tmp_path / "wic", seed=0), "pro-policy-pro-wic",
+        packaging.register_model(tiny_models["orchestrator"], "pro-orchestrator", metrics={"orchestrator_kl": 0.5})
+        packaging.register_model(build_policy(tmp_path / "wic", seed=0), "pro-policy-pro-wic",
                                 metrics={"hypervolume": 0.4})
         for n in NAMES:
-            registry.register_model(build_reward_model(tmp_path / f"rm_{n}", seed=1), f"pro-reward-{n}",
+            packaging.register_model(build_reward_model(tmp_path / f"rm_{n}", seed=1), f"pro-reward-{n}",
                                     metrics={"accuracy": 0.6})
         for name in ["pro-orchestrator", "pro-policy-pro-wic"] + [f"pro-reward-{n}" for n in NAMES]:
-            assert registry.promote(name).promoted
+            assert promotion.promote(name).promoted
         at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR="", PRO_UI_SUITE="", PRO_UI_POLICY="",
                   PRO_UI_POLICY_B="").run()
         at.text_area(key="prompt").input(PROMPT).run()
@@ -630,12 +630,12 @@ def test_registry_drops_mid_session_and_comes_back(monkeypatch, tiny_models, s3_
 def test_defaults_open_on_the_champion_policy_and_compare_it_with_the_base(monkeypatch, tiny_models, tmp_path):
     """After the main job (one registered policy): Policy A is pro-policy-pro-wic@champion and Policy B
     the base policy it was trained from (PRO_UI_BASE_POLICY, default the bundled smollm2)."""
-    from pro_lib import registry
+    from pro_lib import packaging, promotion
     from test_ui_support import build_policy
 
     name = "pro-policy-pro-wic"
-    registry.register_model(tiny_models["policy"], name, metrics={"hypervolume": 0.4})
-    assert registry.promote(name).promoted
+    packaging.register_model(tiny_models["policy"], name, metrics={"hypervolume": 0.4})
+    assert promotion.promote(name).promoted
     base = build_policy(tmp_path / "base", seed=3)
     at = _app(monkeypatch, tiny_models, PRO_UI_POLICY="", PRO_UI_POLICY_B="", PRO_UI_BASE_POLICY=str(base)).run()
     _no_traceback(at)

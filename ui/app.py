@@ -25,73 +25,14 @@ import streamlit as st
 
 from ui import batch as batchlib
 from ui import charts
-from ui.backend import (PER_OBJECTIVE, Backend, ModelSpec, NoLocalStore, RegistryUnreachable, UIError, align_objectives,
-                        check_prompt, versions_table)
+from ui.backend import (Backend, NoLocalStore, RegistryUnreachable, UIError, align_objectives, check_prompt,
+                        versions_table)
+from ui.sidebar import (ROLES, backend, cached_models, cached_predict, cached_resolve, cached_selectors,
+                        note_registry_down, registry_down, sidebar)
 from ui.simplex import (WeightError, confidence, dominant, format_weights, normalize, parse_weight_text,
                         rebalance, uniform, weighted_score)
 
-ROLES = {  # role -> (label, env var, registry-name hint, optional?)
-    "orchestrator": ("Orchestrator", "PRO_UI_ORCHESTRATOR", "orchestrator", False),
-    "suite": ("Reward suite", "PRO_UI_SUITE", "suite", False),
-    "policy_a": ("Policy A", "PRO_UI_POLICY", "policy", False),
-    "policy_b": ("Policy B (compare)", "PRO_UI_POLICY_B", "policy", True),
-}
-SOURCES = ["Registry", "Local folder"]
-ALIASES_PER_OBJECTIVE = ("champion", "challenger")
-PLACEHOLDERS = {"orchestrator": "runs/orchestrator", "suite": "runs/targets/suite",
-                "policy_a": "runs/wic or smollm2", "policy_b": "runs/ric or smollm2"}
 ss = st.session_state
-# This run's "registry is away" message: shown once at the top of the page, not in every picker.
-REGISTRY_DOWN: list[str] = []
-
-
-# -- cached resources -----------------------------------------------------------------------------
-
-def backend() -> Backend:
-    return Backend()
-
-
-@st.cache_data(ttl=20, show_spinner=False)
-def cached_models(tracking_uri: str) -> list[str]:
-    return Backend(tracking_uri).list_models()
-
-
-@st.cache_data(ttl=20, show_spinner=False)
-def cached_selectors(tracking_uri: str, name: str) -> list[str]:
-    return Backend(tracking_uri).selectors(name)
-
-
-@st.cache_data(ttl=20, show_spinner=False)
-def cached_resolve(tracking_uri: str, spec: ModelSpec):
-    return Backend(tracking_uri).resolve(spec)
-
-
-@st.cache_data(ttl=20, show_spinner=False)
-def cached_resolve_per_objective(tracking_uri: str, selector: str, names: tuple, stats_json: str):
-    import json
-
-    return Backend(tracking_uri).resolve_per_objective(selector, list(names), json.loads(stats_json))
-
-
-@st.cache_resource(show_spinner="Loading the orchestrator…", max_entries=4)
-def cached_orchestrator(tracking_uri: str, load_ref: str):
-    return Backend(tracking_uri).load_orchestrator(load_ref)
-
-
-@st.cache_resource(show_spinner="Loading the reward suite…", max_entries=4)
-def cached_suite(tracking_uri: str, load_ref: str):
-    return Backend(tracking_uri).load_suite(load_ref)
-
-
-@st.cache_resource(show_spinner="Loading the policy…", max_entries=4)
-def cached_policy(tracking_uri: str, load_ref: str, objectives: tuple | None = None):
-    return Backend(tracking_uri).load_policy(load_ref, objectives)
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
-def cached_predict(tracking_uri: str, load_ref: str, prompt: str) -> np.ndarray:
-    orch = cached_orchestrator(tracking_uri, load_ref)
-    return Backend(tracking_uri).predict(orch, [prompt])[0]
 
 
 @st.cache_data(show_spinner=False)
@@ -109,208 +50,6 @@ def example_prompts(limit: int = 60) -> list[str]:
         return out[::step][:limit]
     except Exception:
         return []
-
-
-LOADERS = {"orchestrator": cached_orchestrator, "suite": cached_suite,
-           "policy_a": cached_policy, "policy_b": cached_policy}
-
-
-# -- sidebar: model selection -------------------------------------------------------------------
-
-def _registry_models(be: Backend) -> tuple[list[str], str | None]:
-    try:
-        return cached_models(be.tracking_uri), None
-    except RegistryUnreachable as exc:
-        _registry_down(str(exc))
-        return [], str(exc)
-    except UIError as exc:
-        return [], str(exc)
-
-
-def _registry_down(message: str) -> None:
-    if message not in REGISTRY_DOWN:
-        REGISTRY_DOWN.append(message)
-
-
-def _keep_loaded(role: str, name: str | None = None):
-    """While the registry is away, a picker keeps the model it had loaded from it."""
-    last = ss.get(f"{role}_last")
-    if last and last[1].spec.source == "registry" and name in (None, last[1].spec.name):
-        st.sidebar.caption(f"from {last[1].label()} (kept: the registry is offline)")
-        return last
-    st.sidebar.caption("The registry is offline (see the message at the top).")
-    return None
-
-
-def _init_role(role: str, models: list[str]) -> None:
-    """First run: widget defaults from PRO_UI_* or the registry's pro-* models.
-
-    With the registry away at start the pickers stay on "Registry" and get their defaults once it
-    answers (the page says it is away instead of silently switching to local folders).
-    """
-    auto = ss.get(f"{role}_auto")
-    if f"{role}_source" in ss and not auto:
-        return
-    label, env, hint, optional = ROLES[role]
-    text = "" if auto else os.environ.get(env, "").strip()
-    if REGISTRY_DOWN and not text:
-        ss.setdefault(f"{role}_source", "None" if optional else "Registry")
-        ss[f"{role}_auto"] = True
-        return
-    if auto:
-        del ss[f"{role}_auto"]
-        if ss.get(f"{role}_name") or ss.get(f"{role}_source") != ("None" if optional else "Registry"):
-            return  # the user chose meanwhile
-    if text:
-        try:
-            spec = ModelSpec.parse(text)
-        except UIError:
-            spec = ModelSpec("local", text, "")
-        if spec.source == "registry":
-            ss[f"{role}_source"], ss[f"{role}_name"], ss[f"{role}_sel"] = "Registry", spec.name, spec.selector
-            ss[f"{role}_want"] = (spec.name, spec.selector)
-        else:
-            ss[f"{role}_source"], ss[f"{role}_path"] = "Local folder", spec.name
-        return
-    candidates = [m for m in models if hint in m]
-    if role == "suite" and not candidates and any(m.startswith("pro-reward-") for m in models):
-        candidates = [PER_OBJECTIVE]
-    if role == "policy_b":  # a second registered policy (e.g. RiC next to PRO-WIC), else the base policy
-        if candidates[1:] or not candidates:
-            candidates = candidates[1:]
-        else:  # one trained policy (the main job's PRO-WIC champion): compare it with what it started from
-            ss[f"{role}_source"], ss[f"{role}_path"] = "Local folder", os.environ.get("PRO_UI_BASE_POLICY", "smollm2")
-            return
-    if not candidates:
-        ss[f"{role}_source"] = "None" if optional else ("Registry" if models else "Local folder")
-        return
-    preferred = {"orchestrator": "pro-orchestrator"}.get(role)
-    ss[f"{role}_source"] = "Registry"
-    ss[f"{role}_name"] = preferred if preferred in candidates else candidates[0]
-
-
-def model_picker(role: str, be: Backend, models: list[str], registry_error: str | None, context: dict):
-    """Source / name / alias-or-version widgets for one role; returns the loaded object or None."""
-    label, _, hint, optional = ROLES[role]
-    _init_role(role, models)
-    st.sidebar.markdown(f"**{label}**")
-    sources = (["None"] if optional else []) + SOURCES
-    source = st.sidebar.radio("source", sources, key=f"{role}_source", horizontal=True,
-                              label_visibility="collapsed")
-    spec = None
-    if source == "None":
-        return None
-    if source == "Registry":
-        if registry_error:
-            if REGISTRY_DOWN:
-                return _keep_loaded(role)
-            st.sidebar.error(registry_error)
-            return None
-        if f"{role}_name" not in ss and ss.get(f"{role}_want"):  # widgets not drawn while offline lose state
-            ss[f"{role}_name"], ss[f"{role}_sel"] = ss[f"{role}_want"]
-        if not models:
-            st.sidebar.warning("The registry has no models yet: run `make demo`, or pick a local folder.")
-            return None
-        if role.startswith("policy") and not any(hint in m for m in models) and not ss.get(f"{role}_name"):
-            st.sidebar.info("No policy is registered yet (the `pro_wic` pipeline registers "
-                            "`pro-policy-pro-wic`). Pick **Local folder** and type `smollm2` to try the "
-                            "bundled SmolLM2, or a folder from `pro wic offline`.")
-        names = sorted(models, key=lambda m: (hint not in m, m))
-        if role == "suite" and any(m.startswith("pro-reward-") for m in models):
-            names.insert(0, PER_OBJECTIVE)
-        wanted = ss.get(f"{role}_name")
-        if wanted is not None and wanted not in names:
-            st.sidebar.error(f"Registered model '{wanted}' is missing from the registry at "
-                             f"{be.tracking_uri}; pick another one.")
-            del ss[f"{role}_name"]
-        name = st.sidebar.selectbox("registered model", names, key=f"{role}_name", index=None,
-                                    placeholder=f"choose a registered {hint}")
-        if name is None:
-            return None
-        try:
-            selectors = list(ALIASES_PER_OBJECTIVE) if name == PER_OBJECTIVE else cached_selectors(be.tracking_uri, name)
-        except RegistryUnreachable as exc:
-            _registry_down(str(exc))
-            return _keep_loaded(role, name)
-        except UIError as exc:
-            st.sidebar.error(str(exc))
-            return None
-        if not selectors:
-            st.sidebar.warning(f"'{name}' has no versions.")
-            return None
-        if ss.get(f"{role}_sel") not in selectors:
-            wanted = ss.get(f"{role}_sel")
-            if wanted:
-                st.sidebar.warning(f"'{name}' has no alias or version '{wanted}'; showing "
-                                   f"'{selectors[0]}' instead.")
-            ss[f"{role}_sel"] = selectors[0]
-        sel = st.sidebar.selectbox("alias or version", selectors, key=f"{role}_sel")
-        ss[f"{role}_want"] = (name, sel)
-        spec = ModelSpec("registry", name, sel)
-    else:
-        path = st.sidebar.text_input("folder", key=f"{role}_path", placeholder=PLACEHOLDERS[role],
-                                     help="a folder saved by PRO, or models:/<name>@<alias> / models:/<name>/<version>")
-        if not path.strip():
-            st.sidebar.info("Enter a folder saved by PRO (or a models:/<name>@<alias> reference)." + (
-                " No WIC policy trained yet? Type `smollm2` for the bundled SmolLM2-135M-Instruct "
-                "(weights go into its prompt, but it was not trained to follow them)."
-                if role.startswith("policy") else ""))
-            return None
-        try:  # models:/name@alias typed here works as on the CLI
-            spec = ModelSpec.parse(path)
-        except UIError as exc:
-            st.sidebar.error(str(exc))
-            return None
-    try:
-        if spec.name == PER_OBJECTIVE:
-            orch = context.get("orchestrator")
-            if orch is None:
-                st.sidebar.info("Load the orchestrator first: it names the objectives and holds the "
-                                "normalisation statistics.")
-                return None
-            import json
-
-            prov = cached_resolve_per_objective(be.tracking_uri, spec.selector, tuple(orch[0].objectives),
-                                                json.dumps(getattr(orch[0], "norm_stats", None), sort_keys=True))
-        else:
-            prov = cached_resolve(be.tracking_uri, spec)
-        with st.spinner(f"Loading {label.lower()} from {prov.load_ref}…"):
-            if role.startswith("policy") and context.get("orchestrator"):
-                obj = cached_policy(be.tracking_uri, prov.load_ref, tuple(context["orchestrator"][0].objectives))
-            else:
-                obj = LOADERS[role](be.tracking_uri, prov.load_ref)
-    except RegistryUnreachable as exc:
-        _registry_down(str(exc))
-        return _keep_loaded(role, spec.name)
-    except UIError as exc:
-        st.sidebar.error(str(exc))
-        return None
-    st.sidebar.caption(f"from {prov.label()}")
-    ss[f"{role}_last"] = (obj, prov)
-    return obj, prov
-
-
-def _clear_caches() -> None:
-    for fn in (cached_models, cached_selectors, cached_resolve, cached_resolve_per_objective,
-               cached_orchestrator, cached_suite, cached_policy, cached_predict):
-        fn.clear()
-
-
-def sidebar(be: Backend) -> dict:
-    st.sidebar.header("Models")
-    models, registry_error = _registry_models(be)
-    st.sidebar.caption(f"MLflow: `{be.tracking_uri}`")
-    st.sidebar.button("↻ Reload", key="reload", on_click=_clear_caches,
-                      help="Forget cached models and registry look-ups (after retraining or promoting elsewhere)")
-    loaded: dict = {}
-    for role in ROLES:
-        loaded[role] = model_picker(role, be, models, registry_error, loaded)
-    st.sidebar.header("Generation")
-    st.sidebar.number_input("max new tokens", 1, 1024, 48, key="max_new_tokens")
-    st.sidebar.checkbox("sample", value=False, key="do_sample")
-    st.sidebar.slider("temperature", 0.1, 2.0, 0.8, 0.05, key="temperature", disabled=not ss.get("do_sample"))
-    st.sidebar.number_input("seed", 0, 2**31 - 1, 0, key="seed")
-    return loaded
 
 
 def gen_kwargs() -> dict:
@@ -675,7 +414,7 @@ def tab_registry() -> None:
         st.info(str(exc))
         return
     except RegistryUnreachable as exc:
-        _registry_down(str(exc))
+        note_registry_down(str(exc))
         st.info("The registry is offline (see the message at the top).")
         return
     except UIError as exc:
@@ -778,8 +517,8 @@ def main() -> None:
     banner = st.empty()
     be = backend()
     loaded = sidebar(be)
-    if REGISTRY_DOWN:
-        banner.error(REGISTRY_DOWN[0])
+    if registry_down():
+        banner.error(registry_down()[0])
     names = current_names(loaded)
     tabs = st.tabs(["One prompt", "Compare policies", "Batch", "Registry"])
     if names is None:

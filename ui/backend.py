@@ -288,18 +288,18 @@ class Backend:
 
     def promote(self, name: str, version: str | None = None, *, force: bool = False,
                 reason: str | None = None) -> Any:
-        """Gated promotion (pro_lib.registry.promote); the result says whether it happened and why."""
+        """Gated promotion (pro_lib.promotion.promote); the result says whether it happened and why."""
         if force and not (reason or "").strip():
             raise UIError("A forced promotion needs a reason (it is recorded on the model version).")
         self._client()
-        from pro_lib import registry
+        from pro_lib import promotion
 
         kwargs: dict[str, Any] = {"force": force}
         if version:
             kwargs["version"] = str(version)
         if reason:
             kwargs["reason"] = reason
-        return self._registry_call(f"promote {name}", registry.promote, name, **kwargs)
+        return self._registry_call(f"promote {name}", promotion.promote, name, **kwargs)
 
     def resolve(self, spec: ModelSpec) -> Provenance:
         """Pin an alias to the version it points at now (the cache key), with its run."""

@@ -48,7 +48,7 @@ def launch_command(train_args: list[str], *, zero: int = 2, num_processes: int |
 
 
 def register(subparsers) -> None:
-    from pro_lib import morlhf
+    from pro_lib import morlhf, morlhf_eval
     from pro_lib.cli import add_stage
 
     p = subparsers.add_parser(
@@ -70,7 +70,7 @@ def register(subparsers) -> None:
         print((Path(cfg.output_dir) / "eval_table.md").read_text().rstrip())
         print(f"curves: {Path(cfg.output_dir) / 'curves.png'}; numbers: {Path(cfg.output_dir) / 'eval.json'}")
 
-    add_stage(s, "eval", morlhf.MorlhfEvalConfig, morlhf.evaluate_morlhf,
+    add_stage(s, "eval", morlhf_eval.MorlhfEvalConfig, morlhf_eval.evaluate_morlhf,
               "held-out reward per objective and weighted reward; training curves (Figure 3)", after=show_eval)
 
     lp = s.add_parser(

@@ -48,7 +48,8 @@ def main() -> int:
 
     from pro_lib.config import build_config, load_yaml_config
     from pro_lib.data import format_source_mix
-    from pro_lib.morlhf import MorlhfEvalConfig, MorlhfTrainConfig, evaluate_morlhf, train_morlhf
+    from pro_lib.morlhf import MorlhfTrainConfig, train_morlhf
+    from pro_lib.morlhf_eval import MorlhfEvalConfig, evaluate_morlhf
 
     torch.set_num_threads(2)
     hh, out = Path(args.hh), Path(args.out)

@@ -1,0 +1,160 @@
+"""Packaging: a PRO model folder as an MLflow pyfunc model, and its registration.
+
+:func:`register_model` is how PRO registers a ``save_pretrained`` folder (orchestrator, reward model,
+policy or ``pro-endpoint``): the folder's kind (read from its files) must match the name's family; it
+is written as an MLflow pyfunc model (:func:`save_pyfunc`: signature, input example, pinned pip
+requirements, ``code/pro_lib`` via ``code_paths``, the folder under ``artifacts/<folder>``; the
+models themselves are :mod:`pro_lib.serving`'s classes) and registered through
+:func:`pro_lib.registry.register_version`. The registry knows nothing of the format beyond
+:func:`pro_lib.registry.model_folder`, so the dependency runs one way: packaging -> serving, registry.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from importlib import metadata as _md
+from pathlib import Path
+from typing import Any, Mapping
+
+import mlflow.pyfunc
+import pandas as pd
+
+from pro_lib import registry, serving
+from pro_lib.errors import CheckpointError, ConfigError
+from pro_lib.registry import (ARTIFACT_KEY, ENDPOINT_MODEL, FORMAT, ORCHESTRATOR_MODEL, POLICY_MODEL_PREFIX,
+                              REWARD_MODEL_PREFIX)
+
+KINDS = ("orchestrator", "reward", "policy", "endpoint")
+# packages the pyfunc models import at inference time, pinned to the versions that wrote them
+REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyyaml", "tqdm")
+
+
+# -- what a name is for, what a folder was -------------------------------------------------------
+
+def kind_of_name(name: str) -> str | None:
+    """The kind a registered name implies (``pro-reward-helpful`` -> ``reward``), or None."""
+    for prefix, kind in ((ORCHESTRATOR_MODEL, "orchestrator"), (REWARD_MODEL_PREFIX, "reward"),
+                         (POLICY_MODEL_PREFIX, "policy"), (ENDPOINT_MODEL, "endpoint")):
+        if name == prefix or name.startswith(prefix):
+            return kind
+    return None
+
+
+def legacy_message(ref: str) -> str:
+    return (f"{ref} was registered before PRO's models were MLflow models (a bare folder, no MLmodel), so "
+            "mlflow.pyfunc and `mlflow models serve` cannot load it (PRO's own loaders still can). "
+            f"Re-register it: pro registry download {ref} --output <dir> && "
+            "pro registry register <dir> --name <name> --metric <gate metric>=<value>")
+
+
+# -- the MLflow model ------------------------------------------------------------------------------
+
+def _gen_param_schema(extra: Mapping[str, tuple[str, Any]] | None = None):
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
+    return ParamSchema([ParamSpec(k, t, d) for k, (t, d) in {**serving.GEN_PARAMS, **dict(extra or {})}.items()])
+
+
+def signature_for(kind: str, info: Mapping[str, Any]):
+    """The ModelSignature of a kind (built from the folder's metadata: no model is run)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import DataType
+    from mlflow.types.schema import Array, ColSpec, Schema
+
+    names = list(info.get("objectives") or [])
+    prompt = ColSpec(DataType.string, "prompt")
+    weights = ColSpec(Array(DataType.double), "weights", required=False)
+    if kind == "orchestrator":
+        return ModelSignature(Schema([prompt]), Schema([ColSpec(DataType.double, n) for n in names]))
+    if kind == "reward":
+        return ModelSignature(Schema([prompt, ColSpec(DataType.string, "response")]),
+                              Schema([ColSpec(DataType.double, "score")]))
+    w_cols = [ColSpec(DataType.double, f"weight_{n}") for n in names]
+    if kind == "policy":
+        return ModelSignature(Schema([prompt, weights]), Schema([ColSpec(DataType.string, "response"), *w_cols]),
+                              params=_gen_param_schema())
+    out = [ColSpec(DataType.string, "weights_source"), *w_cols, ColSpec(DataType.string, "response")]
+    if info.get("suite"):
+        out += [ColSpec(DataType.double, f"score_{n}") for n in names]
+    return ModelSignature(Schema([prompt, weights]), Schema(out), params=_gen_param_schema({"score": ("boolean", True)}))
+
+
+def input_example_for(kind: str) -> pd.DataFrame:
+    if kind == "reward":
+        return pd.DataFrame({"prompt": serving.EXAMPLE_PROMPTS[:1],
+                             "response": ["Mix flour, water, yeast and salt, let it rise, then bake."]})
+    return pd.DataFrame({"prompt": serving.EXAMPLE_PROMPTS})
+
+
+def pip_requirements() -> list[str]:
+    reqs = []
+    for pkg in REQUIREMENTS:
+        try:
+            reqs.append(f"{pkg}=={_md.version(pkg).split('+')[0]}")
+        except _md.PackageNotFoundError:
+            reqs.append(pkg)
+    return reqs
+
+
+def save_pyfunc(folder: str | Path, dest: str | Path, *, kind: str | None = None) -> tuple[str, dict]:
+    """Write ``folder`` as an MLflow pyfunc model at ``dest`` (a new folder); returns (kind, info)."""
+    folder = Path(folder)
+    kind = kind or serving.detect_kind(folder)
+    if kind not in KINDS:
+        raise ConfigError(f"unknown model kind {kind!r}; one of {KINDS}")
+    info = serving.describe(folder, kind)
+    model = {"orchestrator": serving.OrchestratorModel, "reward": serving.RewardModel,
+             "policy": serving.PolicyModel, "endpoint": serving.EndpointModel}[kind]()
+    mlflow.pyfunc.save_model(
+        path=str(dest), python_model=model, artifacts={ARTIFACT_KEY: str(folder)},
+        code_paths=[str(Path(__file__).resolve().parent)], pip_requirements=pip_requirements(),
+        signature=signature_for(kind, info), input_example=input_example_for(kind),
+        metadata={"pro_kind": kind, "pro_format": FORMAT, **{k: v for k, v in info.items() if v is not None}})
+    return kind, info
+
+
+# -- registration ---------------------------------------------------------------------------------
+
+
+def _as_mlflow_model(local_dir: Path, name: str, staging: Path) -> tuple[str, Path]:
+    """The folder to upload: ``local_dir`` written as a PRO pyfunc model (or as is, when it already
+    is an MLflow model); the kind is read from the folder and must match the name's family."""
+    if (local_dir / "MLmodel").is_file():
+        import yaml
+
+        meta = (yaml.safe_load((local_dir / "MLmodel").read_text()) or {}).get("metadata") or {}
+        kind = meta.get("pro_kind") or "mlflow"
+        inner = None
+    else:
+        kind = inner = serving.detect_kind(local_dir)
+    expected = kind_of_name(name)
+    if expected and kind != expected:
+        raise ConfigError(f"cannot register {local_dir} as {name}: the name is for a{'n' if expected[0] in 'aeiou' else ''} "
+                          f"{expected} but the folder holds a{'n' if kind[0] in 'aeiou' else ''} {kind} model")
+    if inner is None:
+        return kind, local_dir
+    save_pyfunc(local_dir, staging, kind=kind)
+    return kind, staging
+
+
+def register_model(local_dir: str | Path, name: str, *, run_id: str | None = None,
+                   metrics: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
+                   gate_metric: str | None = None, gate_mode: str | None = None,
+                   description: str | None = None) -> str:
+    """Register ``local_dir`` as a new version of ``name`` with alias ``challenger``; return the version.
+
+    The folder (whose kind, read from its files, must match the name's family) is written as an
+    MLflow pyfunc model and logged as artifacts of ``run_id`` (or of a new run in the current experiment,
+    a child of the pipeline's parent run when there is one) under ``registered/<name>``.
+    ``gate_metric``/``gate_mode`` default to :data:`pro_lib.registry.DEFAULT_GATES`; the gate metric must
+    be among ``metrics`` (a version without it can never win a gated promotion, so this fails early).
+    """
+    local_dir = Path(local_dir)
+    if not local_dir.is_dir() or not any(local_dir.iterdir()):
+        raise CheckpointError(f"cannot register {local_dir}: not a folder with a saved model in it")
+    registry.check_registration(name, metrics, gate_metric=gate_metric, gate_mode=gate_mode)  # before writing
+    with tempfile.TemporaryDirectory(prefix="pro-register-") as staging:
+        kind, model_dir = _as_mlflow_model(local_dir, name, Path(staging) / "model")
+        return registry.register_version(model_dir, name, kind=kind, source_dir=local_dir, run_id=run_id,
+                                         metrics=metrics, tags=tags, gate_metric=gate_metric,
+                                         gate_mode=gate_mode, description=description)
