@@ -141,9 +141,6 @@ KNOWN_LAZY_EDGES = {
     # which load models:/ refs through the registry: packaging moves out of the registry (serving
     # registers through it instead).
     ("pro_lib.registry", "pro_lib.serving"),
-    # `pro wic eval` evaluates a Rewarded Soups folder beside WIC policies; soups builds on wic's SFT:
-    # the evaluation moves out of wic.py into its own module (the wic.py split).
-    ("pro_lib.wic", "pro_lib.soups"),
 }
 
 
