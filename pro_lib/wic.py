@@ -31,6 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from pro_lib.config import field
 from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import atomic_dir, read_json, write_json
@@ -389,6 +390,11 @@ def _score(suite, prompts: Sequence[str], responses: Sequence[str]) -> tuple[np.
     raw = np.asarray(suite.score(list(prompts), list(responses), progress=False), dtype=np.float64)
     z = suite.normalize(raw) if suite.stats is not None else raw
     return raw, np.asarray(z, dtype=np.float64)
+
+
+def max_prompt_tokens_field():
+    """The ``max_prompt_tokens`` config field (SFT, online sampling, evaluation): the one definition."""
+    return field(256, help="prompts longer than this many tokens keep their last tokens")
 
 
 def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> str:

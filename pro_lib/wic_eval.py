@@ -22,7 +22,8 @@ from pro_lib.errors import ConfigError, ProError
 from pro_lib.io import atomic_dir, write_json, write_jsonl
 from pro_lib.soups import SoupPolicy
 from pro_lib.targets import check_objectives
-from pro_lib.wic import RIC_MAPPINGS, WICPolicy, _device, _load_suite, _prompt_mix, _score, truncate_prompt
+from pro_lib.wic import (RIC_MAPPINGS, WICPolicy, _device, _load_suite, _prompt_mix, _score, max_prompt_tokens_field,
+                         truncate_prompt)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class WICEvalConfig:
                                         "(default: -2 per objective)")
     max_new_tokens: int = field(48, help="max new tokens (greedy decoding)")
     gen_batch_size: int = field(16, help="generation batch size")
-    max_prompt_tokens: int = field(256, help="prompts longer than this many tokens keep their last tokens")
+    max_prompt_tokens: int = max_prompt_tokens_field()
     bootstrap: int = field(1000, help="bootstrap resamples over prompts for the confidence intervals of the "
                                       "hypervolumes, their differences and the weight response (0: none)")
     ric_mapping: str | None = field(None, help="override the preference-to-reward mapping of rewards-conditioned "

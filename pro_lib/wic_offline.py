@@ -26,7 +26,7 @@ from pro_lib.errors import ConfigError, DataError
 from pro_lib.io import atomic_dir, write_json, write_jsonl
 from pro_lib.targets import check_objectives
 from pro_lib.wic import (CONDITIONINGS, RIC_MAPPINGS, WIC_CONFIG, WICPolicy, _device, _load_suite, _score,
-                         truncate_prompt)
+                         max_prompt_tokens_field, truncate_prompt)
 
 OFFLINE_RESPONSES = ("chosen", "both")
 
@@ -45,7 +45,7 @@ class SFTOptions:
     batch_size: int = field(8, help="per-device SFT batch size")
     gradient_accumulation_steps: int = field(1, help="gradient accumulation steps")
     max_length: int = field(384, help="max tokens per SFT example (conditioned prompt + response)")
-    max_prompt_tokens: int = field(256, help="prompts longer than this many tokens keep their last tokens")
+    max_prompt_tokens: int = max_prompt_tokens_field()
     lora_r: int = field(0, help="LoRA rank; 0 = full fine-tune (the default for small models)")
     lora_alpha: int = field(32, help="LoRA alpha (with --lora-r > 0)")
     seed: int = field(0, help="random seed")

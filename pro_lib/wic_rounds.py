@@ -25,7 +25,8 @@ from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, read_json, write_json, write_jsonl
 from pro_lib.targets import check_objectives
-from pro_lib.wic import WIC_CONFIG, WICPolicy, _device, _load_suite, _prompt_mix, _score, truncate_prompt
+from pro_lib.wic import (WIC_CONFIG, WICPolicy, _device, _load_suite, _prompt_mix, _score, max_prompt_tokens_field,
+                         truncate_prompt)
 from pro_lib.wic_offline import SFTOptions, _finish_policy, _scratch_dir, scale_rewards, sft_train
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class SampleOptions:
     temperature: float = field(0.9, help="sampling temperature")
     top_p: float = field(0.95, help="nucleus sampling p")
     gen_batch_size: int = field(16, help="generation batch size (sequences)")
+    max_prompt_tokens: int = max_prompt_tokens_field()
     orchestrator: str | None = field(None, help="orchestrator folder or models:/ ref (needed for preferences=orchestrator)")
     suite: str = field("runs/targets/suite", help="reward suite folder (with normalisation stats)")
 
@@ -244,19 +246,58 @@ def run_sampling_round(policy: WICPolicy, suite, prompts: Sequence[str], opts: S
     return recs, metrics
 
 
+def round_orchestrator(cfg: SampleOptions, policy: WICPolicy, orchestrator=None):
+    """The orchestrator a round's weights come from with ``preferences=orchestrator*``: the one passed in,
+    else ``cfg.orchestrator`` (loaded once), else the one recorded in the policy (None here: the policy
+    loads its own)."""
+    if orchestrator is not None or not cfg.preferences.startswith("orchestrator"):
+        return orchestrator
+    if not cfg.orchestrator and policy.orchestrator is None:
+        raise ConfigError(f"preferences={cfg.preferences} needs --orchestrator <folder or models:/ ref> "
+                          "(or use --preferences dirichlet|ric for RiC online)")
+    if not cfg.orchestrator:
+        return None
+    from pro_lib.orchestrator import PreferenceOrchestrator
+
+    return PreferenceOrchestrator.from_pretrained(cfg.orchestrator)
+
+
+def sample_round(policy: WICPolicy, suite, opts: SampleOptions, round_index: int, *, seed: int,
+                 pool: Sequence[str], sources: Sequence[str | None] | None = None,
+                 orchestrator=None) -> tuple[list[dict], dict]:
+    """One online round's sampling half, the one implementation behind both the CLI loop (``wic_online``)
+    and the KFP component (``sample_online_round``): this round's block of the prompt pool
+    (``round_prompts``), each prompt cut to its last ``opts.max_prompt_tokens`` tokens, then sampled,
+    scored and rejection-sampled (``run_sampling_round``). Returns (all sample records, round metrics)."""
+    chosen = round_prompts(pool, round_index, opts.prompts_per_round, seed, sources=sources)
+    prompts = [truncate_prompt(policy.tokenizer, p, opts.max_prompt_tokens) for p in chosen]
+    recs, metrics = run_sampling_round(policy, suite, prompts, opts, round_index=round_index, seed=seed,
+                                       orchestrator=orchestrator)
+    metrics["source_mix"] = _prompt_mix(chosen, pool, sources)
+    return recs, metrics
+
+
+def sft_round(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SFTOptions, work_dir: Path, *,
+              round_index: int) -> dict:
+    """One online round's SFT half, the one implementation behind both the CLI loop and the KFP component
+    (``train_wic_online``): SFT on ``examples`` with seed ``opts.seed + round_index`` (each round shuffles
+    differently). When every sample was rejected the policy stays as it is (the acceptance rate says so)."""
+    if not examples:
+        log.warning("round %d: every sample was rejected; no SFT this round", round_index)
+        return {"sft_examples": 0, "sft_steps": 0}
+    opts = dataclasses.replace(opts, seed=opts.seed + round_index)
+    return sft_train(policy, examples, opts, work_dir, desc=f"round {round_index}: SFT")
+
+
 def sample_online_round(cfg: WICSampleConfig, *, suite=None, policy: WICPolicy | None = None,
                         orchestrator=None) -> dict:
     """One round's sampling half. Writes samples.jsonl (all), kept.jsonl and metrics.json into output_dir."""
     suite = suite or _load_suite(cfg.suite, what="wic sample")
     policy = policy or WICPolicy.from_pretrained(cfg.policy, device=_device(None))
-    if orchestrator is None and cfg.orchestrator and cfg.preferences.startswith("orchestrator"):
-        orchestrator = cfg.orchestrator
+    orchestrator = round_orchestrator(cfg, policy, orchestrator)
     pool, sources = load_prompt_pool(cfg.data)
-    chosen = round_prompts(pool, cfg.round_index, cfg.prompts_per_round, cfg.seed, sources=sources)
-    prompts = [truncate_prompt(policy.tokenizer, p, 256) for p in chosen]
-    recs, metrics = run_sampling_round(policy, suite, prompts, cfg, round_index=cfg.round_index, seed=cfg.seed,
-                                       orchestrator=orchestrator)
-    metrics["source_mix"] = _prompt_mix(chosen, pool, sources)
+    recs, metrics = sample_round(policy, suite, cfg, cfg.round_index, seed=cfg.seed, pool=pool, sources=sources,
+                                 orchestrator=orchestrator)
     with atomic_dir(cfg.output_dir) as tmp:
         write_jsonl(tmp / "samples.jsonl", recs)
         write_jsonl(tmp / "kept.jsonl", (r for r in recs if r["kept"]))
@@ -326,10 +367,11 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
     policy = policy or WICPolicy.from_pretrained(cfg.policy)
     recs = [r for spec in cfg.samples for r in _read_kept(spec)]
     examples = _kept_examples(policy, recs)
+    round_index = max((int(r.get("round", 0)) for r in recs), default=0)  # recorded by the sampling half
     scratch = _scratch_dir(out)
     fp = fingerprint(cfg, {"examples_content": digest_value(examples), "policy_content": policy_digest})
     prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC online SFT")
-    m = sft_train(policy, examples, cfg, scratch / "checkpoints", desc="WIC online SFT")
+    m = sft_round(policy, examples, cfg, scratch / "checkpoints", round_index=round_index)
     write_json(scratch / "metrics.json", {"stage": "wic_online_sft", **m})
     _finish_policy(policy, out, scratch)
     return {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -345,13 +387,9 @@ def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICP
     kept samples of earlier rounds join it too (RiC's released code does both)."""
     t0 = time.time()
     rdir = Path(cfg.output_dir) / f"round-{round_index}"
-    chosen = round_prompts(pool, round_index, cfg.prompts_per_round, cfg.seed, sources=sources)
-    prompts = [truncate_prompt(policy.tokenizer, p, cfg.max_prompt_tokens) for p in chosen]
-    recs, metrics = run_sampling_round(policy, suite, prompts, cfg, round_index=round_index, seed=cfg.seed,
-                                       orchestrator=orchestrator)
-    metrics["source_mix"] = _prompt_mix(chosen, pool, sources)
+    recs, metrics = sample_round(policy, suite, cfg, round_index, seed=cfg.seed, pool=pool, sources=sources,
+                                 orchestrator=orchestrator)
     write_jsonl(rdir / "samples.jsonl", recs)
-    sft_opts = dataclasses.replace(cfg, seed=cfg.seed + round_index)
     examples = _kept_examples(policy, recs)
     previous = []
     if cfg.replay_rounds:  # RiC: every earlier round's kept samples stay in the SFT set
@@ -363,12 +401,8 @@ def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICP
     examples = examples + previous + replay
     work = Path(cfg.output_dir) / f".round-{round_index}.work"
     work.mkdir(parents=True, exist_ok=True)
-    if examples:
-        m = sft_train(policy, examples, sft_opts, work, desc=f"round {round_index}: SFT")
-        metrics.update({k: v for k, v in m.items() if k != "resumed_from"})
-    else:  # nothing cleared the bar: the policy is unchanged this round (the acceptance rate says so)
-        log.warning("round %d: every sample was rejected; no SFT this round", round_index)
-        metrics.update({"sft_examples": 0, "sft_steps": 0})
+    m = sft_round(policy, examples, cfg, work, round_index=round_index)
+    metrics.update({k: v for k, v in m.items() if k != "resumed_from"})
     metrics["round_seconds"] = time.time() - t0
     _finish_policy(policy, rdir / "policy", Path(cfg.output_dir) / f".round-{round_index}.work")
     write_json(rdir / "metrics.json", metrics)
@@ -397,14 +431,6 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
     _online_resume_check(cfg, out, suite=suite, policy=policy, orchestrator=orchestrator)
     out.mkdir(parents=True, exist_ok=True)
     suite = suite or _load_suite(cfg.suite, what="wic online")
-    if cfg.preferences.startswith("orchestrator") and orchestrator is None:
-        if not cfg.orchestrator and (policy is None or policy.orchestrator is None):
-            raise ConfigError("preferences=orchestrator needs --orchestrator <folder or models:/ ref> "
-                              "(or use --preferences dirichlet|ric for RiC online)")
-        if cfg.orchestrator:
-            from pro_lib.orchestrator import PreferenceOrchestrator
-
-            orchestrator = PreferenceOrchestrator.from_pretrained(cfg.orchestrator)
     pool, sources = load_prompt_pool(cfg.data)
     replay = offline_replay(cfg)
     history = []
@@ -417,9 +443,10 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
         history.append(read_json(out / f"round-{e}" / "metrics.json"))
     if start > 1:
         log.info("resuming the online stage after round %d", start - 1)
-        policy = WICPolicy.from_pretrained(out / f"round-{start - 1}" / "policy")
+        policy = WICPolicy.from_pretrained(out / f"round-{start - 1}" / "policy", device=_device(cfg.device))
     elif policy is None:
-        policy = WICPolicy.from_pretrained(cfg.policy)
+        policy = WICPolicy.from_pretrained(cfg.policy, device=_device(cfg.device))
+    orchestrator = round_orchestrator(cfg, policy, orchestrator)
     for e in range(start, cfg.rounds + 1):
         policy, m = wic_online_round(cfg, e, policy=policy, suite=suite, pool=pool, orchestrator=orchestrator,
                                      sources=sources, replay=replay)

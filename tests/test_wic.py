@@ -329,6 +329,42 @@ def test_sampling_round_and_online_sft_stages(tmp_path, pairs_file):
                                                                output_dir=str(tmp_path / "p2")))
 
 
+def test_kfp_halves_and_the_loop_run_the_same_round(tmp_path, pairs_file):
+    """The online round exists once (issue 12): the two KFP halves (sample_online_round ->
+    train_wic_online) and the CLI loop (wic_online) keep the same samples from the same prompts, cut to
+    the same --max-prompt-tokens (the sampling half once cut at a hard-coded 256), and train the same policy
+    (the SFT half once used seed --seed where the loop uses seed + round)."""
+    from safetensors.torch import load_file
+
+    suite = make_suite()
+    base = testing.build_tiny_policy(tmp_path / "base", NAMES)
+    sampling = dict(policy=str(base), data=[str(pairs_file)], prompts_per_round=4, samples_per_prompt=2,
+                    max_new_tokens=4, preferences="dirichlet", rejection="topk", max_prompt_tokens=4, seed=3)
+    sft = {**_sft(), "batch_size": 1}  # 4 steps: the order of the kept samples (the SFT seed) matters
+    wic_rounds.wic_online(wic_rounds.WICOnlineLoopConfig(**sampling, **sft, rounds=1,
+                                                         output_dir=str(tmp_path / "loop")), suite=suite)
+    wic_rounds.sample_online_round(wic_rounds.WICSampleConfig(**sampling, round_index=1,
+                                                              output_dir=str(tmp_path / "sampled")), suite=suite)
+    wic_rounds.train_wic_online(wic_rounds.WICOnlineConfig(policy=str(base), samples=[str(tmp_path / "sampled")],
+                                                           seed=3, output_dir=str(tmp_path / "kfp"), **sft))
+
+    def samples(path):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [(r["prompt"], r["response"], r["kept"], tuple(np.round(r["weights"], 6))) for r in rows]
+
+    loop, kfp = samples(tmp_path / "loop" / "round-1" / "samples.jsonl"), samples(tmp_path / "sampled" / "samples.jsonl")
+    assert loop == kfp and sum(kept for _, _, kept, _ in kfp) == 4
+    tok = wic.WICPolicy.from_pretrained(base).tokenizer
+    lengths = [len(tok(prompt, add_special_tokens=False)["input_ids"]) for prompt, *_ in kfp]
+    assert max(lengths) <= 4 < len(tok(json.loads(pairs_file.read_text().splitlines()[0])["prompt"])["input_ids"])
+    trained = [load_file(d / "model.safetensors") for d in (tmp_path / "loop" / "policy", tmp_path / "kfp")]
+    assert trained[0].keys() == trained[1].keys()
+    for name, tensor in trained[0].items():
+        np.testing.assert_allclose(tensor.numpy(), trained[1][name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    untouched = load_file(base / "model.safetensors")
+    assert any(not np.array_equal(untouched[n].numpy(), trained[1][n].numpy()) for n in untouched)  # it trained
+
+
 def test_offline_tags_follow_the_targets_tau(tmp_path, pairs_file):
     """`--set score_config.tau=0.5` reaches the PRO-WIC tags: the offline stage builds w* with the tau
     the targets were built with (target_report.json), so tags and orchestrator targets agree."""
