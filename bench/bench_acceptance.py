@@ -59,27 +59,27 @@ def next_round(args, kept_recs: dict, pool, sources, suite, orch, out: Path) -> 
     """SFT a fresh copy of the policy on each source's kept samples; evaluate on other held-out prompts."""
     import math
 
-    from pro_lib import wic
+    from pro_lib import wic, wic_eval, wic_offline, wic_rounds
     from pro_lib.data import format_source_mix, source_mix
     from pro_lib.pareto import bootstrap_fronts, weight_grid
 
     names = suite.names
-    held = wic.round_prompts(pool, 2, args.eval_prompts, args.seed, sources=sources)  # not the sampling block
+    held = wic_rounds.round_prompts(pool, 2, args.eval_prompts, args.seed, sources=sources)  # not the sampling block
     mix = source_mix(dict(zip(pool, sources))[p] for p in held)
     grid = weight_grid(len(names), 1.0)  # the corners: what the weight response needs
-    opts = wic.SFTOptions(epochs=1.0, learning_rate=args.sft_lr, batch_size=8, max_length=256,
-                          max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, save_steps=10_000)
+    opts = wic_offline.SFTOptions(epochs=1.0, learning_rate=args.sft_lr, batch_size=8, max_length=256,
+                                  max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, save_steps=10_000)
     z_grid, weighted, info = {}, {}, {}
     for src, recs in kept_recs.items():
         pol = wic.WICPolicy.from_pretrained(args.policy)
-        examples = wic._kept_examples(pol, recs)
+        examples = wic_rounds._kept_examples(pol, recs)
         if examples:
             work = out / "next_round" / src
             shutil.rmtree(work, ignore_errors=True)  # a fresh round each run (no resuming another run's SFT)
-            wic.sft_train(pol, examples, opts, work, desc=f"SFT on {src}'s kept samples")
+            wic_offline.sft_train(pol, examples, opts, work, desc=f"SFT on {src}'s kept samples")
         prompts = [wic.truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in held]
-        res = wic.evaluate_policy_grid(pol, suite, prompts, grid, max_new_tokens=args.new_tokens, batch_size=16,
-                                       orchestrator=orch)
+        res = wic_eval.evaluate_policy_grid(pol, suite, prompts, grid, max_new_tokens=args.new_tokens, batch_size=16,
+                                            orchestrator=orch)
         n = len(prompts)
         z_grid[src] = np.asarray(res["z"][: len(grid) * n]).reshape(len(grid), n, len(names))
         ow = np.asarray(res["orchestrator_weights"], dtype=np.float64)
@@ -145,7 +145,7 @@ def main() -> int:
 
     import torch
 
-    from pro_lib import wic
+    from pro_lib import wic, wic_rounds
     from pro_lib.data import format_source_mix, load_prompt_pool, source_mix
     from pro_lib.io import atomic_write_text, write_json
     from pro_lib.orchestrator import PreferenceOrchestrator
@@ -156,22 +156,23 @@ def main() -> int:
     suite = RewardSuite.load(args.suite)
     orch = PreferenceOrchestrator.from_pretrained(args.orchestrator)
     pool, sources = load_prompt_pool([args.data])
-    chosen = wic.round_prompts(pool, 1, args.prompts, args.seed, sources=sources)
+    chosen = wic_rounds.round_prompts(pool, 1, args.prompts, args.seed, sources=sources)
     mix = source_mix(dict(zip(pool, sources))[p] for p in chosen)
     prompts = [wic.truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in chosen]
     bars = np.array([np.interp(args.quantile * 100, np.arange(101), pol.score_percentiles[n]) for n in suite.names])
     rules = {
-        "weighted": wic.SampleOptions(rejection="quantile", quantile=args.quantile, quantile_rule="weighted"),
-        "ric": wic.SampleOptions(rejection="quantile", quantile=args.quantile, quantile_rule="any"),
+        "weighted": wic_rounds.SampleOptions(rejection="quantile", quantile=args.quantile, quantile_rule="weighted"),
+        "ric": wic_rounds.SampleOptions(rejection="quantile", quantile=args.quantile, quantile_rule="any"),
     }
     rng = np.random.default_rng(args.seed)
     idx = None
     rows, per_prompt, kept_recs = [], {}, {}
     for src in args.sources.split(","):
-        opts = wic.SampleOptions(preferences=src, samples_per_prompt=args.samples, max_new_tokens=args.new_tokens,
-                                 rejection="none")
+        opts = wic_rounds.SampleOptions(preferences=src, samples_per_prompt=args.samples,
+                                        max_new_tokens=args.new_tokens, rejection="none")
         t0 = time.time()
-        recs, m = wic.run_sampling_round(pol, suite, prompts, opts, round_index=1, seed=args.seed, orchestrator=orch)
+        recs, m = wic_rounds.run_sampling_round(pol, suite, prompts, opts, round_index=1, seed=args.seed,
+                                                orchestrator=orch)
         z = np.stack([r["z"] for r in recs])
         w = np.stack([r["weights"] for r in recs])
         groups = np.repeat(np.arange(len(prompts)), args.samples)
@@ -180,7 +181,7 @@ def main() -> int:
                "mean_weighted_reward": float(weighted.mean()), "mean_max_weight": float(w.max(axis=1).mean()),
                **{f"mean_{n}": float(z[:, k].mean()) for k, n in enumerate(suite.names)}}
         for rule, ropts in rules.items():
-            keep = wic.rejection_mask(z, w, groups, ropts, bars if rule == "weighted" else None)
+            keep = wic_rounds.rejection_mask(z, w, groups, ropts, bars if rule == "weighted" else None)
             if rule == "weighted":
                 kept_recs[src] = [r for r, k in zip(recs, keep) if k]
             kept, total, _ = by_prompt(recs, keep)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """CPU speed of the PRO-WIC SmolLM2 stages: SFT tokens/s and generation tokens/s, each option side by side.
 
-SFT arms run the real `pro_lib.wic.sft_train` (trl SFTTrainer) on the same WIC examples (demo prompts with
+SFT arms run the real `pro_lib.wic_offline.sft_train` (trl SFTTrainer) on the same WIC examples (demo prompts with
 weights in context, their preferred responses), the same number of steps, a fresh model each; tokens/s
 counts the real (non-pad) tokens of the examples over the training time. Ratios are against today's
 default path (fp32, full fine-tune, padded batches). Generation arms decode the same prompts greedily with
@@ -72,14 +72,14 @@ def main() -> int:
     import torch
 
     from pro_lib import policy as policy_mod
-    from pro_lib import wic
+    from pro_lib import testing, wic_offline
 
     torch.set_num_threads(args.threads)
     native = policy_mod.cpu_has_native_bf16()
     policy_mod.cpu_has_native_bf16 = lambda: True  # measure bf16 autocast here even where it is emulated
     names = ["helpful", "harmless", "humor"]
     work = Path(tempfile.mkdtemp(prefix="pro-bench-cpu-"))
-    ref = str(wic.build_tiny_policy(work / "tiny", names, hidden_size=64, num_layers=2)) if args.tiny else "smollm2"
+    ref = str(testing.build_tiny_policy(work / "tiny", names, hidden_size=64, num_layers=2)) if args.tiny else "smollm2"
     print(f"model: {'tiny random Llama' if args.tiny else 'SmolLM2-135M-Instruct'}; torch threads {args.threads}; "
           f"native bf16 (avx512_bf16 / amx_bf16): {native}", flush=True)
 
@@ -96,9 +96,9 @@ def main() -> int:
         if i not in chosen:
             continue
         pol = load(ref, names)
-        opts = dataclasses.replace(wic.SFTOptions(batch_size=args.batch_size, save_steps=10_000, max_length=384),
-                                   **change)
-        m = wic.sft_train(pol, examples, opts, work / f"sft-{len(rows)}", desc=label)
+        opts = dataclasses.replace(
+            wic_offline.SFTOptions(batch_size=args.batch_size, save_steps=10_000, max_length=384), **change)
+        m = wic_offline.sft_train(pol, examples, opts, work / f"sft-{len(rows)}", desc=label)
         tps = real_tokens / m["sft_seconds"]
         base_tps = base_tps or tps
         rows.append([label, m["sft_steps"], f"{m['sft_seconds']:.1f}", f"{tps:.0f}", f"{tps / base_tps:.2f}",

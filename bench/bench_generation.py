@@ -52,12 +52,12 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from pro_lib import wic
+    from pro_lib import testing, wic
 
     torch.set_num_threads(args.threads)
     names = args.objectives.split(",")
     if args.tiny:
-        path = wic.build_tiny_policy(Path(tempfile.mkdtemp()) / "tiny", names)
+        path = testing.build_tiny_policy(Path(tempfile.mkdtemp()) / "tiny", names)
         pol = wic.WICPolicy.from_pretrained(path)
         prompts = [f"can you help me {i % 10} ?" for i in range(args.prompts)]
     else:

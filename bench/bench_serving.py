@@ -36,7 +36,8 @@ def build_endpoint(root: Path, tiny: bool) -> Path:
     from pro_lib import serving
     from pro_lib.orchestrator import PreferenceOrchestrator
     from pro_lib.policy import bundled_smollm2_path
-    from pro_lib.wic import WICPolicy, build_tiny_policy
+    from pro_lib.testing import build_tiny_policy
+    from pro_lib.wic import WICPolicy
 
     names = ["helpful", "harmless"]
     if tiny:

@@ -1,6 +1,7 @@
 """Components: PRO-WIC (weights in context) offline SFT, online sampling rounds, online SFT, evaluation.
 
-The stage functions and configs live in pro_lib.wic (see components.runtime.STAGES).
+The stage functions and configs live in pro_lib.wic_offline, pro_lib.wic_rounds and pro_lib.wic_eval
+(see components.runtime.STAGES).
 """
 
 from kfp import dsl

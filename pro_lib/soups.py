@@ -27,7 +27,8 @@ import numpy as np
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import read_json, write_json
-from pro_lib.wic import SFTOptions, WICPolicy, _finish_policy, _load_suite, _scratch_dir, _score, sft_train
+from pro_lib.wic import WICPolicy, _load_suite, _score
+from pro_lib.wic_offline import SFTOptions, _finish_policy, _scratch_dir, sft_train
 
 SOUPS_CONFIG = "soups.json"
 

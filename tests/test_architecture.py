@@ -132,13 +132,9 @@ def test_no_import_cycle_inside_pro_lib():
     assert find_cycles(graph) == []
 
 
-# Function-level imports that still close a cycle, each to be removed by the named change (issue 12,
-# phase 2). The test below fails on any other cycle, and on an entry here that no longer exists.
-KNOWN_LAZY_EDGES = {
-    # `pro wic eval` evaluates a Rewarded Soups folder beside WIC policies; soups builds on wic's SFT:
-    # the evaluation moves out of wic.py into its own module (the wic.py split).
-    ("pro_lib.wic", "pro_lib.soups"),
-}
+# Function-level imports that would close a cycle (none left after issue 12, phase 2; an entry here
+# must name the change that removes it). The test fails on any other cycle and on a stale entry.
+KNOWN_LAZY_EDGES: set[tuple[str, str]] = set()  # empty since the issue 12 phase 2 splits
 
 
 def test_no_import_cycle_through_imports_inside_functions():

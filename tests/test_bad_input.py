@@ -53,7 +53,7 @@ def test_reward_model_cut_in_half(tmp_path, tiny_reward_dir, pairs_file, capsys)
 
 
 def test_policy_cut_in_half(tmp_path, capsys):
-    from pro_lib.wic import build_tiny_policy
+    from pro_lib.testing import build_tiny_policy
 
     policy = build_tiny_policy(tmp_path / "policy", NAMES)
     truncate(policy, 0.6)
@@ -108,7 +108,7 @@ def test_submit_without_host_outside_a_cluster(tmp_path, monkeypatch, capsys):
 # -- item 7: bad values accepted silently -------------------------------------------------------------
 
 def test_nan_reference_refused(capsys):
-    from pro_lib.wic import WICEvalConfig
+    from pro_lib.wic_eval import WICEvalConfig
 
     assert main(["wic", "eval", "--policy", "p", "--reference", "nan,-2"]) == 2
     line = one_line_error(capsys)

@@ -42,7 +42,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def explorer(tiny_models, tmp_path_factory):  # noqa: F811
     """`pro ui` serving the tiny models on 127.0.0.1; stopped (whole process group) on teardown."""
-    from pro_lib.wic import build_tiny_policy
+    from pro_lib.testing import build_tiny_policy
 
     tmp = tmp_path_factory.mktemp("explorer")
     # a bigger random policy than the AppTest one: 1024 tokens take seconds, so Stop lands mid-run

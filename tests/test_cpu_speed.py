@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pro_lib import policy as pol_mod
-from pro_lib import wic
+from pro_lib import testing, wic, wic_offline
 
 
 def test_padding_free_batch_gives_the_padded_batch_loss(tmp_path):
@@ -14,7 +14,7 @@ def test_padding_free_batch_gives_the_padded_batch_loss(tmp_path):
     import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    path = wic.build_tiny_policy(tmp_path / "tiny", ["helpful", "harmless"], hidden_size=32, num_layers=2)
+    path = testing.build_tiny_policy(tmp_path / "tiny", ["helpful", "harmless"], hidden_size=32, num_layers=2)
     policy = wic.WICPolicy.from_pretrained(path)
     model = policy.model.eval()
     rng = np.random.default_rng(0)
@@ -35,7 +35,7 @@ def test_padding_free_batch_gives_the_padded_batch_loss(tmp_path):
 
 
 def test_fit_completions_keeps_every_example_within_max_length(tmp_path):
-    path = wic.build_tiny_policy(tmp_path / "tiny", ["helpful", "harmless"])
+    path = testing.build_tiny_policy(tmp_path / "tiny", ["helpful", "harmless"])
     tok = wic.WICPolicy.from_pretrained(path).tokenizer
     long = " ".join(["help"] * 50)
     out = pol_mod.fit_completions(tok, [{"prompt": "can you help me ?", "completion": long},
@@ -64,10 +64,10 @@ def test_sft_with_padding_free_and_bf16_trains(tmp_path):
     import json
 
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    path = wic.build_tiny_policy(tmp_path / "tiny", ["helpful", "harmless"])
-    cfg = wic.WICOfflineConfig(policy=str(path), data=[str(data)], output_dir=str(tmp_path / "out"), epochs=1.0,
-                               batch_size=4, max_length=64, learning_rate=1e-3, padding_free=True, bf16=True,
-                               save_steps=100)
-    m = wic.train_wic_offline(cfg, suite=make_suite())
+    path = testing.build_tiny_policy(tmp_path / "tiny", ["helpful", "harmless"])
+    cfg = wic_offline.WICOfflineConfig(policy=str(path), data=[str(data)], output_dir=str(tmp_path / "out"), epochs=1.0,
+                                       batch_size=4, max_length=64, learning_rate=1e-3, padding_free=True, bf16=True,
+                                       save_steps=100)
+    m = wic_offline.train_wic_offline(cfg, suite=make_suite())
     assert m["sft_steps"] == 2 and np.isfinite(m["sft_loss_last"])
     assert wic.WICPolicy.from_pretrained(tmp_path / "out").objectives == ["helpful", "harmless"]

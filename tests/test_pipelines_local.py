@@ -121,7 +121,7 @@ def test_failed_stage_leaves_the_parent_run_failed(tmp_path, monkeypatch):
 
 def _policy_pipeline_args(tmp_path, tiny_encoder_dir, tiny_reward_dir):
     """A tiny random policy and the orchestrator-stage arguments the policy pipelines start with."""
-    from pro_lib.wic import build_tiny_policy
+    from pro_lib.testing import build_tiny_policy
 
     data = _demo_like_pairs(tmp_path / "prefs.jsonl", n_per_objective=60)
     policy = build_tiny_policy(tmp_path / "tiny_policy", ["helpful", "humor"])

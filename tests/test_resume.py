@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pro_lib import wic
+from pro_lib import testing
 from pro_lib.checkpoints import (differences, digest_data, find_checkpoint, move_aside, prepare_resume,
                                   resume_mode)
 from pro_lib.cli import main
@@ -116,7 +116,7 @@ def suite_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def tiny_policy(tmp_path) -> Path:
-    return wic.build_tiny_policy(tmp_path / "tiny_policy", NAMES)
+    return testing.build_tiny_policy(tmp_path / "tiny_policy", NAMES)
 
 
 # -- the module ---------------------------------------------------------------------------------

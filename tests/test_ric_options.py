@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from pro_lib import wic
+from pro_lib import testing, wic_offline, wic_rounds
 from tests.test_wic import NAMES, make_suite
 
 
@@ -29,10 +29,11 @@ SFT = dict(epochs=1.0, batch_size=8, learning_rate=1e-3, max_length=64, save_ste
 
 def test_ric_offline_trains_on_chosen_and_rejected_with_their_own_tags(tmp_path):
     data = _pairs(tmp_path)
-    base = wic.build_tiny_policy(tmp_path / "base", NAMES)
-    assert wic.RiCOfflineConfig().responses == "both" and wic.WICOfflineConfig().responses == "chosen"
-    cfg = wic.RiCOfflineConfig(policy=str(base), data=[str(data)], suite=None, output_dir=str(tmp_path / "ric"), **SFT)
-    m = wic.train_wic_offline(cfg, suite=make_suite())
+    base = testing.build_tiny_policy(tmp_path / "base", NAMES)
+    assert wic_offline.RiCOfflineConfig().responses == "both" and wic_offline.WICOfflineConfig().responses == "chosen"
+    cfg = wic_offline.RiCOfflineConfig(policy=str(base), data=[str(data)], suite=None, output_dir=str(tmp_path / "ric"),
+                                       **SFT)
+    m = wic_offline.train_wic_offline(cfg, suite=make_suite())
     assert m["n_pairs"] == 16 and m["sft_examples"] == 32
     ex = [json.loads(line) for line in (tmp_path / "ric" / "examples.jsonl").read_text().splitlines()]
     assert sorted({e["side"] for e in ex}) == ["chosen", "rejected"]
@@ -44,23 +45,24 @@ def test_ric_offline_trains_on_chosen_and_rejected_with_their_own_tags(tmp_path)
     assert np.all(np.array(rejected["z"]) < np.array(chosen["z"]))
     assert chosen["prompt"] != rejected["prompt"]  # different tags in the prompt
     # --responses chosen restores the PRO-WIC SFT set
-    cfg2 = wic.RiCOfflineConfig(policy=str(base), data=[str(data)], output_dir=str(tmp_path / "ric2"),
-                                responses="chosen", **SFT)
-    assert wic.train_wic_offline(cfg2, suite=make_suite())["sft_examples"] == 16
+    cfg2 = wic_offline.RiCOfflineConfig(policy=str(base), data=[str(data)], output_dir=str(tmp_path / "ric2"),
+                                        responses="chosen", **SFT)
+    assert wic_offline.train_wic_offline(cfg2, suite=make_suite())["sft_examples"] == 16
 
 
 def test_ric_online_rounds_mix_offline_data_and_earlier_rounds(tmp_path):
     data = _pairs(tmp_path)
-    base = wic.build_tiny_policy(tmp_path / "base", NAMES)
-    wic.train_wic_offline(wic.RiCOfflineConfig(policy=str(base), data=[str(data)], output_dir=str(tmp_path / "off"),
-                                               **SFT), suite=make_suite())
-    on = wic.RiCOnlineConfig(policy=str(tmp_path / "off"), data=[str(data)], rounds=2, prompts_per_round=4,
-                             samples_per_prompt=2, max_new_tokens=4, rejection="none",
-                             output_dir=str(tmp_path / "on"), **SFT)
+    base = testing.build_tiny_policy(tmp_path / "base", NAMES)
+    wic_offline.train_wic_offline(wic_offline.RiCOfflineConfig(policy=str(base), data=[str(data)],
+                                                               output_dir=str(tmp_path / "off"), **SFT),
+                                  suite=make_suite())
+    on = wic_rounds.RiCOnlineConfig(policy=str(tmp_path / "off"), data=[str(data)], rounds=2, prompts_per_round=4,
+                                    samples_per_prompt=2, max_new_tokens=4, rejection="none",
+                                    output_dir=str(tmp_path / "on"), **SFT)
     assert on.replay_offline == -1 and on.replay_rounds
-    wic.wic_online(on, suite=make_suite())
+    wic_rounds.wic_online(on, suite=make_suite())
     rounds = [json.loads(line) for line in (tmp_path / "on" / "rounds.jsonl").read_text().splitlines()]
-    offline = wic.offline_replay(on)
+    offline = wic_rounds.offline_replay(on)
     z = np.array([json.loads(line)["z"] for line in (tmp_path / "off" / "examples.jsonl").read_text().splitlines()])
     assert 0 < len(offline) == int((z >= np.quantile(z, 0.7, axis=0)).any(axis=1).sum()) < len(z)
     r1, r2 = rounds
@@ -68,10 +70,10 @@ def test_ric_online_rounds_mix_offline_data_and_earlier_rounds(tmp_path):
     assert r1["sft_examples_previous_rounds"] == 0 and r2["sft_examples_previous_rounds"] == r1["sft_examples_new"] > 0
     assert r2["sft_examples"] == r2["sft_examples_new"] + r1["sft_examples_new"] + len(offline)
     # PRO-WIC's online stage trains on this round's kept samples only
-    pro = wic.WICOnlineLoopConfig(policy=str(tmp_path / "off"), data=[str(data)], rounds=1, prompts_per_round=4,
-                                  samples_per_prompt=2, max_new_tokens=4, rejection="none", preferences="ric",
-                                  output_dir=str(tmp_path / "pro"), **SFT)
-    wic.wic_online(pro, suite=make_suite())
+    pro = wic_rounds.WICOnlineLoopConfig(policy=str(tmp_path / "off"), data=[str(data)], rounds=1, prompts_per_round=4,
+                                         samples_per_prompt=2, max_new_tokens=4, rejection="none", preferences="ric",
+                                         output_dir=str(tmp_path / "pro"), **SFT)
+    wic_rounds.wic_online(pro, suite=make_suite())
     row = json.loads((tmp_path / "pro" / "rounds.jsonl").read_text().splitlines()[0])
     assert row["sft_examples"] == row["sft_examples_new"] and row["sft_examples_offline"] == 0
 
@@ -83,8 +85,10 @@ def test_orchestrator_control_preferences():
 
     prompts = [f"help me {i}" for i in range(10)] + [f"x {i}" for i in range(10)]
     orch = StandInOrchestrator()
-    w = wic.sample_preferences("orchestrator", prompts, NAMES, np.random.default_rng(0), orchestrator=orch)
-    sh = wic.sample_preferences("orchestrator-shuffled", prompts, NAMES, np.random.default_rng(0), orchestrator=orch)
-    mean = wic.sample_preferences("orchestrator-mean", prompts, NAMES, np.random.default_rng(0), orchestrator=orch)
+
+    def prefs(source):
+        return wic_rounds.sample_preferences(source, prompts, NAMES, np.random.default_rng(0), orchestrator=orch)
+
+    w, sh, mean = prefs("orchestrator"), prefs("orchestrator-shuffled"), prefs("orchestrator-mean")
     assert sorted(map(tuple, sh.tolist())) == sorted(map(tuple, w.tolist())) and not np.allclose(sh, w)
     assert np.allclose(mean, w.mean(axis=0)) and mean.shape == w.shape

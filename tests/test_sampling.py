@@ -64,13 +64,13 @@ def test_sample_is_seeded_random_and_independent_of_file_order():
 
 
 def test_wic_eval_prompt_sample_holds_every_source(tmp_path, mixed_split):
-    from pro_lib import wic
+    from pro_lib import testing, wic_eval
     from tests.test_wic import NAMES, make_suite
 
-    policy = wic.build_tiny_policy(tmp_path / "policy", NAMES)
-    cfg = wic.WICEvalConfig(policies=[f"p={policy}"], data=[str(mixed_split)], max_prompts=20, grid_step=1.0,
-                            max_new_tokens=2, bootstrap=0, output_dir=str(tmp_path / "eval"))
-    wic.evaluate_wic(cfg, suite=make_suite())
+    policy = testing.build_tiny_policy(tmp_path / "policy", NAMES)
+    cfg = wic_eval.WICEvalConfig(policies=[f"p={policy}"], data=[str(mixed_split)], max_prompts=20, grid_step=1.0,
+                                 max_new_tokens=2, bootstrap=0, output_dir=str(tmp_path / "eval"))
+    wic_eval.evaluate_wic(cfg, suite=make_suite())
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     _assert_in_proportion(report["source_mix"], 20)
     pool, sources = load_prompt_pool([str(mixed_split)])
@@ -81,13 +81,13 @@ def test_wic_eval_prompt_sample_holds_every_source(tmp_path, mixed_split):
 
 
 def test_wic_online_rounds_hold_every_source(tmp_path, mixed_split):
-    from pro_lib import wic
+    from pro_lib import wic_rounds
 
     pool, sources = load_prompt_pool([str(mixed_split)])
     by_prompt = dict(zip(pool, sources))
     seen = set()
     for r in (1, 2, 3):
-        chosen = wic.round_prompts(pool, r, 10, seed=0, sources=sources)
+        chosen = wic_rounds.round_prompts(pool, r, 10, seed=0, sources=sources)
         _assert_in_proportion(source_mix(by_prompt[p] for p in chosen), 10)
         seen |= set(chosen)
     assert len(seen) == 30  # consecutive rounds take new prompts
@@ -118,14 +118,14 @@ def test_morlhf_train_and_eval_prompt_samples_hold_every_source(tmp_path, mixed_
 
 
 def test_wic_offline_subset_is_stratified(tmp_path, mixed_split):
-    from pro_lib import wic
+    from pro_lib import testing, wic_offline
     from tests.test_wic import NAMES, make_suite
 
-    policy = wic.build_tiny_policy(tmp_path / "policy", NAMES)
-    cfg = wic.WICOfflineConfig(policy=str(policy), data=[str(mixed_split)], max_examples=10,
-                               output_dir=str(tmp_path / "off"))
+    policy = testing.build_tiny_policy(tmp_path / "policy", NAMES)
+    cfg = wic_offline.WICOfflineConfig(policy=str(policy), data=[str(mixed_split)], max_examples=10,
+                                       output_dir=str(tmp_path / "off"))
     from pro_lib.policy import load_policy
 
-    recs, info = wic.build_offline_examples(cfg, make_suite(), load_policy(str(policy))[1])
+    recs, info = wic_offline.build_offline_examples(cfg, make_suite(), load_policy(str(policy))[1])
     _assert_in_proportion(info["source_mix"], 10)
     assert np.isfinite(np.stack([r["z"] for r in recs])).all()

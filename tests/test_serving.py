@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_models(root: Path, tiny_encoder_dir: Path, tiny_reward_dir: Path) -> dict[str, Path]:
     """Orchestrator, two reward models + their suite, a WIC policy and the endpoint folder (tiny)."""
     from pro_lib.orchestrator import PreferenceOrchestrator
-    from pro_lib.wic import build_tiny_policy
+    from pro_lib.testing import build_tiny_policy
 
     PreferenceOrchestrator.from_backbone(str(tiny_encoder_dir), NAMES, max_length=32).save_pretrained(root / "orch")
     objs = []

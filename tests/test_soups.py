@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from pro_lib import soups, wic
+from pro_lib import soups, testing, wic, wic_eval
 from pro_lib.errors import ConfigError
 from tests.test_wic import NAMES, StandInOrchestrator, make_suite
 
@@ -27,7 +27,7 @@ def pairs(tmp_path):
 
 
 def test_soups_train_interpolate_and_evaluate_beside_wic(tmp_path, pairs):
-    base = wic.build_tiny_policy(tmp_path / "base", NAMES)
+    base = testing.build_tiny_policy(tmp_path / "base", NAMES)
     cfg = soups.SoupsTrainConfig(policy=str(base), data=[str(pairs)], output_dir=str(tmp_path / "soup"), **SFT)
     m = soups.train_soups(cfg, suite=make_suite())
     assert m["helpful_rejected_share"] == 0.0 and m["harmless_rejected_share"] == 1.0
@@ -45,10 +45,10 @@ def test_soups_train_interpolate_and_evaluate_beside_wic(tmp_path, pairs):
     with pytest.raises(ConfigError, match="summing to 1"):
         soup.set_weights([0.5, 0.2])
 
-    ev = wic.WICEvalConfig(policies=[f"Soups={tmp_path / 'soup'}", f"WIC={base}"], data=[str(pairs)], max_prompts=4,
-                           grid_step=0.5, max_new_tokens=3, bootstrap=50, output_dir=str(tmp_path / "eval"),
-                           reference=[-5.0, -5.0])
-    em = wic.evaluate_wic(ev, suite=make_suite(), orchestrator=StandInOrchestrator())
+    ev = wic_eval.WICEvalConfig(policies=[f"Soups={tmp_path / 'soup'}", f"WIC={base}"], data=[str(pairs)],
+                                max_prompts=4, grid_step=0.5, max_new_tokens=3, bootstrap=50,
+                                output_dir=str(tmp_path / "eval"), reference=[-5.0, -5.0])
+    em = wic_eval.evaluate_wic(ev, suite=make_suite(), orchestrator=StandInOrchestrator())
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert set(report["methods"]) == {"Soups", "WIC"} and "hypervolume_Soups" in em
     assert set(report["bootstrap"]["hypervolume_ci"]) == {"Soups", "WIC"}

@@ -85,7 +85,7 @@ def build_suite(path: Path, module_dir: Path, names=NAMES) -> Path:
 
 def build_policy(path: Path, names=NAMES, seed: int = 0, conditioning: str = "weights") -> Path:
     """A tiny random causal LM saved as a WIC policy (``weights``: PRO-WIC, ``rewards``: RiC)."""
-    from pro_lib.wic import build_tiny_policy
+    from pro_lib.testing import build_tiny_policy
 
     return build_tiny_policy(path, list(names), seed=seed, conditioning=conditioning)
 

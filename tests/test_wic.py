@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from pro_lib import wic
+from pro_lib import testing, wic, wic_eval, wic_offline, wic_rounds
 from pro_lib.errors import ConfigError, DataError
 from pro_lib.suite import RewardSuite
 
@@ -58,7 +58,7 @@ def pairs_file(tmp_path):
 
 @pytest.fixture(params=["llama", "gpt2"])
 def tiny_policy_dir(request, tmp_path):
-    return wic.build_tiny_policy(tmp_path / f"policy-{request.param}", NAMES, family=request.param)
+    return testing.build_tiny_policy(tmp_path / f"policy-{request.param}", NAMES, family=request.param)
 
 
 # -- prompts and weights ---------------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_conditioning_reaches_model_inputs(tiny_policy_dir):
 
 
 def test_chat_template_wraps_the_conditioned_user_turn(tmp_path):
-    path = wic.build_tiny_policy(tmp_path / "p", NAMES)
+    path = testing.build_tiny_policy(tmp_path / "p", NAMES)
     pol = wic.WICPolicy.from_pretrained(path)
     pol.tokenizer.chat_template = ("{% for m in messages %}[{{ m.role }}] {{ m.content }} {% endfor %}"
                                    "{% if add_generation_prompt %}[assistant] {% endif %}")
@@ -200,33 +200,34 @@ def test_rejection_rules():
     z = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [-1.0, -1.0]])
     w = np.array([[1.0, 0.0], [1.0, 0.0], [0.5, 0.5], [0.5, 0.5]])
     groups = np.array([0, 0, 1, 1])
-    opts = wic.SampleOptions(quantile=0.5, quantile_rule="weighted")
-    assert wic.rejection_mask(z, w, groups, opts).tolist() == [True, False, True, False]
-    opts = wic.SampleOptions(quantile=0.7, quantile_rule="any")
-    assert wic.rejection_mask(z, w, groups, opts).tolist() == [True, True, False, False]
-    opts = wic.SampleOptions(quantile=0.5, quantile_rule="all")
-    assert wic.rejection_mask(z, w, groups, opts).tolist() == [False, False, True, False]
-    opts = wic.SampleOptions(rejection="topk", top_k=1)
-    assert wic.rejection_mask(z, w, groups, opts).tolist() == [True, False, True, False]
-    assert wic.rejection_mask(z, w, groups, wic.SampleOptions(rejection="none")).all()
+    opts = wic_rounds.SampleOptions(quantile=0.5, quantile_rule="weighted")
+    assert wic_rounds.rejection_mask(z, w, groups, opts).tolist() == [True, False, True, False]
+    opts = wic_rounds.SampleOptions(quantile=0.7, quantile_rule="any")
+    assert wic_rounds.rejection_mask(z, w, groups, opts).tolist() == [True, True, False, False]
+    opts = wic_rounds.SampleOptions(quantile=0.5, quantile_rule="all")
+    assert wic_rounds.rejection_mask(z, w, groups, opts).tolist() == [False, False, True, False]
+    opts = wic_rounds.SampleOptions(rejection="topk", top_k=1)
+    assert wic_rounds.rejection_mask(z, w, groups, opts).tolist() == [True, False, True, False]
+    assert wic_rounds.rejection_mask(z, w, groups, wic_rounds.SampleOptions(rejection="none")).all()
     # fixed bars (the offline data's quantiles): acceptance depends on the samples, not on the batch
     bars = np.array([0.6, 0.6])
-    opts = wic.SampleOptions(quantile_rule="weighted")
-    assert wic.rejection_mask(z, w, groups, opts, bars).tolist() == [True, False, False, False]
-    assert wic.rejection_mask(z, w, groups, wic.SampleOptions(quantile_rule="any"), bars).tolist() == [True, True, False, False]
+    opts = wic_rounds.SampleOptions(quantile_rule="weighted")
+    assert wic_rounds.rejection_mask(z, w, groups, opts, bars).tolist() == [True, False, False, False]
+    any_rule = wic_rounds.SampleOptions(quantile_rule="any")
+    assert wic_rounds.rejection_mask(z, w, groups, any_rule, bars).tolist() == [True, True, False, False]
 
 
 def test_preference_sources():
     rng = np.random.default_rng(0)
     for src in ("dirichlet", "ric", "uniform"):
-        w = wic.sample_preferences(src, ["a"] * 50, NAMES, rng)
+        w = wic_rounds.sample_preferences(src, ["a"] * 50, NAMES, rng)
         assert w.shape == (50, 2) and np.allclose(w.sum(axis=1), 1) and (w >= 0).all()
-    grid = wic.sample_preferences("ric", ["a"] * 200, NAMES, rng)
+    grid = wic_rounds.sample_preferences("ric", ["a"] * 200, NAMES, rng)
     assert np.allclose(np.round(grid * 10), grid * 10)  # RiC: weights from the 0.1 grid
-    w = wic.sample_preferences("orchestrator", ["help me", "x"], NAMES, rng, orchestrator=StandInOrchestrator())
+    w = wic_rounds.sample_preferences("orchestrator", ["help me", "x"], NAMES, rng, orchestrator=StandInOrchestrator())
     assert np.allclose(w, [[0.8, 0.2], [0.2, 0.8]])
     with pytest.raises(ConfigError, match="--orchestrator"):
-        wic.sample_preferences("orchestrator", ["x"], NAMES, rng)
+        wic_rounds.sample_preferences("orchestrator", ["x"], NAMES, rng)
 
 
 # -- stages ----------------------------------------------------------------------------------
@@ -236,11 +237,11 @@ def _sft(**kw):
 
 def test_offline_online_eval_pipeline(tmp_path, pairs_file):
     suite = make_suite()
-    base = wic.build_tiny_policy(tmp_path / "base", NAMES)
+    base = testing.build_tiny_policy(tmp_path / "base", NAMES)
     # offline (PRO-WIC): w* from the suite, SFT on the chosen responses only
-    cfg = wic.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], output_dir=str(tmp_path / "offline"),
-                               tau=0.5, **_sft())
-    m = wic.train_wic_offline(cfg, suite=suite)
+    cfg = wic_offline.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], output_dir=str(tmp_path / "offline"),
+                                       tau=0.5, **_sft())
+    m = wic_offline.train_wic_offline(cfg, suite=suite)
     assert m["sft_steps"] == 6 and np.isfinite(m["sft_loss_last"]) and m["n_pairs"] == 24
     pol = wic.WICPolicy.from_pretrained(tmp_path / "offline")
     assert pol.conditioning == "weights" and pol.method == "pro-wic"
@@ -252,20 +253,20 @@ def test_offline_online_eval_pipeline(tmp_path, pairs_file):
     assert not list(tmp_path.glob(".offline.work"))  # scratch removed after the atomic save
 
     # RiC offline: rewards in context
-    ric = wic.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], output_dir=str(tmp_path / "ric"),
-                               conditioning="rewards", method="ric-offline", **_sft())
-    wic.train_wic_offline(ric, suite=suite)
+    ric = wic_offline.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], output_dir=str(tmp_path / "ric"),
+                                       conditioning="rewards", method="ric-offline", **_sft())
+    wic_offline.train_wic_offline(ric, suite=suite)
     ric_pol = wic.WICPolicy.from_pretrained(tmp_path / "ric")
     assert ric_pol.conditioning == "rewards" and set(ric_pol.reward_range) == set(NAMES)
     assert "<W1> 1.00 <W2> 0.40" in ric_pol.condition(["q"], [0.8, 0.2])[0]
 
     # online: 2 rounds with the orchestrator, then resume is a no-op
-    on = wic.WICOnlineLoopConfig(policy=str(tmp_path / "offline"), data=[str(pairs_file)], rounds=2,
-                                 prompts_per_round=6, samples_per_prompt=3, max_new_tokens=6,
-                                 output_dir=str(tmp_path / "online"), preferences="orchestrator", thresholds="round",
-                                 **_sft())
+    on = wic_rounds.WICOnlineLoopConfig(policy=str(tmp_path / "offline"), data=[str(pairs_file)], rounds=2,
+                                        prompts_per_round=6, samples_per_prompt=3, max_new_tokens=6,
+                                        output_dir=str(tmp_path / "online"), preferences="orchestrator",
+                                        thresholds="round", **_sft())
     orch = StandInOrchestrator()
-    om = wic.wic_online(on, suite=suite, orchestrator=orch)
+    om = wic_rounds.wic_online(on, suite=suite, orchestrator=orch)
     rounds = [json.loads(line) for line in (tmp_path / "online" / "rounds.jsonl").read_text().splitlines()]
     assert om["rounds"] == 2 and len(rounds) == 2
     for r in rounds:
@@ -274,20 +275,20 @@ def test_offline_online_eval_pipeline(tmp_path, pairs_file):
     assert (tmp_path / "online" / "policy" / "wic.json").is_file()
     samples = [json.loads(line) for line in (tmp_path / "online" / "round-1" / "samples.jsonl").read_text().splitlines()]
     assert {tuple(np.round(s["weights"], 2)) for s in samples} <= {(0.8, 0.2), (0.2, 0.8)}
-    om2 = wic.wic_online(on, suite=suite, orchestrator=orch)
+    om2 = wic_rounds.wic_online(on, suite=suite, orchestrator=orch)
     assert om2["rounds"] == 2 and orch.calls == 2  # finished rounds are not redone
 
     # RiC online: random preferences, samples relabelled with achieved rewards
-    ron = wic.WICOnlineLoopConfig(policy=str(tmp_path / "ric"), data=[str(pairs_file)], rounds=1,
-                                  prompts_per_round=6, samples_per_prompt=2, max_new_tokens=6,
-                                  output_dir=str(tmp_path / "ric_online"), preferences="dirichlet", **_sft())
-    assert wic.wic_online(ron, suite=suite)["rounds"] == 1  # offline bars: may keep nothing, still a round
+    ron = wic_rounds.WICOnlineLoopConfig(policy=str(tmp_path / "ric"), data=[str(pairs_file)], rounds=1,
+                                         prompts_per_round=6, samples_per_prompt=2, max_new_tokens=6,
+                                         output_dir=str(tmp_path / "ric_online"), preferences="dirichlet", **_sft())
+    assert wic_rounds.wic_online(ron, suite=suite)["rounds"] == 1  # offline bars: may keep nothing, still a round
 
     # evaluation: two methods, fronts, table with the orchestrator row, hypervolume
-    ev = wic.WICEvalConfig(policies=[f"PRO-WIC={tmp_path / 'online' / 'policy'}", f"RiC={tmp_path / 'ric_online' / 'policy'}"],
-                           data=[str(pairs_file)], max_prompts=4, grid_step=0.5, max_new_tokens=4,
-                           output_dir=str(tmp_path / "eval"), reference=[-5.0, -5.0])
-    em = wic.evaluate_wic(ev, suite=suite, orchestrator=orch)
+    ev = wic_eval.WICEvalConfig(policies=[f"PRO-WIC={tmp_path / 'online' / 'policy'}",
+                                          f"RiC={tmp_path / 'ric_online' / 'policy'}"], data=[str(pairs_file)], max_prompts=4, grid_step=0.5, max_new_tokens=4,
+                                output_dir=str(tmp_path / "eval"), reference=[-5.0, -5.0])
+    em = wic_eval.evaluate_wic(ev, suite=suite, orchestrator=orch)
     out = tmp_path / "eval"
     assert em["hypervolume"] == em["hypervolume_PRO_WIC"] and em["hypervolume_RiC"] >= 0
     table = (out / "eval_table.md").read_text()
@@ -308,23 +309,60 @@ def test_offline_online_eval_pipeline(tmp_path, pairs_file):
 def test_sampling_round_and_online_sft_stages(tmp_path, pairs_file):
     """The two halves the KFP components call: sample_online_round -> train_wic_online."""
     suite = make_suite()
-    base = wic.build_tiny_policy(tmp_path / "base", NAMES)
-    sc = wic.WICSampleConfig(policy=str(base), data=[str(pairs_file)], prompts_per_round=4, samples_per_prompt=2,
-                             max_new_tokens=4, preferences="ric", rejection="topk", output_dir=str(tmp_path / "s1"))
-    m = wic.sample_online_round(sc, suite=suite)
+    base = testing.build_tiny_policy(tmp_path / "base", NAMES)
+    sc = wic_rounds.WICSampleConfig(policy=str(base), data=[str(pairs_file)], prompts_per_round=4,
+                                    samples_per_prompt=2, max_new_tokens=4, preferences="ric", rejection="topk",
+                                    output_dir=str(tmp_path / "s1"))
+    m = wic_rounds.sample_online_round(sc, suite=suite)
     assert m["samples"] == 8 and m["kept"] == 4 and m["acceptance_rate"] == 0.5
     with pytest.raises(ConfigError, match="--thresholds round"):  # no offline score distribution recorded
-        wic.sample_online_round(dataclasses.replace(sc, rejection="quantile", output_dir=str(tmp_path / "s0")),
-                                suite=suite)
+        wic_rounds.sample_online_round(dataclasses.replace(sc, rejection="quantile", output_dir=str(tmp_path / "s0")),
+                                       suite=suite)
     kept = (tmp_path / "s1" / "kept.jsonl").read_text().splitlines()
     assert len(kept) == 4
-    oc = wic.WICOnlineConfig(policy=str(base), samples=[str(tmp_path / "s1")], output_dir=str(tmp_path / "p1"),
-                             **_sft())
-    om = wic.train_wic_online(oc)
+    oc = wic_rounds.WICOnlineConfig(policy=str(base), samples=[str(tmp_path / "s1")], output_dir=str(tmp_path / "p1"),
+                                    **_sft())
+    om = wic_rounds.train_wic_online(oc)
     assert om["sft_examples"] <= 4 and (tmp_path / "p1" / "wic.json").is_file()
     with pytest.raises(DataError, match="no kept samples"):
-        wic.train_wic_online(wic.WICOnlineConfig(policy=str(base), samples=[str(tmp_path / "nope")],
-                                                 output_dir=str(tmp_path / "p2")))
+        wic_rounds.train_wic_online(wic_rounds.WICOnlineConfig(policy=str(base), samples=[str(tmp_path / "nope")],
+                                                               output_dir=str(tmp_path / "p2")))
+
+
+def test_kfp_halves_and_the_loop_run_the_same_round(tmp_path, pairs_file):
+    """The online round exists once (issue 12): the two KFP halves (sample_online_round ->
+    train_wic_online) and the CLI loop (wic_online) keep the same samples from the same prompts, cut to
+    the same --max-prompt-tokens (the sampling half once cut at a hard-coded 256), and train the same policy
+    (the SFT half once used seed --seed where the loop uses seed + round)."""
+    from safetensors.torch import load_file
+
+    suite = make_suite()
+    base = testing.build_tiny_policy(tmp_path / "base", NAMES)
+    sampling = dict(policy=str(base), data=[str(pairs_file)], prompts_per_round=4, samples_per_prompt=2,
+                    max_new_tokens=4, preferences="dirichlet", rejection="topk", max_prompt_tokens=4, seed=3)
+    sft = {**_sft(), "batch_size": 1}  # 4 steps: the order of the kept samples (the SFT seed) matters
+    wic_rounds.wic_online(wic_rounds.WICOnlineLoopConfig(**sampling, **sft, rounds=1,
+                                                         output_dir=str(tmp_path / "loop")), suite=suite)
+    wic_rounds.sample_online_round(wic_rounds.WICSampleConfig(**sampling, round_index=1,
+                                                              output_dir=str(tmp_path / "sampled")), suite=suite)
+    wic_rounds.train_wic_online(wic_rounds.WICOnlineConfig(policy=str(base), samples=[str(tmp_path / "sampled")],
+                                                           seed=3, output_dir=str(tmp_path / "kfp"), **sft))
+
+    def samples(path):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [(r["prompt"], r["response"], r["kept"], tuple(np.round(r["weights"], 6))) for r in rows]
+
+    loop, kfp = samples(tmp_path / "loop" / "round-1" / "samples.jsonl"), samples(tmp_path / "sampled" / "samples.jsonl")
+    assert loop == kfp and sum(kept for _, _, kept, _ in kfp) == 4
+    tok = wic.WICPolicy.from_pretrained(base).tokenizer
+    lengths = [len(tok(prompt, add_special_tokens=False)["input_ids"]) for prompt, *_ in kfp]
+    assert max(lengths) <= 4 < len(tok(json.loads(pairs_file.read_text().splitlines()[0])["prompt"])["input_ids"])
+    trained = [load_file(d / "model.safetensors") for d in (tmp_path / "loop" / "policy", tmp_path / "kfp")]
+    assert trained[0].keys() == trained[1].keys()
+    for name, tensor in trained[0].items():
+        np.testing.assert_allclose(tensor.numpy(), trained[1][name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    untouched = load_file(base / "model.safetensors")
+    assert any(not np.array_equal(untouched[n].numpy(), trained[1][n].numpy()) for n in untouched)  # it trained
 
 
 def test_offline_tags_follow_the_targets_tau(tmp_path, pairs_file):
@@ -335,10 +373,10 @@ def test_offline_tags_follow_the_targets_tau(tmp_path, pairs_file):
     targets = tmp_path / "targets"
     score_and_target(ScoreConfig(data=str(pairs_file), output_dir=str(targets), tau=0.5,
                                  objectives=["helpful=fn:scorers:length_reward", "harmless=fn:scorers:polite_reward"]))
-    base = wic.build_tiny_policy(tmp_path / "base", NAMES)
-    cfg = wic.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], targets=str(targets),
-                               output_dir=str(tmp_path / "offline"), epochs=0.2, batch_size=24, max_length=64)
-    metrics = wic.train_wic_offline(cfg)
+    base = testing.build_tiny_policy(tmp_path / "base", NAMES)
+    cfg = wic_offline.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], targets=str(targets),
+                                       output_dir=str(tmp_path / "offline"), epochs=0.2, batch_size=24, max_length=64)
+    metrics = wic_offline.train_wic_offline(cfg)
     tags = [json.loads(line)["weights"] for line in (tmp_path / "offline" / "examples.jsonl").read_text().splitlines()]
     w_star = [json.loads(line)["weights"] for line in (targets / "targets.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(tags, w_star, atol=1e-6)
@@ -352,11 +390,11 @@ def test_offline_tags_follow_the_targets_tau(tmp_path, pairs_file):
 
 
 def test_offline_k_mismatch(tmp_path, pairs_file):
-    base = wic.build_tiny_policy(tmp_path / "base", ["a", "b", "c"])
+    base = testing.build_tiny_policy(tmp_path / "base", ["a", "b", "c"])
     pol = wic.WICPolicy.from_pretrained(base)
-    cfg = wic.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], output_dir=str(tmp_path / "o"))
+    cfg = wic_offline.WICOfflineConfig(policy=str(base), data=[str(pairs_file)], output_dir=str(tmp_path / "o"))
     with pytest.raises(ConfigError, match="K mismatch"):
-        wic.train_wic_offline(cfg, suite=make_suite(), policy=pol)
+        wic_offline.train_wic_offline(cfg, suite=make_suite(), policy=pol)
 
 
 # -- policy references -----------------------------------------------------------------------
@@ -364,7 +402,7 @@ def test_load_policy_references(tmp_path):
     from pro_lib.errors import CheckpointError
     from pro_lib.policy import load_policy, resolve_policy
 
-    path = wic.build_tiny_policy(tmp_path / "p", NAMES, family="gpt2")
+    path = testing.build_tiny_policy(tmp_path / "p", NAMES, family="gpt2")
     model, tok = load_policy(path)
     assert tok.pad_token is not None and model.config.pad_token_id is not None and not model.training
     (tmp_path / "file.txt").write_text("x")
@@ -381,7 +419,7 @@ def test_load_policy_references(tmp_path):
 def test_plain_lm_becomes_wic_policy_with_objectives(tmp_path):
     from pro_lib.errors import CheckpointError
 
-    path = wic.build_tiny_policy(tmp_path / "p", NAMES)
+    path = testing.build_tiny_policy(tmp_path / "p", NAMES)
     (path / "wic.json").unlink()
     with pytest.raises(CheckpointError, match="not a WIC policy"):
         wic.WICPolicy.from_pretrained(path)

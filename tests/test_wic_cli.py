@@ -7,14 +7,14 @@ import json
 import pytest
 import yaml
 
-from pro_lib import wic
+from pro_lib import testing, wic_eval, wic_offline, wic_rounds
 from pro_lib.cli import main
 
 NAMES = ["helpful", "harmless"]
 
 
 def test_generate_with_weights_json(tmp_path, capsys):
-    pol = wic.build_tiny_policy(tmp_path / "p", NAMES)
+    pol = testing.build_tiny_policy(tmp_path / "p", NAMES)
     rc = main(["generate", "can you help me ?", "--policy", str(pol), "--weights", "helpful=3,harmless=1",
                "--max-new-tokens", "3", "--json"])
     assert rc == 0
@@ -27,7 +27,7 @@ def test_generate_with_weights_json(tmp_path, capsys):
     ("helpful=0.5,harmless=0.3,humor=0.2", "unknown objective 'humor'"),
     ("0.2,0.3,0.5", "3 entries but there are 2"), ("helpful=-1,harmless=2", "non-negative")])
 def test_generate_bad_weights_clear_error(tmp_path, capsys, weights, message):
-    pol = wic.build_tiny_policy(tmp_path / "p", NAMES)
+    pol = testing.build_tiny_policy(tmp_path / "p", NAMES)
     rc = main(["generate", "hi", "--policy", str(pol), "--weights", weights, "--max-new-tokens", "2"])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "helpful=0.50,harmless=0.50" in err
@@ -58,8 +58,9 @@ def test_shipped_configs_build():
     assert files, "configs/wic*.yaml are missing"
     from pro_lib.soups import SoupsTrainConfig
 
-    classes = {"offline": wic.WICOfflineConfig, "ric_offline": wic.RiCOfflineConfig, "soups": SoupsTrainConfig,
-               "online": wic.WICOnlineLoopConfig, "ric_online": wic.RiCOnlineConfig, "eval": wic.WICEvalConfig}
+    classes = {"offline": wic_offline.WICOfflineConfig, "ric_offline": wic_offline.RiCOfflineConfig,
+               "soups": SoupsTrainConfig, "online": wic_rounds.WICOnlineLoopConfig,
+               "ric_online": wic_rounds.RiCOnlineConfig, "eval": wic_eval.WICEvalConfig}
     for f in files:
         data = yaml.safe_load(f.read_text())
         for section, values in data.items():

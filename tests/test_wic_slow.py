@@ -36,7 +36,7 @@ def polite_score(prompts, responses):
 def test_smollm2_wic_follows_its_weights(tmp_path):
     import torch
 
-    from pro_lib import wic
+    from pro_lib import wic, wic_offline
     from pro_lib.data import load_pairs
     from pro_lib.suite import RewardSuite
 
@@ -51,10 +51,10 @@ def test_smollm2_wic_follows_its_weights(tmp_path):
     suite = RewardSuite.from_functions({"helpful": length_score, "harmless": polite_score})
     suite.fit_normalization(suite.score([r["prompt"] for r in rows], [r["chosen"] for r in rows], progress=False))
 
-    cfg = wic.WICOfflineConfig(policy="smollm2", data=[str(data)], output_dir=str(tmp_path / "wic"), epochs=2.0,
-                               learning_rate=1e-4, batch_size=8, max_length=256, max_prompt_tokens=96,
-                               save_steps=1000)
-    m = wic.train_wic_offline(cfg, suite=suite)
+    cfg = wic_offline.WICOfflineConfig(policy="smollm2", data=[str(data)], output_dir=str(tmp_path / "wic"), epochs=2.0,
+                                       learning_rate=1e-4, batch_size=8, max_length=256, max_prompt_tokens=96,
+                                       save_steps=1000)
+    m = wic_offline.train_wic_offline(cfg, suite=suite)
     assert m["sft_loss_last"] < m["sft_loss_first"]
     pol = wic.WICPolicy.from_pretrained(tmp_path / "wic")
     held = [wic.truncate_prompt(pol.tokenizer, p, 96) for p in held_out]

@@ -47,7 +47,7 @@ def main() -> int:
 
     import torch
 
-    from pro_lib import wic
+    from pro_lib import wic_eval, wic_offline, wic_rounds
     from pro_lib.config import build_config, load_yaml_config
     from pro_lib.io import read_json
     from pro_lib.soups import SoupsTrainConfig, train_soups
@@ -74,30 +74,31 @@ def main() -> int:
         print(f"[done] {name} in {timings[name]:.0f}s", flush=True)
 
     common = {"suite": suite_dir, "data": [train]}
-    off = build_config(wic.WICOfflineConfig, {**cfg["offline"], **common, "orchestrator": orch, "method": "pro-wic",
-                                              "output_dir": str(out / "pro_wic_offline")}, where="offline")
-    step("PRO-WIC offline", out / "pro_wic_offline" / "wic.json", lambda: wic.train_wic_offline(off))
-    ric_off = build_config(wic.RiCOfflineConfig, {**cfg["ric_offline"], **common,
-                                                  "output_dir": str(out / "ric_offline")}, where="ric_offline")
-    step("RiC offline", out / "ric_offline" / "wic.json", lambda: wic.train_wic_offline(ric_off))
+    off = build_config(wic_offline.WICOfflineConfig, {**cfg["offline"], **common, "orchestrator": orch,
+                                                      "method": "pro-wic", "output_dir": str(out / "pro_wic_offline")},
+                       where="offline")
+    step("PRO-WIC offline", out / "pro_wic_offline" / "wic.json", lambda: wic_offline.train_wic_offline(off))
+    ric_off = build_config(wic_offline.RiCOfflineConfig, {**cfg["ric_offline"], **common,
+                                                          "output_dir": str(out / "ric_offline")}, where="ric_offline")
+    step("RiC offline", out / "ric_offline" / "wic.json", lambda: wic_offline.train_wic_offline(ric_off))
     soups_cfg = build_config(SoupsTrainConfig, {**cfg["soups"], **common, "orchestrator": orch,
                                                 "output_dir": str(out / "soups")}, where="soups")
     step("Rewarded Soups experts", out / "soups" / "soups.json", lambda: train_soups(soups_cfg))
 
-    on = build_config(wic.WICOnlineLoopConfig, {**cfg["online"], **common, "orchestrator": orch,
-                                                "policy": off.output_dir, "output_dir": str(out / "pro_wic_online")},
-                      where="online")
-    step("PRO-WIC online", out / "pro_wic_online" / "metrics.json", lambda: wic.wic_online(on))
-    ric_on = build_config(wic.RiCOnlineConfig, {**cfg["ric_online"], **common, "policy": ric_off.output_dir,
-                                                "output_dir": str(out / "ric_online")}, where="ric_online")
-    step("RiC online", out / "ric_online" / "metrics.json", lambda: wic.wic_online(ric_on))
+    on = build_config(wic_rounds.WICOnlineLoopConfig, {**cfg["online"], **common, "orchestrator": orch,
+                                                       "policy": off.output_dir,
+                                                       "output_dir": str(out / "pro_wic_online")}, where="online")
+    step("PRO-WIC online", out / "pro_wic_online" / "metrics.json", lambda: wic_rounds.wic_online(on))
+    ric_on = build_config(wic_rounds.RiCOnlineConfig, {**cfg["ric_online"], **common, "policy": ric_off.output_dir,
+                                                       "output_dir": str(out / "ric_online")}, where="ric_online")
+    step("RiC online", out / "ric_online" / "metrics.json", lambda: wic_rounds.wic_online(ric_on))
 
-    ev = build_config(wic.WICEvalConfig, {
+    ev = build_config(wic_eval.WICEvalConfig, {
         **cfg["eval"], "suite": suite_dir, "data": [held_out], "orchestrator": orch, "output_dir": str(out / "eval"),
         "policies": [f"RiC offline={ric_off.output_dir}", f"RiC online={out / 'ric_online' / 'policy'}",
                      f"Rewarded Soups={soups_cfg.output_dir}", f"PRO-WIC={out / 'pro_wic_online' / 'policy'}"]},
         where="eval")
-    step("evaluation", out / "eval" / "eval.json", lambda: wic.evaluate_wic(ev))
+    step("evaluation", out / "eval" / "eval.json", lambda: wic_eval.evaluate_wic(ev))
 
     # summary ------------------------------------------------------------------------------------
     evj = read_json(out / "eval" / "eval.json")
