@@ -381,7 +381,7 @@ def _add_param_flags(p) -> None:
 
 def _add_rounds_flag(p) -> None:
     p.add_argument("--online-rounds", type=int, default=None,
-                   help="pro_wic only: number of online sampling + SFT rounds (shapes the graph; default 2)")
+                   help="pro_wic only: number of online sampling + SFT rounds (shapes the graph; default: pipelines/pro_wic.py DEFAULT_ONLINE_ROUNDS)")
 
 
 def register(subparsers) -> None:

@@ -147,6 +147,14 @@ def test_no_import_cycle_through_imports_inside_functions():
     assert find_cycles(pruned) == []
 
 
+MAX_MODULE_LINES = 500  # issue 12: a module of the library reads in one sitting
+
+
+def test_no_pro_lib_module_over_500_lines():
+    long = {str(p): n for p in py_files("pro_lib") if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"split these modules at a seam (at most {MAX_MODULE_LINES} lines each): {long}"
+
+
 def test_pro_lib_never_imports_kfp_or_streamlit():
     bad = []
     for path in py_files("pro_lib"):
