@@ -33,7 +33,7 @@ DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 1.0, "conditioning": "weig
                        "max_examples": 320, "learning_rate": 1e-4, "batch_size": 8, "max_length": 256,
                        "max_prompt_tokens": 128}
 DEFAULT_WIC_SAMPLE = {"prompts_per_round": 24, "samples_per_prompt": 2, "preferences": "orchestrator",
-                      "max_new_tokens": 40, "gen_batch_size": 16}
+                      "max_new_tokens": 40, "gen_batch_size": 16, "max_prompt_tokens": 128}
 DEFAULT_WIC_ONLINE = {"epochs": 1.0, "learning_rate": 5e-5, "batch_size": 8, "max_length": 256,
                       "max_prompt_tokens": 128}
 DEFAULT_WIC_EVAL = {"max_prompts": 48, "grid_step": 1.0, "max_new_tokens": 40, "max_prompt_tokens": 128}
