@@ -2,8 +2,8 @@
 
 Library subcommands live in ``pro_lib/commands/`` (one module per command group, listed in
 :data:`COMMAND_MODULES`); platform subcommands (``pipeline``, ``ui``) plug in through the
-``pro.commands`` entry-point group so that pro_lib never imports kfp or streamlit. Every training subcommand takes ``--config file.yaml`` whose keys are the
-flag names.
+``pro.commands`` entry-point group so that pro_lib never imports kfp or streamlit. Every training
+subcommand takes ``--config file.yaml`` whose keys are the flag names.
 """
 
 from __future__ import annotations
