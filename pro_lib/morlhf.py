@@ -47,7 +47,7 @@ from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_write_text, write_json, write_jsonl
 from pro_lib.policy import load_policy
 from pro_lib.morlhf_reward import (WEIGHTS_COLUMN, WeightedReward, build_prompt_dataset,
-                                  resolve_weights, weight_matrix)
+                                  SHUFFLED, resolve_weights, weight_matrix, weights_method)
 from pro_lib.registry import ORCHESTRATOR_MODEL, model_ref
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,9 @@ class MorlhfTrainConfig:
 
     policy: str = field("smollm2", help="policy to align: 'smollm2' (bundled), a folder, a hub name or models:/ ref")
     suite: str = field("runs/targets/suite", help="reward suite folder (suite.yaml with normalisation stats)")
-    weights: str = field("orchestrator", help="'orchestrator' (PRO-MORLHF), 'uniform' (MORLHF) or a fixed "
-                                              "vector: 0.7,0.3 or helpful=0.7,harmless=0.3")
+    weights: str = field("orchestrator", help="'orchestrator' (PRO-MORLHF), 'orchestrator-shuffled' (its control: "
+                                              "the orchestrator's weights permuted across prompts, --seed), "
+                                              "'uniform' (MORLHF) or a fixed vector: 0.7,0.3 or helpful=0.7,harmless=0.3")
     orchestrator: str | None = field(model_ref(ORCHESTRATOR_MODEL),
                                      help="orchestrator folder or models:/ ref (used by --weights orchestrator)")
     data: list[str] = field(default_factory=lambda: ["demo"],
@@ -183,7 +184,7 @@ def _resume_point(cfg: MorlhfTrainConfig, ckpt_dir: Path, *, suite, orchestrator
     """The checkpoint this run continues from (None: from scratch), after checking its fingerprint."""
     inputs = {"data_content": digest_data(cfg.data), "policy_content": digest_model(cfg.policy, given=policy),
               "suite_content": digest_model(cfg.suite, given=suite)}
-    if cfg.weights == "orchestrator":
+    if cfg.weights in ("orchestrator", SHUFFLED):
         inputs["orchestrator_content"] = digest_model(cfg.orchestrator, given=orchestrator)
     fp = fingerprint(cfg, inputs)
     if cfg.resume.strip().lower() in ("auto", "never", "true", "false"):
@@ -293,14 +294,14 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
         rows = [json.loads(line) for line in prompts_file.read_text().splitlines() if line.strip()]
         prompts = [r["prompt"] for r in rows]
         w = weight_matrix([r[WEIGHTS_COLUMN] for r in rows], reward.names)
-        method = "pro-morlhf" if cfg.weights == "orchestrator" else "morlhf"
+        method = weights_method(cfg.weights)
         info = {"used_prompts": len(prompts), "reloaded": True}
     else:
         prompts, info = load_prompts(cfg.data, split=cfg.split, eval_fraction=cfg.eval_fraction,
                                      split_seed=cfg.split_seed, tokenizer=tokenizer,
                                      max_prompt_tokens=cfg.max_prompt_tokens, max_prompts=cfg.max_prompts,
                                      seed=cfg.seed)
-        w, method = resolve_weights(cfg.weights, prompts, reward.names,
+        w, method = resolve_weights(cfg.weights, prompts, reward.names, seed=cfg.seed,
                                     orchestrator=orchestrator if orchestrator is not None else cfg.orchestrator)
     dataset = build_prompt_dataset(prompts, w, reward.names)
     if main:

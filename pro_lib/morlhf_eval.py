@@ -128,7 +128,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
     for f, info in zip(folders, infos):
         if info.get("objectives"):
             check_objectives(info["objectives"], names, got_what=str(f), expected_what="the reward suite")
-    orch_ref = cfg.orchestrator or next((i.get("orchestrator") for i in infos if i.get("weights") == "orchestrator"
+    orch_ref = cfg.orchestrator or next((i.get("orchestrator") for i in infos if i.get("weights") in ("orchestrator", "orchestrator-shuffled")
                                          and i.get("orchestrator")), None)
     if orchestrator is None and orch_ref:
         from pro_lib.orchestrator import PreferenceOrchestrator
@@ -173,7 +173,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
             wr = (w * z).sum(axis=1)
             row[f"weighted_{wname}"] = float(wr.mean())
             row[f"weighted_{wname}_sem"] = float(wr.std(ddof=1) / math.sqrt(len(wr))) if len(wr) > 1 else 0.0
-        if folder is not None and rinfo.get("weights") not in ("orchestrator", "uniform"):
+        if folder is not None and rinfo.get("weights") not in ("orchestrator", "orchestrator-shuffled", "uniform"):
             from pro_lib.targets import parse_weights
 
             wr = (parse_weights(rinfo["weights"], names)[None, :] * z).sum(axis=1)

@@ -141,27 +141,42 @@ def build_prompt_dataset(prompts: Sequence[str], weights: np.ndarray, names: Seq
     return Dataset.from_dict({"prompt": list(prompts), WEIGHTS_COLUMN: w.astype(np.float32).tolist()})
 
 
-def resolve_weights(spec: str, prompts: Sequence[str], names: Sequence[str], *,
-                    orchestrator=None, batch_size: int = 64) -> tuple[np.ndarray, str]:
-    """Per-prompt weights for ``--weights``: ``orchestrator``, ``uniform``, or a fixed vector.
+SHUFFLED = "orchestrator-shuffled"
 
-    Returns ``(weights (N, K), method)`` where method is ``pro-morlhf`` or ``morlhf``.
+
+def weights_method(spec: str) -> str:
+    """The method name a ``--weights`` spec trains: pro-morlhf, its shuffled control, or morlhf."""
+    spec = str(spec).strip()
+    return {"orchestrator": "pro-morlhf", SHUFFLED: "pro-morlhf-shuffled"}.get(spec, "morlhf")
+
+
+def resolve_weights(spec: str, prompts: Sequence[str], names: Sequence[str], *,
+                    orchestrator=None, batch_size: int = 64, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Per-prompt weights for ``--weights``: ``orchestrator``, ``orchestrator-shuffled``, ``uniform``,
+    or a fixed vector.
+
+    ``orchestrator-shuffled`` is the control for PRO-MORLHF's claim: the orchestrator's weights permuted
+    across the prompts (fixed ``seed``), so the same distribution of weights carries no information about
+    its prompt. Returns ``(weights (N, K), method)``, method as :func:`weights_method`.
     ``orchestrator`` is a PreferenceOrchestrator or a folder / models:/ reference.
     """
     from pro_lib.targets import parse_weights, uniform_weights, validate_weights
 
     names = list(names)
     spec = str(spec).strip()
-    if spec == "orchestrator":
+    if spec in ("orchestrator", SHUFFLED):
         if orchestrator is None:
-            raise ConfigError("--weights orchestrator needs --orchestrator <folder or models:/pro-orchestrator@champion>")
+            raise ConfigError(f"--weights {spec} needs --orchestrator <folder or models:/pro-orchestrator@champion>")
         if isinstance(orchestrator, (str, Path)):
             from pro_lib.orchestrator import PreferenceOrchestrator
 
             orchestrator = PreferenceOrchestrator.from_pretrained(orchestrator)
         orchestrator.check_objectives(names)
         w = orchestrator.predict(list(prompts), batch_size=batch_size)
-        return validate_weights(w, names=names, what="the orchestrator's weights", dtype=np.float64), "pro-morlhf"
+        w = validate_weights(w, names=names, what="the orchestrator's weights", dtype=np.float64)
+        if spec == SHUFFLED:
+            w = w[np.random.default_rng(seed).permutation(len(w))]
+        return w, weights_method(spec)
     if spec == "uniform":
         vec = uniform_weights(len(names))
     else:

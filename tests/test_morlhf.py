@@ -177,6 +177,22 @@ def test_orchestrator_weights_are_per_prompt_and_k_checked():
         resolve_weights("orchestrator", prompts, ["length", "a", "humor"], orchestrator=orch)
 
 
+def test_shuffled_orchestrator_weights_keep_the_distribution_not_the_prompt():
+    """The control for PRO-MORLHF: the same weight rows, permuted across prompts with the seed."""
+    names = ["length", "a"]
+    orch = make_orchestrator(names)
+    prompts = [f"Human: question {i} {'x' * i}? Assistant:" for i in range(12)]
+    w, _ = resolve_weights("orchestrator", prompts, names, orchestrator=orch)
+    s, method = resolve_weights("orchestrator-shuffled", prompts, names, orchestrator=orch, seed=3)
+    assert method == "pro-morlhf-shuffled"
+    assert np.allclose(np.sort(s, axis=0), np.sort(w, axis=0))  # same rows
+    assert not np.allclose(s, w)  # but not on their own prompts
+    s2, _ = resolve_weights("orchestrator-shuffled", prompts, names, orchestrator=orch, seed=3)
+    assert np.array_equal(s, s2)  # fixed by the seed
+    with pytest.raises(ConfigError, match="orchestrator-shuffled needs --orchestrator"):
+        resolve_weights("orchestrator-shuffled", prompts, names)
+
+
 def test_dataset_carries_weights_column():
     ds = build_prompt_dataset(["p1", "p2"], np.array([0.25, 0.75]), ["length", "a"])
     assert ds.column_names == ["prompt", "weights"] and ds[1]["weights"] == pytest.approx([0.25, 0.75])

@@ -7,6 +7,8 @@ the Preference Orchestrator (runs/hh/orchestrator).
 
 1. PRO-MORLHF: RLOO on sum_k f(x)_k r_k(x, y) - beta KL, weights from the orchestrator per prompt;
 2. MORLHF: the same with fixed uniform weights;
+2b. the control for PRO-MORLHF's claim: the orchestrator's weights shuffled across the training prompts
+   (``--weights orchestrator-shuffled``: the same weights, no information about their prompt);
 3. held-out evaluation (greedy completions of unseen prompts, a random sample stratified by source; the
    training prompts are one too): mean normalised reward per objective
    and the weighted reward under the orchestrator's and uniform weights, for both policies and the
@@ -64,7 +66,8 @@ def main() -> int:
     t0 = time.time()
     timings = {}
     runs = {}
-    for method, weights in (("pro-morlhf", "orchestrator"), ("morlhf", "uniform")):
+    for method, weights in (("pro-morlhf", "orchestrator"), ("morlhf", "uniform"),
+                            ("pro-morlhf-shuffled", "orchestrator-shuffled")):
         cfg = build_config(MorlhfTrainConfig, {**base, "weights": weights, "output_dir": str(out / method)},
                            where=args.config)
         runs[method] = cfg.output_dir
@@ -81,7 +84,7 @@ def main() -> int:
     print("[run ] held-out evaluation", flush=True)
     t = time.time()
     ecfg = build_config(MorlhfEvalConfig, {
-        "runs": [runs["pro-morlhf"], runs["morlhf"]], "output_dir": str(out / "eval"),
+        "runs": list(runs.values()), "output_dir": str(out / "eval"),
         "data": [str(hh / "data" / "eval.jsonl")], "split": "all", "max_prompts": args.eval_prompts,
         "max_new_tokens": base.get("max_completion_length", 32)})
     evaluate_morlhf(ecfg)
