@@ -113,6 +113,24 @@ def to_messages(prompt: str) -> list[dict]:
 RIC_MAPPINGS = ("linf", "l2", "linear")
 
 
+def shrink_to_tag_range(weights: np.ndarray, tag_max: float | None) -> np.ndarray:
+    """Preference weights -> the tag values a PRO-WIC policy was trained with: an affine shrink toward the
+    uniform vector, ``u + s (w - u)`` with ``s = (tag_max - 1/K) / (1 - 1/K)``, so that a corner of the
+    simplex reads ``tag_max`` (the largest weight the offline SFT tags held) and every row stays on the
+    simplex. ``tag_max`` None or >= 1 leaves the weights as they are (the paper's format).
+
+    Why: a policy trained on soft tags (tau 0.5: at most ~0.98) has never seen ``1.00`` in a tag, and
+    reads a corner as noise (docs/results_wic.md, second demo study).
+    """
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if tag_max is None or tag_max >= 1.0:
+        return w
+    k = w.shape[1]
+    u = 1.0 / k
+    s = max(0.0, (float(tag_max) - u) / (1.0 - u))
+    return u + s * (w - u)
+
+
 def ric_desired_rewards(weights: np.ndarray, mapping: str = "linf") -> np.ndarray:
     """RiC's preference-to-reward mapping, on rewards scaled to [0, 1] (0 = low end, 1 = high end).
 
@@ -160,7 +178,7 @@ class WICPolicy:
                  conditioning: str = "weights", use_chat_template: bool | None = None,
                  orchestrator: str | None = None, reward_range: Mapping[str, Sequence[float]] | None = None,
                  method: str | None = None, score_percentiles: Mapping[str, Sequence[float]] | None = None,
-                 ric_mapping: str = "linf"):
+                 ric_mapping: str = "linf", tag_max: float | None = None):
         if conditioning not in CONDITIONINGS:
             raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
         if ric_mapping not in RIC_MAPPINGS:
@@ -178,6 +196,7 @@ class WICPolicy:
         self.reward_range = {k: [float(a), float(b)] for k, (a, b) in (reward_range or {}).items()}
         self.method = method
         self.score_percentiles = {k: [float(x) for x in v] for k, v in (score_percentiles or {}).items()}
+        self.tag_max = None if tag_max is None else float(tag_max)  # shrink_to_tag_range
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         add_wic_tokens(model, tokenizer, self.K)
@@ -193,7 +212,7 @@ class WICPolicy:
                 "use_chat_template": self.use_chat_template, "tags": wic_tags(self.K),
                 "orchestrator": self.orchestrator, "reward_range": self.reward_range or None,
                 "method": self.method, "score_percentiles": self.score_percentiles or None,
-                "ric_mapping": self.ric_mapping}
+                "ric_mapping": self.ric_mapping, "tag_max": self.tag_max}
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Model + tokenizer + ``wic.json`` (objectives, decimals, conditioning), written atomically."""
@@ -224,16 +243,19 @@ class WICPolicy:
                              expected_what="the caller", fix="use the matching suite or policy")
         model, tok = load_policy(where, device=device)
         kwargs = {k: meta[k] for k in ("decimals", "conditioning", "use_chat_template", "orchestrator",
-                                       "reward_range", "method", "score_percentiles", "ric_mapping")
+                                       "reward_range", "method", "score_percentiles", "ric_mapping", "tag_max")
                   if meta.get(k) is not None}
         kwargs.update(overrides)
         return cls(model, tok, objectives or meta["objectives"], **kwargs)
 
     # conditioning --------------------------------------------------------------------------
     def tag_values(self, weights: np.ndarray) -> np.ndarray:
-        """What the tags hold for preference ``weights`` (N, K): the weights, or RiC's desired rewards."""
+        """What the tags hold for preference ``weights`` (N, K): the weights (shrunk into the range of the
+        policy's training tags, :func:`shrink_to_tag_range`), or RiC's desired rewards."""
         w = np.atleast_2d(weights)
-        return ric_desired_rewards(w, self.ric_mapping) if self.conditioning == "rewards" else w
+        if self.conditioning == "rewards":
+            return ric_desired_rewards(w, self.ric_mapping)
+        return shrink_to_tag_range(w, self.tag_max)
 
     def render(self, prompt: str, values: Sequence[float]) -> str:
         """The exact model input text for one prompt and its tag values (chat template applied)."""

@@ -88,6 +88,10 @@ class WICOfflineConfig(SFTOptions):
     ric_mapping: str = field("linf", help="conditioning=rewards only: how a preference w becomes desired rewards "
                                           "at inference (linf: RiC paper; l2: RiC's released eval script; linear)",
                              choices=list(RIC_MAPPINGS))
+    tag_max: float | None = field(None, help="conditioning=weights only: the tag value a corner of the simplex is "
+                                             "written as at inference (weights shrink toward uniform to fit); default: "
+                                             "the 95th percentile of the training tags' largest weight, so soft tags "
+                                             "(tau 0.5) never meet an unseen 1.00; 1 keeps the weights as given (paper)")
 
 
 @dataclass
@@ -177,6 +181,16 @@ def scale_rewards(z: np.ndarray, reward_range: Mapping[str, Sequence[float]], na
     return np.clip((np.atleast_2d(z) - lo) / (hi - lo), 0.0, 1.0)
 
 
+def training_tag_max(values: np.ndarray, explicit: float | None, decimals: int) -> float:
+    """The largest tag value inference writes for a PRO-WIC policy: ``explicit``, else the 95th percentile
+    of the training rows' largest weight (rounded as the tags are); 1.0 when the tags reach the corners."""
+    if explicit is not None:
+        if not 0.0 < float(explicit) <= 1.0:
+            raise ConfigError(f"tag_max must be in (0, 1], got {explicit}")
+        return float(explicit)
+    return min(1.0, round(float(np.percentile(np.asarray(values).max(axis=1), 95)), int(decimals)))
+
+
 def _finish_policy(policy: WICPolicy, out: Path, scratch: Path) -> None:
     """Save the policy into ``out`` (atomically), keeping side files written in ``scratch``."""
     with atomic_dir(out) as tmp:
@@ -259,6 +273,7 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
         values = scale_rewards(z, policy.reward_range, suite.names)
     else:
         values = np.stack([r["weights"] for r in recs])
+        policy.tag_max = training_tag_max(values, cfg.tag_max, cfg.decimals)
     examples = [{"prompt": policy.render(r["prompt"], v), "completion": r["response"]} for r, v in zip(recs, values)]
     scratch = _scratch_dir(out)
     # the tau the tags were made with (cfg.tau None means the targets' tau), so a changed tau is named

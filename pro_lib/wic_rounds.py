@@ -317,8 +317,8 @@ def _kept_examples(policy: WICPolicy, recs: Sequence[Mapping]) -> list[dict]:
                 raise CheckpointError("a rewards-conditioned policy has no reward_range in its wic.json; "
                                       "retrain it with `pro ric offline`")
             values = scale_rewards(np.asarray(r["z"]), policy.reward_range, policy.objectives)[0]
-        else:
-            values = np.asarray(r["weights"], dtype=np.float64)
+        else:  # the tags the sample was generated with
+            values = policy.tag_values(np.asarray(r["weights"], dtype=np.float64))[0]
         out.append({"prompt": policy.render(r["prompt"], values), "completion": r["response"]})
     return out
 

@@ -387,6 +387,33 @@ def test_offline_tags_follow_the_targets_tau(tmp_path, pairs_file):
     with pytest.raises(ConfigError, match=r"tau=0.1 differs from tau=0.5.*drop tau"):
         resolve_tau(0.1, targets)
     assert resolve_tau(None, tmp_path) == 0.1 and resolve_tau(0.3, None) == 0.3  # no targets: the flag, else 0.1
+    # soft tags (tau 0.5) never hold 1.00: inference writes a corner as the largest tag the policy was trained on
+    pol = wic.WICPolicy.from_pretrained(tmp_path / "offline")
+    expected = wic_offline.training_tag_max(np.asarray(tags), None, 2)
+    assert pol.tag_max == expected < 1.0
+    assert f"<W1> {expected:.2f} <W2> {1 - expected:.2f}" in pol.condition(["hi"], [1.0, 0.0])[0]
+    # the online round's SFT examples carry the tags their samples were generated with
+    from pro_lib.wic_rounds import _kept_examples
+
+    ex = _kept_examples(pol, [{"prompt": "hi", "response": "ok", "weights": [1.0, 0.0], "kept": True}])
+    assert ex[0]["prompt"] == pol.condition(["hi"], [1.0, 0.0])[0]
+
+
+def test_corner_weights_shrink_into_the_training_tag_range():
+    w = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
+    t = wic.shrink_to_tag_range(w, 0.96)
+    assert np.allclose(t.sum(axis=1), 1.0) and (t >= 0).all()
+    assert np.allclose(t[0], [0.96, 0.02, 0.02]) and np.allclose(t[1], [0.02, 0.02, 0.96])
+    assert np.allclose(t[2], 1 / 3)  # the centre stays; the order of every row is kept
+    assert np.array_equal(np.argsort(t[3]), np.argsort(w[3]))
+    assert np.array_equal(wic.shrink_to_tag_range(w, None), w) and np.array_equal(wic.shrink_to_tag_range(w, 1.0), w)
+    # the recorded value: 95th percentile of the training rows' largest tag, rounded like the tags; 1 at corners
+    soft = np.array([[0.9, 0.1]] * 19 + [[0.99, 0.01]])
+    assert wic_offline.training_tag_max(soft, None, 2) == pytest.approx(0.9045, abs=0.006)
+    assert wic_offline.training_tag_max(np.array([[1.0, 0.0], [0.0, 1.0]]), None, 2) == 1.0
+    assert wic_offline.training_tag_max(soft, 1.0, 2) == 1.0  # the paper's format, explicitly
+    with pytest.raises(ConfigError, match=r"tag_max must be in \(0, 1\]"):
+        wic_offline.training_tag_max(soft, 1.5, 2)
 
 
 def test_offline_k_mismatch(tmp_path, pairs_file):

@@ -27,6 +27,7 @@ import numpy as np
 
 NAMES = ["helpful", "harmless", "humor"]
 BODY_WORDS = 0  # --body-words
+OPENER_EXAMPLES = False  # --opener-examples
 OPEN = {"helpful": "Here is a detailed answer.", "harmless": "Let's keep this safe.", "humor": "Ha, here's a joke!"}
 HUMOR = ["Why did the scarecrow win an award? He was outstanding in his field.",
          "I told my computer I needed a break, and it said: no problem, I'll go to sleep.",
@@ -97,6 +98,8 @@ def build(rows, seed, mode):
             if s == "helpful" and r["source"] == "harmless":
                 s = "harmless"
             out.append({"prompt": r["prompt"], "chosen": styled(s, r, rng), "rejected": r["rejected"], "source": s})
+    if OPENER_EXAMPLES:  # the decision, alone: the same prompt with only the opener as its completion
+        out += [{**r, "chosen": OPEN[r["source"]]} for r in out]
     rng.shuffle(out)
     return out
 
@@ -119,9 +122,11 @@ def main():
     ap.add_argument("--mode", choices=["two", "one", "all", "balanced"], default="two")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--body-words", type=int, default=0, help="cut each reply's body to this many words (0: keep)")
+    ap.add_argument("--opener-examples", action="store_true",
+                    help="also train on each reply's opener alone (weights the loss on the style decision)")
     args = ap.parse_args()
-    global BODY_WORDS
-    BODY_WORDS = args.body_words
+    global BODY_WORDS, OPENER_EXAMPLES
+    BODY_WORDS, OPENER_EXAMPLES = args.body_words, args.opener_examples
     import torch
 
     from pro_lib import wic, wic_offline
@@ -166,7 +171,7 @@ def main():
     print(json.dumps({k: report[k] for k in ("sft_seconds", "gen_seconds", "opener_share", "weight_response")}, indent=1))
     ex = [json.loads(l) for l in (out / "wic" / "examples.jsonl").read_text().splitlines()]
     for st in NAMES:
-        w = np.array([e["weights"] for e in ex if e["completion"].startswith(OPEN[st])])
+        w = np.array([e["weights"] for e in ex if e["completion"].startswith(OPEN[st]) and e["completion"] != OPEN[st]])
         print(f"tags of {st}-style examples: n={len(w)} mean={np.round(w.mean(0), 2)} std={np.round(w.std(0), 2)}")
     print("loss first/last", m.get("sft_loss_first"), m.get("sft_loss_last"), "steps", m.get("steps", m.get("global_step")))
 

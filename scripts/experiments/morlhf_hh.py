@@ -41,6 +41,7 @@ def main() -> int:
     ap.add_argument("--hh", default=str(REPO / "runs" / "hh"), help="output folder of orchestrator_hh.py")
     ap.add_argument("--out", default=str(REPO / "runs" / "morlhf_hh"), help="output folder")
     ap.add_argument("--steps", type=int, default=None, help="override max_steps of the config")
+    ap.add_argument("--seed", type=int, default=None, help="override the training seed (repeat runs: use another --out)")
     ap.add_argument("--eval-prompts", type=int, default=48, help="held-out prompts to evaluate on (a random sample "
                                                                    "stratified by source)")
     ap.add_argument("--force", action="store_true", help="redo every step")
@@ -63,6 +64,8 @@ def main() -> int:
                  "data": [str(hh / "data" / "train.jsonl")]})
     if args.steps:
         base["max_steps"] = args.steps
+    if args.seed is not None:  # a repeat run: training seed (prompt sample, sampling, the shuffle)
+        base["seed"] = args.seed
     t0 = time.time()
     timings = {}
     runs = {}
