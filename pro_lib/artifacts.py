@@ -31,7 +31,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self
 
 from pro_lib.errors import CheckpointError, ManifestError
 from pro_lib.io import atomic_write_text, read_json, write_json
@@ -39,9 +39,6 @@ from pro_lib.io import atomic_write_text, read_json, write_json
 EVAL_FILE = "eval.json"
 DATA_REPORT = "data_report.json"
 FINGERPRINT_FILE = "fingerprint.json"
-
-M = TypeVar("M", bound="Manifest")
-
 
 def _fits(value: Any, hint: Any) -> bool:
     """Whether a JSON / YAML value fits a field's type hint (lists checked item by item)."""
@@ -72,13 +69,13 @@ class Manifest:
     """Base of the manifests: a JSON file of typed fields in an artifact folder."""
 
     FILE: ClassVar[str] = ""
-    WHAT: ClassVar[str] = ""  # what a folder with this manifest is ("a reward model")
+    WHAT: ClassVar[str] = ""  # what a folder with this manifest is ("PRO reward model")
     FIX: ClassVar[str] = ""   # how to re-create it ("re-run `pro rewards train`")
     NON_EMPTY: ClassVar[tuple[str, ...]] = ()  # list / dict fields that must hold something
 
     @classmethod
     def path(cls, folder: str | Path) -> Path:
-        """The manifest of ``folder`` (or ``folder`` itself when it is the manifest file)."""
+        """The manifest of ``folder`` (or ``folder`` itself when it is the manifest)."""
         folder = Path(folder)
         return folder if folder.name == cls.FILE and folder.is_file() else folder / cls.FILE
 
@@ -98,11 +95,11 @@ class Manifest:
         return read_json(path)
 
     @classmethod
-    def load(cls: type[M], folder: str | Path) -> M:
+    def load(cls, folder: str | Path) -> Self:
         """The manifest of ``folder``; :class:`ManifestError` when it is missing or a field is invalid."""
         path = cls.path(folder)
         if not path.is_file():
-            raise ManifestError(f"{Path(folder)} is not {cls.WHAT}: {cls.FILE} is missing; {cls.FIX}")
+            raise ManifestError(f"no {cls.WHAT} at {folder}: expected {cls.FILE} there; {cls.FIX}")
         try:
             data = cls._read(path)
         except CheckpointError as exc:
@@ -110,12 +107,12 @@ class Manifest:
         return cls.from_dict(data, source=path)
 
     @classmethod
-    def load_optional(cls: type[M], folder: str | Path) -> M | None:
+    def load_optional(cls, folder: str | Path) -> Self | None:
         """As :meth:`load`, or None when ``folder`` has no such manifest (a hub model, a plain LM)."""
         return cls.load(folder) if cls.exists(folder) else None
 
     @classmethod
-    def from_dict(cls: type[M], data: Any, *, source: str | Path = "<dict>") -> M:
+    def from_dict(cls, data: Any, *, source: str | Path = "<dict>") -> Self:
         """Check ``data`` field by field against the dataclass (unknown keys are ignored)."""
         if not isinstance(data, dict):
             raise ManifestError(f"{source}: expected a mapping of fields, got {type(data).__name__}; "
@@ -131,8 +128,8 @@ class Manifest:
                 continue
             value = data[f.name]
             if not _fits(value, hints[f.name]) or (f.name in cls.NON_EMPTY and not value):
-                raise ManifestError(f"{source}: field '{f.name}' must be {'a non-empty ' if f.name in cls.NON_EMPTY else ''}"
-                                    f"{_type_name(hints[f.name])}, got {value!r:.80}; {cls.FIX}")
+                kind = ("a non-empty " if f.name in cls.NON_EMPTY else "") + _type_name(hints[f.name])
+                raise ManifestError(f"{source}: field '{f.name}' must be {kind}, got {value!r:.80}; {cls.FIX}")
             values[f.name] = value
         return cls(**values)
 
@@ -142,7 +139,7 @@ class TargetsReport(Manifest):
     """``target_report.json`` beside ``targets.jsonl``: the targets' tau travels with them."""
 
     FILE: ClassVar[str] = "target_report.json"
-    WHAT: ClassVar[str] = "a targets folder"
+    WHAT: ClassVar[str] = "targets folder"
     FIX: ClassVar[str] = "re-run `pro rewards score`"
 
     objectives: list[str]
@@ -163,7 +160,7 @@ class RewardModelInfo(Manifest):
     """``pro_reward.json`` beside a reward model's weights: it is scored as it was trained."""
 
     FILE: ClassVar[str] = "pro_reward.json"
-    WHAT: ClassVar[str] = "a PRO reward model"
+    WHAT: ClassVar[str] = "PRO reward model"
     FIX: ClassVar[str] = "re-run `pro rewards train`"
 
     objective: str | None = None
@@ -178,11 +175,16 @@ class SuiteManifest(Manifest):
     normalisation stats (objective -> [mean, std])."""
 
     FILE: ClassVar[str] = "suite.yaml"
-    WHAT: ClassVar[str] = "a reward suite"
+    WHAT: ClassVar[str] = "reward suite"
     FIX: ClassVar[str] = "create one with `pro rewards score` or RewardSuite.save"
 
     objectives: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, list[float]] | None = None
+
+    @classmethod
+    def path(cls, folder: str | Path) -> Path:
+        folder = Path(folder)  # a suite folder, or the YAML file itself (any name)
+        return folder if folder.is_file() else folder / cls.FILE
 
     @classmethod
     def _read(cls, path: Path) -> Any:
@@ -199,10 +201,10 @@ class SuiteManifest(Manifest):
         return atomic_write_text(Path(folder) / self.FILE, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def folder(cls, path: str | Path) -> Path:
-        """The suite folder of ``path``: a suite folder, or a targets folder holding it in ``suite/``."""
-        path = Path(path)
-        return path / "suite" if not cls.exists(path) and cls.exists(path / "suite") else path
+    def folder(cls, path: str | Path) -> str | Path:
+        """The suite of ``path``: ``path`` itself (a suite folder or reference), or the ``suite/`` in it
+        (a targets folder written by ``pro rewards score``)."""
+        return Path(path) / "suite" if not cls.exists(path) and cls.exists(Path(path) / "suite") else path
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,7 @@ class OrchestratorManifest(Manifest):
     """``pro_orchestrator.json`` beside the orchestrator's weights and encoder config."""
 
     FILE: ClassVar[str] = "pro_orchestrator.json"
-    WHAT: ClassVar[str] = "a PRO orchestrator"
+    WHAT: ClassVar[str] = "PRO orchestrator"
     FIX: ClassVar[str] = "train one with `pro orchestrator train` (or restore the folder)"
     NON_EMPTY: ClassVar[tuple[str, ...]] = ("objectives",)
     WEIGHTS: ClassVar[str] = "model.safetensors"
@@ -231,7 +233,7 @@ class WICPolicyManifest(Manifest):
     """``wic.json`` beside a WIC / RiC policy's weights: how its prompts carry the preferences."""
 
     FILE: ClassVar[str] = "wic.json"
-    WHAT: ClassVar[str] = "a WIC policy"
+    WHAT: ClassVar[str] = "WIC policy"
     FIX: ClassVar[str] = "train one with `pro wic offline` (or `pro ric offline`)"
     NON_EMPTY: ClassVar[tuple[str, ...]] = ("objectives",)
 
@@ -252,7 +254,7 @@ class SoupsManifest(Manifest):
     """``soups.json``: the Rewarded Soups experts (objective -> sub-folder holding a WIC policy)."""
 
     FILE: ClassVar[str] = "soups.json"
-    WHAT: ClassVar[str] = "a Rewarded Soups folder"
+    WHAT: ClassVar[str] = "Rewarded Soups folder"
     FIX: ClassVar[str] = "re-run `pro soups train`"
     NON_EMPTY: ClassVar[tuple[str, ...]] = ("experts",)
 
@@ -268,7 +270,7 @@ class EndpointManifest(Manifest):
     """``pro_endpoint.json``: a pro-endpoint folder (``orchestrator/``, ``policy/``, optional ``suite/``)."""
 
     FILE: ClassVar[str] = "pro_endpoint.json"
-    WHAT: ClassVar[str] = "a pro-endpoint folder"
+    WHAT: ClassVar[str] = "pro-endpoint folder"
     FIX: ClassVar[str] = "build it with `pro_lib.serving.build_endpoint`"
     NON_EMPTY: ClassVar[tuple[str, ...]] = ("objectives",)
 
@@ -286,6 +288,6 @@ MANIFESTS: tuple[type[Manifest], ...] = (TargetsReport, RewardModelInfo, SuiteMa
 ARTIFACT_FILES = tuple(m.FILE for m in MANIFESTS) + (OrchestratorManifest.ENCODER_CONFIG, EVAL_FILE,
                                                      DATA_REPORT, FINGERPRINT_FILE)
 
-__all__ = ["Manifest", "ManifestError", "TargetsReport", "RewardModelInfo", "SuiteManifest", "OrchestratorManifest",
-           "WICPolicyManifest", "SoupsManifest", "EndpointManifest", "MANIFESTS", "ARTIFACT_FILES", "EVAL_FILE",
-           "DATA_REPORT", "FINGERPRINT_FILE"]
+__all__ = ["ARTIFACT_FILES", "DATA_REPORT", "EVAL_FILE", "EndpointManifest", "FINGERPRINT_FILE", "MANIFESTS",
+           "Manifest", "ManifestError", "OrchestratorManifest", "RewardModelInfo", "SoupsManifest", "SuiteManifest",
+           "TargetsReport", "WICPolicyManifest"]

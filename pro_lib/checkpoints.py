@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from pro_lib.artifacts import FINGERPRINT_FILE
 from pro_lib.config import RESUME_HELP, to_dict  # noqa: F401 (RESUME_HELP public here too)
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import write_json
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_FILE = "fingerprint.json"
 FORMAT = "pro-fingerprint/1"
 # Config fields that never change the trained weights: where things go, how often to save or log.
 NOT_RESULT = frozenset({"output_dir", "resume", "progress", "save_steps", "save_total_limit", "logging_steps",
