@@ -29,7 +29,7 @@ from torch import nn
 
 from pro_lib import tracking
 from pro_lib.artifacts import OrchestratorManifest
-from pro_lib.checkpoints import digest_model, digest_path, fingerprint, prepare_resume
+from pro_lib.checkpoints import LAST_PT, digest_model, digest_path, fingerprint, prepare_resume
 from pro_lib.config import to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, utf8_problem, write_json
@@ -208,7 +208,7 @@ def kl_loss(log_pred: torch.Tensor, target: torch.Tensor, direction: str = "reve
 
 
 def _checkpoint_path(out: Path) -> Path:
-    return out.with_name(out.name + ".checkpoints") / "last.pt"
+    return out.with_name(out.name + ".checkpoints") / LAST_PT
 
 
 def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
