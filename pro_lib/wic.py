@@ -38,7 +38,6 @@ from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import atomic_dir
 from pro_lib.targets import check_objectives, parse_weights
 
-WIC_CONFIG = WICPolicyManifest.FILE
 CONDITIONINGS = ("weights", "rewards")
 
 
@@ -214,8 +213,8 @@ class WICPolicy:
         where = Path(resolve_policy(ref))
         meta = WICPolicyManifest.load_optional(where)
         if meta is None and objectives is None:
-            raise CheckpointError(f"{ref} is not a WIC policy (no {WIC_CONFIG}); train one with `pro wic offline`, "
-                                  "or pass objectives=[...] to start from a plain causal LM")
+            raise CheckpointError(f"{ref} is not a WIC policy (no {WICPolicyManifest.FILE}); train one with "
+                                  "`pro wic offline`, or pass objectives=[...] to start from a plain causal LM")
         if objectives is not None and meta is not None:
             check_objectives(meta.objectives, objectives, got_what=f"policy {ref}",
                              expected_what="the caller", fix="use the matching suite or policy")
