@@ -99,7 +99,7 @@ class Manifest:
         """The manifest of ``folder``; :class:`ManifestError` when it is missing or a field is invalid."""
         path = cls.path(folder)
         if not path.is_file():
-            raise ManifestError(f"no {cls.WHAT} at {folder}: expected {cls.FILE} there; {cls.FIX}")
+            raise ManifestError(f"no {cls.WHAT} at {folder}: {cls.FILE} is missing; {cls.FIX}")
         try:
             data = cls._read(path)
         except CheckpointError as exc:

@@ -77,7 +77,7 @@ def test_a_field_of_the_wrong_type_or_empty_is_refused(tmp_path):
 
 
 def test_a_missing_manifest_names_the_folder_and_the_command(tmp_path):
-    with pytest.raises(ManifestError, match=r"no PRO reward model at .*: expected pro_reward.json there; "
+    with pytest.raises(ManifestError, match=r"no PRO reward model at .*: pro_reward.json is missing; "
                                             r"re-run `pro rewards train`"):
         RewardModelInfo.load(tmp_path)
     with pytest.raises(ManifestError, match="no reward suite at"):
