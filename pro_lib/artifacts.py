@@ -40,6 +40,7 @@ EVAL_FILE = "eval.json"
 DATA_REPORT = "data_report.json"
 FINGERPRINT_FILE = "fingerprint.json"
 
+
 def _fits(value: Any, hint: Any) -> bool:
     """Whether a JSON / YAML value fits a field's type hint (lists checked item by item)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
