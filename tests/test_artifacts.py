@@ -12,8 +12,9 @@ from pro_lib.artifacts import (ARTIFACT_FILES, MANIFESTS, EndpointManifest, Orch
 from pro_lib.errors import CheckpointError, ManifestError, ProError
 
 EXAMPLES = [
-    TargetsReport(objectives=["helpful", "harmless"], tau=0.2, n=3, stats={"helpful": [0.1, 1.0], "harmless": [0.0, 2.0]},
-                  mean_target=[0.6, 0.4], argmax_share=[2 / 3, 1 / 3]),
+    TargetsReport(objectives=["helpful", "harmless"], tau=0.2, n=3,
+                  stats={"helpful": [0.1, 1.0], "harmless": [0.0, 2.0]}, mean_target=[0.6, 0.4],
+                  argmax_share=[2 / 3, 1 / 3]),
     RewardModelInfo(objective="helpful", input_format="response", max_length=64, config={"epochs": 1}),
     SuiteManifest(objectives=[{"name": "helpful", "model": "rm_helpful", "input_format": "pair"},
                               {"name": "short", "function": "pkg.mod:short"}], stats={"helpful": [0.0, 1.0]}),
