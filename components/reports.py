@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 from components.runtime import image_html, md_table
+from pro_lib.artifacts import DATA_REPORT, EVAL_FILE, TargetsReport
+from pro_lib.io import read_json
 
 
 def data_report(cfg, result: dict) -> str:
-    rep = json.loads((Path(cfg.output_dir) / "data_report.json").read_text())
+    rep = read_json(Path(cfg.output_dir) / DATA_REPORT)
     rows = [{"label": k, "pairs": v} for k, v in sorted(rep.get("per_label", {}).items())]
     return (f"# Prepared data\n\nsources: {', '.join(map(str, cfg.sources))}\n\n"
             f"train pairs: **{rep['n_train']}**, eval pairs: **{rep['n_eval']}**\n\n"
@@ -25,12 +27,11 @@ def reward_report(cfg, result: dict) -> str:
 
 
 def targets_report(cfg, result: dict) -> str:
-    rep = json.loads((Path(cfg.output_dir) / "target_report.json").read_text())
-    names = rep["objectives"]
-    rows = [{"objective": n, "mean w*": float(rep["mean_target"][k]), "argmax share": float(rep["argmax_share"][k]),
-             "raw mean": float(rep["stats"][n][0]), "raw std": float(rep["stats"][n][1])}
-            for k, n in enumerate(names)]
-    return (f"# Targets w* = softmax(z / {rep['tau']})\n\n{rep['n']} prompts scored\n\n"
+    rep = TargetsReport.load(cfg.output_dir)
+    rows = [{"objective": n, "mean w*": float(rep.mean_target[k]), "argmax share": float(rep.argmax_share[k]),
+             "raw mean": float(rep.stats[n][0]), "raw std": float(rep.stats[n][1])}
+            for k, n in enumerate(rep.objectives)]
+    return (f"# Targets w* = softmax(z / {rep.tau})\n\n{rep.n} prompts scored\n\n"
             + md_table(rows, ["objective", "mean w*", "argmax share", "raw mean", "raw std"]))
 
 
@@ -40,7 +41,7 @@ def orchestrator_train_report(cfg, result: dict) -> str:
 
 
 def orchestrator_eval_report(cfg, result: dict) -> str:
-    ev = json.loads((Path(cfg.output_dir) / "eval.json").read_text())
+    ev = read_json(Path(cfg.output_dir) / EVAL_FILE)
     rows = [{"weights": m, **r} for m, r in ev["methods"].items()]
     text = "# Orchestrator evaluation (held out)\n\n" + md_table(rows, ["weights", "mse", "kl", "argmax_agreement"])
     if "mse_ratio_vs_best_fixed" in ev:
@@ -56,7 +57,7 @@ def orchestrator_eval_plot(cfg, result: dict, out: Path) -> str | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    ev = json.loads((out / "eval.json").read_text())
+    ev = read_json(out / EVAL_FILE)
     names = ev["objectives"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     x = np.arange(len(names))

@@ -228,16 +228,17 @@ def parse_objective_spec(spec: str) -> tuple[str, str | None]:
 def reward_suite_specs(objectives: list, model_dirs: list[str]) -> list[str]:
     """``name=<model dir>`` per objective, in the order of ``objectives``, matching each trained
     reward model by the objective recorded in its folder (pro_reward.json)."""
+    from pro_lib.artifacts import RewardModelInfo
     from pro_lib.errors import CheckpointError, ConfigError
-    from pro_lib.suite import REWARD_MODEL_INFO, reward_model_info
+    from pro_lib.suite import reward_model_info
 
     by_name: dict[str, str] = {}
     for d in model_dirs:
         info = reward_model_info(Path(d))
-        if not info.get("objective"):
-            raise CheckpointError(f"{d} has no {REWARD_MODEL_INFO} naming its objective; "
+        if not info.objective:
+            raise CheckpointError(f"{d} has no {RewardModelInfo.FILE} naming its objective; "
                                   "train it with `pro rewards train`")
-        by_name[info["objective"]] = str(d)
+        by_name[info.objective] = str(d)
     specs = []
     for spec in objectives:
         name, _ = parse_objective_spec(spec)
@@ -249,8 +250,9 @@ def reward_suite_specs(objectives: list, model_dirs: list[str]) -> list[str]:
 
 def suite_dir(path: str) -> str:
     """A targets folder holds its suite in ``suite/``; accept either."""
-    p = Path(path)
-    return str(p / "suite") if (p / "suite" / "suite.yaml").is_file() else str(p)
+    from pro_lib.artifacts import SuiteManifest
+
+    return str(SuiteManifest.folder(path))
 
 
 def registered_name(name: str, objective: str = "") -> str:

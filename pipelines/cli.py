@@ -253,6 +253,7 @@ def weight_response_of_run(parent_run_id: str) -> dict | None:
     import mlflow
 
     from pro_lib import tracking
+    from pro_lib.artifacts import EVAL_FILE
 
     runs = tracking.client().search_runs(
         [tracking.ensure_experiment()],
@@ -260,7 +261,7 @@ def weight_response_of_run(parent_run_id: str) -> dict | None:
     for run in runs:
         try:
             path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
-                                                       artifact_path="wic_evaluate/eval.json",
+                                                       artifact_path=f"wic_evaluate/{EVAL_FILE}",
                                                        tracking_uri=tracking.tracking_uri())
         except Exception:  # noqa: BLE001 - an evaluation without its file: nothing to print
             continue

@@ -25,18 +25,19 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from pro_lib.artifacts import FINGERPRINT_FILE
 from pro_lib.config import RESUME_HELP, to_dict  # noqa: F401 (RESUME_HELP public here too)
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import write_json
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_FILE = "fingerprint.json"
 FORMAT = "pro-fingerprint/1"
 # Config fields that never change the trained weights: where things go, how often to save or log.
 NOT_RESULT = frozenset({"output_dir", "resume", "progress", "save_steps", "save_total_limit", "logging_steps",
                         "report_to", "reward_batch_size", "device", "gradient_checkpointing"})
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+LAST_PT = "last.pt"  # PRO's own training loop (the orchestrator) keeps one checkpoint under this name
 _FULL_HASH_BYTES = 32 * 2**20   # files up to this size are hashed whole
 _PART_BYTES = 4 * 2**20         # bigger ones: size + first and last 4 MiB
 
@@ -52,12 +53,18 @@ def find_checkpoint(folder: str | Path) -> Path | None:
     found = sorted(((int(m.group(1)), p) for p in folder.iterdir()
                     if p.is_dir() and (m := _CKPT_RE.match(p.name))), reverse=True)
     for _, path in found:
-        if (path / "trainer_state.json").is_file():
+        if is_complete(path):
             return path
         log.warning("skipping incomplete checkpoint %s (no trainer_state.json: the run was killed while "
                     "saving it)", path)
-    last = folder / "last.pt"
+    last = folder / LAST_PT
     return last if last.is_file() else None
+
+
+def is_complete(checkpoint: str | Path) -> bool:
+    """Whether a transformers / trl ``checkpoint-N`` folder was saved completely (its
+    ``trainer_state.json`` is written last)."""
+    return (Path(checkpoint) / "trainer_state.json").is_file()
 
 
 def checkpoint_step(path: str | Path | None) -> int:
@@ -278,6 +285,7 @@ def record_fingerprint(ckpt_dir: str | Path, fp: Mapping[str, Any]) -> Path:
     return write_json(Path(ckpt_dir) / FINGERPRINT_FILE, {"format": FORMAT, **fp})
 
 
-__all__ = ["find_checkpoint", "checkpoint_step", "digest_path", "digest_value", "digest_data", "digest_model",
+__all__ = ["find_checkpoint", "is_complete", "LAST_PT", "checkpoint_step", "digest_path", "digest_value", "digest_data",
+           "digest_model",
            "fingerprint", "differences", "resume_mode", "read_fingerprint", "move_aside", "check_fingerprint",
            "prepare_resume", "record_fingerprint", "train_or_restore", "RESUME_HELP", "FINGERPRINT_FILE"]

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
+from pro_lib.artifacts import DATA_REPORT
 from pro_lib.config import field
 from pro_lib.errors import DataError
 from pro_lib.io import write_json, write_jsonl
@@ -390,6 +391,6 @@ def prepare_data(cfg: DataConfig) -> dict:
         counts[p.source or "unlabelled"] = counts.get(p.source or "unlabelled", 0) + 1
     report = {"n_train": len(train), "n_eval": len(evals), "per_source": per_source,
               "per_label": counts}
-    write_json(out / "data_report.json", report)
+    write_json(out / DATA_REPORT, report)
     return {"n_train": len(train), "n_eval": len(evals),
             "skipped_identical": sum(r["skipped_identical"] for r in per_source.values())}

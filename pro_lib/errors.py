@@ -24,3 +24,8 @@ class TrackingUnavailable(ProError, ConnectionError):
 class ObjectiveMismatchError(ConfigError):
     """Two artifacts disagree on the objectives (their names, number or order); see
     :func:`pro_lib.targets.check_objectives`."""
+
+
+class ManifestError(CheckpointError):
+    """A missing or invalid artifact manifest (``pro_lib.artifacts``): the message names the file, the
+    field and how to re-create it."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pro_lib.artifacts import EVAL_FILE
 from pro_lib.config import field
 from pro_lib.io import write_json
 
@@ -134,7 +135,7 @@ def evaluate_orchestrator(cfg: OrchestratorEvalConfig) -> dict:
     result["mean_prediction"] = pred.mean(axis=0).tolist()
     result["mean_target"] = target.mean(axis=0).tolist()
     out = Path(cfg.output_dir)
-    write_json(out / "eval.json", result)
+    write_json(out / EVAL_FILE, result)
     from pro_lib.io import atomic_write_text
 
     atomic_write_text(out / "eval_table.txt", format_table(result) + "\n")

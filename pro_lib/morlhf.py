@@ -40,7 +40,7 @@ import yaml
 
 from pro_lib import tracking
 from pro_lib.checkpoints import (RESUME_HELP, check_fingerprint, checkpoint_step, digest_data, digest_model,
-                                  fingerprint, prepare_resume, record_fingerprint, train_or_restore)
+                                  fingerprint, is_complete, prepare_resume, record_fingerprint, train_or_restore)
 from pro_lib.checkpoints import find_checkpoint as last_checkpoint
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
@@ -193,7 +193,7 @@ def _resume_point(cfg: MorlhfTrainConfig, ckpt_dir: Path, *, suite, orchestrator
         _barrier()
         return found if main else last_checkpoint(ckpt_dir)
     found = Path(cfg.resume)
-    if not (found / "trainer_state.json").is_file():
+    if not is_complete(found):
         raise CheckpointError(f"--resume {cfg.resume}: not a complete trainer checkpoint (no "
                               "trainer_state.json); pass a checkpoints/checkpoint-N folder, 'auto' or 'never'")
     check_fingerprint(found.parent, fp, found, what="MORLHF training")

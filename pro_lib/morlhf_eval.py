@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from pro_lib.artifacts import EVAL_FILE
 from pro_lib.config import field
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import atomic_savefig, atomic_write_text, write_json, write_jsonl
@@ -198,7 +199,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
     report = {"objectives": names, "prompts": info, "max_new_tokens": max_new, "do_sample": cfg.do_sample,
               "weightings": list(weight_sets), "results": results, "differences": diffs,
               "runs": {label: str(folder) for label, folder, _, _ in entries if folder is not None}}
-    write_json(out / "eval.json", report)
+    write_json(out / EVAL_FILE, report)
     atomic_write_text(out / "eval_table.md", table + "\n")
     write_jsonl(out / "samples.jsonl", samples)
     metrics = {f"{label}/{key}": value for label, row in results.items() for key, value in row.items()

@@ -16,7 +16,6 @@ every ``save_steps`` steps; a re-run with the same settings and inputs resumes f
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -29,7 +28,8 @@ import torch
 from torch import nn
 
 from pro_lib import tracking
-from pro_lib.checkpoints import digest_model, digest_path, fingerprint, prepare_resume
+from pro_lib.artifacts import OrchestratorManifest
+from pro_lib.checkpoints import LAST_PT, digest_model, digest_path, fingerprint, prepare_resume
 from pro_lib.config import to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, utf8_problem, write_json
@@ -38,9 +38,7 @@ from pro_lib.targets import resolve_tau
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "pro_orchestrator.json"
-WEIGHTS_NAME = "model.safetensors"
-ENCODER_CONFIG = "encoder_config.json"
+WEIGHTS_NAME, ENCODER_CONFIG = OrchestratorManifest.WEIGHTS, OrchestratorManifest.ENCODER_CONFIG
 
 
 class PreferenceOrchestrator(nn.Module):
@@ -94,15 +92,7 @@ class PreferenceOrchestrator(nn.Module):
         from pro_lib.refs import localize
 
         folder = Path(localize(ref))
-        cfg_file = folder / CONFIG_NAME
-        if not cfg_file.is_file():
-            raise CheckpointError(f"{folder} is not a PRO orchestrator: {CONFIG_NAME} is missing "
-                                  "(train one with `pro orchestrator train`)")
-        try:
-            meta = json.loads(cfg_file.read_text())
-            objectives, pooling = meta["objectives"], meta["pooling"]
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise CheckpointError(f"{cfg_file} is corrupt ({exc}); retrain or restore the folder") from None
+        meta = OrchestratorManifest.load(folder)
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             raise CheckpointError(f"{folder}: {WEIGHTS_NAME} is missing; the orchestrator was not saved "
@@ -114,9 +104,8 @@ class PreferenceOrchestrator(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{folder}: cannot rebuild the encoder/tokenizer: {exc}") from None
-        model = cls(encoder, tokenizer, objectives, pooling=pooling, max_length=meta.get("max_length", 256),
-                    tau=meta.get("tau", 0.1), backbone=meta.get("backbone", ""),
-                    norm_stats=meta.get("norm_stats"))
+        model = cls(encoder, tokenizer, meta.objectives, pooling=meta.pooling, max_length=meta.max_length,
+                    tau=meta.tau, backbone=meta.backbone, norm_stats=meta.norm_stats)
         try:
             state = load_file(str(weights))
         except Exception as exc:  # safetensors raises its own error types for corrupt files
@@ -139,13 +128,13 @@ class PreferenceOrchestrator(nn.Module):
             save_file(state, str(tmp / WEIGHTS_NAME))
             (tmp / ENCODER_CONFIG).write_text(self.encoder.config.to_json_string())
             self.tokenizer.save_pretrained(tmp)
-            write_json(tmp / CONFIG_NAME, self.describe())
+            self.describe().save(tmp)
         return Path(path)
 
-    def describe(self) -> dict:
-        return {"format": "pro-orchestrator/1", "objectives": self.objectives, "pooling": self.pooling,
-                "max_length": self.max_length, "tau": self.tau, "backbone": self.backbone,
-                "encoder_type": self.encoder.config.model_type, "norm_stats": self.norm_stats}
+    def describe(self) -> OrchestratorManifest:
+        return OrchestratorManifest(objectives=self.objectives, pooling=self.pooling, max_length=self.max_length,
+                                    tau=float(self.tau), backbone=self.backbone,
+                                    encoder_type=self.encoder.config.model_type, norm_stats=self.norm_stats)
 
     # -- forward ------------------------------------------------------------------------------
     def tokenize(self, prompts: Sequence[str]) -> dict:
@@ -219,7 +208,7 @@ def kl_loss(log_pred: torch.Tensor, target: torch.Tensor, direction: str = "reve
 
 
 def _checkpoint_path(out: Path) -> Path:
-    return out.with_name(out.name + ".checkpoints") / "last.pt"
+    return out.with_name(out.name + ".checkpoints") / LAST_PT
 
 
 def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:

@@ -115,7 +115,8 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
 
     from pro_lib.data import split_pairs
     from pro_lib.models import LOAD_ERRORS, load_error, resolve_model
-    from pro_lib.suite import REWARD_MODEL_INFO, encode_for_reward
+    from pro_lib.artifacts import RewardModelInfo
+    from pro_lib.suite import encode_for_reward
 
     if not cfg.objective:
         raise ConfigError("--objective is required (the objective this reward model scores)")
@@ -177,8 +178,8 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     with atomic_dir(out) as tmp:
         trainer.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / REWARD_MODEL_INFO, {"objective": cfg.objective, "input_format": cfg.input_format,
-                                             "max_length": cfg.max_length, "config": to_dict(cfg)})
+        RewardModelInfo(objective=cfg.objective, input_format=cfg.input_format, max_length=cfg.max_length,
+                        config=to_dict(cfg)).save(tmp)
     metrics = pairwise_accuracy(out, evals, input_format=cfg.input_format, max_length=cfg.max_length,
                                 progress=cfg.progress)
     metrics.update({"train_loss": float(result.training_loss), "n_train": len(train),

@@ -54,13 +54,15 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from pro_lib.artifacts import (EndpointManifest, OrchestratorManifest, RewardModelInfo, SuiteManifest,
+                               WICPolicyManifest)
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.registry import ARTIFACT_KEY, ENDPOINT_MODEL
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_NAME = ENDPOINT_MODEL  # the registered name (pro_lib.registry)
-ENDPOINT_FILE = "pro_endpoint.json"
+ENDPOINT_FILE = EndpointManifest.FILE
 GEN_PARAMS = {"max_new_tokens": ("long", 64), "do_sample": ("boolean", False), "temperature": ("double", 1.0),
               "top_p": ("double", 1.0), "seed": ("long", -1)}
 EXAMPLE_PROMPTS = ["How do I bake bread at home?", "Tell me a joke about computers."]
@@ -77,50 +79,37 @@ def _read_json(path: Path) -> dict:
 
 def detect_kind(folder: str | Path) -> str:
     """``orchestrator``, ``reward``, ``policy`` or ``endpoint`` from the files PRO writes into a folder."""
-    from pro_lib.orchestrator import CONFIG_NAME
-    from pro_lib.wic import WIC_CONFIG
-
     folder = Path(folder)
-    if (folder / ENDPOINT_FILE).is_file():
-        return "endpoint"
-    if (folder / CONFIG_NAME).is_file():
-        return "orchestrator"
-    if (folder / "pro_reward.json").is_file():
-        return "reward"
-    if (folder / WIC_CONFIG).is_file():
-        return "policy"
+    for kind, manifest in (("endpoint", EndpointManifest), ("orchestrator", OrchestratorManifest),
+                           ("reward", RewardModelInfo), ("policy", WICPolicyManifest)):
+        if manifest.exists(folder):
+            return kind
     if (folder / "config.json").is_file():
         archs = _read_json(folder / "config.json").get("architectures") or []
         if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
             return "policy"
     raise CheckpointError(
-        f"{folder} is not a PRO model folder: expected {CONFIG_NAME} (orchestrator, `pro orchestrator "
-        f"train`), pro_reward.json (reward model, `pro rewards train`), {WIC_CONFIG} or a causal-LM "
-        f"config.json (policy), or {ENDPOINT_FILE} (endpoint, `pro_lib.serving.build_endpoint`)")
+        f"{folder} is not a PRO model folder: expected {OrchestratorManifest.FILE} (orchestrator, `pro "
+        f"orchestrator train`), {RewardModelInfo.FILE} (reward model, `pro rewards train`), {WICPolicyManifest.FILE} "
+        f"or a causal-LM config.json (policy), or {ENDPOINT_FILE} (endpoint, `pro_lib.serving.build_endpoint`)")
 
 
 def describe(folder: str | Path, kind: str) -> dict:
     """What the signature needs: objectives (in order) and, for policies, whether weights steer them."""
     folder = Path(folder)
     if kind == "orchestrator":
-        from pro_lib.orchestrator import CONFIG_NAME
-
-        return {"objectives": list(_read_json(folder / CONFIG_NAME)["objectives"])}
+        return {"objectives": list(OrchestratorManifest.load(folder).objectives)}
     if kind == "reward":
-        meta = _read_json(folder / "pro_reward.json")
-        return {"objective": meta.get("objective"), "input_format": meta.get("input_format", "pair"),
-                "max_length": int(meta.get("max_length", 512)), "objectives": [meta.get("objective") or "score"]}
+        info = RewardModelInfo.load(folder)
+        return {"objective": info.objective, "input_format": info.input_format, "max_length": info.max_length,
+                "objectives": [info.objective or "score"]}
     if kind == "policy":
-        from pro_lib.wic import WIC_CONFIG
-
-        if (folder / WIC_CONFIG).is_file():
-            meta = _read_json(folder / WIC_CONFIG)
-            return {"objectives": list(meta["objectives"]), "conditioned": True,
-                    "conditioning": meta.get("conditioning", "weights")}
+        wic = WICPolicyManifest.load_optional(folder)
+        if wic is not None:
+            return {"objectives": list(wic.objectives), "conditioned": True, "conditioning": wic.conditioning}
         return {"objectives": [], "conditioned": False}
-    meta = _read_json(folder / ENDPOINT_FILE)
-    return {"objectives": list(meta["objectives"]), "conditioned": bool(meta.get("conditioned")),
-            "suite": bool(meta.get("suite"))}
+    meta = EndpointManifest.load(folder)
+    return {"objectives": list(meta.objectives), "conditioned": meta.conditioned, "suite": meta.suite}
 
 
 # -- helpers shared by the pyfunc models ----------------------------------------------------------
@@ -174,10 +163,10 @@ class Generator:
     LMs (MORLHF policies) were trained for one weighting and ignore them."""
 
     def __init__(self, folder: str | Path, objectives: Sequence[str] | None = None):
-        from pro_lib.wic import WIC_CONFIG, WICPolicy
+        from pro_lib.wic import WICPolicy
 
         folder = Path(folder)
-        self.conditioned = (folder / WIC_CONFIG).is_file()
+        self.conditioned = WICPolicyManifest.exists(folder)
         names = list(objectives) if objectives else None
         self.policy = WICPolicy.from_pretrained(folder, objectives=names if self.conditioned or names
                                                 else ["objective"])
@@ -249,11 +238,11 @@ class Endpoint:
         from pro_lib.suite import RewardSuite
 
         folder = Path(folder)
-        meta = _read_json(folder / ENDPOINT_FILE)
+        meta = EndpointManifest.load(folder)
         self.orchestrator = PreferenceOrchestrator.from_pretrained(folder / "orchestrator")
         self.objectives = self.orchestrator.objectives
         self.generator = Generator(folder / "policy", self.objectives)
-        self.suite = RewardSuite.load(folder / "suite") if meta.get("suite") else None
+        self.suite = RewardSuite.load(folder / "suite") if meta.suite else None
         if self.suite is not None:
             self.orchestrator.check_objectives(self.suite.names)
 
@@ -300,18 +289,16 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
     or from ``reward_models`` (folders with pro_reward.json, matched by objective) when given (on a
     cluster the recorded paths belong to another pod).
     """
-    import yaml
-
-    from pro_lib.io import atomic_dir, write_json
+    from pro_lib.io import atomic_dir
     from pro_lib.refs import localize
     from pro_lib.targets import check_objectives
 
     orch_dir, pol_dir = Path(localize(orchestrator)), Path(localize(policy))
     if detect_kind(orch_dir) != "orchestrator":
-        raise CheckpointError(f"{orch_dir} is not an orchestrator folder (no pro_orchestrator.json)")
+        raise CheckpointError(f"{orch_dir} is not an orchestrator folder (no {OrchestratorManifest.FILE})")
     names = list(describe(orch_dir, "orchestrator")["objectives"])
     if detect_kind(pol_dir) != "policy":
-        raise CheckpointError(f"{pol_dir} is not a policy folder (no wic.json, not a causal LM)")
+        raise CheckpointError(f"{pol_dir} is not a policy folder (no {WICPolicyManifest.FILE}, not a causal LM)")
     pol = describe(pol_dir, "policy")
     if pol["conditioned"]:
         check_objectives(pol["objectives"], names, got_what=f"the policy {pol_dir}",
@@ -320,13 +307,12 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
         shutil.copytree(orch_dir, tmp / "orchestrator")
         shutil.copytree(pol_dir, tmp / "policy")
         if suite is not None:
-            sfile = Path(localize(suite))
-            sfile = sfile / "suite.yaml" if sfile.is_dir() else sfile
-            data = yaml.safe_load(sfile.read_text()) or {}
-            objs = data.get("objectives") or []
+            sfile = SuiteManifest.path(localize(suite))
+            data = SuiteManifest.load(sfile)
+            objs = [dict(o) for o in data.objectives]
             check_objectives([o.get("name") for o in objs], names, got_what=str(sfile),
                              expected_what="the orchestrator", fix="use the suite the orchestrator was trained with")
-            by_obj = {_read_json(Path(d) / "pro_reward.json")["objective"]: Path(d) for d in reward_models}
+            by_obj = {RewardModelInfo.load(d).objective: Path(d) for d in reward_models}
             (tmp / "suite").mkdir()
             for o in objs:
                 if not o.get("model"):
@@ -339,10 +325,10 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
                     raise CheckpointError(f"reward model for '{o['name']}' not found at {src}")
                 shutil.copytree(src, tmp / "suite" / o["name"])
                 o["model"] = o["name"]  # relative to suite.yaml
-            (tmp / "suite" / "suite.yaml").write_text(yaml.safe_dump({**data, "objectives": objs}, sort_keys=False))
-        write_json(tmp / ENDPOINT_FILE, {"objectives": names, "conditioned": pol["conditioned"],
-                                         "suite": suite is not None, "orchestrator": str(orchestrator),
-                                         "policy": str(policy), "suite_source": str(suite) if suite else None})
+            SuiteManifest(objectives=objs, stats=data.stats).save(tmp / "suite")
+        EndpointManifest(objectives=names, conditioned=pol["conditioned"], suite=suite is not None,
+                         orchestrator=str(orchestrator), policy=str(policy),
+                         suite_source=str(suite) if suite else None).save(tmp)
     return Path(dest)
 
 

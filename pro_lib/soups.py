@@ -24,13 +24,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pro_lib.artifacts import SoupsManifest, WICPolicyManifest
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.io import read_json, write_json
+from pro_lib.io import write_json
 from pro_lib.wic import WICPolicy, _load_suite, _score
 from pro_lib.wic_offline import SFTOptions, _finish_policy, _scratch_dir, sft_train
-
-SOUPS_CONFIG = "soups.json"
 
 
 @dataclass
@@ -74,7 +73,7 @@ def train_soups(cfg: SoupsTrainConfig, *, suite=None) -> dict:
     recs = zc = zr = None
     for k, name in enumerate(suite.names):
         folder = out / name
-        if (folder / "wic.json").is_file():
+        if WICPolicyManifest.exists(folder):
             metrics[f"{name}_skipped"] = 1
             continue
         model, tok = load_policy(cfg.policy)
@@ -91,15 +90,14 @@ def train_soups(cfg: SoupsTrainConfig, *, suite=None) -> dict:
         _finish_policy(expert, folder, scratch)
         metrics.update({f"{name}_sft_loss_last": m["sft_loss_last"], f"{name}_sft_steps": m["sft_steps"],
                         f"{name}_rejected_share": float(take_rejected.mean())})
-    write_json(out / SOUPS_CONFIG, {"method": "rewarded-soups", "objectives": suite.names,
-                                    "experts": {n: n for n in suite.names}, "orchestrator": cfg.orchestrator,
-                                    "config": to_dict(cfg)})
+    SoupsManifest(experts={n: n for n in suite.names}, objectives=suite.names, orchestrator=cfg.orchestrator,
+                  config=to_dict(cfg)).save(out)
     metrics["wall_seconds"] = time.time() - t0
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def is_soup(path: str | Path) -> bool:
-    return (Path(path) / SOUPS_CONFIG).is_file()
+    return SoupsManifest.exists(path)
 
 
 class SoupPolicy:
@@ -121,11 +119,9 @@ class SoupPolicy:
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> "SoupPolicy":
         path = Path(path)
-        meta = read_json(path / SOUPS_CONFIG)
-        if not isinstance(meta, dict) or not meta.get("experts"):
-            raise CheckpointError(f"{path / SOUPS_CONFIG} lists no experts; re-run `pro soups train`")
-        experts = {name: WICPolicy.from_pretrained(path / sub, device=device) for name, sub in meta["experts"].items()}
-        return cls(experts, orchestrator=meta.get("orchestrator"), method=meta.get("method", "rewarded-soups"))
+        meta = SoupsManifest.load(path)
+        experts = {name: WICPolicy.from_pretrained(path / sub, device=device) for name, sub in meta.experts.items()}
+        return cls(experts, orchestrator=meta.orchestrator, method=meta.method)
 
     def set_weights(self, w: Sequence[float]) -> None:
         """Load theta(w) = sum_k w_k theta_k into the policy's model."""

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import yaml
 
+from pro_lib.artifacts import RewardModelInfo, SuiteManifest, TargetsReport
 from pro_lib.config import field
-from pro_lib.errors import CheckpointError, ConfigError, DataError
-from pro_lib.io import atomic_write_text, write_json
-from pro_lib.targets import DEFAULT_TAU, TARGET_REPORT
+from pro_lib.errors import ConfigError, DataError
+from pro_lib.targets import DEFAULT_TAU
 
 log = logging.getLogger(__name__)
 
@@ -75,31 +74,26 @@ def parse_objective(spec: str) -> Objective:
     return Objective(name=name.strip(), model=ref)
 
 
-REWARD_MODEL_INFO = "pro_reward.json"  # `pro rewards train` writes it beside the weights
-
-
-def reward_model_info(ref: str | Path) -> dict:
-    """What a reward-model folder records about itself (``objective``, ``input_format``,
-    ``max_length``, ``config``); ``{}`` for a model without the file (a hub reward model)."""
-    from pro_lib.io import read_json
+def reward_model_info(ref: str | Path) -> RewardModelInfo:
+    """What a reward-model folder records about itself (its ``pro_reward.json``: objective, input
+    format, max length, config); the defaults for a model without one (a hub reward model)."""
     from pro_lib.refs import localize
 
     local = localize(ref)
-    info_file = Path(local) / REWARD_MODEL_INFO if isinstance(local, Path) else None
-    return read_json(info_file) if info_file is not None and info_file.is_file() else {}
+    info = RewardModelInfo.load_optional(local) if isinstance(local, Path) else None
+    return info or RewardModelInfo()
 
 
 def model_objective(name: str, ref: str, *, input_format: str | None = None,
                     max_length: int | None = None) -> Objective:
     """The objective of a reward model: its input format and max length are the ones it was trained
-    with (:data:`REWARD_MODEL_INFO`) unless given, else ``pair`` / 512."""
+    with (:class:`pro_lib.artifacts.RewardModelInfo`) unless given, else ``pair`` / 512."""
     from pro_lib.refs import localize
 
     local = localize(ref)
     info = reward_model_info(local)
-    return Objective(name=name, model=str(local),
-                     input_format=input_format or info.get("input_format") or "pair",
-                     max_length=int(max_length or info.get("max_length") or 512))
+    return Objective(name=name, model=str(local), input_format=input_format or info.input_format,
+                     max_length=int(max_length or info.max_length))
 
 
 def _import_function(path: str, name: str) -> ScoreFn:
@@ -235,19 +229,10 @@ class RewardSuite:
     def load(cls, path: str | Path, *, device: str | None = None) -> "RewardSuite":
         from pro_lib.refs import localize
 
-        folder = Path(localize(path))
-        file = folder / "suite.yaml" if folder.is_dir() else folder
-        if not file.is_file():
-            raise CheckpointError(f"no reward suite at {path}: expected a folder with suite.yaml "
-                                  "(create one with `pro rewards score` or RewardSuite.save)")
-        try:
-            data = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise CheckpointError(f"{file} is not valid YAML: {exc}") from None
+        local = localize(path)
+        manifest, file = SuiteManifest.load(local), SuiteManifest.path(local)
         objs = []
-        for i, raw in enumerate(data.get("objectives") or []):
-            if not isinstance(raw, dict):
-                raise ConfigError(f"{file}: objectives[{i}] must be a mapping")
+        for i, raw in enumerate(manifest.objectives):
             unknown = set(raw) - {f.name for f in dataclasses.fields(Objective)}
             if unknown:
                 raise ConfigError(f"{file}: objectives[{i}] has unknown key(s) {sorted(unknown)}")
@@ -257,7 +242,7 @@ class RewardSuite:
                 if rel.exists():
                     raw["model"] = str(rel.resolve())
             objs.append(Objective(**raw))
-        return cls(objs, data.get("stats"), device=device)
+        return cls(objs, manifest.stats, device=device)
 
     def save(self, path: str | Path) -> Path:
         if self._functions:
@@ -270,9 +255,8 @@ class RewardSuite:
             if o.model and Path(o.model).exists():
                 d["model"] = str(Path(o.model).resolve())
             objs.append(d)
-        data = {"objectives": objs,
-                "stats": {k: [float(m), float(s)] for k, (m, s) in self.stats.items()} if self.stats else None}
-        atomic_write_text(folder / "suite.yaml", yaml.safe_dump(data, sort_keys=False))
+        stats = {k: [float(m), float(s)] for k, (m, s) in self.stats.items()} if self.stats else None
+        SuiteManifest(objectives=objs, stats=stats).save(folder)
         return folder
 
     # -- properties ---------------------------------------------------------------------------
@@ -381,7 +365,7 @@ class ScoreConfig:
                                          "target_report.json, which the orchestrator and PRO-WIC offline follow")
     batch_size: int = field(32, help="scoring batch size")
     max_length: int | None = field(None, help="max tokens per reward-model input (default: as each reward "
-                                              f"model was trained, from its {REWARD_MODEL_INFO}, else 512)")
+                                              f"model was trained, from its {RewardModelInfo.FILE}, else 512)")
     input_format: str | None = field(None, help="input format for model objectives (default: as each reward "
                                                 "model was trained, else pair)", choices=list(INPUT_FORMATS))
     refit_stats: bool = field(True, help="recompute normalisation stats on this data (else reuse the suite's)")
@@ -423,10 +407,10 @@ def score_and_target(cfg: ScoreConfig) -> dict:
     write_jsonl(out / "targets.jsonl", (
         {"prompt": p.prompt, "source": p.source, "raw": raw[i], "z": z[i], "weights": w[i]}
         for i, p in enumerate(pairs)))
-    report = {"n": len(pairs), "objectives": suite.names, "tau": cfg.tau,
-              "stats": suite.stats, "mean_target": w.mean(axis=0),
-              "argmax_share": np.bincount(w.argmax(axis=1), minlength=suite.K) / len(pairs)}
-    write_json(out / TARGET_REPORT, report)
+    TargetsReport(objectives=suite.names, tau=float(cfg.tau), n=len(pairs),
+                  stats={k: [float(m), float(s)] for k, (m, s) in suite.stats.items()},
+                  mean_target=w.mean(axis=0).tolist(),
+                  argmax_share=(np.bincount(w.argmax(axis=1), minlength=suite.K) / len(pairs)).tolist()).save(out)
     metrics = {"n_scored": len(pairs)}
     for k, n in enumerate(suite.names):
         metrics[f"mean_target_{n}"] = float(w[:, k].mean())

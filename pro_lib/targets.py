@@ -13,24 +13,18 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pro_lib.artifacts import TargetsReport
 from pro_lib.errors import ConfigError, ObjectiveMismatchError
 
 
 DEFAULT_TAU = 0.1  # the paper's temperature
-TARGET_REPORT = "target_report.json"  # beside targets.jsonl: n, objectives, tau, stats (`pro rewards score`)
 
 
 def recorded_tau(targets: str | Path) -> float | None:
     """The tau the targets in ``targets`` (a folder, or its targets.jsonl) were built with; None when
-    the folder has no report."""
-    folder = Path(targets)
-    report = (folder if folder.is_dir() else folder.parent) / TARGET_REPORT
-    if not report.is_file():
-        return None
-    from pro_lib.io import read_json
-
-    tau = read_json(report).get("tau")
-    return None if tau is None else float(tau)
+    the folder has no report (:class:`pro_lib.artifacts.TargetsReport`)."""
+    report = TargetsReport.load_optional(targets)
+    return None if report is None or report.tau is None else float(report.tau)
 
 
 def resolve_tau(tau: float | None, targets: str | Path | None) -> float:
@@ -41,7 +35,7 @@ def resolve_tau(tau: float | None, targets: str | Path | None) -> float:
         return DEFAULT_TAU if recorded is None else recorded
     if recorded is not None and not math.isclose(float(tau), recorded):
         raise ConfigError(f"tau={tau} differs from tau={recorded} the targets in {targets} were built with "
-                          f"({TARGET_REPORT}); drop tau to follow the targets, or rebuild them with "
+                          f"({TargetsReport.FILE}); drop tau to follow the targets, or rebuild them with "
                           f"`pro rewards score --tau {tau}`")
     return float(tau)
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from pro_lib.artifacts import EVAL_FILE
 from pro_lib.errors import TrackingUnavailable
 from pro_lib.io import pro_home
 
@@ -388,7 +389,7 @@ def log_dataset(path: str | Path, *, context: str, name: str | None = None) -> i
 
     path = Path(path)
     files = sorted(f for f in path.rglob("*") if f.suffix in DATASET_SUFFIXES and f.is_file()
-                   and f.name not in ("metrics.json", "eval.json")) if path.is_dir() else [path]
+                   and f.name not in ("metrics.json", EVAL_FILE)) if path.is_dir() else [path]
     done = 0
     for f in files:
         if f.suffix not in DATASET_SUFFIXES or not f.is_file():

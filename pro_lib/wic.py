@@ -31,13 +31,13 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from pro_lib.artifacts import SuiteManifest, WICPolicyManifest
 from pro_lib.config import field
 from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.io import atomic_dir, read_json, write_json
+from pro_lib.io import atomic_dir
 from pro_lib.targets import check_objectives, parse_weights
 
-WIC_CONFIG = "wic.json"
 CONDITIONINGS = ("weights", "rewards")
 
 
@@ -207,12 +207,12 @@ class WICPolicy:
         return len(self.objectives)
 
     # persistence ---------------------------------------------------------------------------
-    def wic_config(self) -> dict:
-        return {"objectives": self.objectives, "decimals": self.decimals, "conditioning": self.conditioning,
-                "use_chat_template": self.use_chat_template, "tags": wic_tags(self.K),
-                "orchestrator": self.orchestrator, "reward_range": self.reward_range or None,
-                "method": self.method, "score_percentiles": self.score_percentiles or None,
-                "ric_mapping": self.ric_mapping, "tag_max": self.tag_max}
+    def wic_config(self) -> WICPolicyManifest:
+        return WICPolicyManifest(
+            objectives=self.objectives, decimals=self.decimals, conditioning=self.conditioning,
+            use_chat_template=self.use_chat_template, tags=wic_tags(self.K), orchestrator=self.orchestrator,
+            reward_range=self.reward_range or None, method=self.method,
+            score_percentiles=self.score_percentiles or None, ric_mapping=self.ric_mapping, tag_max=self.tag_max)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Model + tokenizer + ``wic.json`` (objectives, decimals, conditioning), written atomically."""
@@ -220,7 +220,7 @@ class WICPolicy:
         with atomic_dir(path) as tmp:
             self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
-            write_json(tmp / WIC_CONFIG, self.wic_config())
+            self.wic_config().save(tmp)
         return path
 
     @classmethod
@@ -230,23 +230,20 @@ class WICPolicy:
         from pro_lib.policy import load_policy, resolve_policy
 
         where = Path(resolve_policy(ref))
-        meta: dict = {}
-        if (where / WIC_CONFIG).is_file():
-            meta = read_json(where / WIC_CONFIG)
-            if not isinstance(meta, dict) or not meta.get("objectives"):
-                raise CheckpointError(f"{where / WIC_CONFIG} has no 'objectives' list; the file is corrupt")
-        elif objectives is None:
-            raise CheckpointError(f"{ref} is not a WIC policy (no {WIC_CONFIG}); train one with `pro wic offline`, "
-                                  "or pass objectives=[...] to start from a plain causal LM")
-        if objectives is not None and meta.get("objectives"):
-            check_objectives(meta["objectives"], objectives, got_what=f"policy {ref}",
+        meta = WICPolicyManifest.load_optional(where)
+        if meta is None and objectives is None:
+            raise CheckpointError(f"{ref} is not a WIC policy (no {WICPolicyManifest.FILE}); train one with "
+                                  "`pro wic offline`, or pass objectives=[...] to start from a plain causal LM")
+        if objectives is not None and meta is not None:
+            check_objectives(meta.objectives, objectives, got_what=f"policy {ref}",
                              expected_what="the caller", fix="use the matching suite or policy")
         model, tok = load_policy(where, device=device)
-        kwargs = {k: meta[k] for k in ("decimals", "conditioning", "use_chat_template", "orchestrator",
-                                       "reward_range", "method", "score_percentiles", "ric_mapping", "tag_max")
-                  if meta.get(k) is not None}
+        kwargs = {k: getattr(meta, k) for k in ("decimals", "conditioning", "use_chat_template", "orchestrator",
+                                                "reward_range", "method", "score_percentiles", "ric_mapping",
+                                                "tag_max")
+                  if meta is not None and getattr(meta, k) is not None}
         kwargs.update(overrides)
-        return cls(model, tok, objectives or meta["objectives"], **kwargs)
+        return cls(model, tok, objectives or meta.objectives, **kwargs)
 
     # conditioning --------------------------------------------------------------------------
     def tag_values(self, weights: np.ndarray) -> np.ndarray:
@@ -402,9 +399,7 @@ def _load_suite(path: str | None, *, what: str):
 
     if not path:
         raise ConfigError(f"{what}: give --suite <folder> (a reward suite saved by `pro rewards score`)")
-    if not (Path(path) / "suite.yaml").is_file() and (Path(path) / "suite" / "suite.yaml").is_file():
-        path = str(Path(path) / "suite")
-    return RewardSuite.load(path)
+    return RewardSuite.load(SuiteManifest.folder(path))
 
 
 def _score(suite, prompts: Sequence[str], responses: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

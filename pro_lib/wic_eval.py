@@ -16,11 +16,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pro_lib.artifacts import EVAL_FILE
 from pro_lib.config import field
 from pro_lib.data import load_prompt_pool
 from pro_lib.errors import ConfigError, ProError
 from pro_lib.io import atomic_dir, write_json, write_jsonl
-from pro_lib.soups import SoupPolicy
+from pro_lib.soups import SoupPolicy, is_soup
 from pro_lib.targets import check_objectives
 from pro_lib.wic import (RIC_MAPPINGS, WICPolicy, _device, _load_suite, _prompt_mix, _score, max_prompt_tokens_field,
                          truncate_prompt)
@@ -167,7 +168,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     loaded: dict[str, WICPolicy] = dict(policies or {})
     if not loaded:
         for label, path in _eval_policies(cfg):
-            if (Path(path) / "soups.json").is_file():  # Rewarded Soups: experts interpolated per grid weight
+            if is_soup(path):  # Rewarded Soups: experts interpolated per grid weight
                 pol = SoupPolicy.load(path, device=_device(cfg.device))
             else:
                 pol = WICPolicy.from_pretrained(path, device=_device(cfg.device))
@@ -243,7 +244,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
         write_front_csv(tmp / "pareto.csv", csv_rows)
         (tmp / "eval_table.md").write_text(table)
         write_jsonl(tmp / "samples.jsonl", samples)
-        write_json(tmp / "eval.json", {
+        write_json(tmp / EVAL_FILE, {
             "objectives": suite.names, "grid": grid, "reference": ref, "n_prompts": len(pool), "source_mix": mix,
             "max_new_tokens": cfg.max_new_tokens, "metrics": metrics, "bootstrap": boot,
             "methods": {lab: {"points": r["points"], "sem": r["sem"], "hypervolume": hypervolume(r["points"], ref),

@@ -25,7 +25,7 @@ from pro_lib.config import field, to_dict
 from pro_lib.errors import ConfigError, DataError
 from pro_lib.io import atomic_dir, write_json, write_jsonl
 from pro_lib.targets import check_objectives
-from pro_lib.wic import (CONDITIONINGS, RIC_MAPPINGS, WIC_CONFIG, WICPolicy, _device, _load_suite, _score,
+from pro_lib.wic import (CONDITIONINGS, RIC_MAPPINGS, WICPolicy, _device, _load_suite, _score,
                          max_prompt_tokens_field, truncate_prompt)
 
 OFFLINE_RESPONSES = ("chosen", "both")
@@ -196,7 +196,7 @@ def _finish_policy(policy: WICPolicy, out: Path, scratch: Path) -> None:
     with atomic_dir(out) as tmp:
         policy.model.save_pretrained(tmp, safe_serialization=True)
         policy.tokenizer.save_pretrained(tmp)
-        write_json(tmp / WIC_CONFIG, policy.wic_config())
+        policy.wic_config().save(tmp)
         for f in scratch.glob("*.json*"):
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)

@@ -19,13 +19,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pro_lib.artifacts import WICPolicyManifest
 from pro_lib.checkpoints import digest_data, digest_model, digest_value, find_checkpoint, fingerprint, prepare_resume
 from pro_lib.config import field
 from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, read_json, write_json, write_jsonl
 from pro_lib.targets import check_objectives
-from pro_lib.wic import (WIC_CONFIG, WICPolicy, _device, _load_suite, _prompt_mix, _score, max_prompt_tokens_field,
+from pro_lib.wic import (WICPolicy, _device, _load_suite, _prompt_mix, _score, max_prompt_tokens_field,
                          truncate_prompt)
 from pro_lib.wic_offline import SFTOptions, _finish_policy, _scratch_dir, scale_rewards, sft_train
 
@@ -436,7 +437,7 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
     history = []
     start = 1
     for e in range(cfg.rounds, 0, -1):  # resume after the last finished round
-        if (out / f"round-{e}" / "metrics.json").is_file() and (out / f"round-{e}" / "policy" / WIC_CONFIG).is_file():
+        if (out / f"round-{e}" / "metrics.json").is_file() and WICPolicyManifest.exists(out / f"round-{e}" / "policy"):
             start = e + 1
             break
     for e in range(1, start):

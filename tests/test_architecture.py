@@ -263,3 +263,25 @@ def test_pro_home_and_tracking_default_defined_once():
                     and rel(path) not in ("pro_lib/io.py", "pro_lib/tracking.py"):
                 stray.append(f"{rel(path)}:{i} {line.strip()}")
     assert stray == [], "use pro_lib.io.pro_home and pro_lib.tracking.tracking_uri"
+
+
+def test_artifact_file_names_defined_once():
+    """Every manifest / artifact file name is spelled only in pro_lib/artifacts.py: the others read and
+    write through its dataclasses and constants (a path-like string ending in one of the names is a
+    stray copy; prose in messages and help texts may mention them)."""
+    from pro_lib.artifacts import ARTIFACT_FILES
+
+    assert {"pro_reward.json", "pro_orchestrator.json", "wic.json", "soups.json", "suite.yaml",
+            "target_report.json", "pro_endpoint.json", "fingerprint.json", "eval.json"} <= set(ARTIFACT_FILES)
+    literal = re.compile(r"[\w./{}-]*\b(" + "|".join(map(re.escape, ARTIFACT_FILES)) + r")")
+    stray = []
+    for path in py_files(*LAYERS):
+        if rel(path) == "pro_lib/artifacts.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+                    and literal.fullmatch(node.value.strip())):
+                stray.append(f"{rel(path)}:{node.lineno} {node.value!r}")
+    assert stray == [], "use the manifests and file names of pro_lib.artifacts"

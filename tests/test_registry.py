@@ -16,7 +16,7 @@ from pro_lib.refs import localize
 
 
 # the metadata file that makes a folder a PRO model of its kind (registration reads only that)
-KIND_FILES = {"orchestrator": ("pro_orchestrator.json", '{"objectives": ["helpful", "harmless"]}'),
+KIND_FILES = {"orchestrator": ("pro_orchestrator.json", '{"objectives": ["helpful", "harmless"], "pooling": "mean"}'),
               "reward": ("pro_reward.json", '{"objective": "helpful", "input_format": "pair"}'),
               "policy": ("wic.json", '{"objectives": ["helpful", "harmless"]}')}
 

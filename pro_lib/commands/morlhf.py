@@ -67,8 +67,10 @@ def register(subparsers) -> None:
               after=show_train)
 
     def show_eval(cfg, m):
+        from pro_lib.artifacts import EVAL_FILE
+
         print((Path(cfg.output_dir) / "eval_table.md").read_text().rstrip())
-        print(f"curves: {Path(cfg.output_dir) / 'curves.png'}; numbers: {Path(cfg.output_dir) / 'eval.json'}")
+        print(f"curves: {Path(cfg.output_dir) / 'curves.png'}; numbers: {Path(cfg.output_dir) / EVAL_FILE}")
 
     add_stage(s, "eval", morlhf_eval.MorlhfEvalConfig, morlhf_eval.evaluate_morlhf,
               "held-out reward per objective and weighted reward; training curves (Figure 3)", after=show_eval)

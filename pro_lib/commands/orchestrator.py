@@ -21,8 +21,10 @@ def register(subparsers) -> None:
               "train the orchestrator on w* targets (KL loss, AdamW, resumable)")
 
     def show_eval(cfg, m):
+        from pro_lib.artifacts import EVAL_FILE
+
         print(open(os.path.join(cfg.output_dir, "eval_table.txt")).read().rstrip())
-        print(f"written: {os.path.join(cfg.output_dir, 'eval.json')}")
+        print(f"written: {os.path.join(cfg.output_dir, EVAL_FILE)}")
 
     add_stage(s, "eval", evaluation.OrchestratorEvalConfig, evaluation.evaluate_orchestrator,
               "held-out KL / MSE / argmax agreement vs uniform and best fixed weights", after=show_eval)

@@ -41,9 +41,11 @@ def _show_online(cfg, m):
 
 
 def _show_eval(cfg, m):
+    from pro_lib.artifacts import EVAL_FILE
+
     out = Path(cfg.output_dir)
     print((out / "eval_table.md").read_text().rstrip())
-    print(f"fronts: {out / 'pareto.png'}, {out / 'pareto.csv'}; numbers: {out / 'eval.json'}")
+    print(f"fronts: {out / 'pareto.png'}, {out / 'pareto.csv'}; numbers: {out / EVAL_FILE}")
 
 
 def register(subparsers) -> None:
