@@ -12,6 +12,9 @@ Defaults run the shipped demo data on the bundled all-MiniLM-L6-v2 with small ep
 bigger settings in the ``*_config`` dicts (keys = the stage's CLI flags, e.g. ``pro rewards train --help``).
 """
 
+import inspect
+from typing import Any, Callable
+
 from kfp import dsl
 
 from components.data import prepare_data
@@ -35,6 +38,35 @@ DEFAULT_EVAL = {"batch_size": 32, "progress": False}
 # the parameters of the orchestrator stages, which every pipeline starts with
 ORCHESTRATOR_PARAMS = ("objectives", "data_config", "reward_config", "score_config", "orchestrator_config",
                        "eval_config", "promote")
+
+
+def pipeline_parameters(*stage_params: tuple[str, type, Any], score_config: dict = DEFAULT_SCORE,
+                        placement: dict = PLACE) -> Callable:
+    """Decorator: give a pipeline body ``body(params: dict)`` the signature KFP builds the pipeline's
+    inputs from, in one place for every pipeline: the orchestrator stages' parameters, then
+    ``stage_params`` (``(name, type, default)`` of the pipeline's own stages), then ``promote`` and the
+    scheduling parameters (``placement``: their defaults). KFP 2.17 reads the signature with
+    ``inspect.signature`` and calls the function positionally; the body receives every argument by name."""
+    spec = [("objectives", list, DEFAULT_OBJECTIVES), ("data_config", dict, DEFAULT_DATA),
+            ("reward_config", dict, DEFAULT_REWARD), ("score_config", dict, score_config),
+            ("orchestrator_config", dict, DEFAULT_ORCHESTRATOR), ("eval_config", dict, DEFAULT_EVAL),
+            *stage_params, ("promote", bool, True),
+            *((k, type(v), v) for k, v in placement.items())]
+    sig = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d, annotation=t)
+                             for n, t, d in spec])
+
+    def decorate(body: Callable[[dict], None]) -> Callable:
+        def pipeline_func(*args, **kwargs):
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return body(dict(bound.arguments))
+
+        pipeline_func.__signature__ = sig
+        for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+            setattr(pipeline_func, attr, getattr(body, attr))
+        return pipeline_func
+
+    return decorate
 
 
 def add_orchestrator_stages(params: dict, *, place: Placement):
@@ -85,24 +117,9 @@ def end_run_on_exit(params: dict, *, place: Placement, pipeline: str) -> dsl.Exi
 @dsl.pipeline(name=PIPELINE_NAME,
               description="PRO: reward models -> w* targets -> Preference Orchestrator -> evaluation -> "
                           "MLflow registry (challenger) -> gated promotion (champion)")
-def orchestrator_pipeline(
-    objectives: list = DEFAULT_OBJECTIVES,
-    data_config: dict = DEFAULT_DATA,
-    reward_config: dict = DEFAULT_REWARD,
-    score_config: dict = DEFAULT_SCORE,
-    orchestrator_config: dict = DEFAULT_ORCHESTRATOR,
-    eval_config: dict = DEFAULT_EVAL,
-    promote: bool = True,
-    image: str = PLACE["image"],
-    gpu_count: int = PLACE["gpu_count"],
-    gpu_node_selector: dict = PLACE["gpu_node_selector"],
-    gpu_cpu_request: str = PLACE["gpu_cpu_request"],
-    gpu_memory_request: str = PLACE["gpu_memory_request"],
-    cpu_request: str = PLACE["cpu_request"],
-    memory_request: str = PLACE["memory_request"],
-):
+@pipeline_parameters()
+def orchestrator_pipeline(params: dict):
     """objectives: ``name`` or ``name=<source filter>`` (``name=`` for no filter)."""
-    params = dict(locals())
     place = Placement.of(params, PIPELINE_NAME)
     with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
         add_orchestrator_stages(params, place=place)

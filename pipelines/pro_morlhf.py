@@ -14,8 +14,7 @@ from kfp import dsl
 
 from components.morlhf import morlhf_evaluate, morlhf_train
 from components.registry import promote_model, register_endpoint, register_model
-from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_OBJECTIVES, DEFAULT_ORCHESTRATOR,
-                                    DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit)
+from pipelines.orchestrator import add_orchestrator_stages, end_run_on_exit, pipeline_parameters
 from pipelines.scheduling import POLICY_PLACEMENT_DEFAULTS as PLACE, Placement
 from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
 
@@ -28,26 +27,12 @@ DEFAULT_MORLHF_EVAL = {"max_prompts": 32, "batch_size": 8}
 @dsl.pipeline(name=PIPELINE_NAME,
               description="PRO-MORLHF: orchestrator pipeline, then RL with prompt-aware weights vs uniform "
                           "weights (MORLHF), evaluation, policy registry")
-def pro_morlhf_pipeline(
-    objectives: list = DEFAULT_OBJECTIVES,
-    data_config: dict = DEFAULT_DATA,
-    reward_config: dict = DEFAULT_REWARD,
-    score_config: dict = DEFAULT_SCORE,
-    orchestrator_config: dict = DEFAULT_ORCHESTRATOR,
-    eval_config: dict = DEFAULT_EVAL,
-    morlhf_config: dict = DEFAULT_MORLHF,
-    morlhf_eval_config: dict = DEFAULT_MORLHF_EVAL,
-    promote: bool = True,
-    image: str = PLACE["image"],
-    gpu_count: int = PLACE["gpu_count"],
-    gpu_node_selector: dict = PLACE["gpu_node_selector"],
-    gpu_cpu_request: str = PLACE["gpu_cpu_request"],
-    gpu_memory_request: str = PLACE["gpu_memory_request"],
-    cpu_request: str = PLACE["cpu_request"],
-    memory_request: str = PLACE["memory_request"],
-):
+@pipeline_parameters(("morlhf_config", dict, DEFAULT_MORLHF), ("morlhf_eval_config", dict, DEFAULT_MORLHF_EVAL),
+                     placement=PLACE)
+def pro_morlhf_pipeline(params: dict):
     """``morlhf_config``: MorlhfTrainConfig keys (`pro morlhf train --help`), shared by both methods."""
-    params = dict(locals())
+    morlhf_config, morlhf_eval_config, promote = (params[k] for k in ("morlhf_config", "morlhf_eval_config",
+                                                                        "promote"))
     place = Placement.of(params, PIPELINE_NAME)
     with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
         t = add_orchestrator_stages(params, place=place)
