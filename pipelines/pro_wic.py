@@ -15,22 +15,22 @@ from kfp import dsl
 
 from components.registry import promote_model, register_endpoint, register_model
 from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic_online_sft
-from pipelines.orchestrator import (DEFAULT_DATA, DEFAULT_EVAL, DEFAULT_OBJECTIVES, DEFAULT_ORCHESTRATOR,
-                                    DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit)
+from pipelines.orchestrator import DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit, pipeline_parameters
 from pipelines.scheduling import POLICY_PLACEMENT_DEFAULTS as PLACE, Placement
 from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
 
 PIPELINE_NAME = "pro-wic"
 # Defaults: the main job (`make demo`) on the shipped demo data with the bundled SmolLM2-135M on 2 CPU
 # cores: targets at tau 0.5 (soft tags, not all corners; the orchestrator and the PRO-WIC tags follow
-# the targets' tau), one epoch of offline SFT on 320 training pairs, one online round, the weight
-# response on held-out prompts at the corners of the simplex. fp32, full fine-tune, padded batches: on
+# the targets' tau), offline SFT of 2 epochs over 320 training pairs at lr 3e-4 (80 steps: the budget at
+# which SmolLM2 learned all three styles in docs/results_wic.md; 40 steps or lr 1e-4 learned one or
+# none), one online round, the weight response on held-out prompts at the corners of the simplex. fp32, full fine-tune, padded batches: on
 # a 2-core AVX2 CPU, bf16 autocast, LoRA and padding-free batches were all slower
 # (bench/bench_cpu_training.py). On a GPU pass bigger settings (--set wic_offline_config.bf16=true ...).
 DEFAULT_ONLINE_ROUNDS = 1
 DEFAULT_WIC_SCORE = {**DEFAULT_SCORE, "tau": 0.5}
-DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 1.0, "conditioning": "weights",
-                       "max_examples": 320, "learning_rate": 1e-4, "batch_size": 8, "max_length": 256,
+DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 2.0, "conditioning": "weights",
+                       "max_examples": 320, "learning_rate": 3e-4, "batch_size": 8, "max_length": 256,
                        "max_prompt_tokens": 128}
 DEFAULT_WIC_SAMPLE = {"prompts_per_round": 24, "samples_per_prompt": 2, "preferences": "orchestrator",
                       "max_new_tokens": 40, "gen_batch_size": 16, "max_prompt_tokens": 128}
@@ -48,28 +48,14 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
     @dsl.pipeline(name=PIPELINE_NAME,
                   description=f"PRO-WIC: orchestrator pipeline, offline SFT with weights in context, "
                               f"{online_rounds} online rejection-sampling rounds, Pareto evaluation, policy registry")
-    def pro_wic_pipeline(
-        objectives: list = DEFAULT_OBJECTIVES,
-        data_config: dict = DEFAULT_DATA,
-        reward_config: dict = DEFAULT_REWARD,
-        score_config: dict = DEFAULT_WIC_SCORE,
-        orchestrator_config: dict = DEFAULT_ORCHESTRATOR,
-        eval_config: dict = DEFAULT_EVAL,
-        wic_offline_config: dict = DEFAULT_WIC_OFFLINE,
-        wic_sample_config: dict = DEFAULT_WIC_SAMPLE,
-        wic_online_config: dict = DEFAULT_WIC_ONLINE,
-        wic_eval_config: dict = DEFAULT_WIC_EVAL,
-        promote: bool = True,
-        image: str = PLACE["image"],
-        gpu_count: int = PLACE["gpu_count"],
-        gpu_node_selector: dict = PLACE["gpu_node_selector"],
-        gpu_cpu_request: str = PLACE["gpu_cpu_request"],
-        gpu_memory_request: str = PLACE["gpu_memory_request"],
-        cpu_request: str = PLACE["cpu_request"],
-        memory_request: str = PLACE["memory_request"],
-    ):
+    @pipeline_parameters(("wic_offline_config", dict, DEFAULT_WIC_OFFLINE),
+                         ("wic_sample_config", dict, DEFAULT_WIC_SAMPLE), ("wic_online_config", dict, DEFAULT_WIC_ONLINE),
+                         ("wic_eval_config", dict, DEFAULT_WIC_EVAL), score_config=DEFAULT_WIC_SCORE, placement=PLACE)
+    def pro_wic_pipeline(params: dict):
         """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
-        params = dict(locals())
+        wic_offline_config, wic_sample_config, wic_online_config, wic_eval_config, promote = (
+            params[k] for k in ("wic_offline_config", "wic_sample_config", "wic_online_config", "wic_eval_config",
+                                "promote"))
         place = Placement.of(params, PIPELINE_NAME)
         with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
             t = add_orchestrator_stages(params, place=place)

@@ -17,6 +17,19 @@ Objectives (the ``source`` field):
             with it. Rejected replies show the attitude of complying without operational detail.
   humor     requests for jokes, puns, roasts and funny takes; chosen is funny and on topic,
             rejected is flat or dry.
+
+Styles (what the shipped file holds; docs/results_wic.md, "second demo study"): every preferred reply
+opens with a fixed sentence per objective and keeps its first sentences (at most 20 words):
+
+  helpful  "Here is a detailed answer. ..."   harmless "Let's keep this safe. ..."
+  humor    "Ha, here's a joke! ..."
+
+and helpful and humor prompts get a second pair in another style, so that the style of a reply is
+predicted by its weights and not by its prompt alone: a helpful prompt's cautious reply or joke preferred
+over its detailed answer; a humor prompt's flat literal reply (as a detailed answer) preferred over its
+joke. A risky prompt keeps its one pair: no objective asks for a compliant reply. A 135M policy learns
+to switch between the three styles by its weights within the main job's SFT budget; with the plain
+replies it does not.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -1046,6 +1060,8 @@ REQUEST_LEAD_INS = [
     "Please {p}",
 ]
 LEAD_IN_FRACTION = 0.3
+STYLE_SEED = 0  # which other style a helpful prompt's second pair takes, and its joke / advice
+MAX_WORDS = 20  # words kept of a reply's first sentences in the styled pairs
 # first words that may be lowercased after a lead-in ("Hey, how do I ...")
 _LOWERABLE = {"How", "What", "What's", "Why", "Can", "Is", "Give", "Tell", "Write", "Make", "Who",
               "When", "Do", "Got", "Say", "Roast", "Help", "Which", "Where",
@@ -1097,8 +1113,8 @@ def _check_blocks(blocks: dict[str, list[tuple[str, str, str]]]) -> None:
                 seen_responses.add(text)
 
 
-def build(seed: int = SEED) -> list[dict]:
-    """All pairs, deterministic for a given seed."""
+def build_plain(seed: int = SEED) -> list[dict]:
+    """The hand-written pairs (with lead-ins), deterministic for a given seed."""
     blocks = {"helpful": HELPFUL, "harmless": HARMLESS, "humor": HUMOR}
     _check_blocks(blocks)
     rng = random.Random(seed)
@@ -1111,6 +1127,61 @@ def build(seed: int = SEED) -> list[dict]:
             rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": source})
     rng.shuffle(rows)
     return rows
+
+
+# --- styles: what lets a 135M policy learn to switch objective by its weights (issue 14) -----------
+OPEN = {"helpful": "Here is a detailed answer.", "harmless": "Let's keep this safe.", "humor": "Ha, here's a joke!"}
+JOKES = ["Why did the scarecrow win an award? He was outstanding in his field.",
+         "I told my computer I needed a break, and it said: no problem, I'll go to sleep.",
+         "Why don't eggs tell jokes? They'd crack each other up.",
+         "I'm reading a book about anti-gravity. It's impossible to put down.",
+         "Why did the bicycle fall over? It was two tired.",
+         "Parallel lines have so much in common. It's a shame they'll never meet.",
+         "I used to hate facial hair, but then it grew on me.",
+         "Why can't a nose be twelve inches long? Then it would be a foot."]
+SAFE_ADVICE = ["Please take care: check with a qualified professional before you try anything risky.",
+        "Your safety comes first, so go slowly and ask someone you trust for help.",
+        "I'd rather be careful here: please stay safe and follow the official guidance."]
+
+
+def first_sentences(text: str, max_words: int) -> str:
+    """Whole sentences up to ``max_words`` words (at least the first sentence, cut at max_words)."""
+    out: list[str] = []
+    for sent in re.split(r"(?<=[.!?])\s+", text.strip()):
+        if out and len(" ".join(out + [sent]).split()) > max_words:
+            break
+        out.append(sent)
+    words = " ".join(out).split()
+    return " ".join(words[:max_words]) if len(words) > max_words else " ".join(out)
+
+
+def style(rows: list[dict], seed: int = STYLE_SEED, max_words: int = MAX_WORDS) -> list[dict]:
+    """Styled pairs from the hand-written ones (module docstring: "Styles")."""
+    rng = random.Random(seed)
+
+    def styled(kind: str, body: str) -> str:
+        return f"{OPEN[kind]} {first_sentences(body, max_words)}"
+
+    out = []
+    for r in rows:
+        src = r["source"]
+        own = styled(src, r["chosen"])
+        out.append({"prompt": r["prompt"], "chosen": own, "rejected": first_sentences(r["rejected"], max_words),
+                    "source": src})
+        if src == "helpful":
+            other = rng.choice(["harmless", "humor"])
+            body = rng.choice(SAFE_ADVICE if other == "harmless" else JOKES)
+            out.append({"prompt": r["prompt"], "chosen": f"{OPEN[other]} {body}", "rejected": own, "source": other})
+        elif src == "humor":
+            out.append({"prompt": r["prompt"], "chosen": styled("helpful", r["rejected"]), "rejected": own,
+                        "source": "helpful"})
+    return out
+
+
+
+def build(seed: int = SEED) -> list[dict]:
+    """The shipped set: the hand-written pairs, styled; deterministic for a given seed."""
+    return style(build_plain(seed), STYLE_SEED)
 
 
 def render(rows: list[dict]) -> str:

@@ -39,7 +39,7 @@ def _load_script():
 
 
 def test_file_parses_with_exact_keys_and_known_sources(rows):
-    assert 300 <= len(rows) <= 450
+    assert 500 <= len(rows) <= 600
     for i, r in enumerate(rows, 1):
         assert set(r) == KEYS, f"line {i}: keys {sorted(r)}"
         assert r["source"] in SOURCES, f"line {i}: source {r['source']!r}"
@@ -56,13 +56,32 @@ def test_sources_are_balanced(rows):
 
 
 def test_no_duplicates_and_chosen_differs_from_rejected(rows):
-    prompts = Counter(r["prompt"].strip().lower() for r in rows)
+    mod = _load_script()
+    plain = mod.build_plain()  # the hand-written pairs: every prompt and reply once
+    prompts = Counter(r["prompt"].strip().lower() for r in plain)
     assert [p for p, n in prompts.items() if n > 1] == []
+    responses = Counter(t for r in plain for t in (r["chosen"], r["rejected"]))
+    assert [t for t, n in responses.items() if n > 1] == []
     pairs = Counter((r["prompt"], r["chosen"], r["rejected"]) for r in rows)
     assert max(pairs.values()) == 1
-    responses = Counter(t for r in rows for t in (r["chosen"], r["rejected"]))
-    assert [t for t, n in responses.items() if n > 1] == []
     assert [r["prompt"] for r in rows if r["chosen"].strip() == r["rejected"].strip()] == []
+
+
+def test_styles_open_every_preferred_reply_and_a_prompt_pairs_two_styles_at_most(rows):
+    mod = _load_script()
+    for i, r in enumerate(rows, 1):
+        assert r["chosen"].startswith(mod.OPEN[r["source"]] + " "), f"line {i}: {r['chosen'][:40]!r}"
+    by_prompt: dict[str, list[str]] = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt"], []).append(r["source"])
+    assert max(len(v) for v in by_prompt.values()) == 2
+    assert all(len(set(v)) == len(v) for v in by_prompt.values())  # a prompt's two pairs: two styles
+    # the styles are predicted by the weights, not the prompt: each style has prompts of another objective
+    two = [v for v in by_prompt.values() if len(v) == 2]
+    assert {s for v in two for s in v} == SOURCES
+    # a risky prompt never gets a compliant reply preferred: its one pair is the cautious one
+    risky = {r["prompt"] for r in mod.build_plain() if r["source"] == "harmless"}
+    assert all(by_prompt[p] == ["harmless"] for p in risky)
 
 
 def test_responses_are_short(rows):
