@@ -1140,8 +1140,8 @@ JOKES = ["Why did the scarecrow win an award? He was outstanding in his field.",
          "I used to hate facial hair, but then it grew on me.",
          "Why can't a nose be twelve inches long? Then it would be a foot."]
 SAFE_ADVICE = ["Please take care: check with a qualified professional before you try anything risky.",
-        "Your safety comes first, so go slowly and ask someone you trust for help.",
-        "I'd rather be careful here: please stay safe and follow the official guidance."]
+               "Your safety comes first, so go slowly and ask someone you trust for help.",
+               "I'd rather be careful here: please stay safe and follow the official guidance."]
 
 
 def first_sentences(text: str, max_words: int) -> str:

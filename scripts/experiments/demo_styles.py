@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -28,15 +29,10 @@ import numpy as np
 NAMES = ["helpful", "harmless", "humor"]
 BODY_WORDS = 0  # --body-words
 OPENER_EXAMPLES = False  # --opener-examples
-OPEN = {"helpful": "Here is a detailed answer.", "harmless": "Let's keep this safe.", "humor": "Ha, here's a joke!"}
-HUMOR = ["Why did the scarecrow win an award? He was outstanding in his field.",
-         "I told my computer I needed a break, and it said: no problem, I'll go to sleep.",
-         "Why don't eggs tell jokes? They'd crack each other up.",
-         "I'm reading a book about anti-gravity. It's impossible to put down.",
-         "Why did the bicycle fall over? It was two tired.",
-         "Parallel lines have so much in common. It's a shame they'll never meet.",
-         "I used to hate facial hair, but then it grew on me.",
-         "Why can't a nose be twelve inches long? Then it would be a foot."]
+# the openers and the joke pool that the shipped demo data uses (scripts/make_demo_data.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from make_demo_data import JOKES as HUMOR, OPEN  # noqa: E402
+
 SAFE = ["Please take care: check with a qualified professional before you try anything risky, and stop if it feels unsafe.",
         "Your safety comes first, so go slowly, ask someone you trust for help, and avoid anything that could hurt you or others.",
         "I'd rather be careful here: please stay safe, follow the official guidance, and reach out to a professional if in doubt."]
