@@ -30,6 +30,7 @@ SFT_ARMS = {  # label -> SFTOptions changes
     "bf16 autocast": {"bf16": True},
     "padding-free": {"padding_free": True},
     "LoRA r=16": {"lora_r": 16, "learning_rate": 2e-4},
+    "top 8 of 30 layers trained": {"trainable_layers": 8},
     "bf16 + padding-free": {"bf16": True, "padding_free": True},
     "bf16 + padding-free + LoRA r=16": {"bf16": True, "padding_free": True, "lora_r": 16, "learning_rate": 2e-4},
 }

@@ -34,7 +34,7 @@ DEFAULT_WIC_SCORE = {**DEFAULT_SCORE, "tau": 0.5}
 DEFAULT_WIC_REWARD = {**DEFAULT_REWARD, "epochs": 1.0}  # the styled demo replies are told apart by their openers
 DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 2.0, "conditioning": "weights",
                        "max_examples": 320, "learning_rate": 3e-4, "batch_size": 8, "max_length": 256,
-                       "max_prompt_tokens": 128}
+                       "max_prompt_tokens": 128, "trainable_layers": 8}
 DEFAULT_WIC_SAMPLE = {"prompts_per_round": 24, "samples_per_prompt": 2, "preferences": "orchestrator",
                       "max_new_tokens": 32, "gen_batch_size": 16, "max_prompt_tokens": 128}
 DEFAULT_WIC_ONLINE = {"epochs": 1.0, "learning_rate": 5e-5, "batch_size": 8, "max_length": 256,

@@ -20,7 +20,7 @@ import json
 import logging
 from pathlib import Path
 
-from pro_lib.errors import CheckpointError
+from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import atomic_dir, atomic_write_text, pro_home
 from pro_lib.models import LOAD_ERRORS, load_error, resolve_local_ref
 
@@ -176,3 +176,26 @@ def fit_completions(tokenizer, examples, max_length: int) -> list[dict]:
         completion = tokenizer.decode(ids[:room]) if len(ids) > room else e["completion"]
         out.append({**e, "completion": completion})
     return out
+
+
+def train_top_layers(model, n: int) -> int:
+    """Freeze a causal LM but for its top ``n`` decoder layers and final norm (partial fine-tuning): the
+    embeddings (and a tied output head) and the lower layers stay as they are, and backward stops at
+    the lowest trained layer. Returns the number of trainable parameters; ``n`` 0 trains everything.
+    Undo with ``model.requires_grad_(True)``."""
+    if n <= 0:
+        model.requires_grad_(True)
+        return sum(p.numel() for p in model.parameters())
+    body = getattr(model, "model", None)
+    layers = getattr(body, "layers", None)
+    if layers is None:
+        raise ConfigError(f"--trainable-layers {n}: {type(model).__name__} has no model.layers (a decoder-only "
+                          "transformers LM such as Llama / SmolLM2); use --trainable-layers 0")
+    if n > len(layers):
+        raise ConfigError(f"--trainable-layers {n}: the model has {len(layers)} layers; pass 1..{len(layers)} "
+                          "or 0 for all")
+    model.requires_grad_(False)
+    for module in [*layers[-n:], getattr(body, "norm", None)]:
+        if module is not None:
+            module.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -452,3 +452,25 @@ def test_plain_lm_becomes_wic_policy_with_objectives(tmp_path):
         wic.WICPolicy.from_pretrained(path)
     pol = wic.WICPolicy.from_pretrained(path, objectives=["a", "b", "c"])
     assert pol.K == 3 and "<W3>" in pol.condition(["q"], [1, 1, 1])[0]
+
+
+def test_trainable_layers_trains_only_the_top_layers(tmp_path):
+    """--trainable-layers 1 on a 2-layer model: SFT moves the top layer and the final norm only; the
+    embeddings (tied output head) and the lower layer keep their values; every parameter trains again after."""
+    import torch
+
+    path = testing.build_tiny_policy(tmp_path / "p", NAMES, num_layers=2)
+    pol = wic.WICPolicy.from_pretrained(path)
+    before = {n: p.detach().clone() for n, p in pol.model.named_parameters()}
+    examples = [{"prompt": pol.condition(["can you help me ?"], [0.8, 0.2])[0], "completion": "sure , here it is"}] * 8
+    opts = wic_offline.SFTOptions(epochs=1.0, batch_size=4, learning_rate=1e-2, trainable_layers=1, save_steps=1000)
+    out = wic_offline.sft_train(pol, examples, opts, tmp_path / "work")
+    assert out["sft_steps"] == 2
+    moved = {n for n, p in pol.model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert moved and all(n.startswith(("model.layers.1.", "model.norm")) for n in moved), sorted(moved)
+    assert any(n.startswith("model.layers.1.") for n in moved)
+    assert all(p.requires_grad for p in pol.model.parameters())
+    with pytest.raises(ConfigError, match="has 2 layers"):
+        wic_offline.sft_train(pol, examples, dataclasses.replace(opts, trainable_layers=3), tmp_path / "w2")
+    with pytest.raises(ConfigError, match="pass one of them"):
+        wic_offline.sft_train(pol, examples, dataclasses.replace(opts, lora_r=4), tmp_path / "w3")
