@@ -40,16 +40,16 @@ ORCHESTRATOR_PARAMS = ("objectives", "data_config", "reward_config", "score_conf
                        "eval_config", "promote")
 
 
-def pipeline_parameters(*stage_params: tuple[str, type, Any], reward_config: dict = DEFAULT_REWARD,
-                        score_config: dict = DEFAULT_SCORE, placement: dict = PLACE) -> Callable:
+def pipeline_parameters(*stage_params: tuple[str, type, Any], score_config: dict = DEFAULT_SCORE,
+                        placement: dict = PLACE) -> Callable:
     """Decorator: give a pipeline body ``body(params: dict)`` the signature KFP builds the pipeline's
     inputs from, in one place for every pipeline: the orchestrator stages' parameters, then
     ``stage_params`` (``(name, type, default)`` of the pipeline's own stages), then ``promote`` and the
-    scheduling parameters (``placement``: their defaults); ``reward_config`` / ``score_config``: a
-    pipeline's own defaults for those stages. KFP 2.17 reads the signature with
+    scheduling parameters (``placement``: their defaults); ``score_config``: a pipeline's own default
+    for that stage. KFP 2.17 reads the signature with
     ``inspect.signature`` and calls the function positionally; the body receives every argument by name."""
     spec = [("objectives", list, DEFAULT_OBJECTIVES), ("data_config", dict, DEFAULT_DATA),
-            ("reward_config", dict, reward_config), ("score_config", dict, score_config),
+            ("reward_config", dict, DEFAULT_REWARD), ("score_config", dict, score_config),
             ("orchestrator_config", dict, DEFAULT_ORCHESTRATOR), ("eval_config", dict, DEFAULT_EVAL),
             *stage_params, ("promote", bool, True),
             *((k, type(v), v) for k, v in placement.items())]

@@ -15,7 +15,7 @@ from kfp import dsl
 
 from components.registry import promote_model, register_endpoint, register_model
 from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic_online_sft
-from pipelines.orchestrator import DEFAULT_REWARD, DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit, pipeline_parameters
+from pipelines.orchestrator import DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit, pipeline_parameters
 from pipelines.scheduling import POLICY_PLACEMENT_DEFAULTS as PLACE, Placement
 from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
 
@@ -24,17 +24,16 @@ PIPELINE_NAME = "pro-wic"
 # cores: targets at tau 0.5 (soft tags, not all corners; the orchestrator and the PRO-WIC tags follow
 # the targets' tau), offline SFT of 2 epochs over 320 training pairs at lr 3e-4 (80 steps: the budget at
 # which SmolLM2 learned all three styles in docs/results_wic.md; 40 steps or lr 1e-4 learned one or
-# none), one epoch of reward-model training (the styled replies differ by their openers), one online
-# round, the weight response on 32 held-out prompts at the corners of the simplex (24 new tokens: the
-# style shows in the first sentence). fp32, full fine-tune, padded batches: on
-# a 2-core AVX2 CPU, bf16 autocast, LoRA and padding-free batches were all slower
-# (bench/bench_cpu_training.py). On a GPU pass bigger settings (--set wic_offline_config.bf16=true ...).
+# none; training only the top 8 layers did not learn it), one online round, the weight response on 32
+# held-out prompts at the corners of the simplex (24 new tokens: the style shows in the first sentence).
+# fp32, full fine-tune, padded batches: on a 2-core AVX2 CPU, bf16 autocast, LoRA and padding-free
+# batches were all slower (bench/bench_cpu_training.py). On a GPU pass bigger settings
+# (--set wic_offline_config.bf16=true ...).
 DEFAULT_ONLINE_ROUNDS = 1
 DEFAULT_WIC_SCORE = {**DEFAULT_SCORE, "tau": 0.5}
-DEFAULT_WIC_REWARD = {**DEFAULT_REWARD, "epochs": 1.0}  # the styled demo replies are told apart by their openers
 DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 2.0, "conditioning": "weights",
                        "max_examples": 320, "learning_rate": 3e-4, "batch_size": 8, "max_length": 256,
-                       "max_prompt_tokens": 128, "trainable_layers": 8}
+                       "max_prompt_tokens": 128}
 DEFAULT_WIC_SAMPLE = {"prompts_per_round": 24, "samples_per_prompt": 2, "preferences": "orchestrator",
                       "max_new_tokens": 32, "gen_batch_size": 16, "max_prompt_tokens": 128}
 DEFAULT_WIC_ONLINE = {"epochs": 1.0, "learning_rate": 5e-5, "batch_size": 8, "max_length": 256,
@@ -53,8 +52,7 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
                               f"{online_rounds} online rejection-sampling rounds, Pareto evaluation, policy registry")
     @pipeline_parameters(("wic_offline_config", dict, DEFAULT_WIC_OFFLINE),
                          ("wic_sample_config", dict, DEFAULT_WIC_SAMPLE), ("wic_online_config", dict, DEFAULT_WIC_ONLINE),
-                         ("wic_eval_config", dict, DEFAULT_WIC_EVAL), reward_config=DEFAULT_WIC_REWARD,
-                         score_config=DEFAULT_WIC_SCORE, placement=PLACE)
+                         ("wic_eval_config", dict, DEFAULT_WIC_EVAL), score_config=DEFAULT_WIC_SCORE, placement=PLACE)
     def pro_wic_pipeline(params: dict):
         """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
         wic_offline_config, wic_sample_config, wic_online_config, wic_eval_config, promote = (
