@@ -60,6 +60,7 @@ def next_round(args, kept_recs: dict, pool, sources, suite, orch, out: Path) -> 
     import math
 
     from pro_lib import wic, wic_eval, wic_offline, wic_rounds
+    from pro_lib.policy import truncate_prompt
     from pro_lib.data import format_source_mix, source_mix
     from pro_lib.pareto import bootstrap_fronts, weight_grid
 
@@ -77,7 +78,7 @@ def next_round(args, kept_recs: dict, pool, sources, suite, orch, out: Path) -> 
             work = out / "next_round" / src
             shutil.rmtree(work, ignore_errors=True)  # a fresh round each run (no resuming another run's SFT)
             wic_offline.sft_train(pol, examples, opts, work, desc=f"SFT on {src}'s kept samples")
-        prompts = [wic.truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in held]
+        prompts = [truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in held]
         res = wic_eval.evaluate_policy_grid(pol, suite, prompts, grid, max_new_tokens=args.new_tokens, batch_size=16,
                                             orchestrator=orch)
         n = len(prompts)
@@ -146,6 +147,7 @@ def main() -> int:
     import torch
 
     from pro_lib import wic, wic_rounds
+    from pro_lib.policy import truncate_prompt
     from pro_lib.data import format_source_mix, load_prompt_pool, source_mix
     from pro_lib.io import atomic_write_text, write_json
     from pro_lib.orchestrator import PreferenceOrchestrator
@@ -158,7 +160,7 @@ def main() -> int:
     pool, sources = load_prompt_pool([args.data])
     chosen = wic_rounds.round_prompts(pool, 1, args.prompts, args.seed, sources=sources)
     mix = source_mix(dict(zip(pool, sources))[p] for p in chosen)
-    prompts = [wic.truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in chosen]
+    prompts = [truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in chosen]
     bars = np.array([np.interp(args.quantile * 100, np.arange(101), pol.score_percentiles[n]) for n in suite.names])
     rules = {
         "weighted": wic_rounds.SampleOptions(rejection="quantile", quantile=args.quantile, quantile_rule="weighted"),

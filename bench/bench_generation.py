@@ -53,6 +53,7 @@ def main() -> int:
     import torch
 
     from pro_lib import testing, wic
+    from pro_lib.policy import truncate_prompt
 
     torch.set_num_threads(args.threads)
     names = args.objectives.split(",")
@@ -66,7 +67,7 @@ def main() -> int:
         except Exception:  # a plain causal LM: add the tags (untrained conditioning still costs the same)
             pol = wic.WICPolicy.from_pretrained(args.policy, objectives=names)
         prompts = hh_prompts(args.prompts)
-    prompts = [wic.truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in prompts]
+    prompts = [truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in prompts]
     rng = np.random.default_rng(0)
     weights = rng.dirichlet(np.ones(pol.K), size=len(prompts))
     arms = {"plain generate": [pol.render_plain(p) for p in prompts],

@@ -394,3 +394,35 @@ def prepare_data(cfg: DataConfig) -> dict:
     write_json(out / DATA_REPORT, report)
     return {"n_train": len(train), "n_eval": len(evals),
             "skipped_identical": sum(r["skipped_identical"] for r in per_source.values())}
+
+
+def load_split_prompts(data: Sequence[str], *, split: str, eval_fraction: float, split_seed: int,
+                 tokenizer=None, max_prompt_tokens: int | None = None,
+                 max_prompts: int | None = None, seed: int = 0) -> tuple[list[str], dict]:
+    """Unique prompts of ``data`` on one side of the deterministic split, filtered by length; with
+    ``max_prompts``, a random sample (``seed``) stratified by source. ``info`` holds the per-source mix
+    before the length filter and of the prompts used."""
+    pairs = []
+    for spec in data:
+        pairs.extend(load_pairs(spec))
+    if split != "all":
+        train, held = split_pairs(pairs, eval_fraction=eval_fraction, seed=split_seed)
+        pairs = train if split == "train" else held
+    seen: dict[str, str | None] = {}
+    for p in pairs:
+        seen.setdefault(p.prompt, p.source)
+    prompts = list(seen)
+    n_unique = len(prompts)
+    if tokenizer is not None and max_prompt_tokens:
+        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        prompts = [p for p, n in zip(prompts, lengths) if n <= max_prompt_tokens]
+    info = {"pairs": len(pairs), "unique_prompts": n_unique, "kept_prompts": len(prompts),
+            "source_mix_unfiltered": source_mix(seen.values())}
+    if not prompts:
+        raise DataError(f"no prompts left from {list(data)} (split={split}, {info}); raise "
+                        "--max-prompt-tokens or use more data")
+    if max_prompts is not None:
+        prompts = stratified_sample(prompts, max_prompts, sources=[seen[p] for p in prompts], seed=seed)
+    info["used_prompts"] = len(prompts)
+    info["source_mix"] = source_mix(seen[p] for p in prompts)
+    return prompts, info

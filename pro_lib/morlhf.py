@@ -33,7 +33,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -43,9 +43,10 @@ from pro_lib.checkpoints import (RESUME_HELP, check_fingerprint, checkpoint_step
                                   fingerprint, is_complete, prepare_resume, record_fingerprint, train_or_restore)
 from pro_lib.checkpoints import find_checkpoint as last_checkpoint
 from pro_lib.config import field, to_dict
-from pro_lib.errors import CheckpointError, ConfigError, DataError
+from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import atomic_write_text, write_json, write_jsonl
-from pro_lib.policy import load_policy
+from pro_lib.data import load_split_prompts
+from pro_lib.policy import load_policy, resolve_device
 from pro_lib.morlhf_reward import (WEIGHTS_COLUMN, WeightedReward, build_prompt_dataset,
                                   SHUFFLED, resolve_weights, weight_matrix, weights_method)
 from pro_lib.registry import ORCHESTRATOR_MODEL, model_ref
@@ -137,47 +138,6 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def local_device() -> str:
-    """This process's device: its GPU (LOCAL_RANK) when there is one, else the CPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return "cpu"
-
-
-def load_prompts(data: Sequence[str], *, split: str, eval_fraction: float, split_seed: int,
-                 tokenizer=None, max_prompt_tokens: int | None = None,
-                 max_prompts: int | None = None, seed: int = 0) -> tuple[list[str], dict]:
-    """Unique prompts of ``data`` on one side of the deterministic split, filtered by length; with
-    ``max_prompts``, a random sample (``seed``) stratified by source. ``info`` holds the per-source mix
-    before the length filter and of the prompts used."""
-    from pro_lib.data import load_pairs, source_mix, split_pairs, stratified_sample
-
-    pairs = []
-    for spec in data:
-        pairs.extend(load_pairs(spec))
-    if split != "all":
-        train, held = split_pairs(pairs, eval_fraction=eval_fraction, seed=split_seed)
-        pairs = train if split == "train" else held
-    seen: dict[str, str | None] = {}
-    for p in pairs:
-        seen.setdefault(p.prompt, p.source)
-    prompts = list(seen)
-    n_unique = len(prompts)
-    if tokenizer is not None and max_prompt_tokens:
-        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        prompts = [p for p, n in zip(prompts, lengths) if n <= max_prompt_tokens]
-    info = {"pairs": len(pairs), "unique_prompts": n_unique, "kept_prompts": len(prompts),
-            "source_mix_unfiltered": source_mix(seen.values())}
-    if not prompts:
-        raise DataError(f"no prompts left from {list(data)} (split={split}, {info}); raise "
-                        "--max-prompt-tokens or use more data")
-    if max_prompts is not None:
-        prompts = stratified_sample(prompts, max_prompts, sources=[seen[p] for p in prompts], seed=seed)
-    info["used_prompts"] = len(prompts)
-    info["source_mix"] = source_mix(seen[p] for p in prompts)
-    return prompts, info
 
 
 def _resume_point(cfg: MorlhfTrainConfig, ckpt_dir: Path, *, suite, orchestrator, policy, main: bool) -> Path | None:
@@ -274,7 +234,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     if suite is None:
         from pro_lib.suite import RewardSuite
 
-        suite = RewardSuite.load(cfg.suite, device=local_device())
+        suite = RewardSuite.load(cfg.suite, device=resolve_device())
     # The trainer arguments come first: under DeepSpeed ZeRO-3 they must exist before the policy is
     # loaded so that its weights are partitioned as they load.
     args = _trainer_args(cfg, ckpt_dir)
@@ -297,7 +257,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
         method = weights_method(cfg.weights)
         info = {"used_prompts": len(prompts), "reloaded": True}
     else:
-        prompts, info = load_prompts(cfg.data, split=cfg.split, eval_fraction=cfg.eval_fraction,
+        prompts, info = load_split_prompts(cfg.data, split=cfg.split, eval_fraction=cfg.eval_fraction,
                                      split_seed=cfg.split_seed, tokenizer=tokenizer,
                                      max_prompt_tokens=cfg.max_prompt_tokens, max_prompts=cfg.max_prompts,
                                      seed=cfg.seed)

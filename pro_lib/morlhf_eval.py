@@ -22,10 +22,10 @@ import yaml
 
 from pro_lib.artifacts import EVAL_FILE
 from pro_lib.config import field
+from pro_lib.data import load_split_prompts
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import atomic_savefig, atomic_write_text, write_json, write_jsonl
-from pro_lib.morlhf import load_prompts, local_device
-from pro_lib.policy import load_policy
+from pro_lib.policy import load_policy, resolve_device
 from pro_lib.targets import check_objectives
 
 
@@ -124,7 +124,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
     if suite is None:
         from pro_lib.suite import RewardSuite
 
-        suite = RewardSuite.load(cfg.suite or first["suite"], device=local_device())
+        suite = RewardSuite.load(cfg.suite or first["suite"], device=resolve_device())
     names = list(suite.names)
     for f, info in zip(folders, infos):
         if info.get("objectives"):
@@ -139,7 +139,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
 
     ref_model, ref_tok = policies.get("reference") or load_policy(first["policy"])
     max_prompt_tokens = cfg.max_prompt_tokens if cfg.max_prompt_tokens is not None else first.get("max_prompt_tokens")
-    prompts, info = load_prompts(cfg.data or first["data"], split=cfg.split,
+    prompts, info = load_split_prompts(cfg.data or first["data"], split=cfg.split,
                                  eval_fraction=cfg.eval_fraction if cfg.eval_fraction is not None
                                  else first.get("eval_fraction", 0.1),
                                  split_seed=cfg.split_seed if cfg.split_seed is not None else first.get("split_seed", 0),

@@ -33,6 +33,7 @@ from pro_lib.checkpoints import LAST_PT, digest_model, digest_path, fingerprint,
 from pro_lib.config import to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, utf8_problem, write_json
+from pro_lib.policy import resolve_device
 from pro_lib.orchestrator_config import POOLINGS, OrchestratorTrainConfig  # noqa: F401 (public here too)
 from pro_lib.targets import resolve_tau
 
@@ -240,7 +241,7 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
     model = PreferenceOrchestrator.from_backbone(cfg.backbone, suite.names, pooling=cfg.pooling,
                                                  max_length=cfg.max_length, tau=tau,
                                                  norm_stats=suite.stats)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device()
     model.to(device).train()
     opt = torch.optim.AdamW([
         {"params": model.encoder.parameters(), "lr": cfg.learning_rate},

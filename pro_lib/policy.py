@@ -18,6 +18,7 @@ import fcntl
 import importlib.util
 import json
 import logging
+import os
 from pathlib import Path
 
 from pro_lib.errors import CheckpointError, ConfigError
@@ -108,6 +109,29 @@ def bundled_smollm2_path() -> Path:
         if not _is_complete(target):  # another process may have converted it meanwhile
             convert_smollm2(target)
     return target
+
+
+def resolve_device(name: str | None = None) -> str:
+    """The device a stage runs on: ``name`` when given; else this process's GPU (``cuda``, or
+    ``cuda:<LOCAL_RANK>`` under a distributed launcher) when there is one; else the CPU."""
+    if name:
+        return name
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    rank = os.environ.get("LOCAL_RANK")
+    return f"cuda:{int(rank)}" if rank is not None else "cuda"
+
+
+def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> str:
+    """Keep the last ``max_tokens`` tokens of a long prompt (the end holds the question)."""
+    if max_tokens <= 0:
+        return prompt
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return prompt
+    return tokenizer.decode(ids[-max_tokens:], skip_special_tokens=True)
 
 
 def resolve_policy(ref: str | Path) -> str:

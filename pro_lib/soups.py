@@ -49,7 +49,7 @@ class SoupsTrainConfig(SFTOptions):
 def expert_examples(cfg: SoupsTrainConfig, suite, tokenizer) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """(records, z_chosen, z_rejected): the sampled pairs with both responses scored (normalised)."""
     from pro_lib.data import load_pairs, stratified_sample
-    from pro_lib.wic import truncate_prompt
+    from pro_lib.policy import truncate_prompt
 
     pairs = [p for spec in cfg.data for p in load_pairs(spec)]
     if cfg.max_examples is not None and cfg.max_examples < len(pairs):

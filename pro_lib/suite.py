@@ -27,6 +27,7 @@ import numpy as np
 from pro_lib.artifacts import RewardModelInfo, SuiteManifest, TargetsReport
 from pro_lib.config import field
 from pro_lib.errors import ConfigError, DataError
+from pro_lib.policy import resolve_device
 from pro_lib.targets import DEFAULT_TAU
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ class RewardSuite:
         self.objectives = objectives
         self._functions = dict(functions or {})
         self._scorers: dict[str, object] = {}
-        self.device = device or _default_device()
+        self.device = device or resolve_device()
         self.stats: dict[str, tuple[float, float]] | None = None
         if stats is not None:
             self.set_stats(stats)
@@ -342,12 +343,6 @@ class RewardSuite:
         mean = np.array([self.stats[n][0] for n in self.names])
         std = np.array([self.stats[n][1] for n in self.names])
         return ((raw - mean) / std).astype(np.float32)
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # -- stage: score preferred responses and build targets ---------------------------------------

@@ -33,7 +33,6 @@ import numpy as np
 
 from pro_lib.artifacts import SuiteManifest, WICPolicyManifest
 from pro_lib.config import field
-from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import atomic_dir
 from pro_lib.targets import check_objectives, parse_weights
@@ -386,14 +385,6 @@ class WICPolicy:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _device(name: str | None) -> str:
-    import torch
-
-    if name:
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _load_suite(path: str | None, *, what: str):
     from pro_lib.suite import RewardSuite
 
@@ -412,21 +403,6 @@ def _score(suite, prompts: Sequence[str], responses: Sequence[str]) -> tuple[np.
 def max_prompt_tokens_field():
     """The ``max_prompt_tokens`` config field (SFT, online sampling, evaluation): the one definition."""
     return field(256, help="prompts longer than this many tokens keep their last tokens")
-
-
-def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> str:
-    """Keep the last ``max_tokens`` tokens of a long prompt (the end holds the question)."""
-    if max_tokens <= 0:
-        return prompt
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    if len(ids) <= max_tokens:
-        return prompt
-    return tokenizer.decode(ids[-max_tokens:], skip_special_tokens=True)
-
-
-def load_prompts(specs: Sequence[str]) -> list[str]:
-    """Unique prompts of ``specs`` in first-seen order (``pro_lib.data.load_prompt_pool`` also gives sources)."""
-    return load_prompt_pool(specs)[0]
 
 
 def _prompt_mix(chosen: Sequence[str], pool: Sequence[str], sources: Sequence[str | None] | None) -> dict[str, int]:

@@ -23,8 +23,8 @@ from pro_lib.errors import ConfigError, ProError
 from pro_lib.io import atomic_dir, write_json, write_jsonl
 from pro_lib.soups import SoupPolicy, is_soup
 from pro_lib.targets import check_objectives
-from pro_lib.wic import (RIC_MAPPINGS, WICPolicy, _device, _load_suite, _prompt_mix, _score, max_prompt_tokens_field,
-                         truncate_prompt)
+from pro_lib.policy import resolve_device, truncate_prompt
+from pro_lib.wic import RIC_MAPPINGS, WICPolicy, _load_suite, _prompt_mix, _score, max_prompt_tokens_field
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +169,9 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     if not loaded:
         for label, path in _eval_policies(cfg):
             if is_soup(path):  # Rewarded Soups: experts interpolated per grid weight
-                pol = SoupPolicy.load(path, device=_device(cfg.device))
+                pol = SoupPolicy.load(path, device=resolve_device(cfg.device))
             else:
-                pol = WICPolicy.from_pretrained(path, device=_device(cfg.device))
+                pol = WICPolicy.from_pretrained(path, device=resolve_device(cfg.device))
             loaded[label or pol.method or Path(path).name] = pol
     if cfg.ric_mapping:
         if cfg.ric_mapping not in RIC_MAPPINGS:

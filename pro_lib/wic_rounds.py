@@ -26,8 +26,8 @@ from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, read_json, write_json, write_jsonl
 from pro_lib.targets import check_objectives
-from pro_lib.wic import (WICPolicy, _device, _load_suite, _prompt_mix, _score, max_prompt_tokens_field,
-                         truncate_prompt)
+from pro_lib.policy import resolve_device, truncate_prompt
+from pro_lib.wic import WICPolicy, _load_suite, _prompt_mix, _score, max_prompt_tokens_field
 from pro_lib.wic_offline import SFTOptions, _finish_policy, _scratch_dir, scale_rewards, sft_train
 
 log = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ def sample_online_round(cfg: WICSampleConfig, *, suite=None, policy: WICPolicy |
                         orchestrator=None) -> dict:
     """One round's sampling half. Writes samples.jsonl (all), kept.jsonl and metrics.json into output_dir."""
     suite = suite or _load_suite(cfg.suite, what="wic sample")
-    policy = policy or WICPolicy.from_pretrained(cfg.policy, device=_device(None))
+    policy = policy or WICPolicy.from_pretrained(cfg.policy, device=resolve_device(None))
     orchestrator = round_orchestrator(cfg, policy, orchestrator)
     pool, sources = load_prompt_pool(cfg.data)
     recs, metrics = sample_round(policy, suite, cfg, cfg.round_index, seed=cfg.seed, pool=pool, sources=sources,
@@ -444,9 +444,9 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
         history.append(read_json(out / f"round-{e}" / "metrics.json"))
     if start > 1:
         log.info("resuming the online stage after round %d", start - 1)
-        policy = WICPolicy.from_pretrained(out / f"round-{start - 1}" / "policy", device=_device(cfg.device))
+        policy = WICPolicy.from_pretrained(out / f"round-{start - 1}" / "policy", device=resolve_device(cfg.device))
     elif policy is None:
-        policy = WICPolicy.from_pretrained(cfg.policy, device=_device(cfg.device))
+        policy = WICPolicy.from_pretrained(cfg.policy, device=resolve_device(cfg.device))
     orchestrator = round_orchestrator(cfg, policy, orchestrator)
     for e in range(start, cfg.rounds + 1):
         policy, m = wic_online_round(cfg, e, policy=policy, suite=suite, pool=pool, orchestrator=orchestrator,

@@ -285,3 +285,12 @@ def test_artifact_file_names_defined_once():
                     and literal.fullmatch(node.value.strip())):
                 stray.append(f"{rel(path)}:{node.lineno} {node.value!r}")
     assert stray == [], "use the manifests and file names of pro_lib.artifacts"
+
+
+def test_one_device_choice_and_one_prompt_cut():
+    """Device choice and prompt truncation live in pro_lib.policy only (resolve_device, truncate_prompt)."""
+    choice = re.compile(r"""["']cuda["']\s+if\s+torch\.cuda\.is_available\(\)""")
+    stray = [f"{rel(p)}:{fn.lineno} {fn.name}" for p in py_files(*LAYERS) if rel(p) != "pro_lib/policy.py"
+             for fn in _functions(p) if fn.name in ("truncate_prompt", "resolve_device", "local_device", "_device")
+             or choice.search(ast.unparse(fn))]
+    assert stray == [], "choose the device with pro_lib.policy.resolve_device, cut prompts with truncate_prompt"

@@ -37,6 +37,7 @@ def test_smollm2_wic_follows_its_weights(tmp_path):
     import torch
 
     from pro_lib import wic, wic_offline
+    from pro_lib.policy import truncate_prompt
     from pro_lib.data import load_pairs
     from pro_lib.suite import RewardSuite
 
@@ -57,7 +58,7 @@ def test_smollm2_wic_follows_its_weights(tmp_path):
     m = wic_offline.train_wic_offline(cfg, suite=suite)
     assert m["sft_loss_last"] < m["sft_loss_first"]
     pol = wic.WICPolicy.from_pretrained(tmp_path / "wic")
-    held = [wic.truncate_prompt(pol.tokenizer, p, 96) for p in held_out]
+    held = [truncate_prompt(pol.tokenizer, p, 96) for p in held_out]
     means = {}
     for w in ((1.0, 0.0), (0.0, 1.0)):
         out = pol.generate(held, weights=list(w), max_new_tokens=40, batch_size=6)
