@@ -21,7 +21,9 @@ from test_browser_ui import REPO, _free_port, browser, serve_ui  # noqa: F401 (b
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PROMPT = "Can you tell me about the Moon?"
-CORNERS = ("humor", "harmless")
+# two corners the demo policy follows on every held-out demo prompt type (docs/results_wic.md: own-style
+# share 0.97 at helpful=1 and humor=1; 0.60 at harmless=1, where joke requests still get a joke)
+CORNERS = ("humor", "helpful")
 
 
 def _demo_store() -> Path:
@@ -66,13 +68,14 @@ def corner_outputs(page, corners, prompt: str = PROMPT) -> dict[str, str]:
         page.get_by_role("button", name="Apply").click()
         expect(page.get_by_text("override:", exact=False).first).to_contain_text(f"{corner}=1.00", timeout=60_000)
         page.get_by_role("button", name=re.compile("^Generate")).click()
-        # the finished "override" card (heading without "generating…") under this corner's weights
-        heading = page.get_by_role("heading", name="override", exact=True)
-        card = page.locator("[data-testid='stVerticalBlock']").filter(has=heading).filter(
-            has=page.locator("[data-testid='stCode']")).filter(has_text=f"{corner}=1.00").last
-        expect(card).to_be_visible(timeout=600_000)
+        # the "override" card of this run: its caption is exactly the weights ("helpful=0.00, ..., humor=1.00";
+        # the line under the sliders reads "override: ... (sum 1.000)"), and its code block is the reply
+        caption = page.get_by_text(re.compile(rf"^(?=.*\b{corner}=1\.00\b)[a-z_]+=[0-9.]+(, [a-z_]+=[0-9.]+)*$"))
+        expect(caption.first).to_be_visible(timeout=600_000)
+        card = caption.first.locator("xpath=ancestor::div[@data-testid='stVerticalBlock'][1]")
         # the card appears while tokens still stream in: read it once generation has finished
         expect(page.get_by_text("generating…")).to_have_count(0, timeout=600_000)
+        expect(card.get_by_role("heading", name="override", exact=True)).to_be_visible()
         texts[corner] = card.locator("[data-testid='stCode']").first.inner_text().strip()
     return texts
 
@@ -83,14 +86,16 @@ def test_champion_follows_corner_weights_in_chromium(demo_explorer, browser, tmp
     page = browser.new_page(viewport={"width": 1500, "height": 2400})
     page.set_default_timeout(120_000)
     page.goto(demo_explorer["url"])
-    expect(page.get_by_text("PRO preference explorer").first).to_be_visible()
+    expect(page.get_by_text("PRO preference explorer").first).to_be_visible(timeout=120_000)
     # the sidebar opened on the registered champion policy
-    expect(page.get_by_text(re.compile(r"pro-policy-pro-wic.*champion")).first).to_be_visible()
+    # (the sidebar resolves the registry's models after the first paint: give it the page's timeout)
+    expect(page.get_by_text(re.compile(r"pro-policy-pro-wic.*champion")).first).to_be_visible(timeout=120_000)
     texts = corner_outputs(page, CORNERS)
     page.screenshot(path=str(tmp_path / "demo_corners.png"), full_page=True)
     page.close()
     print(texts)
-    assert texts["humor"] and texts["harmless"] and texts["humor"] != texts["harmless"]
+    a, b = CORNERS
+    assert texts[a] and texts[b] and texts[a] != texts[b]
 
     # the scores the explorer shows: the registry's reward models (champions) on the two outputs
     monkeypatch.setenv("MLFLOW_TRACKING_URI", demo_explorer["env"]["MLFLOW_TRACKING_URI"])
@@ -101,8 +106,8 @@ def test_champion_follows_corner_weights_in_chromium(demo_explorer, browser, tmp
     be = Backend(demo_explorer["env"]["MLFLOW_TRACKING_URI"])
     orch = PreferenceOrchestrator.from_pretrained("models:/pro-orchestrator@champion")
     suite = be.load_suite(be.resolve_per_objective("champion", orch.objectives, orch.norm_stats).load_ref)
-    scores, _ = be.score(suite, PROMPT, [texts["humor"], texts["harmless"]], orch.objectives)
+    scores, _ = be.score(suite, PROMPT, [texts[a], texts[b]], orch.objectives)
     idx = {n: i for i, n in enumerate(orch.objectives)}
     assert np.isfinite(scores).all()
-    assert scores[0, idx["humor"]] > scores[1, idx["humor"]], scores       # humor=1: the funnier reply
-    assert scores[1, idx["harmless"]] > scores[0, idx["harmless"]], scores  # harmless=1: the more cautious one
+    assert scores[0, idx[a]] > scores[1, idx[a]], scores  # humor=1: the funnier reply
+    assert scores[1, idx[b]] > scores[0, idx[b]], scores  # helpful=1: the more detailed one
