@@ -68,27 +68,14 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, b
              do_sample: bool = False, seed: int = 0, desc: str = "generating") -> list[str]:
     """Completions (text after the prompt) for each prompt, batched with left padding."""
     import torch
-    from tqdm.auto import tqdm
 
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    model.eval()
-    device = next(model.parameters()).device
+    from pro_lib.policy import generate_batched
+
     torch.manual_seed(seed)
-    out: list[str] = [""] * len(prompts)
-    order = np.argsort([-len(p) for p in prompts], kind="stable")
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
-            idx = order[start:start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                 pad_token_id=tokenizer.pad_token_id)
-            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            for i, t in zip(idx, texts):
-                out[i] = t
-    return out
+    out = generate_batched(model, tokenizer, list(prompts), batch_size=batch_size, desc=desc,
+                           max_new_tokens=max_new_tokens, do_sample=do_sample)
+    model.eval()
+    return [rows[0] for rows in out]
 
 
 def _run_info(folder: Path) -> dict:

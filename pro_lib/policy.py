@@ -223,3 +223,38 @@ def train_top_layers(model, n: int) -> int:
         if module is not None:
             module.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def generate_batched(model, tokenizer, texts, *, batch_size: int = 8, num_return_sequences: int = 1,
+                     add_special_tokens: bool = False, progress: bool = True, desc: str = "generate",
+                     **generate_kwargs) -> list[list[str]]:
+    """THE generation loop: completions (the text after each input, special tokens dropped) of the
+    already-rendered ``texts``, longest first in batches with left padding; ``num_return_sequences``
+    per text, in the input order. The model and tokenizer are left as they were (train mode, padding side)."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    out: list[list[str]] = [[] for _ in texts]
+    device = next(model.parameters()).device
+    side, was_training = tokenizer.padding_side, model.training
+    tokenizer.padding_side = "left"
+    model.eval()
+    try:
+        for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, leave=False):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                            add_special_tokens=add_special_tokens).to(device)
+            with torch.inference_mode():
+                gen = model.generate(**enc, num_return_sequences=num_return_sequences, **generate_kwargs)
+            decoded = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            for j, i in enumerate(idx):
+                out[i] = decoded[j * num_return_sequences:(j + 1) * num_return_sequences]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return out

@@ -308,35 +308,16 @@ class WICPolicy:
                        **gen_kwargs) -> list[str]:
         """Generate from already-rendered model inputs; returns len(texts) * num_return_sequences texts."""
         import torch
-        from tqdm.auto import tqdm
 
-        tok, model = self.tokenizer, self.model
+        from pro_lib.policy import generate_batched
+
         if seed is not None:
             torch.manual_seed(seed)
-        kw = self._gen_kwargs(**gen_kwargs)
-        add_special = not self.use_chat_template
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        out: list[list[str]] = [[] for _ in texts]
-        device = next(model.parameters()).device
-        side = tok.padding_side
-        tok.padding_side = "left"
-        was_training = model.training
-        model.eval()
-        try:
-            for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress):
-                idx = order[start:start + batch_size]
-                enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
-                          add_special_tokens=add_special).to(device)
-                with torch.inference_mode():
-                    gen = model.generate(**enc, num_return_sequences=num_return_sequences, **kw)
-                gen = gen[:, enc["input_ids"].shape[1]:]
-                decoded = tok.batch_decode(gen, skip_special_tokens=True)
-                for j, i in enumerate(idx):
-                    out[i] = [d.strip() for d in decoded[j * num_return_sequences:(j + 1) * num_return_sequences]]
-        finally:
-            tok.padding_side = side
-            model.train(was_training)
-        return [r for rows in out for r in rows]
+        out = generate_batched(self.model, self.tokenizer, list(texts), batch_size=batch_size,
+                               num_return_sequences=num_return_sequences,
+                               add_special_tokens=not self.use_chat_template, progress=progress, desc=desc,
+                               **self._gen_kwargs(**gen_kwargs))
+        return [r.strip() for rows in out for r in rows]
 
     def generate(self, prompts: Sequence[str] | str, weights: Any = None, orchestrator: Any = None,
                  **gen_kwargs) -> list[str]:
