@@ -258,9 +258,9 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
         info = {"used_prompts": len(prompts), "reloaded": True}
     else:
         prompts, info = load_split_prompts(cfg.data, split=cfg.split, eval_fraction=cfg.eval_fraction,
-                                     split_seed=cfg.split_seed, tokenizer=tokenizer,
-                                     max_prompt_tokens=cfg.max_prompt_tokens, max_prompts=cfg.max_prompts,
-                                     seed=cfg.seed)
+                                           split_seed=cfg.split_seed, tokenizer=tokenizer,
+                                           max_prompt_tokens=cfg.max_prompt_tokens, max_prompts=cfg.max_prompts,
+                                           seed=cfg.seed)
         w, method = resolve_weights(cfg.weights, prompts, reward.names, seed=cfg.seed,
                                     orchestrator=orchestrator if orchestrator is not None else cfg.orchestrator)
     dataset = build_prompt_dataset(prompts, w, reward.names)

@@ -127,11 +127,12 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
     ref_model, ref_tok = policies.get("reference") or load_policy(first["policy"])
     max_prompt_tokens = cfg.max_prompt_tokens if cfg.max_prompt_tokens is not None else first.get("max_prompt_tokens")
     prompts, info = load_split_prompts(cfg.data or first["data"], split=cfg.split,
-                                 eval_fraction=cfg.eval_fraction if cfg.eval_fraction is not None
-                                 else first.get("eval_fraction", 0.1),
-                                 split_seed=cfg.split_seed if cfg.split_seed is not None else first.get("split_seed", 0),
-                                 tokenizer=ref_tok, max_prompt_tokens=max_prompt_tokens, max_prompts=cfg.max_prompts,
-                                 seed=cfg.seed)
+                                       eval_fraction=cfg.eval_fraction if cfg.eval_fraction is not None
+                                       else first.get("eval_fraction", 0.1),
+                                       split_seed=cfg.split_seed if cfg.split_seed is not None
+                                       else first.get("split_seed", 0),
+                                       tokenizer=ref_tok, max_prompt_tokens=max_prompt_tokens, max_prompts=cfg.max_prompts,
+                                       seed=cfg.seed)
     max_new = cfg.max_new_tokens or first.get("max_completion_length", 64)
     weight_sets: dict[str, np.ndarray] = {"uniform": np.tile(uniform_weights(len(names)), (len(prompts), 1))}
     if orchestrator is not None:
