@@ -25,14 +25,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SFT_ARMS = {  # label -> SFTOptions changes
-    "fp32, full, padded (today)": {},
-    "bf16 autocast": {"bf16": True},
-    "padding-free": {"padding_free": True},
-    "LoRA r=16": {"lora_r": 16, "learning_rate": 2e-4},
-    "top 8 of 30 layers trained": {"trainable_layers": 8},
-    "bf16 + padding-free": {"bf16": True, "padding_free": True},
-    "bf16 + padding-free + LoRA r=16": {"bf16": True, "padding_free": True, "lora_r": 16, "learning_rate": 2e-4},
+SFT_ARMS = {  # label -> SFTOptions changes; "system": the policy's system_prompt; "compact": False = trl's
+    # own CPU path (the LM head on every position), True = pro_lib.policy.compact_lm_head_on_cpu
+    "fp32, full, padded, full LM head (before)": {"compact": False},
+    "padded + compact LM head": {},
+    "padding-free": {"padding_free": True, "compact": False},
+    "padding-free + empty system turn": {"padding_free": True, "system": "", "compact": False},
+    "padding-free + empty system turn + compact LM head (the main job)": {"padding_free": True, "system": ""},
+    "bf16 autocast": {"bf16": True, "compact": False},
+    "LoRA r=16": {"lora_r": 16, "learning_rate": 2e-4, "compact": False},
+    "top 8 of 30 layers trained": {"trainable_layers": 8, "compact": False},
+    "bf16 + padding-free": {"bf16": True, "padding_free": True, "compact": False},
+    "bf16 + padding-free + LoRA r=16": {"bf16": True, "padding_free": True, "lora_r": 16, "learning_rate": 2e-4,
+                                        "compact": False},
 }
 
 
@@ -84,31 +89,37 @@ def main() -> int:
     print(f"model: {'tiny random Llama' if args.tiny else 'SmolLM2-135M-Instruct'}; torch threads {args.threads}; "
           f"native bf16 (avx512_bf16 / amx_bf16): {native}", flush=True)
 
-    # --- SFT -------------------------------------------------------------------------------------------
-    base = load(ref, names)
-    examples = demo_examples(base, args.examples)
-    tok = base.tokenizer
-    real_tokens = sum(len(tok(e["prompt"] + e["completion"], add_special_tokens=False)["input_ids"]) + 1
-                      for e in examples)
-    del base
-    rows, base_tps = [], None
+    # --- SFT ---------------------------------------------------------------------------------------------
+    def count_tokens(tok, examples) -> int:
+        return sum(len(tok(e["prompt"] + e["completion"], add_special_tokens=False)["input_ids"]) + 1
+                   for e in examples)
+
+    rows, base_seconds = [], None
     chosen = {1} | {int(a) for a in args.arms.split(",")} if args.arms else set(range(1, len(SFT_ARMS) + 1))
     for i, (label, change) in enumerate(SFT_ARMS.items(), start=1):
         if i not in chosen:
             continue
+        change = dict(change)
+        system, compact = change.pop("system", None), change.pop("compact", True)
         pol = load(ref, names)
+        pol.system_prompt = system
+        examples = demo_examples(pol, args.examples)  # the same pairs and weights in every arm
+        real_tokens = count_tokens(pol.tokenizer, examples)
         opts = dataclasses.replace(
             wic_offline.SFTOptions(batch_size=args.batch_size, save_steps=10_000, max_length=384), **change)
+        policy_mod.COMPACT_LM_HEAD_ON_CPU = compact
         m = wic_offline.sft_train(pol, examples, opts, work / f"sft-{len(rows)}", desc=label)
+        policy_mod.COMPACT_LM_HEAD_ON_CPU = True
+        base_seconds = base_seconds or m["sft_seconds"]
         tps = real_tokens / m["sft_seconds"]
-        base_tps = base_tps or tps
-        rows.append([label, m["sft_steps"], f"{m['sft_seconds']:.1f}", f"{tps:.0f}", f"{tps / base_tps:.2f}",
-                     f"{m['sft_loss_first']:.3f} -> {m['sft_loss_last']:.3f}"])
-        print(f"  {label}: {tps:.0f} tokens/s", flush=True)
+        rows.append([label, m["sft_steps"], real_tokens, f"{m['sft_seconds']:.1f}", f"{tps:.0f}",
+                     f"{base_seconds / m['sft_seconds']:.2f}", f"{m['sft_loss_first']:.3f} -> {m['sft_loss_last']:.3f}"])
+        print(f"  {label}: {m['sft_seconds']:.1f} s, {tps:.0f} tokens/s", flush=True)
         del pol
-    print(f"\nSFT: {len(examples)} demo examples with weights in context ({real_tokens} real tokens), batch "
-          f"{args.batch_size}, one epoch, a fresh model per arm\n")
-    print(table(["arm", "steps", "seconds", "tokens/s", "speed-up", "loss first -> last"], rows))
+    print(f"\nSFT: the same {args.examples} demo pairs with weights in context in every arm, batch {args.batch_size}, "
+          "one epoch, a fresh model per arm; speed-up = the first arm's seconds / this arm's (the system-turn arms "
+          "have fewer real tokens per example)\n")
+    print(table(["arm", "steps", "real tokens", "seconds", "tokens/s", "speed-up", "loss first -> last"], rows))
 
     # --- generation ------------------------------------------------------------------------------------
     pol = load(ref, names)

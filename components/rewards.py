@@ -17,7 +17,9 @@ def train_reward_model(objective: str, config: dict, data: Input[Dataset], model
     """
     from components.reports import reward_report
     from components.runtime import parse_objective_spec, run_stage
+    from pro_lib.policy import share_cpu_threads
 
+    share_cpu_threads()  # the one stage inside a ParallelFor: the local runner runs two of them at once
     name, source = parse_objective_spec(objective)
     model.metadata["objective"] = name
     run_stage("train_reward_model", config, overrides={

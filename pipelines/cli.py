@@ -196,6 +196,7 @@ def run_local(name: str, arguments: dict[str, Any] | None = None, *, pipeline_ro
     from pipelines import load_pipeline
     from pro_lib import tracking
     from pro_lib.io import pro_home
+    from pro_lib.policy import PARALLEL_TASKS_ENV
 
     fn = load_pipeline(name, online_rounds=online_rounds)
     arguments = dict(arguments or {})
@@ -206,6 +207,9 @@ def run_local(name: str, arguments: dict[str, Any] | None = None, *, pipeline_ro
     os.environ["PRO_HOME"] = str(pro_home())
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # KFP's local runner runs up to two ParallelFor iterations (the reward models) at once: they split
+    # the cores instead of fighting over them (pro_lib.policy.share_cpu_threads)
+    os.environ.setdefault(PARALLEL_TASKS_ENV, "2")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                enable_caching=cache, raise_on_error=True)
     t0 = time.time()

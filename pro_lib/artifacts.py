@@ -249,6 +249,7 @@ class WICPolicyManifest(Manifest):
     score_percentiles: dict[str, list[float]] | None = None
     ric_mapping: str = "linf"
     tag_max: float | None = None  # the largest tag the offline SFT saw; corners read as it (shrink_to_tag_range)
+    system_prompt: str | None = None  # the chat template's system turn; None: the template's own default
 
 
 @dataclass(frozen=True)

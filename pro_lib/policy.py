@@ -124,6 +124,34 @@ def resolve_device(name: str | None = None) -> str:
     return f"cuda:{int(rank)}" if rank is not None else "cuda"
 
 
+PARALLEL_TASKS_ENV = "PRO_PARALLEL_TASKS"
+
+
+def share_cpu_threads() -> int | None:
+    """Split this machine's cores between the stage processes that run side by side.
+
+    ``PRO_PARALLEL_TASKS=n`` (set by ``pro pipeline run --local``: KFP's local runner runs up to two
+    iterations of a ParallelFor at once) gives torch ``cores // n`` threads: two demo reward models side
+    by side on 2 cores took 136 s with two threads each, 88 s with one (alone: 55 s each;
+    bench/bench_parallel_reward_models.py). Unset (a cluster, where each pod has its own cores): torch
+    keeps its default. Returns the thread count it set, else None."""
+    raw = os.environ.get(PARALLEL_TASKS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ConfigError(f"{PARALLEL_TASKS_ENV}={raw!r}: expected the number of stage processes that run at "
+                          "once (an integer >= 1), or unset it") from None
+    if n < 1:
+        raise ConfigError(f"{PARALLEL_TASKS_ENV}={raw!r}: must be >= 1")
+    import torch
+
+    threads = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // n)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> str:
     """Keep the last ``max_tokens`` tokens of a long prompt (the end holds the question)."""
     if max_tokens <= 0:
@@ -187,6 +215,35 @@ def resolve_bf16(requested: bool, device: str) -> bool:
         return True
     log.warning("--bf16 ignored: this CPU has no native bf16 (avx512_bf16 / amx_bf16); training in fp32")
     return False
+
+
+COMPACT_LM_HEAD_ON_CPU = True  # bench/bench_cpu_training.py turns it off for its "before" arms
+
+
+@contextlib.contextmanager
+def compact_lm_head_on_cpu():
+    """Within: trl's fused LM head scores only the completion positions on a CPU too.
+
+    trl (1.16) projects through the LM head only the positions whose label is not -100 on CUDA / XPU,
+    but every position elsewhere (so Neuron's compiled tile shapes stay fixed); in eager CPU training
+    that spends the 49k-vocabulary projection, its backward, entropy and accuracy on the prompt tokens,
+    which the completion-only loss ignores. The loss and metrics are the same either way (the masked
+    positions count as zero); on SmolLM2 with demo examples a step takes about 15% less time
+    (bench/bench_cpu_training.py). A no-op where trl has no such switch or the flag is off."""
+    try:
+        from trl.trainer import utils as trl_utils
+    except ImportError:  # pragma: no cover - trl is in the train extra
+        yield
+        return
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None or not COMPACT_LM_HEAD_ON_CPU:
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 def fit_completions(tokenizer, examples, max_length: int) -> list[dict]:

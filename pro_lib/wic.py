@@ -177,7 +177,7 @@ class WICPolicy:
                  conditioning: str = "weights", use_chat_template: bool | None = None,
                  orchestrator: str | None = None, reward_range: Mapping[str, Sequence[float]] | None = None,
                  method: str | None = None, score_percentiles: Mapping[str, Sequence[float]] | None = None,
-                 ric_mapping: str = "linf", tag_max: float | None = None):
+                 ric_mapping: str = "linf", tag_max: float | None = None, system_prompt: str | None = None):
         if conditioning not in CONDITIONINGS:
             raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
         if ric_mapping not in RIC_MAPPINGS:
@@ -196,6 +196,7 @@ class WICPolicy:
         self.method = method
         self.score_percentiles = {k: [float(x) for x in v] for k, v in (score_percentiles or {}).items()}
         self.tag_max = None if tag_max is None else float(tag_max)  # shrink_to_tag_range
+        self.system_prompt = system_prompt  # None: the chat template's own default system turn
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         add_wic_tokens(model, tokenizer, self.K)
@@ -211,7 +212,8 @@ class WICPolicy:
             objectives=self.objectives, decimals=self.decimals, conditioning=self.conditioning,
             use_chat_template=self.use_chat_template, tags=wic_tags(self.K), orchestrator=self.orchestrator,
             reward_range=self.reward_range or None, method=self.method,
-            score_percentiles=self.score_percentiles or None, ric_mapping=self.ric_mapping, tag_max=self.tag_max)
+            score_percentiles=self.score_percentiles or None, ric_mapping=self.ric_mapping, tag_max=self.tag_max,
+            system_prompt=self.system_prompt)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Model + tokenizer + ``wic.json`` (objectives, decimals, conditioning), written atomically."""
@@ -239,7 +241,7 @@ class WICPolicy:
         model, tok = load_policy(where, device=device)
         kwargs = {k: getattr(meta, k) for k in ("decimals", "conditioning", "use_chat_template", "orchestrator",
                                                 "reward_range", "method", "score_percentiles", "ric_mapping",
-                                                "tag_max")
+                                                "tag_max", "system_prompt")
                   if meta is not None and getattr(meta, k) is not None}
         kwargs.update(overrides)
         return cls(model, tok, objectives or meta.objectives, **kwargs)
@@ -258,7 +260,7 @@ class WICPolicy:
         suffix = format_weight_suffix(values, self.decimals)
         if not self.use_chat_template:
             return f"{prompt.rstrip()} {suffix}"
-        msgs = to_messages(prompt)
+        msgs = self._messages(prompt)
         msgs[-1] = {**msgs[-1], "content": f"{msgs[-1]['content']} {suffix}".strip()}
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
@@ -266,7 +268,13 @@ class WICPolicy:
         """The same prompt without any conditioning (for the baseline / benchmark)."""
         if not self.use_chat_template:
             return prompt
-        return self.tokenizer.apply_chat_template(to_messages(prompt), tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(self._messages(prompt), tokenize=False, add_generation_prompt=True)
+
+    def _messages(self, prompt: str) -> list[dict]:
+        """The chat messages of ``prompt``, after this policy's system turn when it sets one (SmolLM2's
+        template otherwise adds its own 21-token default)."""
+        msgs = to_messages(prompt)
+        return msgs if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}, *msgs]
 
     def condition(self, prompts: Sequence[str], weights: Any) -> list[str]:
         """Model inputs for ``prompts`` under ``weights`` (one spec for all, or one row per prompt)."""

@@ -71,3 +71,55 @@ def test_sft_with_padding_free_and_bf16_trains(tmp_path):
     m = wic_offline.train_wic_offline(cfg, suite=make_suite())
     assert m["sft_steps"] == 2 and np.isfinite(m["sft_loss_last"])
     assert wic.WICPolicy.from_pretrained(tmp_path / "out").objectives == ["helpful", "harmless"]
+
+
+def test_compact_lm_head_gives_the_same_loss_and_gradients_and_is_scoped(tmp_path):
+    """Scoring only the completion positions on a CPU (pro_lib.policy.compact_lm_head_on_cpu) changes
+    nothing but the time: same loss, entropy and accuracy, same gradients; trl is restored after."""
+    import torch
+    from trl.trainer import utils as trl_utils
+
+    path = testing.build_tiny_policy(tmp_path / "tiny", ["helpful", "harmless"], hidden_size=32, num_layers=2)
+    model = wic.WICPolicy.from_pretrained(path).model.train()
+    trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    rng = np.random.default_rng(0)
+    ids = torch.tensor(rng.integers(3, model.config.vocab_size - 3, size=(2, 12)))
+    labels = ids.clone()
+    labels[:, :7] = -100  # the prompt: no loss
+    cpu = torch.device("cpu")
+    original = trl_utils._use_triton
+    results = {}
+    for compact in (False, True):
+        model.zero_grad(set_to_none=True)
+        ctx = pol_mod.compact_lm_head_on_cpu() if compact else __import__("contextlib").nullcontext()
+        with ctx:
+            assert trl_utils._use_triton(cpu) is compact
+            out = model(input_ids=ids, labels=labels, fused_lm_head=True, use_cache=False)
+            out.loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results[compact] = (float(out.loss.detach()), out.entropy.detach().clone(), out.is_top1.clone(), grads)
+    assert trl_utils._use_triton is original and trl_utils._use_triton(cpu) is False
+    (l0, e0, t0, g0), (l1, e1, t1, g1) = results[False], results[True]
+    assert l1 == pytest.approx(l0, rel=1e-6)
+    assert torch.allclose(e0, e1, atol=1e-6) and torch.equal(t0, t1)
+    assert len(g0) == len(g1) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g0, g1))
+
+
+def test_share_cpu_threads_splits_the_cores(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv(pol_mod.PARALLEL_TASKS_ENV, raising=False)
+    assert pol_mod.share_cpu_threads() is None and torch.get_num_threads() == before
+    try:
+        monkeypatch.setattr(pol_mod.os, "sched_getaffinity", lambda _pid: set(range(8)), raising=False)
+        monkeypatch.setenv(pol_mod.PARALLEL_TASKS_ENV, "2")
+        assert pol_mod.share_cpu_threads() == 4 and torch.get_num_threads() == 4
+        monkeypatch.setenv(pol_mod.PARALLEL_TASKS_ENV, "16")
+        assert pol_mod.share_cpu_threads() == 1
+        for bad in ("two", "0"):
+            monkeypatch.setenv(pol_mod.PARALLEL_TASKS_ENV, bad)
+            with pytest.raises(pol_mod.ConfigError, match="PRO_PARALLEL_TASKS"):
+                pol_mod.share_cpu_threads()
+    finally:
+        torch.set_num_threads(before)

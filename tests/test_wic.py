@@ -166,6 +166,24 @@ def test_chat_template_wraps_the_conditioned_user_turn(tmp_path):
     assert pol.render_plain("\n\nHuman: hi\n\nAssistant:") == "[user] hi [assistant] "
 
 
+def test_system_prompt_sets_the_system_turn_and_travels_with_the_policy(tmp_path):
+    """system_prompt='' (the main job) replaces a template's default system turn by an empty one, in the
+    conditioned and the plain prompt, and a saved policy keeps it for the later stages; None keeps the
+    template's own."""
+    path = testing.build_tiny_policy(tmp_path / "p", NAMES)
+    pol = wic.WICPolicy.from_pretrained(path, system_prompt="")
+    pol.tokenizer.chat_template = ("{% if messages[0].role != 'system' %}[system] default {% endif %}"
+                                   "{% for m in messages %}[{{ m.role }}] {{ m.content }} {% endfor %}"
+                                   "{% if add_generation_prompt %}[assistant] {% endif %}")
+    pol.use_chat_template = True
+    assert pol.condition(["hi"], [0.25, 0.75])[0] == "[system]  [user] hi <W1> 0.25 <W2> 0.75 [assistant] "
+    assert pol.render_plain("hi") == "[system]  [user] hi [assistant] "
+    again = wic.WICPolicy.from_pretrained(pol.save_pretrained(tmp_path / "saved"))
+    assert again.system_prompt == "" and again.render_plain("hi") == "[system]  [user] hi [assistant] "
+    pol.system_prompt = None
+    assert pol.render_plain("hi") == "[system] default [user] hi [assistant] "
+
+
 def test_generate_weights_default_to_orchestrator(tiny_policy_dir):
     pol = wic.WICPolicy.from_pretrained(tiny_policy_dir)
     with pytest.raises(ConfigError, match="no weights given and no orchestrator"):
