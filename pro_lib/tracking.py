@@ -395,8 +395,15 @@ def log_dataset(path: str | Path, *, context: str, name: str | None = None) -> i
         if f.suffix not in DATASET_SUFFIXES or not f.is_file():
             continue
         try:
-            df = (pd.read_json(f, lines=True) if f.suffix == ".jsonl" else pd.read_csv(f) if f.suffix == ".csv"
-                  else pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_json(f))
+            if f.suffix == ".json":
+                records = json.loads(f.read_text())
+                if not isinstance(records, list):  # a report (one JSON object), not a table of rows
+                    log.debug("not logging %s as a dataset: a JSON object, not a list of rows", f)
+                    continue
+                df = pd.DataFrame(records)
+            else:
+                df = (pd.read_json(f, lines=True) if f.suffix == ".jsonl" else pd.read_csv(f) if f.suffix == ".csv"
+                      else pd.read_parquet(f))
             # nested cells (lists, dicts) as JSON text: the schema stays flat and the digest stable
             df = df.apply(lambda col: col.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v))
             ds = mlflow.data.from_pandas(df, source=str(f.resolve()), name=name or f"{f.parent.name}/{f.name}")

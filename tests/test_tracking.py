@@ -90,3 +90,23 @@ def test_flatten_and_numeric_helpers():
     assert len(tracking.flatten_params({"c": "x" * 7000})["c"]) == tracking.MAX_PARAM_LEN
     assert tracking.numeric_metrics({"a": np.float32(0.5), "b": True, "c": [1], "d": float("inf")}) == \
         {"a": 0.5, "b": 1.0}
+
+
+def test_log_dataset_logs_tables_and_skips_json_reports(tmp_path, monkeypatch, caplog):
+    """A stage folder holds data (jsonl, a JSON list) and reports (one JSON object): only the data
+    becomes MLflow dataset inputs, and a report is skipped without a warning."""
+    import json
+
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    out = tmp_path / "targets"
+    out.mkdir()
+    (out / "targets.jsonl").write_text('{"prompt": "hi", "weights": [0.5, 0.5]}\n{"prompt": "yo", "weights": [1, 0]}\n')
+    (out / "rows.json").write_text(json.dumps([{"a": 1}, {"a": 2}]))
+    (out / "target_report.json").write_text(json.dumps({"tau": 0.5, "stats": {"helpful": [0.1, 0.2]}, "n": 2}))
+    with mlflow.start_run() as run:
+        assert tracking.log_dataset(out, context="output") == 2
+    names = {i.dataset.name for i in mlflow.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert names == {"targets/targets.jsonl", "targets/rows.json"}
+    assert "could not log dataset" not in caplog.text
