@@ -60,10 +60,17 @@ def test_shipped_configs_build():
 
     classes = {"offline": wic_offline.WICOfflineConfig, "ric_offline": wic_offline.RiCOfflineConfig,
                "soups": SoupsTrainConfig, "online": wic_rounds.WICOnlineLoopConfig,
-               "ric_online": wic_rounds.RiCOnlineConfig, "eval": wic_eval.WICEvalConfig}
+               "ric_online": wic_rounds.RiCOnlineConfig, "eval": wic_eval.WICEvalConfig,
+               "base": wic_offline.WICOfflineConfig}  # wic_hh_budget.yaml: base + budgets (changes to base)
     for f in files:
         data = yaml.safe_load(f.read_text())
         for section, values in data.items():
+            if section == "budgets":
+                assert values, f"{f.name}: no budgets"
+                for name, change in values.items():
+                    build_config(wic_offline.WICOfflineConfig, {**data.get("base", {}), **(change or {})},
+                                 where=f"{f.name}:budgets.{name}")
+                continue
             build_config(classes[section], values, where=f"{f.name}:{section}")
 
 
