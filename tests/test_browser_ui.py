@@ -116,10 +116,14 @@ def page(browser, explorer):
 
     page = browser.new_page(viewport={"width": 1500, "height": 1300})
     page.set_default_timeout(45_000)
+    # expect()'s own default is 5 s: on 2 busy cores (CI, or a training run beside the suite) the orchestrator's
+    # first inference takes longer, and the test failed waiting for the chart, not on a defect
+    expect.set_options(timeout=45_000)
     page.goto(explorer["url"])
     expect(page.get_by_text("PRO preference explorer").first).to_be_visible()
     yield page
     page.close()
+    expect.set_options(timeout=5_000)
 
 
 def _type_prompt(page, text: str):
