@@ -25,6 +25,7 @@ from pro_lib.config import field
 from pro_lib.data import load_split_prompts
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import atomic_savefig, atomic_write_text, write_json, write_jsonl
+from pro_lib.morlhf_reward import ORCHESTRATOR_WEIGHTS
 from pro_lib.policy import load_policy, resolve_device
 from pro_lib.targets import check_objectives
 
@@ -116,7 +117,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
     for f, info in zip(folders, infos):
         if info.get("objectives"):
             check_objectives(info["objectives"], names, got_what=str(f), expected_what="the reward suite")
-    orch_ref = cfg.orchestrator or next((i.get("orchestrator") for i in infos if i.get("weights") in ("orchestrator", "orchestrator-shuffled")
+    orch_ref = cfg.orchestrator or next((i.get("orchestrator") for i in infos if i.get("weights") in ORCHESTRATOR_WEIGHTS
                                          and i.get("orchestrator")), None)
     if orchestrator is None and orch_ref:
         from pro_lib.orchestrator import PreferenceOrchestrator
@@ -162,7 +163,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
             wr = (w * z).sum(axis=1)
             row[f"weighted_{wname}"] = float(wr.mean())
             row[f"weighted_{wname}_sem"] = float(wr.std(ddof=1) / math.sqrt(len(wr))) if len(wr) > 1 else 0.0
-        if folder is not None and rinfo.get("weights") not in ("orchestrator", "orchestrator-shuffled", "uniform"):
+        if folder is not None and rinfo.get("weights") not in (*ORCHESTRATOR_WEIGHTS, "uniform"):
             from pro_lib.targets import parse_weights
 
             wr = (parse_weights(rinfo["weights"], names)[None, :] * z).sum(axis=1)

@@ -142,6 +142,7 @@ def build_prompt_dataset(prompts: Sequence[str], weights: np.ndarray, names: Seq
 
 
 SHUFFLED = "orchestrator-shuffled"
+ORCHESTRATOR_WEIGHTS = ("orchestrator", SHUFFLED)  # --weights specs whose weights come from an orchestrator
 
 
 def weights_method(spec: str) -> str:
