@@ -27,8 +27,9 @@ PIPELINE_NAME = "pro-wic"
 # one online round, the weight response on 32 held-out prompts at the corners of the simplex (24 new
 # tokens: the style shows in the first sentence). fp32, full fine-tune, padding-free batches, an empty
 # system turn (SmolLM2's template adds a 21-token default otherwise), trl's LM head on the completion
-# positions only: 1.48x faster SFT steps on a 2-core AVX2 CPU (6.5 s vs 10.6 s in the main job), where bf16
-# autocast was slower and LoRA gained 1.09x (bench/bench_cpu_training.py). On a GPU pass bigger settings (--set wic_offline_config.bf16=true ...).
+# positions only: 1.48x faster SFT steps on a 2-core AVX2 CPU (6.5 s vs 10.6 s in the main job), where
+# bf16 autocast was slower and LoRA gained 1.09x (bench/bench_cpu_training.py). On a GPU pass bigger
+# settings (--set wic_offline_config.bf16=true ...).
 DEFAULT_ONLINE_ROUNDS = 1
 DEFAULT_WIC_SCORE = {**DEFAULT_SCORE, "tau": 0.5}
 DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 1.0, "conditioning": "weights",
