@@ -170,8 +170,9 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
             row["weighted_own"] = float(wr.mean())
         results[label] = row
         per_prompt[label] = z
-        for p, r, zz in zip(prompts, responses, z):
-            samples.append({"policy": label, "prompt": p, "response": r, "scores": dict(zip(names, zz.tolist()))})
+        for i, (p, r, zz) in enumerate(zip(prompts, responses, z)):
+            samples.append({"policy": label, "prompt": p, "response": r, "scores": dict(zip(names, zz.tolist())),
+                            "weighted": {wname: float(w[i] @ zz) for wname, w in weight_sets.items()}})
         if loaded is None:
             del model
 

@@ -334,6 +334,9 @@ def test_evaluate_compares_runs_and_plots_curves(tmp_path, demo_data):
         assert row["weighted_uniform"] == pytest.approx(z.mean(axis=1).mean(), abs=1e-5)
         w = orch.predict([s["prompt"] for s in mine])
         assert row["weighted_orchestrator"] == pytest.approx((w * z).sum(1).mean(), abs=1e-4)
+        # Each sample carries its own weighted rewards (what a repeat-seed summary pairs prompt by prompt).
+        assert [s["weighted"]["orchestrator"] for s in mine] == pytest.approx((w * z).sum(1).tolist(), abs=1e-4)
+        assert [s["weighted"]["uniform"] for s in mine] == pytest.approx(z.mean(axis=1).tolist(), abs=1e-5)
     assert m["n_prompts"] == row["n"] and "pro-morlhf/weighted_orchestrator" in m
     table = (out / "eval_table.md").read_text()
     assert "| pro-morlhf |" in table and "weighted (orchestrator)" in table

@@ -19,6 +19,10 @@ paper's numbers). Each training run resumes from its last checkpoint when re-run
 are skipped (``--force`` redoes everything).
 
     flock /tmp/pro-heavy.lock .venv/bin/python scripts/experiments/morlhf_hh.py     # ~10-15 min, 2 cores
+
+Repeat seeds (``--seeds 0,1,2``): each seed trains every run into <out>/seed-<s>/ and evaluates on the same
+held-out prompts; <out>/seeds_summary.md then pairs the runs prompt by prompt within each seed and pools
+the seeds with a two-stage bootstrap (seeds, then prompts), so the interval includes run-to-run drift.
 """
 
 from __future__ import annotations
@@ -30,9 +34,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hh_outputs import require_hh_outputs  # noqa: E402
+
+
+# run name -> its --weights
+METHODS = {"pro-morlhf": "orchestrator", "morlhf": "uniform", "pro-morlhf-shuffled": "orchestrator-shuffled"}
+# the comparisons of the repeat-seed summary (a, b): a - b on the same prompts within a seed
+SEED_PAIRS = (("pro-morlhf", "pro-morlhf-shuffled"), ("pro-morlhf", "morlhf"), ("pro-morlhf", "reference"),
+              ("pro-morlhf-shuffled", "reference"), ("morlhf", "reference"))
 
 
 def main() -> int:
@@ -41,36 +54,68 @@ def main() -> int:
     ap.add_argument("--hh", default=str(REPO / "runs" / "hh"), help="output folder of orchestrator_hh.py")
     ap.add_argument("--out", default=str(REPO / "runs" / "morlhf_hh"), help="output folder")
     ap.add_argument("--steps", type=int, default=None, help="override max_steps of the config")
-    ap.add_argument("--seed", type=int, default=None, help="override the training seed (repeat runs: use another --out)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="override the training seed (repeat runs: use another --out, or --seeds)")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated training seeds, e.g. 0,1,2: one set of runs per seed in <out>/seed-<s>, "
+                         "then <out>/seeds_summary.md across them")
     ap.add_argument("--eval-prompts", type=int, default=48, help="held-out prompts to evaluate on (a random sample "
                                                                    "stratified by source)")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma-separated runs to train and evaluate (default: all three)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when two jobs share 2 cores)")
+    ap.add_argument("--n-boot", type=int, default=4000, help="bootstrap draws of the repeat-seed summary")
     ap.add_argument("--force", action="store_true", help="redo every step")
     args = ap.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        ap.error(f"--methods: unknown {unknown or 'empty'}; choose from {', '.join(METHODS)}")
+    if args.seeds is not None and args.seed is not None:
+        ap.error("--seed and --seeds: give one (--seeds runs each seed into <out>/seed-<s>)")
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds is not None else None
+    except ValueError:
+        ap.error(f"--seeds: expected comma-separated integers such as 0,1,2, got {args.seeds!r}")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        ap.error(f"--seeds: expected distinct integers such as 0,1,2, got {args.seeds!r}")
 
     import torch
 
+    torch.set_num_threads(args.threads)
+    hh, out = Path(args.hh), Path(args.out)
+    require_hh_outputs(hh)
+    if args.force and out.exists():
+        shutil.rmtree(out)
+    if seeds is None:
+        run_seed(args, methods, hh, out, args.seed)
+        return 0
+    for s in seeds:
+        print(f"=== seed {s} ===", flush=True)
+        run_seed(args, methods, hh, out / f"seed-{s}", s)
+    seeds_summary(out, seeds, n_boot=args.n_boot)
+    return 0
+
+
+def run_seed(args, methods: list[str], hh: Path, out: Path, seed: int | None) -> None:
+    """Train the runs of one seed (finished ones are skipped), evaluate them, write <out>/summary.md."""
     from pro_lib.config import build_config, load_yaml_config
     from pro_lib.data import format_source_mix
     from pro_lib.morlhf import MorlhfTrainConfig, train_morlhf
     from pro_lib.morlhf_eval import MorlhfEvalConfig, evaluate_morlhf
 
-    torch.set_num_threads(2)
-    hh, out = Path(args.hh), Path(args.out)
-    require_hh_outputs(hh)
-    if args.force and out.exists():
-        shutil.rmtree(out)
     base = load_yaml_config(args.config)
     base.update({"suite": str(hh / "suite"), "orchestrator": str(hh / "orchestrator"),
                  "data": [str(hh / "data" / "train.jsonl")]})
     if args.steps:
         base["max_steps"] = args.steps
-    if args.seed is not None:  # a repeat run: training seed (prompt sample, sampling, the shuffle)
-        base["seed"] = args.seed
+    if seed is not None:  # a repeat run: training seed (prompt sample, sampling, the shuffle)
+        base["seed"] = seed
     t0 = time.time()
     timings = {}
     runs = {}
-    for method, weights in (("pro-morlhf", "orchestrator"), ("morlhf", "uniform"),
-                            ("pro-morlhf-shuffled", "orchestrator-shuffled")):
+    for method in methods:
+        weights = METHODS[method]
         cfg = build_config(MorlhfTrainConfig, {**base, "weights": weights, "output_dir": str(out / method)},
                            where=args.config)
         runs[method] = cfg.output_dir
@@ -78,7 +123,7 @@ def main() -> int:
         if metrics_file.is_file() and json.loads(metrics_file.read_text()).get("steps") == cfg.max_steps:
             print(f"[skip] {method}: {metrics_file} exists")
             continue
-        print(f"[run ] {method} ({weights} weights, {cfg.max_steps} steps)", flush=True)
+        print(f"[run ] {method} ({weights} weights, {cfg.max_steps} steps, seed {cfg.seed})", flush=True)
         t = time.time()
         m = train_morlhf(cfg)
         timings[method] = round(time.time() - t, 1)
@@ -86,7 +131,7 @@ def main() -> int:
 
     print("[run ] held-out evaluation", flush=True)
     t = time.time()
-    ecfg = build_config(MorlhfEvalConfig, {
+    ecfg = build_config(MorlhfEvalConfig, {  # the evaluation sample does not depend on the training seed
         "runs": list(runs.values()), "output_dir": str(out / "eval"),
         "data": [str(hh / "data" / "eval.jsonl")], "split": "all", "max_prompts": args.eval_prompts,
         "max_new_tokens": base.get("max_completion_length", 32)})
@@ -96,7 +141,7 @@ def main() -> int:
     summary = [
         "# PRO-MORLHF vs MORLHF on HH-RLHF (SmolLM2-135M-Instruct, CPU)", "",
         f"command: `flock /tmp/pro-heavy.lock .venv/bin/python scripts/experiments/morlhf_hh.py`; "
-        f"settings: {Path(args.config).name}", "",
+        f"settings: {Path(args.config).name}; training seed {base.get('seed', 'of the config')}", "",
         "Held-out mean normalised reward (± s.e.m.) of greedy completions, and paired differences with 95% "
         "bootstrap intervals over prompts:", "", table, "",
         "Training curves: eval/curves.png", "",
@@ -112,7 +157,81 @@ def main() -> int:
     summary += ["", f"wall time: {json.dumps(timings)} s (total {time.time() - t0:.0f} s)"]
     (out / "summary.md").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
-    return 0
+
+
+def per_prompt(eval_dir: Path) -> tuple[dict[str, dict[str, np.ndarray]], list[str], list[str]]:
+    """{run name or 'reference': {column: per-prompt values}} from one evaluation's samples.jsonl, in prompt
+    order; columns = the objectives + 'weighted (orchestrator)' + 'weighted (uniform)'."""
+    report = json.loads((eval_dir / "eval.json").read_text())
+    name_of = {label: Path(folder).name for label, folder in report["runs"].items()}
+    name_of["reference"] = "reference"
+    rows: dict[str, list[dict]] = {}
+    for line in (eval_dir / "samples.jsonl").read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            rows.setdefault(name_of.get(r["policy"], r["policy"]), []).append(r)
+    prompts = [r["prompt"] for r in next(iter(rows.values()))]
+    cols = list(report["objectives"]) + [f"weighted ({w})" for w in report["weightings"]]
+    out = {}
+    for name, recs in rows.items():
+        if [r["prompt"] for r in recs] != prompts:
+            raise SystemExit(f"error: {eval_dir}: {name} was evaluated on other prompts than the first run")
+        out[name] = {c: np.array([r["scores"][c] if c in r["scores"] else r["weighted"][c[10:-1]] for r in recs])
+                     for c in cols}
+    return out, prompts, cols
+
+
+def seeds_summary(out: Path, seeds: list[int], *, n_boot: int = 4000, seed: int = 0) -> None:
+    """Per seed: a - b on the same prompts (95% bootstrap over prompts); pooled over seeds: the mean of the
+    seeds' mean differences, its interval from resampling seeds and then prompts within each drawn seed."""
+    from pro_lib.io import atomic_write_text, write_json
+
+    data, prompts, cols = {}, None, None
+    for s in seeds:
+        data[s], p, cols = per_prompt(out / f"seed-{s}" / "eval")
+        if prompts is not None and p != prompts:
+            raise SystemExit(f"error: seed {s} was evaluated on other held-out prompts than seed {seeds[0]}")
+        prompts = p
+    rng = np.random.default_rng(seed)
+    n = len(prompts)
+    fmt = "{:+.3f} [{:+.3f}, {:+.3f}]{}".format
+    star = lambda lo, hi: "*" if lo > 0 or hi < 0 else ""  # noqa: E731
+    result: dict = {"seeds": seeds, "n_prompts": n, "pairs": {}}
+    lines = [f"# PRO-MORLHF vs its controls over {len(seeds)} training seeds ({', '.join(map(str, seeds))})", "",
+             f"Same settings, {n} held-out prompts (the same sample for every seed; see seed-*/eval/eval_table.md "
+             "for the mix). Per seed: mean paired difference a - b with a 95% bootstrap interval over prompts. "
+             "Pooled: the mean over seeds, 95% interval from a two-stage bootstrap (draw seeds, then prompts within "
+             "each drawn seed), so it includes run-to-run drift; with 3 seeds it is a rough interval. "
+             "* = excludes 0.", ""]
+    for a, b in SEED_PAIRS:
+        if not all(a in data[s] and b in data[s] for s in seeds):
+            continue
+        lines += [f"## {a} - {b}", "", "| seed | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        diffs = {c: np.stack([data[s][a][c] - data[s][b][c] for s in seeds]) for c in cols}  # seeds x prompts
+        rec: dict = {}
+        idx = rng.integers(0, n, (n_boot, n))
+        for i, s in enumerate(seeds):
+            cells = []
+            for c in cols:
+                d = diffs[c][i]
+                lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+                rec.setdefault(c, {})[str(s)] = [float(d.mean()), float(lo), float(hi)]
+                cells.append(fmt(d.mean(), lo, hi, star(lo, hi)))
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        si = rng.integers(0, len(seeds), (n_boot, len(seeds)))
+        pi = rng.integers(0, n, (n_boot, len(seeds), n))
+        cells = []
+        for c in cols:
+            d = diffs[c]
+            boot = d[si[:, :, None], pi].mean(axis=(1, 2))
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            rec[c]["pooled"] = [float(d.mean()), float(lo), float(hi)]
+            cells.append(fmt(d.mean(), lo, hi, star(lo, hi)))
+        lines += ["| pooled | " + " | ".join(cells) + " |", ""]
+        result["pairs"][f"{a} - {b}"] = rec
+    write_json(out / "seeds.json", result)
+    atomic_write_text(out / "seeds_summary.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
