@@ -13,8 +13,9 @@ Orchestrator (runs/hh/orchestrator).
    from the PRO-WIC offline policy, RiC online (random preferences on RiC's weight grid) from the RiC
    offline policy (each RiC round also trains on the filtered offline data and earlier rounds' samples,
    as RiC's released code); acceptance rate, mean rewards and wall time per round are logged;
-3. evaluation on held-out prompts (a random sample stratified by source): weight-grid sweep, Pareto fronts (CSV + PNG), the equal-weight
-   table with an "orchestrator weights" row per method, hypervolume against a stated reference.
+3. evaluation on held-out prompts (a random sample stratified by source): weight-grid sweep, Pareto fronts
+   (CSV + PNG), the equal-weight table with an "orchestrator weights" row per method, hypervolume against a
+   stated reference.
 
 Settings: configs/wic_hh.yaml (a smoke-scale CPU budget). Each finished step is skipped when re-run
 (``--force`` redoes everything). Results: <out>/summary.md, <out>/eval/{eval_table.md,pareto.png,...}.
@@ -96,7 +97,8 @@ def main() -> int:
     ev = build_config(wic_eval.WICEvalConfig, {
         **cfg["eval"], "suite": suite_dir, "data": [held_out], "orchestrator": orch, "output_dir": str(out / "eval"),
         "policies": [f"RiC offline={ric_off.output_dir}", f"RiC online={out / 'ric_online' / 'policy'}",
-                     f"Rewarded Soups={soups_cfg.output_dir}", f"PRO-WIC={out / 'pro_wic_online' / 'policy'}"]},
+                     f"Rewarded Soups={soups_cfg.output_dir}", f"PRO-WIC offline={off.output_dir}",
+                     f"PRO-WIC={out / 'pro_wic_online' / 'policy'}"]},
         where="eval")
     step("evaluation", out / "eval" / "eval.json", lambda: wic_eval.evaluate_wic(ev))
 
@@ -118,8 +120,9 @@ def main() -> int:
         for r in m["per_round"]:
             sft = (f"{r.get('sft_examples', 0)} ({r.get('sft_examples_new', 0)} + "
                    f"{r.get('sft_examples_previous_rounds', 0)} + {r.get('sft_examples_offline', 0)})")
-            lines.append(f"| {label} | {r['round']} | {format_source_mix(r.get('source_mix') or {})} | {r['samples']} | "
-                         f"{r['kept']} | {r['acceptance_rate']:.3f} | {r['mean_weighted_reward']:+.3f} | "
+            lines.append(f"| {label} | {r['round']} | {format_source_mix(r.get('source_mix') or {})} | "
+                         f"{r['samples']} | {r['kept']} | {r['acceptance_rate']:.3f} | "
+                         f"{r['mean_weighted_reward']:+.3f} | "
                          + " | ".join(f"{r[f'mean_reward_{n}']:+.3f}" for n in evj["objectives"])
                          + f" | {sft} | {r['round_seconds']:.0f} |")
     hv = {lab: v["hypervolume"] for lab, v in evj["methods"].items()}
