@@ -65,6 +65,8 @@ def main() -> int:
                     help="comma-separated runs to train and evaluate (default: all three)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when two jobs share 2 cores)")
     ap.add_argument("--n-boot", type=int, default=4000, help="bootstrap draws of the repeat-seed summary")
+    ap.add_argument("--drop-checkpoints", action="store_true",
+                    help="delete a run's resume checkpoints once it has finished (about 3 GB each with SmolLM2)")
     ap.add_argument("--force", action="store_true", help="redo every step")
     args = ap.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -100,9 +102,7 @@ def main() -> int:
 def run_seed(args, methods: list[str], hh: Path, out: Path, seed: int | None) -> None:
     """Train the runs of one seed (finished ones are skipped), evaluate them, write <out>/summary.md."""
     from pro_lib.config import build_config, load_yaml_config
-    from pro_lib.data import format_source_mix
     from pro_lib.morlhf import MorlhfTrainConfig, train_morlhf
-    from pro_lib.morlhf_eval import MorlhfEvalConfig, evaluate_morlhf
 
     base = load_yaml_config(args.config)
     base.update({"suite": str(hh / "suite"), "orchestrator": str(hh / "orchestrator"),
@@ -128,8 +128,23 @@ def run_seed(args, methods: list[str], hh: Path, out: Path, seed: int | None) ->
         m = train_morlhf(cfg)
         timings[method] = round(time.time() - t, 1)
         print(json.dumps(m, indent=2))
+        if args.drop_checkpoints:  # the finished policy is in <run>/policy; a resume is no longer needed
+            shutil.rmtree(out / method / "checkpoints", ignore_errors=True)
 
-    print("[run ] held-out evaluation", flush=True)
+    done = out / "eval" / "eval.json"
+    evaluated = sorted(json.loads(done.read_text())["runs"].values()) if done.is_file() else None
+    if not timings and evaluated == sorted(runs.values()):
+        print(f"[skip] held-out evaluation: {done} exists and no run was trained now", flush=True)
+    else:
+        print("[run ] held-out evaluation", flush=True)
+        evaluate(args, base, hh, out, runs, timings)
+    write_summary(args, base, out, runs, timings, t0)
+
+
+def evaluate(args, base: dict, hh: Path, out: Path, runs: dict, timings: dict) -> None:
+    from pro_lib.config import build_config
+    from pro_lib.morlhf_eval import MorlhfEvalConfig, evaluate_morlhf
+
     t = time.time()
     ecfg = build_config(MorlhfEvalConfig, {  # the evaluation sample does not depend on the training seed
         "runs": list(runs.values()), "output_dir": str(out / "eval"),
@@ -137,6 +152,11 @@ def run_seed(args, methods: list[str], hh: Path, out: Path, seed: int | None) ->
         "max_new_tokens": base.get("max_completion_length", 32)})
     evaluate_morlhf(ecfg)
     timings["eval"] = round(time.time() - t, 1)
+
+
+def write_summary(args, base: dict, out: Path, runs: dict, timings: dict, t0: float) -> None:
+    from pro_lib.data import format_source_mix
+
     table = (out / "eval" / "eval_table.md").read_text().rstrip()
     summary = [
         "# PRO-MORLHF vs MORLHF on HH-RLHF (SmolLM2-135M-Instruct, CPU)", "",
