@@ -21,9 +21,11 @@ sample of the held-out split stratified by source (its mix is printed). Written 
 --next-round goes past acceptance: for each source, a copy of the policy is fine-tuned on the samples
 the weighted rule kept (one online round's SFT), then evaluated greedily on *other* held-out prompts
 (the next block of the same stratified order) at the corner weights and under the orchestrator's
-weights: the weighted reward under f(x) and the weight response, with paired-bootstrap intervals.
+weights: the weighted reward under f(x) and the weight response, with paired-bootstrap intervals, each
+round's policy against the shuffled control's and against the policy without the round (no SFT).
 
-    flock /tmp/pro-heavy.lock nice -n 10 .venv/bin/python bench/bench_acceptance.py   # needs runs/hh + a PRO-WIC offline policy
+    # needs runs/hh + a PRO-WIC offline policy (scripts/experiments/wic_hh.py's first step)
+    flock /tmp/pro-heavy.lock nice -n 10 .venv/bin/python bench/bench_acceptance.py --next-round
 """
 
 from __future__ import annotations
@@ -71,9 +73,13 @@ def next_round(args, kept_recs: dict, pool, sources, suite, orch, out: Path) -> 
     opts = wic_offline.SFTOptions(epochs=1.0, learning_rate=args.sft_lr, batch_size=8, max_length=256,
                                   max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, save_steps=10_000)
     z_grid, weighted, info = {}, {}, {}
-    for src, recs in kept_recs.items():
+    baseline = "no SFT (the policy as it was)"
+    for src, recs in {baseline: None, **kept_recs}.items():
         pol = wic.WICPolicy.from_pretrained(args.policy)
-        examples = wic_rounds._kept_examples(pol, recs)
+        examples = wic_rounds._kept_examples(pol, recs) if recs is not None else []
+        if not examples and baseline in weighted:  # nothing kept: this source's next policy is the unchanged one
+            z_grid[src], weighted[src], info[src] = z_grid[baseline], weighted[baseline], {"sft_examples": 0}
+            continue
         if examples:
             work = out / "next_round" / src
             shutil.rmtree(work, ignore_errors=True)  # a fresh round each run (no resuming another run's SFT)
@@ -94,26 +100,36 @@ def next_round(args, kept_recs: dict, pool, sources, suite, orch, out: Path) -> 
              f"({format_source_mix(mix)}), greedy; weighted reward under the orchestrator's weights and the weight "
              "response, 95% paired-bootstrap intervals over prompts.", "",
              "| preferences | SFT examples | weighted reward under f(x) [95% CI] | minus shuffled [95% CI] | "
-             + " | ".join(f"weight response {n} [95% CI]" for n in names) + " |",
-             "|---|---|---|---|" + "---|" * len(names)]
-    for src in kept_recs:
+             "minus no SFT [95% CI] | " + " | ".join(f"weight response {n} [95% CI]" for n in names) + " |",
+             "|---|---|---|---|---|" + "---|" * len(names)]
+
+    def paired(a: str, b: str) -> list[float]:
+        d = weighted[a] - weighted[b]
+        db = d[idx].mean(axis=1)
+        return [float(d.mean()), float(np.percentile(db, 2.5)), float(np.percentile(db, 97.5))]
+
+    for src in weighted:
         wr = weighted[src]
         b = wr[idx].mean(axis=1)
         row = info[src]
         row.update({"weighted_reward": float(wr.mean()), "weighted_reward_ci": [float(np.percentile(b, 2.5)),
                                                                                 float(np.percentile(b, 97.5))],
-                    "weight_response": boot["weight_response"][src], "weight_response_ci": boot["weight_response_ci"][src]})
-        dtxt = "(control)"
-        if src != control and control in weighted:
-            d = wr - weighted[control]
-            db = d[idx].mean(axis=1)
-            row["diff_vs_shuffled"] = [float(d.mean()), float(np.percentile(db, 2.5)), float(np.percentile(db, 97.5))]
+                    "weight_response": boot["weight_response"][src],
+                    "weight_response_ci": boot["weight_response_ci"][src]})
+        dtxt = "(control)" if src == control else "n/a"
+        if src not in (control, baseline) and control in weighted:
+            row["diff_vs_shuffled"] = paired(src, control)
             dtxt = "{:+.3f} [{:+.3f}, {:+.3f}]".format(*row["diff_vs_shuffled"])
-        resp = " | ".join("n/a" if v is None or c[0] is None or math.isnan(v) else f"{v:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}]"
+        btxt = "(reference)"
+        if src != baseline:
+            row["diff_vs_no_sft"] = paired(src, baseline)
+            btxt = "{:+.3f} [{:+.3f}, {:+.3f}]".format(*row["diff_vs_no_sft"])
+        resp = " | ".join("n/a" if v is None or c[0] is None or math.isnan(v)
+                          else f"{v:+.3f} [{c[0]:+.3f}, {c[1]:+.3f}]"
                           for v, c in zip(row["weight_response"], row["weight_response_ci"]))
         lo, hi = row["weighted_reward_ci"]
         lines.append(f"| {src} | {row['sft_examples']} | {row['weighted_reward']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
-                     f"{dtxt} | {resp} |")
+                     f"{dtxt} | {btxt} | {resp} |")
     return {"source_mix": mix, "per_source": info, "table": "\n".join(lines) + "\n"}
 
 
