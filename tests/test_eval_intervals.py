@@ -44,15 +44,19 @@ def _morlhf_hh_script():
 
 
 def _fake_seed_eval(folder, seed, prompts, shifts, rng):
-    """An evaluation folder as evaluate_morlhf writes it: eval.json + samples.jsonl with per-sample scores."""
+    """An evaluation folder as evaluate_morlhf writes it: eval.json (with its paired differences) + samples.jsonl
+    with per-sample scores."""
     import json
 
     folder.mkdir(parents=True)
     runs = {"PRO": f"/r/seed-{seed}/pro-morlhf", "plain": f"/r/seed-{seed}/morlhf",
             "shuf": f"/r/seed-{seed}/pro-morlhf-shuffled"}
-    (folder / "eval.json").write_text(json.dumps({"objectives": ["a", "b"], "weightings": ["uniform", "orchestrator"],
-                                                  "runs": runs}))
     base = rng.normal(size=(len(prompts), 2))
+    w = {"uniform": np.tile([0.5, 0.5], (len(prompts), 1)), "orchestrator": np.tile([0.25, 0.75], (len(prompts), 1))}
+    diffs = paired_differences({label: base + shift for label, shift in shifts.items()}, w, ["a", "b"], n_boot=200)
+    (folder / "eval.json").write_text(json.dumps({"objectives": ["a", "b"], "weightings": ["uniform", "orchestrator"],
+                                                  "runs": {k: v for k, v in runs.items() if k in shifts},
+                                                  "differences": diffs}))
     with open(folder / "samples.jsonl", "w") as f:
         for label, shift in shifts.items():
             for p, z in zip(prompts, base + shift):
@@ -73,7 +77,7 @@ def test_repeat_seed_summary_pools_runs_not_only_prompts(tmp_path):
     prompts = [f"prompt {i}" for i in range(30)]
     for s, drift in zip((0, 1, 2), (-0.6, 0.0, 0.6)):  # the shuffled run lands elsewhere in every seed
         _fake_seed_eval(tmp_path / f"seed-{s}" / "eval", s, prompts,
-                        {"reference": 0.0, "PRO": 1.0, "plain": 0.0, "shuf": 1.0 + drift}, rng)
+                        {"reference": 0.0, "shuf": 1.0 + drift, "PRO": 1.0, "plain": 0.0}, rng)
     mod.seeds_summary(tmp_path, [0, 1, 2], n_boot=500)
     res = json.loads((tmp_path / "seeds.json").read_text())
     pro_ref = res["pairs"]["pro-morlhf - reference"]["a"]
@@ -82,6 +86,12 @@ def test_repeat_seed_summary_pools_runs_not_only_prompts(tmp_path):
     assert [ctrl[s][0] for s in "012"] == pytest.approx([0.6, 0.0, -0.6])
     for s in "012":
         assert ctrl[s][1] == pytest.approx(ctrl[s][0]) == pytest.approx(ctrl[s][2])  # no spread within a seed
+    # A seed's row is its own evaluation's paired difference; eval.json holds shuf - PRO (run order), so the
+    # PRO - shuffled rows above came through the reversal.
+    seed0 = json.loads((tmp_path / "seed-0" / "eval" / "eval.json").read_text())["differences"]
+    assert any((d["a"], d["b"]) == ("shuf", "PRO") for d in seed0)
+    ref = next(d for d in seed0 if (d["a"], d["b"]) == ("PRO", "reference"))["diff"]["weighted_uniform"]
+    assert res["pairs"]["pro-morlhf - reference"]["weighted (uniform)"]["0"] == pytest.approx(ref)
     m, lo, hi = ctrl["pooled"]
     assert m == pytest.approx(0.0, abs=1e-9) and lo < -0.3 and hi > 0.3  # the seeds' spread is in the interval
     table = (tmp_path / "seeds_summary.md").read_text()

@@ -179,36 +179,52 @@ def write_summary(args, base: dict, out: Path, runs: dict, timings: dict, t0: fl
     print("\n".join(summary))
 
 
-def per_prompt(eval_dir: Path) -> tuple[dict[str, dict[str, np.ndarray]], list[str], list[str]]:
-    """{run name or 'reference': {column: per-prompt values}} from one evaluation's samples.jsonl, in prompt
-    order; columns = the objectives + 'weighted (orchestrator)' + 'weighted (uniform)'."""
+def read_eval(eval_dir: Path) -> tuple[dict, dict, list[str], dict[str, str]]:
+    """One seed's evaluation, keyed by run name (folder name, or 'reference'):
+    - per-prompt values {run: {column: array}} from samples.jsonl, in prompt order (what pooling needs);
+    - the evaluation's own paired differences {(a, b): {column: [mean, lo, hi]}} from eval.json, so a seed's
+      row is the same numbers as that seed's eval_table.md;
+    - the prompts, and the columns {display name: key in eval.json} (objectives, then each weighting)."""
     report = json.loads((eval_dir / "eval.json").read_text())
     name_of = {label: Path(folder).name for label, folder in report["runs"].items()}
     name_of["reference"] = "reference"
+    cols = {**{n: n for n in report["objectives"]},
+            **{f"weighted ({w})": f"weighted_{w}" for w in report["weightings"]}}
     rows: dict[str, list[dict]] = {}
     for line in (eval_dir / "samples.jsonl").read_text().splitlines():
         if line.strip():
             r = json.loads(line)
             rows.setdefault(name_of.get(r["policy"], r["policy"]), []).append(r)
     prompts = [r["prompt"] for r in next(iter(rows.values()))]
-    cols = list(report["objectives"]) + [f"weighted ({w})" for w in report["weightings"]]
-    out = {}
+    values = {}
     for name, recs in rows.items():
         if [r["prompt"] for r in recs] != prompts:
             raise SystemExit(f"error: {eval_dir}: {name} was evaluated on other prompts than the first run")
-        out[name] = {c: np.array([r["scores"][c] if c in r["scores"] else r["weighted"][c[10:-1]] for r in recs])
-                     for c in cols}
-    return out, prompts, cols
+        values[name] = {c: np.array([r["scores"][k] if k in r["scores"] else r["weighted"][k.removeprefix("weighted_")]
+                                     for r in recs]) for c, k in cols.items()}
+    diffs = {(name_of.get(d["a"], d["a"]), name_of.get(d["b"], d["b"])): {c: d["diff"][k] for c, k in cols.items()}
+             for d in report["differences"]}
+    return values, diffs, prompts, cols
+
+
+def seed_difference(diffs: dict, a: str, b: str, where: Path) -> dict[str, list[float]]:
+    """a - b from an evaluation's paired differences (it stores each pair once, in one order)."""
+    if (a, b) in diffs:
+        return diffs[(a, b)]
+    if (b, a) in diffs:
+        return {c: [-m, -hi, -lo] for c, (m, lo, hi) in diffs[(b, a)].items()}
+    raise SystemExit(f"error: {where}: no paired difference {a} - {b}; re-run the evaluation")
 
 
 def seeds_summary(out: Path, seeds: list[int], *, n_boot: int = 4000, seed: int = 0) -> None:
-    """Per seed: a - b on the same prompts (95% bootstrap over prompts); pooled over seeds: the mean of the
-    seeds' mean differences, its interval from resampling seeds and then prompts within each drawn seed."""
+    """Per seed: a - b on the same prompts, as that seed's evaluation computed it (95% bootstrap over prompts);
+    pooled over seeds: the mean of the seeds' mean differences, its interval from resampling seeds and then
+    prompts within each drawn seed."""
     from pro_lib.io import atomic_write_text, write_json
 
-    data, prompts, cols = {}, None, None
+    values, diffs, prompts, cols = {}, {}, None, None
     for s in seeds:
-        data[s], p, cols = per_prompt(out / f"seed-{s}" / "eval")
+        values[s], diffs[s], p, cols = read_eval(out / f"seed-{s}" / "eval")
         if prompts is not None and p != prompts:
             raise SystemExit(f"error: seed {s} was evaluated on other held-out prompts than seed {seeds[0]}")
         prompts = p
@@ -219,32 +235,26 @@ def seeds_summary(out: Path, seeds: list[int], *, n_boot: int = 4000, seed: int 
     result: dict = {"seeds": seeds, "n_prompts": n, "pairs": {}}
     lines = [f"# PRO-MORLHF vs its controls over {len(seeds)} training seeds ({', '.join(map(str, seeds))})", "",
              f"Same settings, {n} held-out prompts (the same sample for every seed; see seed-*/eval/eval_table.md "
-             "for the mix). Per seed: mean paired difference a - b with a 95% bootstrap interval over prompts. "
-             "Pooled: the mean over seeds, 95% interval from a two-stage bootstrap (draw seeds, then prompts within "
-             "each drawn seed), so it includes run-to-run drift; with 3 seeds it is a rough interval. "
-             "* = excludes 0.", ""]
+             "for the mix). Per seed: mean paired difference a - b with a 95% bootstrap interval over prompts "
+             "(the seed's eval_table.md). Pooled: the mean over seeds, 95% interval from a two-stage bootstrap "
+             "(draw seeds, then prompts within each drawn seed), so it includes run-to-run drift; with 3 seeds it "
+             "is a rough interval. * = excludes 0.", ""]
     for a, b in SEED_PAIRS:
-        if not all(a in data[s] and b in data[s] for s in seeds):
+        if not all(a in values[s] and b in values[s] for s in seeds):
             continue
         lines += [f"## {a} - {b}", "", "| seed | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-        diffs = {c: np.stack([data[s][a][c] - data[s][b][c] for s in seeds]) for c in cols}  # seeds x prompts
-        rec: dict = {}
-        idx = rng.integers(0, n, (n_boot, n))
-        for i, s in enumerate(seeds):
-            cells = []
+        rec: dict = {c: {} for c in cols}
+        for s in seeds:
+            d = seed_difference(diffs[s], a, b, out / f"seed-{s}" / "eval")
             for c in cols:
-                d = diffs[c][i]
-                lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
-                rec.setdefault(c, {})[str(s)] = [float(d.mean()), float(lo), float(hi)]
-                cells.append(fmt(d.mean(), lo, hi, star(lo, hi)))
-            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+                rec[c][str(s)] = [float(v) for v in d[c]]
+            lines.append(f"| {s} | " + " | ".join(fmt(*d[c], star(*d[c][1:])) for c in cols) + " |")
         si = rng.integers(0, len(seeds), (n_boot, len(seeds)))
         pi = rng.integers(0, n, (n_boot, len(seeds), n))
         cells = []
         for c in cols:
-            d = diffs[c]
-            boot = d[si[:, :, None], pi].mean(axis=(1, 2))
-            lo, hi = np.percentile(boot, [2.5, 97.5])
+            d = np.stack([values[s][a][c] - values[s][b][c] for s in seeds])  # seeds x prompts
+            lo, hi = np.percentile(d[si[:, :, None], pi].mean(axis=(1, 2)), [2.5, 97.5])
             rec[c]["pooled"] = [float(d.mean()), float(lo), float(hi)]
             cells.append(fmt(d.mean(), lo, hi, star(lo, hi)))
         lines += ["| pooled | " + " | ".join(cells) + " |", ""]
