@@ -157,8 +157,17 @@ def ric_desired_rewards(weights: np.ndarray, mapping: str = "linf") -> np.ndarra
 # ---------------------------------------------------------------------------------------------
 # the policy
 # ---------------------------------------------------------------------------------------------
+TAG_INIT_SEED = 0
+
+
 def add_wic_tokens(model, tokenizer, k: int) -> int:
-    """Add ``<W1>..<WK>`` as special tokens and grow the embeddings; returns how many were new."""
+    """Add ``<W1>..<WK>`` as special tokens and grow the embeddings; returns how many were new.
+
+    The new embedding rows are drawn from their own seeded generator (``TAG_INIT_SEED``), not from
+    torch's global state: the same base model and K always start with the same tag rows, so two runs
+    of the same offline stage train the same policy (they once differed from the first step's loss)."""
+    import torch
+
     tags = wic_tags(k)
     vocab = tokenizer.get_vocab()
     new = [t for t in tags if t not in vocab]
@@ -166,7 +175,9 @@ def add_wic_tokens(model, tokenizer, k: int) -> int:
         tokenizer.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
     n_vocab = len(tokenizer)
     if model.get_input_embeddings().weight.shape[0] < n_vocab:
-        model.resize_token_embeddings(n_vocab, mean_resizing=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TAG_INIT_SEED)
+            model.resize_token_embeddings(n_vocab, mean_resizing=False)
     return len(new)
 
 

@@ -135,6 +135,28 @@ def test_tags_are_single_special_tokens_and_roundtrip(tiny_policy_dir):
     assert meta["objectives"] == NAMES and meta["tags"] == ["<W1>", "<W2>"]
 
 
+def test_new_tag_rows_do_not_depend_on_the_global_rng(tiny_policy_dir):
+    """Two offline runs of the same config once trained different policies (the first step's loss differed):
+    the new <Wk> embedding rows came from torch's unseeded global state. They are seeded now, and adding
+    them leaves the caller's random state as it was."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rows = []
+    for global_seed in (1, 2):
+        model = AutoModelForCausalLM.from_pretrained(tiny_policy_dir)
+        tok = AutoTokenizer.from_pretrained(tiny_policy_dir)
+        n_before = model.get_input_embeddings().weight.shape[0]
+        torch.manual_seed(global_seed)
+        state = torch.random.get_rng_state()
+        assert wic.add_wic_tokens(model, tok, 4) == 2  # <W3>, <W4>
+        assert torch.equal(torch.random.get_rng_state(), state)
+        emb = model.get_input_embeddings().weight.detach()
+        assert emb.shape[0] == len(tok) > n_before
+        rows.append(emb[n_before:].clone())
+    assert torch.equal(rows[0], rows[1]) and rows[0].abs().sum() > 0
+
+
 def test_conditioning_reaches_model_inputs(tiny_policy_dir):
     """The weights (tags + numbers) are in the input_ids the model sees, and differ per weight."""
     pol = wic.WICPolicy.from_pretrained(tiny_policy_dir)
