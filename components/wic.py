@@ -38,13 +38,15 @@ def wic_online_sample(config: dict, round_index: int, policy: Input[Model], orch
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def wic_online_sft(config: dict, policy: Input[Model], samples: Input[Dataset], new_policy: Output[Model],
-                   metrics: Output[Metrics]):
-    """Online round: SFT the policy on the kept samples."""
+def wic_online_sft(config: dict, policy: Input[Model], samples: Input[Dataset], offline_policy: Input[Model],
+                   new_policy: Output[Model], metrics: Output[Metrics]):
+    """Online round: SFT the policy on the kept samples (plus ``replay_offline`` of the offline policy's
+    SFT examples)."""
     from components.runtime import run_stage
 
     run_stage("wic_online_sft", config, overrides={
-        "policy": policy.path, "samples": [samples.path], "output_dir": new_policy.path}, metrics=metrics)
+        "policy": policy.path, "samples": [samples.path], "offline_policy": offline_policy.path,
+        "output_dir": new_policy.path}, metrics=metrics)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

@@ -92,6 +92,13 @@ class WICOnlineConfig(SFTOptions):
     samples: list[str] = field(default_factory=lambda: ["runs/wic_samples"],
                                help="sampling-round folders (or kept.jsonl files)")
     output_dir: str = field("runs/wic_online", help="output folder for the new WIC policy")
+    replay_offline: int = field(0, help="offline SFT examples mixed into this round's SFT set, as `pro wic online "
+                                        "--replay-offline`: those clearing --replay-quantile of the offline scores "
+                                        "on any objective, at most N (seeded; -1 all, 0 none)")
+    replay_quantile: float = field(SampleOptions.quantile, help="the quantile the replayed offline examples clear "
+                                                                "(the sampling half's --quantile)")
+    offline_policy: str | None = field(None, help="the offline WIC policy whose examples.jsonl the replay draws "
+                                                  "from (default: --policy, which is the offline policy in round 1)")
 
 
 @dataclass
@@ -324,21 +331,23 @@ def _kept_examples(policy: WICPolicy, recs: Sequence[Mapping]) -> list[dict]:
     return out
 
 
-def offline_replay(cfg: WICOnlineLoopConfig) -> list[dict]:
-    """The offline SFT examples (``<cfg.policy>/examples.jsonl``, written by the offline stage) that clear
-    ``cfg.quantile`` of the offline scores on any objective, at most ``cfg.replay_offline`` of them
-    (seeded; -1: all): what RiC's released code mixes into every online round's SFT set."""
-    if not cfg.replay_offline:
+def offline_replay(offline_policy: str | Path, n: int, *, quantile: float, seed: int) -> list[dict]:
+    """The offline SFT examples (``<offline_policy>/examples.jsonl``, written by the offline stage) that clear
+    ``quantile`` of the offline scores on any objective, at most ``n`` of them (seeded; -1: all; 0: none):
+    what RiC's released code mixes into every online round's SFT set. The CLI loop and the KFP SFT half
+    both call this."""
+    if not n:
         return []
-    path = Path(cfg.policy) / "examples.jsonl"
+    path = Path(offline_policy) / "examples.jsonl"
     if not path.is_file():
         raise DataError(f"--replay-offline needs the offline stage's examples at {path}; start the online stage "
-                        "from a policy written by `pro wic offline` / `pro ric offline`, or pass --replay-offline 0")
+                        "from a policy written by `pro wic offline` / `pro ric offline` (or name it with "
+                        "--offline-policy), or pass --replay-offline 0")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     z = np.array([r["z"] for r in rows], dtype=np.float64)
-    keep = np.flatnonzero((z >= np.quantile(z, cfg.quantile, axis=0)[None]).any(axis=1))
-    if cfg.replay_offline > 0 and len(keep) > cfg.replay_offline:
-        keep = np.sort(np.random.default_rng(cfg.seed).choice(keep, cfg.replay_offline, replace=False))
+    keep = np.flatnonzero((z >= np.quantile(z, quantile, axis=0)[None]).any(axis=1))
+    if n > 0 and len(keep) > n:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, n, replace=False))
     return [{"prompt": rows[i]["prompt"], "completion": rows[i]["completion"]} for i in keep]
 
 
@@ -367,12 +376,16 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
     policy_digest = digest_model(cfg.policy, given=policy)
     policy = policy or WICPolicy.from_pretrained(cfg.policy)
     recs = [r for spec in cfg.samples for r in _read_kept(spec)]
-    examples = _kept_examples(policy, recs)
+    new = _kept_examples(policy, recs)
+    replay = offline_replay(cfg.offline_policy or cfg.policy, cfg.replay_offline, quantile=cfg.replay_quantile,
+                            seed=cfg.seed)
+    examples = new + replay
     round_index = max((int(r.get("round", 0)) for r in recs), default=0)  # recorded by the sampling half
     scratch = _scratch_dir(out)
     fp = fingerprint(cfg, {"examples_content": digest_value(examples), "policy_content": policy_digest})
     prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC online SFT")
     m = sft_round(policy, examples, cfg, scratch / "checkpoints", round_index=round_index)
+    m.update({"sft_examples_new": len(new), "sft_examples_offline": len(replay)})
     write_json(scratch / "metrics.json", {"stage": "wic_online_sft", **m})
     _finish_policy(policy, out, scratch)
     return {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -433,7 +446,7 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
     out.mkdir(parents=True, exist_ok=True)
     suite = suite or _load_suite(cfg.suite, what="wic online")
     pool, sources = load_prompt_pool(cfg.data)
-    replay = offline_replay(cfg)
+    replay = offline_replay(cfg.policy, cfg.replay_offline, quantile=cfg.quantile, seed=cfg.seed)
     history = []
     start = 1
     for e in range(cfg.rounds, 0, -1):  # resume after the last finished round

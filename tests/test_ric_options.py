@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from pro_lib import testing, wic_offline, wic_rounds
 from tests.test_wic import NAMES, make_suite
@@ -62,7 +63,7 @@ def test_ric_online_rounds_mix_offline_data_and_earlier_rounds(tmp_path):
     assert on.replay_offline == -1 and on.replay_rounds
     wic_rounds.wic_online(on, suite=make_suite())
     rounds = [json.loads(line) for line in (tmp_path / "on" / "rounds.jsonl").read_text().splitlines()]
-    offline = wic_rounds.offline_replay(on)
+    offline = wic_rounds.offline_replay(on.policy, on.replay_offline, quantile=on.quantile, seed=on.seed)
     z = np.array([json.loads(line)["z"] for line in (tmp_path / "off" / "examples.jsonl").read_text().splitlines()])
     assert 0 < len(offline) == int((z >= np.quantile(z, 0.7, axis=0)).any(axis=1).sum()) < len(z)
     r1, r2 = rounds
@@ -92,3 +93,42 @@ def test_orchestrator_control_preferences():
     w, sh, mean = prefs("orchestrator"), prefs("orchestrator-shuffled"), prefs("orchestrator-mean")
     assert sorted(map(tuple, sh.tolist())) == sorted(map(tuple, w.tolist())) and not np.allclose(sh, w)
     assert np.allclose(mean, w.mean(axis=0)) and mean.shape == w.shape
+
+
+def test_kfp_sft_half_replays_offline_examples_like_the_loop(tmp_path):
+    """`replay_offline` reaches the KFP SFT half (the main job's online round): sample_online_round ->
+    train_wic_online(replay_offline=N, offline_policy=...) trains the same policy on the same examples as
+    the CLI loop with --replay-offline N, and names the missing examples.jsonl when pointed elsewhere."""
+    from safetensors.torch import load_file
+
+    from pro_lib.errors import DataError
+
+    data = _pairs(tmp_path)
+    base = testing.build_tiny_policy(tmp_path / "base", NAMES)
+    off = tmp_path / "off"
+    wic_offline.train_wic_offline(wic_offline.WICOfflineConfig(policy=str(base), data=[str(data)],
+                                                               output_dir=str(off), **SFT), suite=make_suite())
+    sampling = dict(policy=str(off), data=[str(data)], prompts_per_round=4, samples_per_prompt=2, max_new_tokens=4,
+                    preferences="ric", rejection="none", seed=2)
+    sft = {**SFT, "batch_size": 2}
+    loop = wic_rounds.WICOnlineLoopConfig(**sampling, **sft, rounds=1, replay_offline=3,
+                                          output_dir=str(tmp_path / "loop"))
+    wic_rounds.wic_online(loop, suite=make_suite())
+    row = json.loads((tmp_path / "loop" / "rounds.jsonl").read_text().splitlines()[0])
+    assert row["sft_examples_offline"] == 3 and row["sft_examples"] == row["sft_examples_new"] + 3
+
+    wic_rounds.sample_online_round(wic_rounds.WICSampleConfig(**sampling, round_index=1,
+                                                              output_dir=str(tmp_path / "sampled")), suite=make_suite())
+    half = wic_rounds.WICOnlineConfig(policy=str(off), samples=[str(tmp_path / "sampled")], seed=2, replay_offline=3,
+                                      offline_policy=str(off), output_dir=str(tmp_path / "kfp"), **sft)
+    m = wic_rounds.train_wic_online(half)
+    assert m["sft_examples_offline"] == 3 and m["sft_examples"] == m["sft_examples_new"] + 3 == row["sft_examples"]
+    trained = [load_file(d / "model.safetensors") for d in (tmp_path / "loop" / "policy", tmp_path / "kfp")]
+    for name, tensor in trained[0].items():
+        np.testing.assert_allclose(tensor.numpy(), trained[1][name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+
+    # a later round's input policy has no examples.jsonl: without --offline-policy the error says where to look
+    with pytest.raises(DataError, match=r"examples\.jsonl.*--offline-policy"):
+        wic_rounds.train_wic_online(wic_rounds.WICOnlineConfig(policy=str(tmp_path / "kfp"),
+                                                               samples=[str(tmp_path / "sampled")], replay_offline=3,
+                                                               output_dir=str(tmp_path / "kfp2"), **sft))
