@@ -86,7 +86,8 @@ class WICSampleConfig(SampleOptions):
 
 @dataclass
 class WICOnlineConfig(SFTOptions):
-    """Online round, second half: SFT the policy on the kept samples of a sampling round."""
+    """Online round, second half: SFT the policy on the kept samples of a sampling round (plus
+    --replay-offline of the offline stage's examples, as the main job does)."""
 
     policy: str = field("runs/wic_offline", help="the WIC policy to fine-tune")
     samples: list[str] = field(default_factory=lambda: ["runs/wic_samples"],
