@@ -88,6 +88,10 @@ def check_stage_configs(arguments: dict[str, Any]) -> None:
     from components.runtime import STAGES
     from pro_lib.config import _coerce, unknown_key_message
 
+    from pro_lib.targets import check_objective_name
+
+    for item in arguments.get("objectives") or []:  # `name` or `name=<source filter>`
+        check_objective_name(str(item).partition("=")[0].strip(), where="pipeline parameter objectives")
     for param, stage in STAGE_CONFIG_PARAMS.items():
         values = arguments.get(param)
         if not isinstance(values, dict):

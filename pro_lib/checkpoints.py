@@ -176,7 +176,23 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
         return text if len(text) <= 60 else text[:57] + "..."
 
     keys = [k for k in list(saved) + [k for k in now if k not in saved] if k != "format"]
-    return [f"{k}: {show(saved.get(k))} -> {show(now.get(k))}" for k in keys if saved.get(k) != now.get(k)]
+    return [f"{k}: {show(saved.get(k))} -> {show(now.get(k))}" for k in keys if not _same(saved.get(k), now.get(k))]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values; two spellings of one existing path (``runs/x`` and ``./runs/x`` or its absolute
+    form) are the same setting (their contents are compared by the ``*_content`` digests)."""
+    if a == b:
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, str) and isinstance(b, str) and a and b and "://" not in a + b:
+        try:
+            pa, pb = Path(a).expanduser(), Path(b).expanduser()
+            return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+        except (OSError, ValueError):
+            return False
+    return False
 
 
 def resume_mode(value: Any) -> str:
@@ -247,10 +263,9 @@ def _output_content(folder: Path, ignore: Iterable[Path] = ()) -> list[str]:
 
 def check_output_folder(folder: str | Path, *, what: str = "this stage") -> None:
     """An output folder that is a file (or a link to one) is refused before anything is written."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{what}: the output folder {folder} is a file, not a folder; choose another "
-                          "--output-dir (or move the file away)")
+    from pro_lib.io import check_output_dir
+
+    check_output_dir(folder, what=what)
 
 
 def check_finished(folder: str | Path, fp: Mapping[str, Any], *, what: str = "this stage",

@@ -140,8 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # MLflow went away during the command: one line, not a traceback
+        from pro_lib.io import os_error_message
         from pro_lib.tracking import is_connection_failure, tracking_uri, unreachable_message
 
+        if isinstance(exc, OSError) and exc.filename is not None and not args.verbose:
+            # a read-only or full folder, a file where a folder should be: one line naming the path
+            print(f"error: {os_error_message(exc)}", file=sys.stderr)
+            return 2
+        if "readonly database" in str(exc) and not args.verbose:
+            print(f"error: the MLflow store {tracking_uri(create=False)} is read-only: point MLFLOW_TRACKING_URI (or "
+                  "PRO_HOME) at a writable place", file=sys.stderr)
+            return 2
         if not is_connection_failure(exc):
             raise
         print(f"error: {unreachable_message(tracking_uri(), 'the connection failed during the command')}",

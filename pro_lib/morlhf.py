@@ -95,7 +95,7 @@ class MorlhfTrainConfig:
     num_generations: int = field(4, help="completions sampled per prompt (the group baseline; >= 2)")
     batch_size: int = field(8, help="completions per device per optimizer step (a multiple of num_generations)")
     gradient_accumulation_steps: int = field(1, help="gradient accumulation steps")
-    max_steps: int = field(100, help="optimizer steps")
+    max_steps: int = field(100, help="optimizer steps", range=((1, True), None))
     max_completion_length: int = field(64, help="max new tokens per completion")
     temperature: float = field(1.0, help="sampling temperature")
     top_p: float = field(1.0, help="nucleus sampling")
@@ -114,21 +114,32 @@ class MorlhfTrainConfig:
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
-            raise ConfigError(f"num_generations must be >= 2 (the group baseline needs siblings), got "
+            raise ConfigError(f"--num-generations must be >= 2 (the group baseline needs siblings), got "
                               f"{self.num_generations}")
         if self.batch_size % self.num_generations:
-            raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of num_generations "
+            raise ConfigError(f"--batch-size ({self.batch_size}) must be a multiple of --num-generations "
                               f"({self.num_generations}); e.g. --batch-size {2 * self.num_generations}")
         if self.beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+            raise ConfigError(f"--beta must be >= 0, got {self.beta}")
         if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+            raise ConfigError(f"--max-steps must be >= 1, got {self.max_steps}")
         if isinstance(self.data, str):
             self.data = [d for d in self.data.split(",") if d.strip()]
         if not self.data:
             raise ConfigError("give at least one --data source")
+        spec = str(self.weights).strip()
+        if spec not in ("orchestrator", SHUFFLED, "uniform"):  # a fixed vector: checked now, not after loading
+            from pro_lib.targets import parse_weights
+
+            parts = [p.strip() for p in spec.replace(";", ",").split(",") if p.strip()]
+            named = [p.split("=", 1)[0].strip() for p in parts if "=" in p]
+            names = named if len(named) == len(parts) else [f"#{i + 1}" for i in range(len(parts))]
+            try:
+                parse_weights(spec, names)
+            except ConfigError as exc:
+                raise ConfigError(f"--weights: {exc}; or use orchestrator, {SHUFFLED} or uniform") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +254,10 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
         from pro_lib.suite import RewardSuite
 
         suite = RewardSuite.load(cfg.suite, device=resolve_device())
+    if str(cfg.weights).strip() not in ("orchestrator", SHUFFLED, "uniform"):  # before anything is written
+        from pro_lib.targets import parse_weights
+
+        parse_weights(cfg.weights, suite.names)
     # The trainer arguments come first: under DeepSpeed ZeRO-3 they must exist before the policy is
     # loaded so that its weights are partitioned as they load.
     args = _trainer_args(cfg, ckpt_dir)

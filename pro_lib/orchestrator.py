@@ -141,6 +141,9 @@ class PreferenceOrchestrator(nn.Module):
     # -- forward ------------------------------------------------------------------------------
     def tokenize(self, prompts: Sequence[str]) -> dict:
         # Keep the end of long prompts: in a dialogue the last turn says most about what is asked.
+        from pro_lib.io import tail_chars
+
+        prompts = [tail_chars(p, self.max_length) for p in prompts]  # a 30 MB prompt: cut before tokenising
         old = self.tokenizer.truncation_side
         self.tokenizer.truncation_side = "left"
         try:
@@ -148,7 +151,22 @@ class PreferenceOrchestrator(nn.Module):
                                  padding=True, return_tensors="pt")
         finally:
             self.tokenizer.truncation_side = old
+        self._warn_unknown_only(prompts, enc)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def _warn_unknown_only(self, prompts: Sequence[str], enc) -> None:
+        """A prompt the tokenizer turns into unknown tokens only (emoji, an unsupported script) gives the
+        orchestrator nothing to read: its weights are then the same for every such prompt. Say so."""
+        unk = self.tokenizer.unk_token_id
+        if unk is None:
+            return
+        special = set(self.tokenizer.all_special_ids) - {unk}
+        for prompt, ids, mask in zip(prompts, enc["input_ids"].tolist(), enc["attention_mask"].tolist()):
+            text_ids = [i for i, m in zip(ids, mask) if m and i not in special]
+            if text_ids and all(i == unk for i in text_ids):
+                shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+                log.warning("the prompt %r is only unknown tokens (%s) to the orchestrator's tokenizer: its "
+                            "weights for it do not depend on what it says", shown, self.tokenizer.unk_token)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Log-weights (N, K): ``log_softmax`` of the head's logits."""

@@ -156,6 +156,9 @@ def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> str:
     """Keep the last ``max_tokens`` tokens of a long prompt (the end holds the question)."""
     if max_tokens <= 0:
         return prompt
+    from pro_lib.io import tail_chars
+
+    prompt = tail_chars(prompt, max_tokens)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if len(ids) <= max_tokens:
         return prompt

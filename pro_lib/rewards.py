@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +63,9 @@ class RewardTrainConfig:
     progress: bool = field(True, help="show progress bars")
 
     def __post_init__(self) -> None:
-        if not self.objective or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(self.objective)):
-            raise ConfigError(f"--objective must be a name of letters, digits, '_', '.' or '-' (it names the "
-                              f"output folder and the registered model), got {self.objective!r}")
+        from pro_lib.targets import check_objective_name
+
+        check_objective_name(self.objective, where="--objective")
         if self.output_dir is None:  # one folder per objective: a second objective never resumes the first
             self.output_dir = f"runs/rewards/{self.objective}"
 

@@ -57,6 +57,9 @@ class Objective:
     def __post_init__(self) -> None:
         if not self.name or not str(self.name).strip():
             raise ConfigError("every objective needs a non-empty name")
+        from pro_lib.targets import check_objective_name
+
+        check_objective_name(self.name)
         if (self.model is None) == (self.function is None):
             raise ConfigError(f"objective '{self.name}': give exactly one of model= or function=")
         if self.input_format not in INPUT_FORMATS:
@@ -386,8 +389,11 @@ def score_and_target(cfg: ScoreConfig) -> dict:
     and ``target_report.json``.
     """
     from pro_lib.data import load_pairs
+    from pro_lib.io import check_output_dir
     from pro_lib.targets import target_weights
 
+    # an earlier scoring's files are replaced; another artifact's folder is refused, not merged into
+    check_output_dir(cfg.output_dir, what="rewards score", allowed={"suite", "targets.jsonl", TargetsReport.FILE})
     suite = build_suite(cfg)
     pairs = load_pairs(cfg.data)
     raw = suite.score([p.prompt for p in pairs], [p.chosen for p in pairs], batch_size=cfg.batch_size)

@@ -84,7 +84,9 @@ def register(subparsers) -> None:
         epilog="example: pro morlhf launch --zero 3 --num-processes 8 -- --config configs/morlhf_hh.yaml")
     lp.add_argument("--zero", type=int, choices=[2, 3], default=2,
                     help="ZeRO stage: 2 shards optimizer state + gradients, 3 also shards the parameters")
-    lp.add_argument("--num-processes", type=int, default=None,
+    from pro_lib.config import number_type
+
+    lp.add_argument("--num-processes", type=number_type(int, ((1, True), None)), default=None,
                     help="processes (GPUs) to start; default: the config's num_processes")
     lp.add_argument("--accelerate-config", default=None, help="your own `accelerate config` YAML instead")
     lp.add_argument("--cpu", action="store_true",

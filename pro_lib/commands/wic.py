@@ -100,9 +100,12 @@ def register(subparsers) -> None:
     g.add_argument("--orchestrator", default=None,
                    help="orchestrator folder or models:/ ref (default: the one recorded in the policy, "
                         f"else env PRO_ORCHESTRATOR, else {DEFAULT_ORCHESTRATOR})")
-    g.add_argument("--max-new-tokens", type=int, default=128, help="max new tokens")
+    from pro_lib.config import RANGES, number_type
+
+    g.add_argument("--max-new-tokens", type=number_type(int, RANGES["max_new_tokens"]), default=128,
+                   help="max new tokens")
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (with --sample)")
+    g.add_argument("--temperature", type=number_type(float, RANGES["temperature"]), default=0.8, help="sampling temperature (with --sample)")
     g.add_argument("--json", action="store_true", help="print JSON (prompt, weights, response)")
 
     def generate(args):
