@@ -38,7 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from pro_lib.artifacts import FINGERPRINT_FILE
 from pro_lib.config import RESUME_HELP, to_dict  # noqa: F401 (RESUME_HELP public here too)
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.io import write_json
+from pro_lib.io import digest_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,6 @@ NOT_RESULT = frozenset({"output_dir", "resume", "progress", "save_steps", "save_
                         "report_to", "reward_batch_size", "device", "gradient_checkpointing"})
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 LAST_PT = "last.pt"  # PRO's own training loop (the orchestrator) keeps one checkpoint under this name
-_FULL_HASH_BYTES = 32 * 2**20   # files up to this size are hashed whole
-_PART_BYTES = 4 * 2**20         # bigger ones: size + first and last 4 MiB
 
 
 # -- the checkpoint finder ------------------------------------------------------------------------
@@ -84,35 +82,6 @@ def checkpoint_step(path: str | Path | None) -> int:
 
 
 # -- content digests --------------------------------------------------------------------------------
-
-def _file_digest(path: Path, h) -> None:
-    size = path.stat().st_size
-    h.update(f"{size}\0".encode())
-    with open(path, "rb") as fh:
-        if size <= _FULL_HASH_BYTES:
-            for block in iter(lambda: fh.read(2**20), b""):
-                h.update(block)
-        else:
-            h.update(fh.read(_PART_BYTES))
-            fh.seek(size - _PART_BYTES)
-            h.update(fh.read(_PART_BYTES))
-
-
-def digest_path(path: str | Path) -> str:
-    """sha256 of a file or a folder's files (names + contents; files over 32 MiB: size, head and tail)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    if path.is_file():
-        _file_digest(path, h)
-    else:
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            rel = f.relative_to(path)
-            if any(part.startswith(".") for part in rel.parts):
-                continue  # locks, temporary files
-            h.update(f"{rel.as_posix()}\0".encode())
-            _file_digest(f, h)
-    return "sha256:" + h.hexdigest()[:16]
-
 
 def digest_value(obj: Any) -> str:
     """sha256 of a JSON-able value (numpy arrays and scalars allowed)."""

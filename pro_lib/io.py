@@ -7,6 +7,7 @@ crash never leaves a half-written artifact where a finished one is expected.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -29,6 +30,39 @@ def pro_home(env: Mapping[str, str] | None = None, *, create: bool = True) -> Pa
     if create:
         home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+_FULL_HASH_BYTES = 32 * 2**20   # files up to this size are hashed whole
+_PART_BYTES = 4 * 2**20         # bigger ones: size + first and last 4 MiB
+
+
+def _file_digest(path: Path, h) -> None:
+    size = path.stat().st_size
+    h.update(f"{size}\0".encode())
+    with open(path, "rb") as fh:
+        if size <= _FULL_HASH_BYTES:
+            for block in iter(lambda: fh.read(2**20), b""):
+                h.update(block)
+        else:
+            h.update(fh.read(_PART_BYTES))
+            fh.seek(size - _PART_BYTES)
+            h.update(fh.read(_PART_BYTES))
+
+
+def digest_path(path: str | Path) -> str:
+    """sha256 of a file or a folder's files (names + contents; files over 32 MiB: size, head and tail)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_file():
+        _file_digest(path, h)
+    else:
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            rel = f.relative_to(path)
+            if any(part.startswith(".") for part in rel.parts):
+                continue  # locks, temporary files
+            h.update(f"{rel.as_posix()}\0".encode())
+            _file_digest(f, h)
+    return "sha256:" + h.hexdigest()[:16]
 
 
 def check_output_dir(path: str | Path, *, what: str = "this command", allowed: Iterable[str] | None = None,

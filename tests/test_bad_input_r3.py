@@ -347,3 +347,19 @@ def test_stale_promotion_lock_of_a_dead_process_is_named(caplog):
             pass  # taken at once, not after 60 s
     stale = [r.getMessage() for r in caplog.records if "stale" in r.getMessage()]
     assert stale and owner in stale[0], caplog.text
+
+
+def test_corrupt_download_cache_is_fetched_again(tmp_path, caplog):
+    from pro_lib import packaging, registry
+    from pro_lib.testing import build_tiny_policy
+
+    policy = build_tiny_policy(tmp_path / "policy", ["a", "b"])
+    packaging.register_model(policy, "pro-policy-test", metrics={"hv": 1.0}, gate_metric="hv", gate_mode="max")
+    folder = registry.download_model("models:/pro-policy-test/1")
+    weights = folder / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:len(good) // 2])  # a download cut short, a disk error
+    with caplog.at_level(logging.WARNING, logger="pro_lib.registry"):
+        again = registry.download_model("models:/pro-policy-test/1")
+    assert (again / "model.safetensors").read_bytes() == good
+    assert any("downloading it again" in r.getMessage() for r in caplog.records)
