@@ -86,3 +86,13 @@ def test_main_job_trains_a_policy_that_follows_its_weights(tmp_path, monkeypatch
     for name, value, (lo, hi) in zip(ev["objectives"], boot["weight_response"][label],
                                      boot["weight_response_ci"][label]):
         assert value > 0 and lo > 0, (name, value, lo, hi, json.dumps(boot)[:2000])
+
+    # what `make demo` shows (checked last: the result above matters more): a line per stage, the table, the
+    # log's path; under 60 lines in all
+    (log,) = (home / "logs").glob("pro_wic-*.log")
+    assert f"full log: {log}" in proc.stdout and "Executing task" in log.read_text()
+    for stage in ("train-reward-model [humor]", "evaluate-orchestrator", "wic-offline-sft", "wic-online-sample",
+                  "wic-evaluate"):
+        assert f"= {stage}" in proc.stdout, stage
+    shown = proc.stdout.splitlines() + proc.stderr.splitlines()
+    assert len(shown) < 60, "\n".join(shown)

@@ -12,11 +12,11 @@ import re
 import numpy as np
 import pandas as pd
 
-from pipelines.cli import run_local
+from pipelines.cli import _print_where_to_look, run_local
 from pipelines.progress import StageReport
 from pro_lib import registry, tracking
 
-from helpers.pipelines import check_report
+from helpers.pipelines import MAX_LINES, check_report
 
 
 def _demo_like_pairs(path, n_per_objective=70):
@@ -58,6 +58,11 @@ def test_orchestrator_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward
                   "train-orchestrator", "evaluate-orchestrator"])
     assert re.search(r"= train-reward-model \[humor\] +done .*accuracy \d\.\d{3}", shown.getvalue())
     assert re.search(r"= evaluate-orchestrator +done .*MSE ratio vs best fixed \d\.\d{3}", shown.getvalue())
+    capsys.readouterr()
+    _print_where_to_look({**summary, "log": str(tmp_path / "run.log")})   # what follows the stage lines
+    table = capsys.readouterr().out
+    assert f"full log:        {tmp_path / 'run.log'}" in table and "pro-orchestrator" in table
+    assert len(shown.getvalue().splitlines()) + len(table.splitlines()) < MAX_LINES, shown.getvalue() + table
 
     # registry: a champion per registered model, loadable by alias
     assert registry.list_models() == ["pro-orchestrator", "pro-reward-helpful", "pro-reward-humor"]

@@ -11,6 +11,7 @@ import shlex
 import subprocess
 
 import pytest
+import yaml
 
 from .helpers import REPO
 
@@ -66,10 +67,20 @@ def pro_commands() -> list[list[str]]:
 def test_every_documented_kustomize_folder_renders(render):
     folders = kustomize_folders()
     assert len(folders) >= 5, folders   # the page documents the root, namespace, overlays, restore
+    rendered = 0
     for folder in folders:
         assert (REPO / folder).is_dir(), f"docs/deploy.md applies {folder}, which does not exist"
+        kustomization = yaml.safe_load((REPO / folder / "kustomization.yaml").read_text())
+        entries = list(kustomization.get("resources") or []) + list(kustomization.get("components") or [])
+        remote = [e for e in entries if "://" in e or e.startswith("github.com/")]
+        if remote:   # fetched from the network at apply time (no network here): its local parts must exist
+            for e in set(entries) - set(remote):
+                assert (REPO / folder / e).exists(), f"{folder}: {e} does not exist"
+            continue
         _, objects = render(REPO / folder)
         assert objects, f"{folder} renders to nothing"
+        rendered += 1
+    assert rendered >= 5, folders
 
 
 def test_every_documented_pro_command_parses_and_builds_its_arguments(monkeypatch):
