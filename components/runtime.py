@@ -15,7 +15,6 @@ simple stand-ins.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib
 import json
 import logging
@@ -237,10 +236,6 @@ def md_table(rows: list[dict], columns: list[str]) -> str:
 
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     return head + "".join("| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |\n" for r in rows)
-
-
-def as_dict(obj: Any) -> dict:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
 
 
 # -- helpers the component bodies call -------------------------------------------------------
