@@ -149,8 +149,10 @@ class JudgeClient:
     def __init__(self, endpoint: JudgeEndpoint, *, cache_dir: str | Path | None = None, concurrency: int = 4,
                  retries: int = 3, backoff: float = 1.0, timeout: float = 120.0, max_tokens: int = 512,
                  temperature: float = 0.0):
-        import openai
-
+        try:
+            import openai
+        except ImportError:
+            raise ConfigError("the LLM judge needs the openai client: pip install 'pro-align[judge]'") from None
         if concurrency < 1:
             raise ConfigError(f"judge --concurrency must be >= 1, got {concurrency}")
         if retries < 0:

@@ -31,12 +31,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def transformers_serve(model_dir: str | Path, *, startup_timeout: float = 180.0,
-                       log_path: str | Path | None = None) -> Iterator[tuple[str, str]]:
+                       log_path: str | Path | None = None, extra_args: list[str] | None = None
+                       ) -> Iterator[tuple[str, str]]:
     """``transformers serve <model_dir>`` on 127.0.0.1:<free port>, CPU; yields (base_url, model id)."""
     port = free_port()
     cmd = [sys.executable, "-c", "import sys; from transformers.cli.transformers import main; sys.exit(main())",
            "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-           "--log-level", "warning"]
+           "--log-level", "warning", *(extra_args or [])]
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
