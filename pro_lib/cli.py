@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "pro_lib.commands.morlhf",
     "pro_lib.commands.wic",
     "pro_lib.commands.registry",
+    "pro_lib.commands.eval",
 ]
 
 
