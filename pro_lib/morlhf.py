@@ -27,7 +27,6 @@ atomically into ``output_dir``. The held-out evaluation of trained runs (``evalu
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -45,7 +44,7 @@ from pro_lib.checkpoints import (RESUME_HELP, check_finished, check_fingerprint,
 from pro_lib.checkpoints import find_checkpoint as last_checkpoint
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.io import atomic_write_text, write_json, write_jsonl
+from pro_lib.io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from pro_lib.data import load_split_prompts
 from pro_lib.policy import load_policy, resolve_device
 from pro_lib.morlhf_reward import (WEIGHTS_COLUMN, WeightedReward, build_prompt_dataset,
@@ -274,7 +273,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     # -- prompts and their weights (kept fixed across resumes) --------------------------------
     prompts_file = out / "prompts.jsonl"
     if resume_from is not None and prompts_file.is_file():
-        rows = [json.loads(line) for line in prompts_file.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(prompts_file, required=("prompt", WEIGHTS_COLUMN), what="prompt record")
         prompts = [r["prompt"] for r in rows]
         w = weight_matrix([r[WEIGHTS_COLUMN] for r in rows], reward.names)
         method = weights_method(cfg.weights)

@@ -120,8 +120,12 @@ class RiCOfflineConfig(WICOfflineConfig):
 # SFT
 # ---------------------------------------------------------------------------------------------
 def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SFTOptions, work_dir: Path,
-              *, desc: str = "SFT") -> dict:
+              *, desc: str = "SFT", compact_lm_head: bool = True) -> dict:
     """SFT ``policy.model`` in place on {prompt, completion} examples (loss on the completion only).
+
+    ``compact_lm_head``: on a CPU, project only the completion positions through the LM head (same loss,
+    faster; :func:`pro_lib.policy.compact_lm_head_on_cpu`); False keeps trl's own CPU path (the benchmark's
+    "before" arms).
 
     Checkpoints go to ``work_dir``; re-running with the same work_dir resumes from the last one (the
     stage has checked with :func:`pro_lib.checkpoints.prepare_resume` that it was made with the same settings).
@@ -166,7 +170,7 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
                          peft_config=peft_config, callbacks=[tracking.trainer_callback()])
     last = find_checkpoint(work_dir)
     t0 = time.time()
-    with compact_lm_head_on_cpu():
+    with compact_lm_head_on_cpu(compact_lm_head):
         result = train_or_restore(trainer, last)
     model = trainer.model
     if peft_config is not None:

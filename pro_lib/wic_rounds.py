@@ -25,7 +25,7 @@ from pro_lib.checkpoints import (already_finished, check_output_folder, digest_d
 from pro_lib.config import field
 from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError, DataError
-from pro_lib.io import atomic_dir, read_json, write_json, write_jsonl
+from pro_lib.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 from pro_lib.targets import check_objectives
 from pro_lib.policy import resolve_device, truncate_prompt
 from pro_lib.wic import WICPolicy, _load_suite, _prompt_mix, _score, max_prompt_tokens_field
@@ -345,7 +345,7 @@ def offline_replay(offline_policy: str | Path, n: int, *, quantile: float, seed:
         raise DataError(f"--replay-offline needs the offline stage's examples at {path}; start the online stage "
                         "from a policy written by `pro wic offline` / `pro ric offline` (or name it with "
                         "--offline-policy), or pass --replay-offline 0")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path, required=("prompt", "completion", "z"), what="offline SFT example")
     z = np.array([r["z"] for r in rows], dtype=np.float64)
     keep = np.flatnonzero((z >= np.quantile(z, quantile, axis=0)[None]).any(axis=1))
     if n > 0 and len(keep) > n:
@@ -359,17 +359,7 @@ def _read_kept(spec: str) -> list[dict]:
         p = p / "kept.jsonl"
     if not p.is_file():
         raise DataError(f"no kept samples at {spec}; run `pro wic sample` (a sampling round) first")
-    rows = []
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                    _ = rec["prompt"], rec["response"], rec["weights"]
-                except (json.JSONDecodeError, KeyError) as exc:
-                    raise DataError(f"{p}:{lineno}: bad sample record ({exc}); expected prompt, response, weights") from None
-                rows.append(rec)
-    return rows
+    return read_jsonl(p, required=("prompt", "response", "weights"), what="sample record")
 
 
 @exclusive_output("WIC online SFT")
