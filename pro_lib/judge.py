@@ -672,7 +672,7 @@ class JudgeConfig:
     explain: bool = field(True, help="ask the judge for a short explanation before its verdict (off: verdict only, "
                                      "fewer tokens)")
     max_tokens: int = field(512, help="max tokens of a judge reply")
-    temperature: float = field(0.0, help="judge sampling temperature")
+    temperature: float = field(0.0, help="judge sampling temperature", range=((0, True), None))  # 0: greedy
     concurrency: int = field(4, help="judge requests in flight at once")
     retries: int = field(3, help="retries of a failed request (connection errors, 429, 5xx), exponential backoff")
     backoff: float = field(1.0, help="first retry delay in seconds (doubles each retry)")
