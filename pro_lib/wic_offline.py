@@ -232,7 +232,7 @@ def _scratch_dir(out: Path, *, create: bool = True) -> Path:
     return d
 
 
-def _saved_metrics(out: Path) -> dict:
+def saved_metrics(out: Path) -> dict:
     """The numeric metrics a finished run saved (its metrics.json), for a re-run with nothing to redo."""
     import json
 
@@ -317,7 +317,7 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
                      {"examples_content": digest_value(examples), "policy_content": policy_digest})
     scratch = _scratch_dir(out, create=False)
     if already_finished(out, fp, cfg.resume, what="WIC offline SFT", ckpt_dir=scratch / "checkpoints"):
-        return _saved_metrics(out)
+        return saved_metrics(out)
     prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC offline SFT",
                    finished=out)
     scratch.mkdir(parents=True, exist_ok=True)

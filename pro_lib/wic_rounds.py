@@ -29,7 +29,7 @@ from pro_lib.io import atomic_dir, read_json, read_jsonl, write_json, write_json
 from pro_lib.targets import check_objectives
 from pro_lib.policy import resolve_device, truncate_prompt
 from pro_lib.wic import WICPolicy, _load_suite, _prompt_mix, _score, max_prompt_tokens_field
-from pro_lib.wic_offline import SFTOptions, _finish_policy, _saved_metrics, _scratch_dir, scale_rewards, sft_train
+from pro_lib.wic_offline import SFTOptions, _finish_policy, saved_metrics, _scratch_dir, scale_rewards, sft_train
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +378,7 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
     scratch = _scratch_dir(out, create=False)
     fp = fingerprint(cfg, {"examples_content": digest_value(examples), "policy_content": policy_digest})
     if already_finished(out, fp, cfg.resume, what="WIC online SFT", ckpt_dir=scratch / "checkpoints"):
-        return _saved_metrics(out)
+        return saved_metrics(out)
     prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC online SFT",
                    finished=out)
     m = sft_round(policy, examples, cfg, scratch / "checkpoints", round_index=round_index)
