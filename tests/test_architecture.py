@@ -351,6 +351,9 @@ KNOWN_PRIVATE_IMPORTS: dict[tuple[str, str, str], str] = {
        for n in ("_already_exists", "_client", "_not_found", "_version_info")},
     ("pipelines.cli", "pro_lib.config", "_coerce"): "--set values are coerced like config fields; pipelines/cli.py "
                                                      "is being split (issue 25 item 3, deferred)",
+    # arrived with the issue 23 / 29 merges, written before this check existed: make them public
+    ("pro_lib.judge", "pro_lib.wic", "_load_suite"): "the judge loads a reward suite as the wic family does",
+    ("pro_lib.wic_rounds", "pro_lib.wic_offline", "_saved_metrics"): "wic family (see above)",
 }
 
 
