@@ -353,7 +353,6 @@ KNOWN_PRIVATE_IMPORTS: dict[tuple[str, str, str], str] = {
                                                      "is being split (issue 25 item 3, deferred)",
     # arrived with the issue 23 / 29 merges, written before this check existed: make them public
     ("pro_lib.judge", "pro_lib.wic", "_load_suite"): "the judge loads a reward suite as the wic family does",
-    ("pro_lib.wic_rounds", "pro_lib.wic_offline", "_saved_metrics"): "wic family (see above)",
 }
 
 
