@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from judge_server import KeyCheckingProxy, ScriptedJudge
-from pro_lib import judge
+from pro_lib import judge, judge_client
 from pro_lib.errors import ConfigError, DataError
 
 PROMPTS = ["What is the capital of France?", "Tell me a joke.", "How do I boil an egg?", "Name a prime.",
@@ -198,7 +198,7 @@ def test_endpoint_settings_flags_env_file_and_secret(tmp_path, monkeypatch):
     assert "sk-" not in repr(judge.JudgeEndpoint.resolve(env=both))
     secret = tmp_path / "secret"
     secret.write_text("sk-secret")
-    monkeypatch.setattr(judge, "SECRET_KEY_FILE", str(secret))
+    monkeypatch.setattr(judge_client, "SECRET_KEY_FILE", str(secret))
     assert judge.JudgeEndpoint.resolve(env=env).api_key == "sk-secret"
     with pytest.raises(ConfigError, match="does not exist"):
         judge.JudgeEndpoint.resolve(env={**env, judge.ENV_API_KEY_FILE: str(tmp_path / "nope")})
@@ -272,3 +272,30 @@ def test_cli_eval_judge(tmp_path, capsys):
     assert "sk-never-logged" not in (tmp_path / "out" / "eval.json").read_text()
     with pytest.raises(ConfigError, match="need --reference"):
         judge.judge_eval(judge.JudgeConfig(policy=pol, prompts=prompts, base_url=srv.url, model="m"))
+
+
+def test_pro_wic_judge_stage_is_off_by_default_and_alone_gets_the_key_as_a_file():
+    """The compiled pro_wic: the judge task runs only under `judge == true` (default false), and only it
+    mounts the optional Secret pro-judge, as a file where pro_lib.judge reads it (never as env)."""
+    import posixpath
+    from pathlib import Path
+
+    import yaml
+
+    spec, platform = list(yaml.safe_load_all(
+        (Path(__file__).resolve().parents[1] / "pipelines" / "pro_wic.yaml").read_text()))
+    assert spec["root"]["inputDefinitions"]["parameters"]["judge"]["defaultValue"] is False
+    conds = [t for c in spec["components"].values() for t in c.get("dag", {}).get("tasks", {}).values()
+             if "judge-evaluate" in t.get("componentRef", {}).get("name", "")]
+    assert len(conds) == 1
+    parent = [t for c in [spec["root"], *spec["components"].values()] for t in c.get("dag", {}).get("tasks", {}).values()
+              if t.get("triggerPolicy", {}).get("condition")]
+    assert [t["triggerPolicy"]["condition"] for t in parent] == ["inputs.parameter_values['pipelinechannel--judge'] == true"]
+    ex = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mounted = {k: v["secretAsVolume"] for k, v in ex.items() if "secretAsVolume" in v}
+    assert list(mounted) == ["exec-judge-evaluate"]
+    (vol,) = mounted["exec-judge-evaluate"]
+    assert vol["secretName"] == "pro-judge" and vol["optional"] is True
+    assert vol["mountPath"] == posixpath.dirname(judge.SECRET_KEY_FILE)
+    assert all("pro-judge" not in json.dumps(v.get("secretAsEnv", [])) for v in ex.values())
+    assert ex["exec-judge-evaluate"]["podMetadata"]["labels"]["pro.ai/judge"] == "true"

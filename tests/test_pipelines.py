@@ -14,10 +14,10 @@ from pipelines import cli as pcli
 REPO = Path(__file__).resolve().parents[1]
 GPU_STAGES = {"train-reward-model", "score-targets", "train-orchestrator", "evaluate-orchestrator",
               "wic-offline-sft", "wic-online-sample", "wic-online-sft", "wic-evaluate", "morlhf-train",
-              "morlhf-evaluate"}
+              "morlhf-evaluate", "judge-evaluate"}
 CPU_STAGES = {"prepare-data", "register-model", "promote-model", "register-endpoint", "finish-pipeline-run"}
 NEVER_CACHED = {"register-model", "promote-model", "wic-online-sample", "morlhf-train", "register-endpoint",
-                "finish-pipeline-run"}
+                "finish-pipeline-run", "judge-evaluate"}
 
 
 def test_the_stage_table_says_where_and_whether_cached():
