@@ -299,3 +299,35 @@ def test_pro_wic_judge_stage_is_off_by_default_and_alone_gets_the_key_as_a_file(
     assert vol["mountPath"] == posixpath.dirname(judge.SECRET_KEY_FILE)
     assert all("pro-judge" not in json.dumps(v.get("secretAsEnv", [])) for v in ex.values())
     assert ex["exec-judge-evaluate"]["podMetadata"]["labels"]["pro.ai/judge"] == "true"
+
+
+def test_weight_response_measured_by_the_judge_with_a_generating_wic_policy(tmp_path):
+    """objectives + --weight-response: a tiny WIC policy answers at each corner of the simplex (generated
+    here), every corner answer is graded per rubric, and the judge's weight response sits beside the reward
+    models' (both via pareto.bootstrap_fronts)."""
+    from pro_lib.suite import RewardSuite
+    from pro_lib.testing import build_tiny_policy
+
+    names = ["helpful", "humor"]
+    policy = build_tiny_policy(tmp_path / "wic", names)
+    ref = _write_jsonl(tmp_path / "ref.jsonl", [{"prompt": p, "answer": a} for p, a in zip(PROMPTS, SHORT)])
+    prompts = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": p} for p in PROMPTS[:4]])
+    suite = RewardSuite.from_functions({"helpful": lambda ps, rs: [float(len(r)) for r in rs],
+                                        "humor": lambda ps, rs: [float(r.count("a")) for r in rs]},
+                                       stats={"helpful": (0.0, 10.0), "humor": (0.0, 1.0)})
+    with ScriptedJudge(prefers_longer) as srv:
+        cfg = judge.JudgeConfig(policy=str(policy), reference=ref, prompts=prompts, base_url=srv.url,
+                                model="scripted-judge", modes=["objectives"], weight_response=True, bootstrap=50,
+                                max_new_tokens=6, cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "out"))
+        m = judge.judge_eval(cfg, suite=suite)
+    n, k = 4, len(names)
+    ev = json.loads((tmp_path / "out" / "eval.json").read_text())
+    wr = ev["objectives"]["weight_response"]
+    assert wr["objectives"] == names and wr["judgements"] == k * k * n and wr["malformed"] == 0
+    assert wr["prompts_used"] == n and all(v is not None for v in wr["judge"])
+    assert len(wr["reward_models"]["value"]) == k
+    assert {f"judge/{x}/weight_response" for x in names} <= set(m)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "judgements.jsonl").read_text().splitlines()]
+    assert {r["answers"] for r in rows if r["kind"] == "single"} == {"corner_helpful", "corner_humor"}
+    assert "Weight response" in (tmp_path / "out" / "judge_report.md").read_text()
+    assert len((tmp_path / "out" / "answers_policy.jsonl").read_text().splitlines()) == n
