@@ -73,28 +73,26 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
                          ("judge_config", dict, DEFAULT_JUDGE), score_config=DEFAULT_WIC_SCORE, placement=PLACE)
     def pro_wic_pipeline(params: dict):
         """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
-        wic_offline_config, wic_sample_config, wic_online_config, wic_eval_config, promote = (
-            params[k] for k in ("wic_offline_config", "wic_sample_config", "wic_online_config", "wic_eval_config",
-                                "promote"))
+        promote = params["promote"]
         place = Placement.of(params, PIPELINE_NAME)
         with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
             t = add_orchestrator_stages(params, place=place)
 
             targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
-            offline = policy = place(wic_offline_sft(config=wic_offline_config, data=data, targets=targets)
+            offline = policy = place(wic_offline_sft(**params.config("wic_offline_config"), data=data, targets=targets)
                                      .set_display_name("WIC offline SFT")).outputs["policy"]
             for r in range(1, online_rounds + 1):
-                samples = place(wic_online_sample(config=wic_sample_config, round_index=r, policy=policy,
+                samples = place(wic_online_sample(**params.config("wic_sample_config"), round_index=r, policy=policy,
                                                   orchestrator=t["orchestrator"].outputs["model"], data=data,
                                                   targets=targets)
                                 .set_display_name(f"online round {r}: sample + reject"))
-                policy = place(wic_online_sft(config=wic_online_config, policy=policy,
+                policy = place(wic_online_sft(**params.config("wic_online_config"), policy=policy,
                                               samples=samples.outputs["samples"], offline_policy=offline)
                                .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
-            ev = place(wic_evaluate(config=wic_eval_config, policy=policy, data=data, targets=targets)
+            ev = place(wic_evaluate(**params.config("wic_eval_config"), policy=policy, data=data, targets=targets)
                        .set_display_name("Pareto evaluation"))
             with dsl.If(params["judge"] == True, name="llm-judge"):  # noqa: E712 (a KFP condition, not a bool)
-                judge = place(judge_evaluate(config=params["judge_config"], policy=policy, data=data, targets=targets)
+                judge = place(judge_evaluate(**params.config("judge_config"), policy=policy, data=data, targets=targets)
                               .set_display_name("LLM judge")).after(ev)
                 # the key as a file in this task only (never a parameter, never in other pods); optional:
                 # a local judge without a key needs no Secret
