@@ -61,6 +61,8 @@ STAGES: dict[str, Stage] = {
     "wic_evaluate": Stage("pro_lib.wic_eval", "evaluate_wic", "WICEvalConfig", gpu=True),
     "morlhf_train": Stage("pro_lib.morlhf", "train_morlhf", "MorlhfTrainConfig", gpu=True, deterministic=False),
     "morlhf_evaluate": Stage("pro_lib.morlhf_eval", "evaluate_morlhf", "MorlhfEvalConfig", gpu=True),
+    # optional LLM judge after evaluation: generates answers (GPU), calls an outside endpoint (never cached)
+    "judge_evaluate": Stage("pro_lib.judge", "judge_eval", "JudgeConfig", gpu=True, deterministic=False),
     # registry side effects (register_stage / promote_stage below): CPU, never cached
     "register_model": Stage("pro_lib.packaging", "register_model", None, deterministic=False),
     "promote_model": Stage("pro_lib.promotion", "promote", None, deterministic=False),

@@ -77,6 +77,7 @@ STAGE_CONFIG_PARAMS = {
     "wic_offline_config": "wic_offline_sft", "wic_sample_config": "wic_online_sample",
     "wic_online_config": "wic_online_sft", "wic_eval_config": "wic_evaluate",
     "morlhf_config": "morlhf_train", "morlhf_eval_config": "morlhf_evaluate",
+    "judge_config": "judge_evaluate",
 }
 
 

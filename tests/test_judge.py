@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from judge_server import KeyCheckingProxy, ScriptedJudge
-from pro_lib import judge
+from pro_lib import judge, judge_client
 from pro_lib.errors import ConfigError, DataError
 
 PROMPTS = ["What is the capital of France?", "Tell me a joke.", "How do I boil an egg?", "Name a prime.",
@@ -198,7 +198,7 @@ def test_endpoint_settings_flags_env_file_and_secret(tmp_path, monkeypatch):
     assert "sk-" not in repr(judge.JudgeEndpoint.resolve(env=both))
     secret = tmp_path / "secret"
     secret.write_text("sk-secret")
-    monkeypatch.setattr(judge, "SECRET_KEY_FILE", str(secret))
+    monkeypatch.setattr(judge_client, "SECRET_KEY_FILE", str(secret))
     assert judge.JudgeEndpoint.resolve(env=env).api_key == "sk-secret"
     with pytest.raises(ConfigError, match="does not exist"):
         judge.JudgeEndpoint.resolve(env={**env, judge.ENV_API_KEY_FILE: str(tmp_path / "nope")})
@@ -272,3 +272,62 @@ def test_cli_eval_judge(tmp_path, capsys):
     assert "sk-never-logged" not in (tmp_path / "out" / "eval.json").read_text()
     with pytest.raises(ConfigError, match="need --reference"):
         judge.judge_eval(judge.JudgeConfig(policy=pol, prompts=prompts, base_url=srv.url, model="m"))
+
+
+def test_pro_wic_judge_stage_is_off_by_default_and_alone_gets_the_key_as_a_file():
+    """The compiled pro_wic: the judge task runs only under `judge == true` (default false), and only it
+    mounts the optional Secret pro-judge, as a file where pro_lib.judge reads it (never as env)."""
+    import posixpath
+    from pathlib import Path
+
+    import yaml
+
+    spec, platform = list(yaml.safe_load_all(
+        (Path(__file__).resolve().parents[1] / "pipelines" / "pro_wic.yaml").read_text()))
+    assert spec["root"]["inputDefinitions"]["parameters"]["judge"]["defaultValue"] is False
+    conds = [t for c in spec["components"].values() for t in c.get("dag", {}).get("tasks", {}).values()
+             if "judge-evaluate" in t.get("componentRef", {}).get("name", "")]
+    assert len(conds) == 1
+    parent = [t for c in [spec["root"], *spec["components"].values()] for t in c.get("dag", {}).get("tasks", {}).values()
+              if t.get("triggerPolicy", {}).get("condition")]
+    assert [t["triggerPolicy"]["condition"] for t in parent] == ["inputs.parameter_values['pipelinechannel--judge'] == true"]
+    ex = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mounted = {k: v["secretAsVolume"] for k, v in ex.items() if "secretAsVolume" in v}
+    assert list(mounted) == ["exec-judge-evaluate"]
+    (vol,) = mounted["exec-judge-evaluate"]
+    assert vol["secretName"] == "pro-judge" and vol["optional"] is True
+    assert vol["mountPath"] == posixpath.dirname(judge.SECRET_KEY_FILE)
+    assert all("pro-judge" not in json.dumps(v.get("secretAsEnv", [])) for v in ex.values())
+    assert ex["exec-judge-evaluate"]["podMetadata"]["labels"]["pro.ai/judge"] == "true"
+
+
+def test_weight_response_measured_by_the_judge_with_a_generating_wic_policy(tmp_path):
+    """objectives + --weight-response: a tiny WIC policy answers at each corner of the simplex (generated
+    here), every corner answer is graded per rubric, and the judge's weight response sits beside the reward
+    models' (both via pareto.bootstrap_fronts)."""
+    from pro_lib.suite import RewardSuite
+    from pro_lib.testing import build_tiny_policy
+
+    names = ["helpful", "humor"]
+    policy = build_tiny_policy(tmp_path / "wic", names)
+    ref = _write_jsonl(tmp_path / "ref.jsonl", [{"prompt": p, "answer": a} for p, a in zip(PROMPTS, SHORT)])
+    prompts = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": p} for p in PROMPTS[:4]])
+    suite = RewardSuite.from_functions({"helpful": lambda ps, rs: [float(len(r)) for r in rs],
+                                        "humor": lambda ps, rs: [float(r.count("a")) for r in rs]},
+                                       stats={"helpful": (0.0, 10.0), "humor": (0.0, 1.0)})
+    with ScriptedJudge(prefers_longer) as srv:
+        cfg = judge.JudgeConfig(policy=str(policy), reference=ref, prompts=prompts, base_url=srv.url,
+                                model="scripted-judge", modes=["objectives"], weight_response=True, bootstrap=50,
+                                max_new_tokens=6, cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "out"))
+        m = judge.judge_eval(cfg, suite=suite)
+    n, k = 4, len(names)
+    ev = json.loads((tmp_path / "out" / "eval.json").read_text())
+    wr = ev["objectives"]["weight_response"]
+    assert wr["objectives"] == names and wr["judgements"] == k * k * n and wr["malformed"] == 0
+    assert wr["prompts_used"] == n and all(v is not None for v in wr["judge"])
+    assert len(wr["reward_models"]["value"]) == k
+    assert {f"judge/{x}/weight_response" for x in names} <= set(m)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "judgements.jsonl").read_text().splitlines()]
+    assert {r["answers"] for r in rows if r["kind"] == "single"} == {"corner_helpful", "corner_humor"}
+    assert "Weight response" in (tmp_path / "out" / "judge_report.md").read_text()
+    assert len((tmp_path / "out" / "answers_policy.jsonl").read_text().splitlines()) == n
