@@ -217,15 +217,17 @@ def test_serving_endpoint_serves_the_champion_for_the_explorer(overlay, rendered
     svc = _find(objs, "Service", "pro-serving")
     pod = _find(objs, "Deployment", "pro-serving")["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert c["args"] == ["mlflow", "models", "serve", "-m", "models:/pro-endpoint@champion",
+    # the release fetched and verified by the init container (test_trust_boundary.py), not an alias
+    assert c["args"] == ["mlflow", "models", "serve", "-m", "/models/release",
                          "--env-manager", "local", "--host", "0.0.0.0", "--port", "5001"]
     assert "command" not in c  # ENTRYPOINT tini
     assert _port_of(svc, "http") == 5001 == c["ports"][0]["containerPort"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/health"  # the scoring server's readiness path
-    # the in-cluster MLflow, with the serving pods' own (read-only) user
-    assert {"configMapRef": {"name": "pro-config"}} in c["envFrom"]
-    assert {"secretRef": {"name": "pro-mlflow-serving"}} in c["envFrom"]
+    # the in-cluster MLflow, with the serving pods' own (read-only) user, for the download only
+    fetch = {i["name"]: i for i in pod["initContainers"]}["fetch-release"]
+    assert {"configMapRef": {"name": "pro-config"}} in fetch["envFrom"]
+    assert {"secretRef": {"name": "pro-mlflow-serving"}} in fetch["envFrom"]
     assert set(_find(objs, "Secret", "pro-mlflow-serving")["data"]) == {
         "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
     # the explorer finds it at PRO_UI_ENDPOINT; promotion from the explorer is off
@@ -241,5 +243,5 @@ def test_serving_arguments_parse_with_the_installed_mlflow_cli(rendered):
     (c,) = _find(rendered["root"], "Deployment", "pro-serving")["spec"]["template"]["spec"]["containers"]
     assert c["args"][:3] == ["mlflow", "models", "serve"]
     ctx = models_cli.serve.make_context("serve", list(c["args"][3:]), resilient_parsing=False)
-    assert ctx.params["model_uri"] == "models:/pro-endpoint@champion"
+    assert ctx.params["model_uri"] == "/models/release"
     assert ctx.params["env_manager"] == "local" and ctx.params["port"] == 5001
