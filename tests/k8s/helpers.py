@@ -10,6 +10,7 @@ import base64
 import importlib.util
 import re
 import shutil
+import os
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -442,3 +443,31 @@ def _offline_kfp_copy(tmp_path: Path) -> Path:
         body["resources"] = resources
         path.write_text(yaml.safe_dump(body, sort_keys=False))
     return k8s
+
+
+# --------------------------------------------------------------------------- secrets in argv
+
+def _run_tracing_argv(cmd: list[str], env: dict, trace: Path):
+    """Run cmd; with strace on this machine, also the argv of every process it (and its shell
+    scripts, through their expansions) started. Returns (process, [argv string, ...] or None)."""
+    strace = shutil.which("strace")
+    if strace:
+        probe = subprocess.run([strace, "-f", "-qq", "-e", "trace=execve", "-o", os.devnull, "true"],
+                               capture_output=True, timeout=30)
+        strace = strace if probe.returncode == 0 else None   # ptrace may be forbidden
+    if not strace:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120), None
+    proc = subprocess.run([strace, "-f", "-qq", "-s", "65536", "-e", "trace=execve", "-o", str(trace), *cmd],
+                          env=env, capture_output=True, text=True, timeout=120)
+    argvs = [line for line in trace.read_text().splitlines() if "execve(" in line]
+    assert argvs, "strace recorded no execve"
+    return proc, argvs
+
+
+def _assert_no_secret_in_argv(argvs, secrets, where):
+    if argvs is None:
+        return  # no strace here: the stub's own call log is checked instead
+    for secret in secrets:
+        assert len(secret) >= 8
+        hits = [line for line in argvs if secret in line.split("], ")[0]]  # argv, not the environment
+        assert not hits, f"{where}: a secret is in the arguments of {hits[0][:200]}"

@@ -19,6 +19,8 @@ from .helpers import (
     _port_of,
     _secret_values,
     _service_url,
+    _assert_no_secret_in_argv,
+    _run_tracing_argv,
     _write_scripts,
 )
 
@@ -151,10 +153,12 @@ MC_STUB = """#!/bin/sh
 echo "$*" >> "$STATE/calls"
 shift 3  # --config-dir DIR --quiet
 case "$1 $2" in
-  "alias set") n=$(cat "$STATE/tries" 2>/dev/null || echo 0); echo $((n + 1)) > "$STATE/tries"
+  "admin info") n=$(cat "$STATE/tries" 2>/dev/null || echo 0); echo $((n + 1)) > "$STATE/tries"
+               echo "$MC_HOST_pro" > "$STATE/host"
                [ "$n" -ge 2 ] ;;  # MinIO is "up" at the third try
   "admin policy") [ "$3" = create ] && cp "$6" "$STATE/policy.json" ;;
   "admin user") [ "$3" = info ] && { echo "AccessKey: $5"; cat "$STATE/attached-$5" 2>/dev/null; }
+                [ "$3" = add ] && { read -r secret; echo "$5 $secret" >> "$STATE/users"; }
                 true ;;
   *) true ;;
 esac
@@ -196,11 +200,19 @@ def test_minio_setup_script_waits_creates_and_is_idempotent(rendered, tmp_path):
     assert proc.returncode != 0 and "CHANGE_ME placeholder" in proc.stderr
     assert not (state / "calls").exists()
     env = {k: v.replace("CHANGE_ME", "real") for k, v in env.items()}  # replaced secrets
+    secrets = [v for k, v in env.items() if k.endswith(("_PASSWORD", "_SECRET_KEY"))]
     for attempt in (1, 2):
-        proc = subprocess.run([*c["command"], script], env=env, capture_output=True, text=True,
-                              timeout=60)
+        proc, argvs = _run_tracing_argv([*c["command"], script], env, tmp_path / f"trace{attempt}")
         assert proc.returncode == 0, f"run {attempt}: {proc.stdout}{proc.stderr}"
+        _assert_no_secret_in_argv(argvs, secrets, "minio-setup")
     calls = (state / "calls").read_text().splitlines()
+    # root login through MC_HOST_pro (environment), users' secret keys through stdin
+    endpoint = env["S3_ENDPOINT"]
+    assert (state / "host").read_text().strip() == endpoint.replace(
+        "://", f"://{env['MINIO_ROOT_USER']}:{env['MINIO_ROOT_PASSWORD']}@")
+    assert sorted(set((state / "users").read_text().splitlines())) == sorted(
+        {f"{env['MLFLOW_ACCESS_KEY']} {env['MLFLOW_SECRET_KEY']}",
+         f"{env['PIPELINE_ACCESS_KEY']} {env['PIPELINE_SECRET_KEY']}"})
     bucket = env["PRO_S3_BUCKET"]
     assert sum(f"mb --ignore-existing pro/{bucket}" in line for line in calls) == 2
     attaches = [line for line in calls if "admin policy attach" in line]
