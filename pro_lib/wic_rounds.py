@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pro_lib import distributed
 from pro_lib.artifacts import WICPolicyManifest
 from pro_lib.checkpoints import digest_data, digest_model, digest_value, find_checkpoint, fingerprint, prepare_resume
 from pro_lib.config import field
@@ -384,10 +385,12 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
     round_index = max((int(r.get("round", 0)) for r in recs), default=0)  # recorded by the sampling half
     scratch = _scratch_dir(out)
     fp = fingerprint(cfg, {"examples_content": digest_value(examples), "policy_content": policy_digest})
-    prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC online SFT")
+    distributed.main_first(lambda: prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch],
+                                                  what="WIC online SFT"))
     m = sft_round(policy, examples, cfg, scratch / "checkpoints", round_index=round_index)
     m.update({"sft_examples_new": len(new), "sft_examples_offline": len(replay)})
-    write_json(scratch / "metrics.json", {"stage": "wic_online_sft", **m})
+    if distributed.is_main():
+        write_json(scratch / "metrics.json", {"stage": "wic_online_sft", **m})
     _finish_policy(policy, out, scratch)
     return {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
