@@ -8,7 +8,7 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def morlhf_train(config: dict, weights: str, data: Input[Dataset], suite: Input[Dataset], policy: Output[Model],
-                 metrics: Output[Metrics], orchestrator: Input[Model] = None):
+                 metrics: Output[Metrics], orchestrator: Input[Model] = None, num_nodes: int = 1):
     """Online RL against sum_k w_k(x) r_k - beta KL.
 
     ``weights``: ``orchestrator`` (PRO-MORLHF, per-prompt weights from ``orchestrator``), ``uniform``
@@ -22,7 +22,7 @@ def morlhf_train(config: dict, weights: str, data: Input[Dataset], suite: Input[
                  "data": [f"{data.path}/train.jsonl"], "split": "all"}
     if orchestrator is not None:
         overrides["orchestrator"] = orchestrator.path
-    run_stage("morlhf_train", config, overrides=overrides, metrics=metrics)
+    run_stage("morlhf_train", config, overrides=overrides, metrics=metrics, num_nodes=num_nodes)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

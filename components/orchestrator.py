@@ -8,13 +8,13 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def train_orchestrator(config: dict, targets: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
-                       report: Output[Markdown]):
+                       report: Output[Markdown], num_nodes: int = 1):
     """Train f(x) on the (prompt, w*) targets. ``config``: OrchestratorTrainConfig keys."""
     from components.reports import orchestrator_train_report
     from components.runtime import run_stage
 
     run_stage("train_orchestrator", config, overrides={"targets": targets.path, "output_dir": model.path},
-              metrics=metrics, report=report, report_fn=orchestrator_train_report)
+              metrics=metrics, report=report, report_fn=orchestrator_train_report, num_nodes=num_nodes)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

@@ -12,7 +12,7 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def wic_offline_sft(config: dict, data: Input[Dataset], targets: Input[Dataset], policy: Output[Model],
-                    metrics: Output[Metrics]):
+                    metrics: Output[Metrics], num_nodes: int = 1):
     """Offline stage: SFT on data/train.jsonl's preferred responses with their w* in the prompt.
 
     ``config``: WICOfflineConfig keys (``conditioning: rewards`` gives the RiC offline baseline).
@@ -20,7 +20,8 @@ def wic_offline_sft(config: dict, data: Input[Dataset], targets: Input[Dataset],
     from components.runtime import run_stage
 
     run_stage("wic_offline_sft", config, overrides={
-        "data": [f"{data.path}/train.jsonl"], "targets": targets.path, "output_dir": policy.path}, metrics=metrics)
+        "data": [f"{data.path}/train.jsonl"], "targets": targets.path, "output_dir": policy.path}, metrics=metrics,
+        num_nodes=num_nodes)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -39,14 +40,14 @@ def wic_online_sample(config: dict, round_index: int, policy: Input[Model], orch
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def wic_online_sft(config: dict, policy: Input[Model], samples: Input[Dataset], offline_policy: Input[Model],
-                   new_policy: Output[Model], metrics: Output[Metrics]):
+                   new_policy: Output[Model], metrics: Output[Metrics], num_nodes: int = 1):
     """Online round: SFT the policy on the kept samples (plus ``replay_offline`` of the offline policy's
     SFT examples)."""
     from components.runtime import run_stage
 
     run_stage("wic_online_sft", config, overrides={
         "policy": policy.path, "samples": [samples.path], "offline_policy": offline_policy.path,
-        "output_dir": new_policy.path}, metrics=metrics)
+        "output_dir": new_policy.path}, metrics=metrics, num_nodes=num_nodes)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

@@ -80,7 +80,8 @@ def add_orchestrator_stages(params: dict, *, place: Placement):
         params[k] for k in ORCHESTRATOR_PARAMS)
     data = place(prepare_data(config=data_config).set_display_name("prepare data"))
     with dsl.ParallelFor(objectives, name="objectives") as objective:
-        rm = place(train_reward_model(objective=objective, config=reward_config, data=data.outputs["data"])
+        rm = place(train_reward_model(objective=objective, config=reward_config, data=data.outputs["data"],
+                                      num_nodes=params["num_nodes"])
                    .set_display_name("train reward model"))
         rm_reg = place(register_model(name=reward_model_name("{objective}"), objective=objective,
                                       model=rm.outputs["model"], metrics=rm.outputs["metrics"])
@@ -90,7 +91,8 @@ def add_orchestrator_stages(params: dict, *, place: Placement):
     targets = place(score_targets(objectives=objectives, config=score_config, data=data.outputs["data"],
                                   reward_models=dsl.Collected(rm.outputs["model"]))
                     .set_display_name("score rewards + build targets"))
-    orch = place(train_orchestrator(config=orchestrator_config, targets=targets.outputs["targets"])
+    orch = place(train_orchestrator(config=orchestrator_config, targets=targets.outputs["targets"],
+                                    num_nodes=params["num_nodes"])
                  .set_display_name("train orchestrator"))
     ev = place(evaluate_orchestrator(config=eval_config, orchestrator=orch.outputs["model"],
                                      data=data.outputs["data"], targets=targets.outputs["targets"])

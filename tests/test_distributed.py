@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 from pro_lib import distributed
-from pro_lib.distributed import DistributedError, LaunchPlan, StageSpec, run_stage_distributed, torchrun_command
+from pro_lib.distributed import DistributedError, StageSpec
+from pro_lib.launcher import LaunchPlan, free_port, run_stage_distributed, torchrun_command
 from pro_lib.io import write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,9 +112,9 @@ def _spec(stage: str, module: str, function: str, cls: str, config: dict) -> Sta
 
 # -------------------------------------------------------------------------------------- the command
 def test_one_torchrun_command_for_pods_local_nodes_and_trainjobs():
-    pod = torchrun_command(LaunchPlan(nproc_per_node=8), ["pro_lib.distributed", "worker", "--spec", "s.json"])
+    pod = torchrun_command(LaunchPlan(nproc_per_node=8), ["pro_lib.launcher", "worker", "--spec", "s.json"])
     assert pod[1:3] == ["-m", "torch.distributed.run"] and "--standalone" in pod
-    assert pod[pod.index("--nproc-per-node") + 1] == "8" and pod[-4:] == ["pro_lib.distributed", "worker",
+    assert pod[pod.index("--nproc-per-node") + 1] == "8" and pod[-4:] == ["pro_lib.launcher", "worker",
                                                                           "--spec", "s.json"]
     local = torchrun_command(LaunchPlan(nnodes=2, master_port=1234), ["m"])
     assert "--standalone" not in local and local[local.index("--rdzv-endpoint") + 1] == "127.0.0.1:1234"
@@ -196,7 +197,7 @@ def test_two_processes_end_where_one_process_ends(stage, shape, tmp_path, pairs_
                                                   worker_env):
     """Same config (same global batch) on 1 and 2 data-parallel processes: the same loss curve and
     final weights within LOSS_TOL / WEIGHT_TOL; rank 0 alone wrote the outputs."""
-    plan = (LaunchPlan(nnodes=2, nproc_per_node=1, master_port=distributed.free_port()) if shape == "2 nodes x 1"
+    plan = (LaunchPlan(nnodes=2, nproc_per_node=1, master_port=free_port()) if shape == "2 nodes x 1"
             else LaunchPlan(nproc_per_node=2))
     if stage == "reward_model":
         one = _run_reward(_reward_config(pairs_file, dense_encoder_dir, tmp_path / "rm1"), None, tmp_path)
@@ -254,7 +255,7 @@ def test_killed_rank_fails_the_job_naming_it_and_a_rerun_resumes(tmp_path, pairs
 
     killer = threading.Thread(target=kill_rank_1_after_a_checkpoint, daemon=True)
     killer.start()
-    plan = LaunchPlan(nnodes=2, nproc_per_node=1, master_port=distributed.free_port())
+    plan = LaunchPlan(nnodes=2, nproc_per_node=1, master_port=free_port())
     with pytest.raises(DistributedError) as err:
         run_stage_distributed(spec, plan, work_dir=tmp_path / "work", grace=10)
     failed_at = time.time()
@@ -269,7 +270,7 @@ def test_killed_rank_fails_the_job_naming_it_and_a_rerun_resumes(tmp_path, pairs
 
     # the re-run (same command) resumes from the last checkpoint and finishes
     out = io.StringIO()
-    plan = LaunchPlan(nnodes=2, nproc_per_node=1, master_port=distributed.free_port())
+    plan = LaunchPlan(nnodes=2, nproc_per_node=1, master_port=free_port())
     metrics = run_stage_distributed(spec, plan, work_dir=tmp_path / "work2", stream=out)
     log_text = out.getvalue()
     assert "resuming from" in log_text and f"checkpoint-{steps_done}" in log_text, log_text[-3000:]
