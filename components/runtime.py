@@ -191,7 +191,7 @@ def call_stage(stage: str, cfg, *, num_nodes: int = 1, run_id: str | None = None
 
     spec = STAGES[stage]
     _, fn = spec.load()
-    num_nodes = int(num_nodes or 1)
+    num_nodes = 1 if num_nodes is None else int(num_nodes)
     if num_nodes < 1:
         raise ConfigError(f"num_nodes must be >= 1, got {num_nodes}")
     if not spec.trainable:

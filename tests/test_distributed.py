@@ -278,3 +278,46 @@ def test_killed_rank_fails_the_job_naming_it_and_a_rerun_resumes(tmp_path, pairs
     state = json.loads(max((tmp_path / "rm.checkpoints").glob("checkpoint-*"),
                            key=lambda p: int(p.name.split("-")[1])).joinpath("trainer_state.json").read_text())
     assert state["global_step"] == 160
+
+
+# ------------------------------------------------------------------- the component's dispatch
+def test_components_route_trainable_stages_to_the_launcher_or_a_trainjob(monkeypatch, tmp_path):
+    """call_stage: one process -> the function itself; num_nodes=2 locally -> 2 torchrun nodes through
+    the launcher; num_nodes=2 on a cluster -> a TrainJob; a stage that does not train never fans out."""
+    from components import runtime, trainjob
+    from pro_lib import launcher
+    from pro_lib.config import build_config
+    from pro_lib.rewards import RewardTrainConfig
+
+    cfg = build_config(RewardTrainConfig, {"objective": "helpful", "output_dir": str(tmp_path / "rm")})
+    calls = []
+    real = runtime.STAGES["train_reward_model"]
+
+    class Recorded(type(real)):
+        def load(self):
+            return RewardTrainConfig, lambda c: calls.append(("in-process", c)) or {"n": 1}
+
+    monkeypatch.setitem(runtime.STAGES, "train_reward_model", Recorded(real.module, real.function, real.config,
+                                                                      gpu=True, trainable=True))
+    monkeypatch.setattr(launcher, "run_stage_distributed",
+                        lambda spec, plan, **kw: calls.append(("launcher", spec, plan)) or {"n": 2})
+    monkeypatch.setattr(trainjob, "run_trainjob",
+                        lambda stage, spec, **kw: calls.append(("trainjob", spec, kw)) or {"n": 3})
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("PRO_NPROC_PER_NODE", raising=False)
+    assert runtime.call_stage("train_reward_model", cfg, num_nodes=1) == {"n": 1}
+    assert runtime.call_stage("train_reward_model", cfg, num_nodes=2, run_id="r1") == {"n": 2}
+    _, spec, plan = calls[-1]
+    assert (plan.nnodes, plan.nproc_per_node) == (2, 1) and spec.mlflow_run_id == "r1"
+    assert (spec.module, spec.function, spec.config_class) == ("pro_lib.rewards", "train_reward_model",
+                                                               "RewardTrainConfig")
+    assert spec.config["output_dir"] == str(tmp_path / "rm") and spec.config["objective"] == "helpful"
+    monkeypatch.setenv("PRO_NPROC_PER_NODE", "2")  # a CPU pod asked for two processes
+    runtime.call_stage("train_reward_model", cfg, num_nodes=1)
+    assert (calls[-1][2].nnodes, calls[-1][2].nproc_per_node) == (1, 2)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert runtime.call_stage("train_reward_model", cfg, num_nodes=3) == {"n": 3}
+    assert calls[-1][0] == "trainjob" and calls[-1][2]["num_nodes"] == 3
+    assert not runtime.STAGES["score_targets"].trainable
+    with pytest.raises(Exception, match="num_nodes must be >= 1"):
+        runtime.call_stage("train_reward_model", cfg, num_nodes=0)
