@@ -301,24 +301,10 @@ def _jsonable(v):
     return str(v)
 
 
-def run_cli_worker(argv: Sequence[str]) -> int:
-    """One rank of a ``pro`` command (``pro launch ... -- rewards train ...``)."""
-    from pro_lib import cli
-
-    os.environ.setdefault(STAGE_ENV, " ".join(a for a in argv[:2] if not a.startswith("-")))
-
-    def body() -> int:
-        init()
-        rc = cli.main(list(argv))
-        return int(rc or 0)
-
-    return _run_guarded(body)
-
-
 # ---------------------------------------------------------------------------------------------
-# what the entry points (python -m pro_lib.launcher worker|cli|node) read
+# what the entry points (python -m pro_lib.launcher worker|node) read
 # ---------------------------------------------------------------------------------------------
-def _read_spec(where: str) -> StageSpec:
+def read_spec(where: str) -> StageSpec:
     if where.startswith("s3://"):
         from pro_lib import storage
 

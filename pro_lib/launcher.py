@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from pro_lib.distributed import (NPROC_ENV, PEER_ERRORS, STAGE_ENV, STATUS_DIR_ENV, DistributedError, StageSpec,
-                                 _read_spec, run_cli_worker, run_worker)
+                                 read_spec, run_worker)
 from pro_lib.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ def node_main(spec_where: str, *, plan: LaunchPlan | None = None) -> int:
     the plan (from ``PET_*``), exit non-zero naming the rank when a rank fails."""
     from pro_lib.io import pro_home
 
-    spec = localize_inputs(_read_spec(spec_where))
+    spec = localize_inputs(read_spec(spec_where))
     plan = plan or LaunchPlan.from_env()
     work = Path(tempfile.mkdtemp(prefix="pro-node-", dir=str(pro_home()) if pro_home().exists() else None))
     local_spec = work / "spec.json"
@@ -310,17 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("worker", help="one rank of a stage (started by torchrun)")
     w.add_argument("--spec", required=True, help="StageSpec JSON file, s3:// URI or inline JSON")
-    c = sub.add_parser("cli", help="one rank of a `pro` command (started by torchrun)")
-    c.add_argument("args", nargs=argparse.REMAINDER)
     n = sub.add_parser("node", help="one node of a TrainJob: torchrun over this node's processes")
     n.add_argument("--spec", required=True)
     a = ap.parse_args(argv)
     if a.cmd == "worker":
-        run_worker(_read_spec(a.spec))
+        run_worker(read_spec(a.spec))
         return 0
-    if a.cmd == "cli":
-        args = a.args[1:] if a.args[:1] == ["--"] else a.args
-        return run_cli_worker(args)
     return node_main(a.spec)
 
 
