@@ -8,19 +8,19 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def train_orchestrator(config: dict, targets: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
-                       report: Output[Markdown], defaults: dict = None):
+                       report: Output[Markdown], defaults: dict = None, num_nodes: int = 1):
     """Train f(x) on the (prompt, w*) targets. ``config``: OrchestratorTrainConfig keys."""
     from components.reports import orchestrator_train_report
     from components.runtime import run_stage
 
     run_stage("train_orchestrator", config, defaults=defaults, overrides={"targets": targets.path, "output_dir": model.path},
-              metrics=metrics, report=report, report_fn=orchestrator_train_report)
+              metrics=metrics, report=report, report_fn=orchestrator_train_report, num_nodes=num_nodes)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def evaluate_orchestrator(config: dict, orchestrator: Input[Model], data: Input[Dataset],
                           targets: Input[Dataset], metrics: Output[Metrics], report: Output[Markdown],
-                          plot: Output[HTML], defaults: dict = None):
+                          plot: Output[HTML], defaults: dict = None, num_nodes: int = 1):
     """Held-out KL / MSE / argmax agreement vs uniform and best fixed weights (data/eval.jsonl).
 
     ``config``: OrchestratorEvalConfig keys.

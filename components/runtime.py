@@ -34,6 +34,7 @@ class Stage:
     config: str | None          # None: not a config stage (the registry's side effects)
     gpu: bool = False           # scheduled on the GPU pool on a cluster (pipelines.scheduling.Placement)
     deterministic: bool = True  # KFP caching on when True (off for sampling, RL and side effects)
+    trainable: bool = False     # data-parallel over the pod's GPUs / across num_nodes (pro_lib.distributed)
 
     def load(self) -> tuple[type, Callable[[Any], dict]]:
         try:
@@ -50,16 +51,16 @@ class Stage:
 # placement and whether KFP may cache it. Pipelines place every task by this table.
 STAGES: dict[str, Stage] = {
     "prepare_data": Stage("pro_lib.data", "prepare_data", "DataConfig"),
-    "train_reward_model": Stage("pro_lib.rewards", "train_reward_model", "RewardTrainConfig", gpu=True),
+    "train_reward_model": Stage("pro_lib.rewards", "train_reward_model", "RewardTrainConfig", gpu=True, trainable=True),
     "score_targets": Stage("pro_lib.suite", "score_and_target", "ScoreConfig", gpu=True),
-    "train_orchestrator": Stage("pro_lib.orchestrator", "train_orchestrator", "OrchestratorTrainConfig", gpu=True),
+    "train_orchestrator": Stage("pro_lib.orchestrator", "train_orchestrator", "OrchestratorTrainConfig", gpu=True, trainable=True),
     "evaluate_orchestrator": Stage("pro_lib.evaluation", "evaluate_orchestrator", "OrchestratorEvalConfig", gpu=True),
-    "wic_offline_sft": Stage("pro_lib.wic_offline", "train_wic_offline", "WICOfflineConfig", gpu=True),
+    "wic_offline_sft": Stage("pro_lib.wic_offline", "train_wic_offline", "WICOfflineConfig", gpu=True, trainable=True),
     "wic_online_sample": Stage("pro_lib.wic_rounds", "sample_online_round", "WICSampleConfig", gpu=True,
                                deterministic=False),
-    "wic_online_sft": Stage("pro_lib.wic_rounds", "train_wic_online", "WICOnlineConfig", gpu=True),
+    "wic_online_sft": Stage("pro_lib.wic_rounds", "train_wic_online", "WICOnlineConfig", gpu=True, trainable=True),
     "wic_evaluate": Stage("pro_lib.wic_eval", "evaluate_wic", "WICEvalConfig", gpu=True),
-    "morlhf_train": Stage("pro_lib.morlhf", "train_morlhf", "MorlhfTrainConfig", gpu=True, deterministic=False),
+    "morlhf_train": Stage("pro_lib.morlhf", "train_morlhf", "MorlhfTrainConfig", gpu=True, deterministic=False, trainable=True),
     "morlhf_evaluate": Stage("pro_lib.morlhf_eval", "evaluate_morlhf", "MorlhfEvalConfig", gpu=True),
     # optional LLM judge after evaluation: generates answers (GPU), calls an outside endpoint (never cached)
     "judge_evaluate": Stage("pro_lib.judge", "judge_eval", "JudgeConfig", gpu=True, deterministic=False),
@@ -154,7 +155,8 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
               output_dir: str | Path | None = None, metrics=None, report=None,
               report_fn: Callable[[Any, dict], str] | None = None, html=None,
               html_fn: Callable[[Any, dict, Path], str | None] | None = None,
-              tags: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None) -> dict:
+              tags: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None,
+              num_nodes: int = 1) -> dict:
     """Run one stage: config -> pro_lib function -> MLflow child run -> KFP artifacts.
 
     ``defaults``: the pipeline's defaults for this stage, under ``config`` (:func:`merge_stage_config`);
@@ -176,7 +178,7 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
     with tracking.stage_run(stage, to_dict(cfg), tags=tags) as run:
         log_stage_config(stage, config, defaults, to_dict(cfg))
         log_stage_datasets(overrides, "input")
-        result = fn(cfg)
+        result = call_stage(stage, cfg, num_nodes=num_nodes, run_id=run.info.run_id)
         if stage in OUTPUT_DATASETS:
             tracking.log_dataset(out, context="output")
         numbers = tracking.log_metrics(result)
@@ -195,6 +197,43 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
     log.info("stage %s finished (MLflow run %s): %s", stage, run_id,
              ", ".join(f"{k}={v:.4g}" for k, v in list(numbers.items())[:8]))
     return result
+
+
+def call_stage(stage: str, cfg, *, num_nodes: int = 1, run_id: str | None = None) -> dict:
+    """The stage function on ``cfg``: in this process, or data-parallel when the stage is trainable and
+    there is more than one process to use (the pod's GPUs, ``PRO_NPROC_PER_NODE`` on a CPU, or
+    ``num_nodes`` > 1). On a cluster (``KUBERNETES_SERVICE_HOST``) more than one node is a TrainJob
+    (components/trainjob.py); elsewhere (``pro pipeline run --local``) the nodes are local torchrun
+    agents started by the same launcher. Rank 0's metrics come back; rank 0 wrote the outputs."""
+    from pro_lib import distributed, launcher
+    from pro_lib.config import to_dict
+    from pro_lib.errors import ConfigError
+
+    spec = STAGES[stage]
+    _, fn = spec.load()
+    num_nodes = 1 if num_nodes is None else int(num_nodes)
+    if num_nodes < 1:
+        raise ConfigError(f"num_nodes must be >= 1, got {num_nodes}")
+    if not spec.trainable:
+        return fn(cfg)
+    nproc = launcher.default_nproc_per_node()
+    if num_nodes == 1 and nproc == 1:
+        return fn(cfg)
+    job = distributed.StageSpec(stage=stage, module=spec.module, function=spec.function,
+                                config_class=spec.config, config=to_dict(cfg), mlflow_run_id=run_id)
+    if num_nodes > 1 and os.environ.get("KUBERNETES_SERVICE_HOST") and os.environ.get("PRO_DIST_LOCAL") != "1":
+        from components.trainjob import run_trainjob
+
+        return run_trainjob(stage, job, num_nodes=num_nodes, gpus_per_node=nproc if _gpus() else 0,
+                            cpu=os.environ.get("PRO_NODE_CPU"), memory=os.environ.get("PRO_NODE_MEMORY"))
+    plan = launcher.LaunchPlan.for_pod(num_nodes, nproc_per_node=nproc)
+    return launcher.run_stage_distributed(job, plan, work_dir=scratch_dir(f"{stage}-ranks"))
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 STAGE_CONFIG_FILE = "stage_config.json"

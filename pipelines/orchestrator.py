@@ -96,7 +96,8 @@ def add_orchestrator_stages(params: dict, *, place: Placement):
     objectives, promote = params["objectives"], params["promote"]
     data = place(prepare_data(**params.config("data_config")).set_display_name("prepare data"))
     with dsl.ParallelFor(objectives, name="objectives") as objective:
-        rm = place(train_reward_model(objective=objective, **params.config("reward_config"), data=data.outputs["data"])
+        rm = place(train_reward_model(objective=objective, **params.config("reward_config"), data=data.outputs["data"],
+                                      num_nodes=params["num_nodes"])
                    .set_display_name("train reward model"))
         rm_reg = place(register_model(name=reward_model_name("{objective}"), objective=objective,
                                       model=rm.outputs["model"], metrics=rm.outputs["metrics"])
@@ -106,7 +107,8 @@ def add_orchestrator_stages(params: dict, *, place: Placement):
     targets = place(score_targets(objectives=objectives, **params.config("score_config"), data=data.outputs["data"],
                                   reward_models=dsl.Collected(rm.outputs["model"]))
                     .set_display_name("score rewards + build targets"))
-    orch = place(train_orchestrator(**params.config("orchestrator_config"), targets=targets.outputs["targets"])
+    orch = place(train_orchestrator(**params.config("orchestrator_config"), targets=targets.outputs["targets"],
+                                    num_nodes=params["num_nodes"])
                  .set_display_name("train orchestrator"))
     ev = place(evaluate_orchestrator(**params.config("eval_config"), orchestrator=orch.outputs["model"],
                                      data=data.outputs["data"], targets=targets.outputs["targets"])

@@ -38,8 +38,10 @@ def pro_morlhf_pipeline(params: dict):
 
         targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
         pro = place(morlhf_train(**params.config("morlhf_config"), weights="orchestrator", data=data, suite=targets,
-                                 orchestrator=t["orchestrator"].outputs["model"]).set_display_name("PRO-MORLHF"))
-        base = place(morlhf_train(**params.config("morlhf_config"), weights="uniform", data=data, suite=targets)
+                                 orchestrator=t["orchestrator"].outputs["model"], num_nodes=params["num_nodes"])
+                   .set_display_name("PRO-MORLHF"))
+        base = place(morlhf_train(**params.config("morlhf_config"), weights="uniform", data=data, suite=targets,
+                                  num_nodes=params["num_nodes"])
                      .set_display_name("MORLHF (uniform weights)"))
         ev = place(morlhf_evaluate(**params.config("morlhf_eval_config"), data=data, pro_policy=pro.outputs["policy"],
                                    baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))

@@ -79,7 +79,8 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
             t = add_orchestrator_stages(params, place=place)
 
             targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
-            offline = policy = place(wic_offline_sft(**params.config("wic_offline_config"), data=data, targets=targets)
+            offline = policy = place(wic_offline_sft(**params.config("wic_offline_config"), data=data, targets=targets,
+                                                     num_nodes=params["num_nodes"])
                                      .set_display_name("WIC offline SFT")).outputs["policy"]
             for r in range(1, online_rounds + 1):
                 samples = place(wic_online_sample(**params.config("wic_sample_config"), round_index=r, policy=policy,
@@ -87,7 +88,8 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
                                                   targets=targets)
                                 .set_display_name(f"online round {r}: sample + reject"))
                 policy = place(wic_online_sft(**params.config("wic_online_config"), policy=policy,
-                                              samples=samples.outputs["samples"], offline_policy=offline)
+                                              samples=samples.outputs["samples"], offline_policy=offline,
+                                              num_nodes=params["num_nodes"])
                                .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
             ev = place(wic_evaluate(**params.config("wic_eval_config"), policy=policy, data=data, targets=targets)
                        .set_display_name("Pareto evaluation"))

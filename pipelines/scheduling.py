@@ -46,7 +46,9 @@ DEFAULT_GPU_POOL = {GPU_POOL_KEY: GPU_POOL_VALUE}
 # ``PLACEMENT_DEFAULTS[...]`` as defaults and builds its Placement with ``Placement.of(params, ...)``.
 PLACEMENT_DEFAULTS: dict[str, Any] = {
     "image": DEFAULT_IMAGE, "gpu_count": 1, "gpu_node_selector": DEFAULT_GPU_POOL,
-    "gpu_cpu_request": "4", "gpu_memory_request": "24Gi", "cpu_request": "1", "memory_request": "4Gi"}
+    "gpu_cpu_request": "4", "gpu_memory_request": "24Gi", "cpu_request": "1", "memory_request": "4Gi",
+    # nodes each trainable stage spans (> 1: a Kubeflow Trainer TrainJob; components.runtime.call_stage)
+    "num_nodes": 1}
 # pipelines that train an LLM policy ask more of a GPU node
 POLICY_PLACEMENT_DEFAULTS: dict[str, Any] = {**PLACEMENT_DEFAULTS, "gpu_cpu_request": "8", "gpu_memory_request": "48Gi"}
 
@@ -121,6 +123,7 @@ class Placement:
     gpu_memory_request: Any
     cpu_request: Any
     memory_request: Any
+    num_nodes: Any = 1
 
     @classmethod
     def of(cls, params: dict[str, Any], pipeline: str) -> "Placement":

@@ -411,6 +411,8 @@ def exclusive_output(what: str):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(cfg, *args, **kwargs):
+            if int(os.environ.get("RANK", "0")) != 0:  # data-parallel: rank 0 holds the lock for the job
+                return fn(cfg, *args, **kwargs)
             with output_lock(cfg.output_dir, what=what):
                 return fn(cfg, *args, **kwargs)
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pro_lib import tracking
+from pro_lib import distributed, tracking
 from pro_lib.artifacts import OrchestratorManifest
 from pro_lib.checkpoints import (LAST_PT, check_output_folder, digest_model, digest_path, exclusive_output, fingerprint,
                                   prepare_resume, record_fingerprint)
@@ -255,8 +255,8 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
     ckpt = _checkpoint_path(out)
     fp = fingerprint(cfg, {"targets_content": digest_path(tdir / "targets.jsonl" if tdir.is_dir() else tdir),
                            "suite_content": digest_path(suite_dir), "backbone_content": digest_model(cfg.backbone)})
-    resume_from = prepare_resume(ckpt.parent, fp, cfg.resume, outputs=[out], what="orchestrator training",
-                                 finished=out)
+    resume_from = distributed.main_first(lambda: prepare_resume(ckpt.parent, fp, cfg.resume, outputs=[out],
+                                                                what="orchestrator training", finished=out))
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -265,6 +265,12 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
                                                  norm_stats=suite.stats)
     device = resolve_device()
     model.to(device).train()
+    # data-parallel (torchrun): each rank takes its share of every global batch; DDP averages gradients
+    net, world, me = model, distributed.world_size(), distributed.rank()
+    if distributed.init():
+        net = torch.nn.parallel.DistributedDataParallel(  # the encoder's pooler is unused (own pooling)
+            model, device_ids=[torch.device(device).index or 0] if str(device).startswith("cuda") else None,
+            find_unused_parameters=True)
     opt = torch.optim.AdamW([
         {"params": model.encoder.parameters(), "lr": cfg.learning_rate},
         {"params": model.head.parameters(), "lr": cfg.head_learning_rate},
@@ -298,20 +304,27 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
         epoch, pos = divmod(step, steps_per_epoch)
         perm = np.random.default_rng(cfg.seed + epoch).permutation(len(prompts))
         idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
-        enc = model.tokenize([prompts[i] for i in idx])
-        log_pred = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
-        loss = kl_loss(log_pred, target_t[idx].to(device), direction)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        mine = idx[me::world] if world > 1 else idx
+        part = mine if len(mine) else idx[:1]  # a rank with no example still joins the gradient all-reduce
+        enc = model.tokenize([prompts[i] for i in part])
+        log_pred = net(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+        loss = kl_loss(log_pred, target_t[part].to(device), direction)
+        if world > 1:  # DDP averages over ranks: weigh each rank's mean by its share of the global batch
+            (loss * (len(mine) * world / len(idx))).backward()
+        else:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        opt.zero_grad(set_to_none=True)
         sched.step()
         step += 1
-        losses.append(loss.item())
+        losses.append(distributed.reduce_mean({"loss": loss.item()}, weight=len(mine))["loss"]
+                      if world > 1 else loss.item())
         tracking.log_step({"train/loss": losses[-1], "train/learning_rate": sched.get_last_lr()[0]}, step)
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        if step % cfg.save_steps == 0 or step == total:
+        if (step % cfg.save_steps == 0 or step == total) and distributed.is_main():
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -320,9 +333,11 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
             tmp.replace(ckpt)
     bar.close()
     model.eval()
-    model.save_pretrained(out)
-    record_fingerprint(out, fp)  # the finished model keeps it: a changed re-run is refused, not retrained over it
-    write_json(out / "train_metrics.json", {"steps": step, "final_loss": float(np.mean(losses[-20:])),
-                                            "losses": losses, "config": to_dict(cfg)})
+    if distributed.is_main():
+        model.save_pretrained(out)
+        record_fingerprint(out, fp)  # the finished model keeps it: a changed re-run is refused, not retrained over it
+        write_json(out / "train_metrics.json", {"steps": step, "final_loss": float(np.mean(losses[-20:])),
+                                                "losses": losses, "config": to_dict(cfg)})
+    distributed.barrier()
     return {"train_steps": step, "train_loss": float(np.mean(losses[-20:])) if losses else float("nan"),
             "train_seconds": time.time() - t0, "n_train": len(prompts)}

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pro_lib import tracking
+from pro_lib import distributed, tracking
 from pro_lib.checkpoints import (RESUME_HELP, check_output_folder, digest_data, digest_model, exclusive_output,
                                   fingerprint, prepare_resume, record_fingerprint, train_or_restore)
 from pro_lib.config import field, to_dict
@@ -49,7 +49,7 @@ class RewardTrainConfig:
                               choices=["pair", "concat", "response"])
     max_length: int = field(256, help="max tokens per input (prompt left-truncated)")
     epochs: float = field(1.0, help="training epochs")
-    batch_size: int = field(16, help="pairs per batch")
+    batch_size: int = field(16, help="pairs per optimizer step (split across data-parallel processes)")
     learning_rate: float = field(3e-5, help="AdamW learning rate")
     eval_data: list[str] = field(default_factory=list,
                                  help="held-out pairs for the accuracy (same --source filter); when "
@@ -131,8 +131,9 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     ckpt_dir = out.with_name(out.name + ".checkpoints")
     fp = fingerprint(cfg, {"data_content": digest_data(cfg.data), "eval_data_content": digest_data(cfg.eval_data),
                            "base_model_content": digest_model(base)})
-    last = prepare_resume(ckpt_dir, fp, cfg.resume, outputs=[out], what=f"reward model '{cfg.objective}'",
-                          finished=out)
+    # rank 0 decides (and may move an earlier run aside); every rank resumes from its answer
+    last = distributed.main_first(lambda: prepare_resume(ckpt_dir, fp, cfg.resume, outputs=[out],
+                                                         what=f"reward model '{cfg.objective}'", finished=out))
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
     except LOAD_ERRORS as exc:
@@ -161,7 +162,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     args = RewardConfig(
-        output_dir=str(ckpt_dir), per_device_train_batch_size=cfg.batch_size,
+        output_dir=str(ckpt_dir), per_device_train_batch_size=distributed.per_device_batch(cfg.batch_size),
         num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, seed=cfg.seed,
         # a loss curve in MLflow even for short runs: every step up to 100 steps, then every 10
         max_length=None, logging_steps=max(1, min(10, int(math.ceil(len(ds) / cfg.batch_size) * cfg.epochs) // 10)),
@@ -175,19 +176,22 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
                             callbacks=[tracking.trainer_callback()])
-    result = train_or_restore(trainer, last)
+    result = train_or_restore(trainer, last)  # the logged loss is gathered across data-parallel ranks
 
-    with atomic_dir(out) as tmp:
-        trainer.model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        RewardModelInfo(objective=cfg.objective, input_format=cfg.input_format, max_length=cfg.max_length,
-                        config=to_dict(cfg)).save(tmp)
-        record_fingerprint(tmp, fp)  # the finished model keeps it: a changed re-run is refused, not retrained over it
-    metrics = pairwise_accuracy(out, evals, input_format=cfg.input_format, max_length=cfg.max_length,
-                                progress=cfg.progress)
-    metrics.update({"train_loss": float(result.training_loss), "n_train": len(train),
-                    "objective": cfg.objective})
-    write_json(out / "eval_metrics.json", metrics)
+    def save_and_evaluate() -> dict:  # rank 0 alone writes the model and scores the held-out pairs
+        with atomic_dir(out) as tmp:
+            trainer.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            RewardModelInfo(objective=cfg.objective, input_format=cfg.input_format, max_length=cfg.max_length,
+                            config=to_dict(cfg)).save(tmp)
+            record_fingerprint(tmp, fp)  # the finished model keeps it: a changed re-run is refused, not retrained
+        m = pairwise_accuracy(out, evals, input_format=cfg.input_format, max_length=cfg.max_length,
+                              progress=cfg.progress)
+        m.update({"train_loss": float(result.training_loss), "n_train": len(train), "objective": cfg.objective})
+        write_json(out / "eval_metrics.json", m)
+        return m
+
+    metrics = distributed.main_first(save_and_evaluate, what=f"saving reward model '{cfg.objective}'")
     log.info("reward model '%s': held-out accuracy %.3f [%.3f, %.3f] on %d pairs", cfg.objective,
              metrics["accuracy"], metrics["accuracy_ci_low"], metrics["accuracy_ci_high"], len(evals))
     return metrics

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pro_lib import tracking
+from pro_lib import distributed, tracking
 from pro_lib.checkpoints import (RESUME_HELP, already_finished, check_output_folder, digest_model, digest_value,
                                   exclusive_output, find_checkpoint, fingerprint, prepare_resume,
                                   record_fingerprint, train_or_restore)
@@ -43,7 +43,7 @@ class SFTOptions:
     max_steps: int = field(-1, help="stop after this many optimizer steps, overriding --epochs (-1: off; the paper: "
                                     "10,000 offline, 5,000 per online round)")
     learning_rate: float = field(2e-5, help="AdamW learning rate (full fine-tune; use ~1e-4 with LoRA)")
-    batch_size: int = field(8, help="per-device SFT batch size")
+    batch_size: int = field(8, help="SFT examples per optimizer step (split across data-parallel processes)")
     gradient_accumulation_steps: int = field(1, help="gradient accumulation steps")
     max_length: int = field(384, help="max tokens per SFT example (conditioned prompt + response)")
     max_prompt_tokens: int = max_prompt_tokens_field()
@@ -157,7 +157,7 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
         examples = fit_completions(policy.tokenizer, examples, opts.max_length)
     args = SFTConfig(
         output_dir=str(work_dir), num_train_epochs=opts.epochs, max_steps=opts.max_steps,
-        per_device_train_batch_size=opts.batch_size,
+        per_device_train_batch_size=distributed.per_device_batch(opts.batch_size),
         gradient_accumulation_steps=opts.gradient_accumulation_steps, learning_rate=opts.learning_rate,
         max_length=None if opts.padding_free else opts.max_length, padding_free=opts.padding_free,
         completion_only_loss=True, logging_steps=1, save_strategy="steps",
@@ -178,8 +178,9 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
     model.requires_grad_(True)
     policy.model = model
     policy.model.eval()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    write_jsonl(work_dir / "train_log.jsonl", trainer.state.log_history)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]  # gathered across ranks
+    if distributed.is_main():
+        write_jsonl(work_dir / "train_log.jsonl", trainer.state.log_history)
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return {"sft_examples": len(examples), "sft_steps": int(result.global_step),
             "sft_loss_first": float(losses[0]) if losses else math.nan,
@@ -211,7 +212,12 @@ def training_tag_max(values: np.ndarray, explicit: float | None, decimals: int) 
 
 def _finish_policy(policy: WICPolicy, out: Path, scratch: Path, fp: Mapping | None = None) -> None:
     """Save the policy into ``out`` (atomically), keeping side files written in ``scratch``; ``fp``: the
-    run's fingerprint, kept in the finished folder (a changed re-run is refused, not retrained over it)."""
+    run's fingerprint, kept in the finished folder (a changed re-run is refused, not retrained over it).
+    Data-parallel: rank 0 saves (every rank holds the same weights), the others wait for it."""
+    distributed.barrier()
+    if not distributed.is_main():
+        distributed.barrier()
+        return
     if fp is not None:
         record_fingerprint(scratch, fp)
     with atomic_dir(out) as tmp:
@@ -222,6 +228,7 @@ def _finish_policy(policy: WICPolicy, out: Path, scratch: Path, fp: Mapping | No
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
     shutil.rmtree(scratch, ignore_errors=True)
+    distributed.barrier()
 
 
 def _scratch_dir(out: Path, *, create: bool = True) -> Path:
@@ -318,16 +325,18 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
     scratch = _scratch_dir(out, create=False)
     if already_finished(out, fp, cfg.resume, what="WIC offline SFT", ckpt_dir=scratch / "checkpoints"):
         return saved_metrics(out)
-    prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC offline SFT",
-                   finished=out)
+    distributed.main_first(lambda: prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch],
+                                                  what="WIC offline SFT", finished=out))
     scratch.mkdir(parents=True, exist_ok=True)
-    write_jsonl(scratch / "examples.jsonl", ({"prompt": e["prompt"], "completion": e["completion"],
-                                              "weights": r["weights"], "z": r["z"], "side": r["side"]}
-                                             for e, r in zip(examples, recs)))
+    if distributed.is_main():
+        write_jsonl(scratch / "examples.jsonl", ({"prompt": e["prompt"], "completion": e["completion"],
+                                                  "weights": r["weights"], "z": r["z"], "side": r["side"]}
+                                                 for e, r in zip(examples, recs)))
     m = sft_train(policy, examples, cfg, scratch / "checkpoints", desc="WIC offline SFT")
     metrics = {"stage": "wic_offline", "method": cfg.method, "conditioning": cfg.conditioning,
                "objectives": suite.names, **info, **m, "wall_seconds": time.time() - t0}
-    write_json(scratch / "metrics.json", metrics)
-    write_json(scratch / "config.json.stage", to_dict(cfg))
+    if distributed.is_main():
+        write_json(scratch / "metrics.json", metrics)
+        write_json(scratch / "config.json.stage", to_dict(cfg))
     _finish_policy(policy, out, scratch, fp)
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

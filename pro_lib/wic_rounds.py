@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pro_lib import distributed
 from pro_lib.artifacts import WICPolicyManifest
 from pro_lib.checkpoints import (already_finished, check_output_folder, digest_data, digest_model, digest_value,
                                   exclusive_output, find_checkpoint, fingerprint, prepare_resume)
@@ -379,11 +380,12 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
     fp = fingerprint(cfg, {"examples_content": digest_value(examples), "policy_content": policy_digest})
     if already_finished(out, fp, cfg.resume, what="WIC online SFT", ckpt_dir=scratch / "checkpoints"):
         return saved_metrics(out)
-    prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC online SFT",
-                   finished=out)
+    distributed.main_first(lambda: prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch],
+                                                  what="WIC online SFT", finished=out))
     m = sft_round(policy, examples, cfg, scratch / "checkpoints", round_index=round_index)
     m.update({"sft_examples_new": len(new), "sft_examples_offline": len(replay)})
-    write_json(scratch / "metrics.json", {"stage": "wic_online_sft", **m})
+    if distributed.is_main():
+        write_json(scratch / "metrics.json", {"stage": "wic_online_sft", **m})
     _finish_policy(policy, out, scratch, fp)
     return {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
