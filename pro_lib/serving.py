@@ -54,8 +54,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from pro_lib.artifacts import (EndpointManifest, OrchestratorManifest, RewardModelInfo, SuiteManifest,
-                               WICPolicyManifest)
+from pro_lib.artifacts import (AdapterManifest, EndpointManifest, OrchestratorManifest, RewardModelInfo,
+                               SuiteManifest, WICPolicyManifest)
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.registry import ARTIFACT_KEY, ENDPOINT_MODEL
 
@@ -81,7 +81,7 @@ def detect_kind(folder: str | Path) -> str:
     """``orchestrator``, ``reward``, ``policy`` or ``endpoint`` from the files PRO writes into a folder."""
     folder = Path(folder)
     for kind, manifest in (("endpoint", EndpointManifest), ("orchestrator", OrchestratorManifest),
-                           ("reward", RewardModelInfo), ("policy", WICPolicyManifest)):
+                           ("reward", RewardModelInfo), ("policy", WICPolicyManifest), ("policy", AdapterManifest)):
         if manifest.exists(folder):
             return kind
     if (folder / "config.json").is_file():
@@ -105,11 +105,20 @@ def describe(folder: str | Path, kind: str) -> dict:
                 "objectives": [info.objective or "score"]}
     if kind == "policy":
         wic = WICPolicyManifest.load_optional(folder)
-        if wic is not None:
-            return {"objectives": list(wic.objectives), "conditioned": True, "conditioning": wic.conditioning}
-        return {"objectives": [], "conditioned": False}
+        info = ({"objectives": list(wic.objectives), "conditioned": True, "conditioning": wic.conditioning}
+                if wic is not None else {"objectives": [], "conditioned": False})
+        return {**info, **adapter_info(folder)}
     meta = EndpointManifest.load(folder)
     return {"objectives": list(meta.objectives), "conditioned": meta.conditioned, "suite": meta.suite}
+
+
+def adapter_info(folder: str | Path) -> dict:
+    """A LoRA adapter policy's base (reference and digest), rank and adapter size; {} for a full model."""
+    meta = AdapterManifest.load_optional(folder)
+    if meta is None:
+        return {}
+    return {"adapter_base": meta.base, "adapter_base_digest": meta.base_digest, "adapter_rank": meta.rank,
+            "adapter_bytes": meta.adapter_bytes}
 
 
 # -- helpers shared by the pyfunc models ----------------------------------------------------------
@@ -168,8 +177,9 @@ class Generator:
         folder = Path(folder)
         self.conditioned = WICPolicyManifest.exists(folder)
         names = list(objectives) if objectives else None
+        # a LoRA adapter shares its base with every other adapter of it in this process (pro_lib.adapters)
         self.policy = WICPolicy.from_pretrained(folder, objectives=names if self.conditioned or names
-                                                else ["objective"])
+                                                else ["objective"], shared_base=True)
         self.objectives = self.policy.objectives
 
     def generate(self, prompts: Sequence[str], weights: np.ndarray, *, batch_size: int = 8, **gen) -> list[str]:
