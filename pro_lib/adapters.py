@@ -134,7 +134,8 @@ def check_base(meta: AdapterManifest, folder: str | Path, base_ref: str) -> None
 
     fix = ("pass the base it was trained on (WICPolicy.from_pretrained(..., base=...), `pro generate --base`), "
            "or re-train the adapter on this base")
-    if looks_like_path(base_ref) and not Path(base_ref).expanduser().exists():
+    remote = str(base_ref).startswith(("models:/", "s3://"))
+    if not remote and looks_like_path(base_ref) and not Path(base_ref).expanduser().exists():
         raise CheckpointError(f"the adapter {folder} needs its base model {meta.base!r} (digest {meta.base_digest}), "
                               f"which is missing here ({base_ref} does not exist); {fix}")
     try:

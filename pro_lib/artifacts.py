@@ -290,7 +290,8 @@ class SoupsManifest(Manifest):
 
 @dataclass(frozen=True)
 class EndpointManifest(Manifest):
-    """``pro_endpoint.json``: a pro-endpoint folder (``orchestrator/``, ``policy/``, optional ``suite/``)."""
+    """``pro_endpoint.json``: a pro-endpoint folder (``orchestrator/``, ``policy/``, optional ``suite/``, optional
+    ``policies/<name>/``: more policies a request picks with the ``policy`` param)."""
 
     FILE: ClassVar[str] = "pro_endpoint.json"
     WHAT: ClassVar[str] = "pro-endpoint folder"
@@ -303,6 +304,7 @@ class EndpointManifest(Manifest):
     orchestrator: str | None = None
     policy: str | None = None
     suite_source: str | None = None
+    policies: list[str] = field(default_factory=list)  # further policies (policies/<name>/), picked per request
 
 
 MANIFESTS: tuple[type[Manifest], ...] = (TargetsReport, RewardModelInfo, SuiteManifest, OrchestratorManifest,

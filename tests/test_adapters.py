@@ -221,3 +221,40 @@ def test_morlhf_lora_saves_an_adapter_over_its_policy(tmp_path):
     with torch.no_grad():
         base_model, _ = load_causal_lm(tmp_path / "base")
         assert not torch.allclose(loaded(**ids).logits, base_model(**ids).logits)  # the adapter moved it
+
+
+def _two_adapters(tmp_path):
+    base = plain_base(tmp_path / "base")
+    for i, name in enumerate(["a1", "a2"]):
+        pol = wic.WICPolicy.from_pretrained(base, objectives=NAMES)
+        ex = [{"prompt": pol.condition(["help ?"], [0.5, 0.5])[0], "completion": ["yes i can help", "no sorry"][i]}] * 4
+        wic_offline.sft_train(pol, ex, wic_offline.SFTOptions(**_sft(lora_r=2, seed=i)), tmp_path / f"w{i}")
+        pol.save_pretrained(tmp_path / name)
+    return base
+
+
+def test_endpoint_switches_adapters_per_request(tmp_path, tiny_encoder_dir):
+    import pandas as pd
+
+    from pro_lib import serving
+    from pro_lib.errors import DataError
+    from pro_lib.orchestrator import PreferenceOrchestrator
+
+    _two_adapters(tmp_path)
+    PreferenceOrchestrator.from_backbone(str(tiny_encoder_dir), NAMES, max_length=32).save_pretrained(tmp_path / "orch")
+    serving.build_endpoint(tmp_path / "endpoint", orchestrator=tmp_path / "orch", policy=tmp_path / "a1",
+                           policies={"second": tmp_path / "a2"})
+    want = {n: wic.WICPolicy.from_pretrained(tmp_path / n).generate(["help ?"], weights=[0.5, 0.5], max_new_tokens=4)
+            for n in ("a1", "a2")}
+    adapters.clear_shared()
+    try:
+        ep = serving.Endpoint(tmp_path / "endpoint")
+        assert adapters.shared_bases() == 1  # two policies, one base in memory
+        frame = pd.DataFrame({"prompt": ["help ?"], "weights": [[0.5, 0.5]]})
+        for _ in range(2):
+            assert ep.predict(frame, {"max_new_tokens": 4, "policy": "second"})["response"].tolist() == want["a2"]
+            assert ep.predict(frame, {"max_new_tokens": 4})["response"].tolist() == want["a1"]
+        with pytest.raises(DataError, match="no policy 'third'.*'second'"):
+            ep.predict(frame, {"policy": "third"})
+    finally:
+        adapters.clear_shared()
