@@ -14,7 +14,9 @@ only the compile-time default: pipelines set each task's image from their ``imag
 # the KFP executor, where importing kfp.dsl again would be circular.
 import os
 
-DEFAULT_IMAGE = os.environ.get("PRO_COMPONENT_IMAGE", "ghcr.io/pro-align/pro-components:0.1.0")
+from pro_lib import __version__
+
+DEFAULT_IMAGE = os.environ.get("PRO_COMPONENT_IMAGE", f"ghcr.io/pro-align/pro-components:{__version__}")
 
 
 

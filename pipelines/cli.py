@@ -233,6 +233,8 @@ def _print_where_to_look(summary: dict) -> None:
     print(f"  MLflow tracking: {summary['tracking_uri']}")
     print(f"  pipeline run:    {tracking.run_url(summary['parent_run_id'])}")
     print(f"  KFP outputs:     {summary['pipeline_root']}")
+    if summary.get("log"):
+        print(f"  full log:        {summary['log']}")
     try:
         names = registry.list_models()
     except Exception:  # noqa: BLE001 - the summary must not hide the successful run
@@ -310,8 +312,22 @@ def _cmd_run(args) -> None:
 
     check_reachable()  # a tracking server that is away fails now, not after minutes of retries
     arguments = _pipeline_args(args, args.name)
-    summary = run_local(args.name, arguments, pipeline_root=args.pipeline_root, cache=args.cache,
-                        run_name=args.run_name, online_rounds=args.online_rounds)
+    run = lambda: run_local(args.name, arguments, pipeline_root=args.pipeline_root, cache=args.cache,  # noqa: E731
+                            run_name=args.run_name, online_rounds=args.online_rounds)
+    if args.stream_log or getattr(args, "verbose", False):
+        summary = run()
+    else:   # one line per stage; KFP's task dumps and the stages' output go to the log file
+        from pipelines.progress import StageReport
+        from pro_lib.io import pro_home
+
+        log = pro_home() / "logs" / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        print(f"pipeline {args.name} on KFP's local runner; full log: {log} (--verbose: stream it here)")
+        try:
+            with StageReport(log):
+                summary = run()
+        except Exception:  # noqa: BLE001 - the report printed the failed stage's lines and the log's path
+            sys.exit(1)
+        summary["log"] = str(log)
     _print_where_to_look(summary)
 
 
@@ -423,6 +439,8 @@ def register(subparsers) -> None:
     c.add_argument("--local", action="store_true", help="run locally (the only mode of `run`)")
     c.add_argument("--pipeline-root", help="where KFP writes task outputs (default: $PRO_HOME/pipeline_runs)")
     c.add_argument("--cache", action="store_true", help="reuse outputs of identical earlier local tasks")
+    c.add_argument("--verbose", dest="stream_log", action="store_true",
+                   help="stream KFP's whole log here (default: one line per stage, the log in $PRO_HOME/logs/)")
     _add_param_flags(c)
     c.set_defaults(func=_cmd_run)
 

@@ -61,25 +61,23 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
                          ("wic_eval_config", dict, DEFAULT_WIC_EVAL), score_config=DEFAULT_WIC_SCORE, placement=PLACE)
     def pro_wic_pipeline(params: dict):
         """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
-        wic_offline_config, wic_sample_config, wic_online_config, wic_eval_config, promote = (
-            params[k] for k in ("wic_offline_config", "wic_sample_config", "wic_online_config", "wic_eval_config",
-                                "promote"))
+        promote = params["promote"]
         place = Placement.of(params, PIPELINE_NAME)
         with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
             t = add_orchestrator_stages(params, place=place)
 
             targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
-            offline = policy = place(wic_offline_sft(config=wic_offline_config, data=data, targets=targets)
+            offline = policy = place(wic_offline_sft(**params.config("wic_offline_config"), data=data, targets=targets)
                                      .set_display_name("WIC offline SFT")).outputs["policy"]
             for r in range(1, online_rounds + 1):
-                samples = place(wic_online_sample(config=wic_sample_config, round_index=r, policy=policy,
+                samples = place(wic_online_sample(**params.config("wic_sample_config"), round_index=r, policy=policy,
                                                   orchestrator=t["orchestrator"].outputs["model"], data=data,
                                                   targets=targets)
                                 .set_display_name(f"online round {r}: sample + reject"))
-                policy = place(wic_online_sft(config=wic_online_config, policy=policy,
+                policy = place(wic_online_sft(**params.config("wic_online_config"), policy=policy,
                                               samples=samples.outputs["samples"], offline_policy=offline)
                                .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
-            ev = place(wic_evaluate(config=wic_eval_config, policy=policy, data=data, targets=targets)
+            ev = place(wic_evaluate(**params.config("wic_eval_config"), policy=policy, data=data, targets=targets)
                        .set_display_name("Pareto evaluation"))
             reg = place(register_model(name=policy_model_name("pro-wic"), model=policy,
                                        metrics=ev.outputs["metrics"], gate_metric=GATE_METRIC, gate_mode="max")

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import re
 import sys
 from importlib.metadata import entry_points
-from typing import Callable
 
 from pro_lib import __version__
-from pro_lib.config import add_dataclass_arguments, config_from_args
+from pro_lib.commands import add_stage, print_metrics as _print_metrics  # noqa: F401 (importable as before)
 from pro_lib.errors import ProError
 
 # Library command modules (pro_lib/commands/), in `pro --help` order: each has ``register(subparsers)``.
@@ -30,41 +28,8 @@ COMMAND_MODULES: list[str] = [
     "pro_lib.commands.morlhf",
     "pro_lib.commands.wic",
     "pro_lib.commands.registry",
+    "pro_lib.commands.eval",
 ]
-
-
-def _print_metrics(metrics: dict) -> None:
-    print(json.dumps(metrics, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-
-
-def add_stage(sub, name: str, cls: type, fn: Callable[[object], dict] | str, help: str,
-              after: Callable[[object, dict], None] | None = None) -> argparse.ArgumentParser:
-    """A subcommand whose flags are generated from ``cls`` and which runs ``fn(config)``.
-
-    ``fn`` may be ``"package.module:function"``, imported only when the command runs, so that
-    building the parser (``--help``) never imports torch.
-    """
-    p = sub.add_parser(name, help=help, description=(cls.__doc__ or help).strip(),
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_dataclass_arguments(p, cls)
-
-    def run(args):
-        cfg = config_from_args(cls, args)
-        metrics = _resolve(fn)(cfg)
-        if after:
-            after(cfg, metrics)
-        else:
-            _print_metrics(metrics)
-
-    p.set_defaults(func=run)
-    return p
-
-
-def _resolve(fn: Callable | str) -> Callable:
-    if callable(fn):
-        return fn
-    module, _, attr = fn.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from pro_lib.errors import CheckpointError
+from pro_lib.errors import CheckpointError, DataError
 
 
 def pro_home(env: Mapping[str, str] | None = None, *, create: bool = True) -> Path:
@@ -77,6 +77,28 @@ def read_json(path: str | Path) -> Any:
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     lines = [json.dumps(r, default=_json_default, ensure_ascii=False) for r in rows]
     return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+def read_jsonl(path: str | Path, *, required: Iterable[str] = (), what: str = "record") -> list[dict]:
+    """The records of a JSONL file written by :func:`write_jsonl` (blank lines skipped). A line that is not a
+    JSON object, or lacks a ``required`` key, is a :class:`DataError` naming the file and line."""
+    path, required = Path(path), tuple(required)
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: bad {what}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            missing = [k for k in required if k not in rec] if isinstance(rec, dict) else list(required)
+            if not isinstance(rec, dict) or missing:
+                want = f"; expected {', '.join(required)}" if required else ""
+                got = f"missing {', '.join(map(repr, missing))}" if isinstance(rec, dict) else "not a JSON object"
+                raise DataError(f"{path}:{lineno}: bad {what} ({got}){want}")
+            rows.append(rec)
+    return rows
 
 
 def atomic_savefig(fig, path: str | Path, *, dpi: int = 120) -> Path:

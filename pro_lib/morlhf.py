@@ -27,7 +27,6 @@ atomically into ``output_dir``. The held-out evaluation of trained runs (``evalu
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -39,12 +38,13 @@ import numpy as np
 import yaml
 
 from pro_lib import adapters, tracking
-from pro_lib.checkpoints import (RESUME_HELP, check_fingerprint, checkpoint_step, digest_data, digest_model,
-                                  fingerprint, is_complete, prepare_resume, record_fingerprint, train_or_restore)
+from pro_lib.checkpoints import (RESUME_HELP, check_finished, check_fingerprint, check_output_folder, checkpoint_step,
+                                  digest_data, digest_model, exclusive_output, fingerprint, is_complete, prepare_resume,
+                                  record_fingerprint, train_or_restore)
 from pro_lib.checkpoints import find_checkpoint as last_checkpoint
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.io import atomic_write_text, write_json, write_jsonl
+from pro_lib.io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from pro_lib.data import load_split_prompts
 from pro_lib.policy import load_policy, resolve_device
 from pro_lib.morlhf_reward import (WEIGHTS_COLUMN, WeightedReward, build_prompt_dataset,
@@ -152,7 +152,9 @@ def _resume_point(cfg: MorlhfTrainConfig, ckpt_dir: Path, *, suite, orchestrator
     fp = fingerprint(cfg, inputs)
     if cfg.resume.strip().lower() in ("auto", "never", "true", "false"):
         if main:  # the main process decides (and may move an earlier run aside); the others follow
-            found = prepare_resume(ckpt_dir, fp, cfg.resume, outputs=[ckpt_dir.parent], what="MORLHF training")
+            found = prepare_resume(ckpt_dir, fp, cfg.resume, outputs=[ckpt_dir.parent], what="MORLHF training",
+                                   finished=ckpt_dir.parent)
+            record_fingerprint(ckpt_dir.parent, fp)  # kept in the output folder: outlives the checkpoints
         _barrier()
         return found if main else last_checkpoint(ckpt_dir)
     found = Path(cfg.resume)
@@ -160,8 +162,11 @@ def _resume_point(cfg: MorlhfTrainConfig, ckpt_dir: Path, *, suite, orchestrator
         raise CheckpointError(f"--resume {cfg.resume}: not a complete trainer checkpoint (no "
                               "trainer_state.json); pass a checkpoints/checkpoint-N folder, 'auto' or 'never'")
     check_fingerprint(found.parent, fp, found, what="MORLHF training")
-    if main and found.parent.resolve() != ckpt_dir.resolve():
-        record_fingerprint(ckpt_dir, fp)  # this run's own checkpoints continue the same fingerprint
+    if main:
+        check_finished(ckpt_dir.parent, fp, what="MORLHF training", ignore=[ckpt_dir])
+        if found.parent.resolve() != ckpt_dir.resolve():
+            record_fingerprint(ckpt_dir, fp)  # this run's own checkpoints continue the same fingerprint
+        record_fingerprint(ckpt_dir.parent, fp)
     return found
 
 
@@ -217,6 +222,7 @@ def _log_rows(log_history: list[dict]) -> list[dict]:
 # Stage: train
 # ---------------------------------------------------------------------------------------------
 
+@exclusive_output("MORLHF training")
 def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, policy=None,
                  callbacks: list | None = None) -> dict:
     """Run PRO-MORLHF / MORLHF; returns metrics. Resumable: re-run to continue from the last checkpoint.
@@ -229,6 +235,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     model + tokenizer, replaced atomically), ``train_log.jsonl`` and ``metrics.json``.
     """
     out = Path(cfg.output_dir)
+    check_output_folder(out, what="MORLHF training")
     ckpt_dir = out / "checkpoints"
     main = _is_main_process()
 
@@ -254,7 +261,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     # -- prompts and their weights (kept fixed across resumes) --------------------------------
     prompts_file = out / "prompts.jsonl"
     if resume_from is not None and prompts_file.is_file():
-        rows = [json.loads(line) for line in prompts_file.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(prompts_file, required=("prompt", WEIGHTS_COLUMN), what="prompt record")
         prompts = [r["prompt"] for r in rows]
         w = weight_matrix([r[WEIGHTS_COLUMN] for r in rows], reward.names)
         method = weights_method(cfg.weights)

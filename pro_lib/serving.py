@@ -59,11 +59,10 @@ import pandas as pd
 from pro_lib.artifacts import (AdapterManifest, EndpointManifest, OrchestratorManifest, RewardModelInfo,
                                SuiteManifest, WICPolicyManifest)
 from pro_lib.errors import CheckpointError, ConfigError, DataError
-from pro_lib.registry import ARTIFACT_KEY, ENDPOINT_MODEL
+from pro_lib.registry import ARTIFACT_KEY
 
 log = logging.getLogger(__name__)
 
-ENDPOINT_NAME = ENDPOINT_MODEL  # the registered name (pro_lib.registry)
 ENDPOINT_FILE = EndpointManifest.FILE
 GEN_PARAMS = {"max_new_tokens": ("long", 64), "do_sample": ("boolean", False), "temperature": ("double", 1.0),
               "top_p": ("double", 1.0), "seed": ("long", -1)}

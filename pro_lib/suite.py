@@ -414,25 +414,15 @@ def score_and_target(cfg: ScoreConfig) -> dict:
 
 def load_targets(path: str | Path) -> tuple[list[str], np.ndarray, list[str | None]]:
     """Read ``targets.jsonl`` (or its folder): prompts, (N, K) target weights, sources."""
-    import json
-
     p = Path(path)
     if p.is_dir():
         p = p / "targets.jsonl"
     if not p.is_file():
         raise DataError(f"no targets file at {path}; create it with `pro rewards score`")
-    prompts, weights, sources = [], [], []
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                prompts.append(rec["prompt"])
-                weights.append(rec["weights"])
-                sources.append(rec.get("source"))
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise DataError(f"{p}:{lineno}: bad target record ({exc}); expected prompt and weights") from None
+    from pro_lib.io import read_jsonl
+
+    rows = read_jsonl(p, required=("prompt", "weights"), what="target record")
+    prompts, weights, sources = [r["prompt"] for r in rows], [r["weights"] for r in rows], [r.get("source") for r in rows]
     w = np.asarray(weights, dtype=np.float32)
     if w.ndim != 2:
         raise DataError(f"{p}: target weight vectors have different lengths")

@@ -1,8 +1,10 @@
-"""Target weights (paper Eq. 6-7) and weight-vector parsing.
+"""Target weights (after paper Eq. 6-7) and weight-vector parsing.
 
 ``w*(x) = softmax(z(x, y+) / tau)`` where ``z`` are the per-objective z-scored rewards of the
-preferred response. A small ``tau`` (0.1) makes the target close to one-hot on the objective the
-preferred response stands out on.
+preferred response. The paper's Eq. 7 applies the softmax to the raw rewards; PRO z-scores each
+objective first, so tau is in standard deviations of each objective's score (docs/deviations.md,
+row 30). A small ``tau`` (0.1) makes the target close to one-hot on the objective the preferred
+response stands out on.
 """
 
 from __future__ import annotations
