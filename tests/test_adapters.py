@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pro_lib import adapters, soups, testing, wic, wic_offline, wic_rounds
-from pro_lib.artifacts import AdapterManifest, WICPolicyManifest
+from pro_lib.artifacts import AdapterManifest
 from pro_lib.errors import CheckpointError
 from pro_lib.suite import RewardSuite
 
@@ -44,11 +44,7 @@ def pairs_file(tmp_path):
     return p
 
 
-def plain_base(path, *, seed=0, hidden_size=32):
-    """A tiny causal LM that is not a WIC policy (one tag of its own: a WIC policy over it adds one more)."""
-    testing.build_tiny_policy(path, ["other"], seed=seed, hidden_size=hidden_size)
-    WICPolicyManifest.path(path).unlink()
-    return path
+plain_base = testing.build_plain_lm
 
 
 def _sft(**kw):
@@ -197,27 +193,27 @@ def test_one_base_many_adapters(tmp_path):
 def test_morlhf_lora_saves_an_adapter_over_its_policy(tmp_path):
     """MORLHF with --lora-r: trl's peft_config; the policy folder is the adapter over --policy, and the
     evaluation's loader reads it onto that base."""
-    from test_morlhf import make_policy, make_suite as morlhf_suite, tiny_cfg
-
     from pro_lib.adapters import load_causal_lm
-    from pro_lib.morlhf import train_morlhf
+    from pro_lib.morlhf import MorlhfTrainConfig, train_morlhf
+    from pro_lib.policy import load_tokenizer
 
-    rows = [{"prompt": f"Human: question number {i} about bread? Assistant:", "chosen": " yes", "rejected": " no"}
+    rows = [{"prompt": f"Human: can you help me {i} ? Assistant:", "chosen": " yes", "rejected": " no"}
             for i in range(16)]
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    model, tok = make_policy()
-    model.save_pretrained(tmp_path / "base")
-    tok.save_pretrained(tmp_path / "base")
-    cfg = tiny_cfg(tmp_path, str(tmp_path / "pairs.jsonl"), policy=str(tmp_path / "base"), max_steps=2, lora_r=2,
-                   lora_alpha=4, learning_rate=5e-2)
-    train_morlhf(cfg, suite=morlhf_suite())
+    plain_base(tmp_path / "base")
+    tok = load_tokenizer(tmp_path / "base")
+    cfg = MorlhfTrainConfig(policy=str(tmp_path / "base"), suite="in-process", data=[str(tmp_path / "pairs.jsonl")],
+                            output_dir=str(tmp_path / "run"), weights="uniform", max_steps=2, save_steps=2,
+                            num_generations=4, batch_size=8, max_completion_length=6, learning_rate=5e-2, beta=0.05,
+                            max_prompts=16, seed=0, lora_r=2, lora_alpha=4)
+    train_morlhf(cfg, suite=make_suite())
     folder = tmp_path / "run" / "policy"
     meta = AdapterManifest.load(folder)
     assert meta.base == str((tmp_path / "base").resolve()) and meta.rank == 2
     assert not (folder / "config.json").exists() and (folder / adapters.ADAPTER_WEIGHTS).is_file()
     loaded, _ = load_causal_lm(folder)
     assert adapters.is_peft(loaded)
-    ids = tok(["question about bread"], return_tensors="pt")
+    ids = tok(["can you help me ?"], return_tensors="pt")
     with torch.no_grad():
         base_model, _ = load_causal_lm(tmp_path / "base")
         assert not torch.allclose(loaded(**ids).logits, base_model(**ids).logits)  # the adapter moved it

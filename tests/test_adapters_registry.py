@@ -15,7 +15,13 @@ import pytest
 from platform_services import FAKE_KEYS, mlflow_env, mlflow_server, s3_endpoint, s3_env  # noqa: F401 (fixtures)
 from pro_lib import packaging, promotion, registry, wic, wic_offline
 from pro_lib.errors import CheckpointError
-from test_adapters import NAMES, _sft, plain_base
+from pro_lib.testing import build_plain_lm as plain_base
+
+NAMES = ["helpful", "harmless"]
+
+
+def _sft(**kw):
+    return dict(epochs=1.0, batch_size=4, learning_rate=1e-2, max_length=64, save_steps=1000, **kw)
 
 PROMPT = "can you help me ?"
 
