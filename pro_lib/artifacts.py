@@ -15,6 +15,7 @@ reward model         pro_reward.json        RewardModelInfo      ``pro rewards t
 reward suite         suite.yaml             SuiteManifest        ``RewardSuite.save``
 orchestrator         pro_orchestrator.json  OrchestratorManifest ``PreferenceOrchestrator.save_pretrained``
 WIC / RiC policy     wic.json               WICPolicyManifest    ``WICPolicy.save_pretrained``
+LoRA adapter policy  pro_adapter.json       AdapterManifest      ``pro_lib.adapters.save_adapter``
 Rewarded Soups       soups.json             SoupsManifest        ``pro soups train``
 pro-endpoint         pro_endpoint.json      EndpointManifest     ``serving.build_endpoint``
 ===================  =====================  ===================  ============================
@@ -253,6 +254,25 @@ class WICPolicyManifest(Manifest):
 
 
 @dataclass(frozen=True)
+class AdapterManifest(Manifest):
+    """``pro_adapter.json`` beside a LoRA adapter (peft's ``adapter_config.json`` and
+    ``adapter_model.safetensors``): the base it was trained on, by reference and content digest, so it
+    is loaded onto that base only (``pro_lib.adapters``)."""
+
+    FILE: ClassVar[str] = "pro_adapter.json"
+    WHAT: ClassVar[str] = "PRO LoRA adapter"
+    FIX: ClassVar[str] = "re-train the policy with --lora-r (or restore the folder)"
+
+    base: str                 # 'smollm2', an absolute folder, models:/name/<version> (pinned) or a hub name
+    base_digest: str          # pro_lib.checkpoints.digest_model of the base when the adapter was saved
+    vocab_size: int           # the embedding rows the adapter expects (the base's plus the <Wk> tags)
+    rank: int = 0
+    alpha: int = 0
+    adapter_bytes: int = 0    # size of the adapter's weight file
+    format: str = "pro-adapter/1"
+
+
+@dataclass(frozen=True)
 class SoupsManifest(Manifest):
     """``soups.json``: the Rewarded Soups experts (objective -> sub-folder holding a WIC policy)."""
 
@@ -270,7 +290,8 @@ class SoupsManifest(Manifest):
 
 @dataclass(frozen=True)
 class EndpointManifest(Manifest):
-    """``pro_endpoint.json``: a pro-endpoint folder (``orchestrator/``, ``policy/``, optional ``suite/``)."""
+    """``pro_endpoint.json``: a pro-endpoint folder (``orchestrator/``, ``policy/``, optional ``suite/``, optional
+    ``policies/<name>/``: more policies a request picks with the ``policy`` param)."""
 
     FILE: ClassVar[str] = "pro_endpoint.json"
     WHAT: ClassVar[str] = "pro-endpoint folder"
@@ -283,14 +304,15 @@ class EndpointManifest(Manifest):
     orchestrator: str | None = None
     policy: str | None = None
     suite_source: str | None = None
+    policies: list[str] = field(default_factory=list)  # further policies (policies/<name>/), picked per request
 
 
 MANIFESTS: tuple[type[Manifest], ...] = (TargetsReport, RewardModelInfo, SuiteManifest, OrchestratorManifest,
-                                         WICPolicyManifest, SoupsManifest, EndpointManifest)
+                                         WICPolicyManifest, AdapterManifest, SoupsManifest, EndpointManifest)
 # every artifact file name PRO gives a meaning to (the grep test's list)
 ARTIFACT_FILES = tuple(m.FILE for m in MANIFESTS) + (OrchestratorManifest.ENCODER_CONFIG, EVAL_FILE,
                                                      DATA_REPORT, FINGERPRINT_FILE)
 
-__all__ = ["ARTIFACT_FILES", "DATA_REPORT", "EVAL_FILE", "EndpointManifest", "FINGERPRINT_FILE", "MANIFESTS",
+__all__ = ["ARTIFACT_FILES", "AdapterManifest", "DATA_REPORT", "EVAL_FILE", "EndpointManifest", "FINGERPRINT_FILE", "MANIFESTS",
            "Manifest", "ManifestError", "OrchestratorManifest", "RewardModelInfo", "SoupsManifest", "SuiteManifest",
            "TargetsReport", "WICPolicyManifest"]

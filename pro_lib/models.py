@@ -87,6 +87,10 @@ def resolve_local_ref(text: str, *, what: str, names: str) -> str:
         if not local.is_dir():
             raise CheckpointError(f"{what} path {local} is not a folder; pass a folder saved with "
                                   f"save_pretrained, {names} or models:/name@alias")
+        from pro_lib.artifacts import AdapterManifest
+
+        if AdapterManifest.exists(local):  # a LoRA adapter: its base is resolved by pro_lib.adapters
+            return str(local)
         if not (local / "config.json").is_file():
             raise CheckpointError(f"{what} folder {local} has no config.json; it is not a saved model "
                                   "(was training interrupted? re-run it or pass another folder)")

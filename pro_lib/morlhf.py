@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pro_lib import tracking
+from pro_lib import adapters, tracking
 from pro_lib.checkpoints import (RESUME_HELP, check_finished, check_fingerprint, check_output_folder, checkpoint_step,
                                   digest_data, digest_model, exclusive_output, fingerprint, is_complete, prepare_resume,
                                   record_fingerprint, train_or_restore)
@@ -104,6 +104,9 @@ class MorlhfTrainConfig:
     seed: int = field(0, help="random seed")
     bf16: bool | None = field(None, help="bf16 mixed precision (default: on with a GPU, off on CPU)")
     gradient_checkpointing: bool = field(False, help="trade compute for memory (large policies)")
+    lora_r: int = field(0, help="LoRA rank (trl's peft_config; the policy is saved as an adapter over --policy, "
+                                "and the KL reference is the base with the adapter off); 0 = full fine-tune")
+    lora_alpha: int = field(32, help="LoRA alpha (with --lora-r > 0)")
     deepspeed: str | None = field(None, help="DeepSpeed JSON config (or use `pro morlhf launch`, which "
                                              "sets DeepSpeed up through accelerate)")
     resume: str = field("auto", help=RESUME_HELP + "; or a checkpoints/checkpoint-N folder of a run with the "
@@ -296,8 +299,10 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
 
     # -- train ----------------------------------------------------------------------------------
     _, trainer_cls = _trainer_classes(cfg.algorithm)
+    peft_config = adapters.lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora_r > 0 else None
     trainer = trainer_cls(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=[*(callbacks or []), tracking.trainer_callback()])
+                          processing_class=tokenizer, callbacks=[*(callbacks or []), tracking.trainer_callback()],
+                          peft_config=peft_config)
     if resume_from is not None:
         log.info("resuming from %s", resume_from)
     result = train_or_restore(trainer, resume_from)
@@ -329,6 +334,8 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
             metrics["final_kl"] = float(np.mean([r["kl"] for r in tail if "kl" in r]))
     if main:
         tokenizer.save_pretrained(str(tmp))
+        if adapters.is_peft(trainer.model):  # a LoRA run: the adapter and its base's reference
+            adapters.record_base(trainer.model, tmp, base=None if policy is not None else cfg.policy)
         final = out / "policy"
         old = out / ".policy.old"
         shutil.rmtree(old, ignore_errors=True)

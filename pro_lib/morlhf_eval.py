@@ -25,7 +25,8 @@ from pro_lib.data import load_split_prompts
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import atomic_savefig, atomic_write_text, read_jsonl, write_json, write_jsonl
 from pro_lib.morlhf_reward import ORCHESTRATOR_WEIGHTS
-from pro_lib.policy import load_policy, resolve_device
+from pro_lib.adapters import load_causal_lm
+from pro_lib.policy import resolve_device
 from pro_lib.targets import check_objectives
 
 
@@ -124,7 +125,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
         orchestrator = PreferenceOrchestrator.from_pretrained(orch_ref)
     policies = dict(policies or {})
 
-    ref_model, ref_tok = policies.get("reference") or load_policy(first["policy"])
+    ref_model, ref_tok = policies.get("reference") or load_causal_lm(first["policy"])
     max_prompt_tokens = cfg.max_prompt_tokens if cfg.max_prompt_tokens is not None else first.get("max_prompt_tokens")
     prompts, info = load_split_prompts(cfg.data or first["data"], split=cfg.split,
                                        eval_fraction=cfg.eval_fraction if cfg.eval_fraction is not None
@@ -150,7 +151,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
     per_prompt: dict[str, np.ndarray] = {}
     samples = []
     for label, folder, rinfo, loaded in entries:
-        model, tok = loaded if loaded is not None else load_policy(str(folder / "policy"))
+        model, tok = loaded if loaded is not None else load_causal_lm(str(folder / "policy"))  # a LoRA run: its adapter
         responses = generate(model, tok, prompts, max_new_tokens=max_new, batch_size=cfg.batch_size,
                              do_sample=cfg.do_sample, seed=cfg.seed, desc=f"generating ({label})")
         z = np.asarray(suite.score(prompts, responses, normalize=True, progress=False), dtype=np.float64)

@@ -21,12 +21,12 @@ import pandas as pd
 
 from pro_lib import registry, serving
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.registry import (ARTIFACT_KEY, ENDPOINT_MODEL, FORMAT, ORCHESTRATOR_MODEL, POLICY_MODEL_PREFIX,
-                              REWARD_MODEL_PREFIX)
+from pro_lib.registry import (ARTIFACT_KEY, BASE_DIGEST_TAG, BASE_MODEL_PREFIX, BASE_TAG, ENDPOINT_MODEL, FORMAT,
+                              ORCHESTRATOR_MODEL, POLICY_MODEL_PREFIX, RANK_TAG, REWARD_MODEL_PREFIX, SIZE_TAG)
 
 KINDS = ("orchestrator", "reward", "policy", "endpoint")
 # packages the pyfunc models import at inference time, pinned to the versions that wrote them
-REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyyaml", "tqdm")
+REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyyaml", "tqdm", "peft")
 
 
 # -- what a name is for, what a folder was -------------------------------------------------------
@@ -34,7 +34,7 @@ REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "
 def kind_of_name(name: str) -> str | None:
     """The kind a registered name implies (``pro-reward-helpful`` -> ``reward``), or None."""
     for prefix, kind in ((ORCHESTRATOR_MODEL, "orchestrator"), (REWARD_MODEL_PREFIX, "reward"),
-                         (POLICY_MODEL_PREFIX, "policy"), (ENDPOINT_MODEL, "endpoint")):
+                         (POLICY_MODEL_PREFIX, "policy"), (ENDPOINT_MODEL, "endpoint"), (BASE_MODEL_PREFIX, "policy")):
         if name == prefix or name.startswith(prefix):
             return kind
     return None
@@ -76,7 +76,8 @@ def signature_for(kind: str, info: Mapping[str, Any]):
     out = [ColSpec(DataType.string, "weights_source"), *w_cols, ColSpec(DataType.string, "response")]
     if info.get("suite"):
         out += [ColSpec(DataType.double, f"score_{n}") for n in names]
-    return ModelSignature(Schema([prompt, weights]), Schema(out), params=_gen_param_schema({"score": ("boolean", True)}))
+    return ModelSignature(Schema([prompt, weights]), Schema(out),
+                          params=_gen_param_schema({"score": ("boolean", True), "policy": ("string", "")}))
 
 
 def input_example_for(kind: str) -> pd.DataFrame:
@@ -137,10 +138,47 @@ def _as_mlflow_model(local_dir: Path, name: str, staging: Path) -> tuple[str, Pa
     return kind, staging
 
 
+def folder_bytes(folder: str | Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def version_tags(local_dir: Path) -> dict[str, str]:
+    """Tags a version carries about its files: size; for a LoRA adapter policy (or an endpoint whose policy
+    is one) its base reference and digest and its rank (``pro registry list`` shows them)."""
+    tags = {SIZE_TAG: str(folder_bytes(local_dir))}
+    for folder in (local_dir, local_dir / "policy"):
+        info = serving.adapter_info(folder) if folder.is_dir() else {}
+        if info:
+            tags.update({BASE_TAG: info["adapter_base"], BASE_DIGEST_TAG: info["adapter_base_digest"],
+                         RANK_TAG: str(info["adapter_rank"])})
+            break
+    return tags
+
+
+def rebase_adapter(local_dir: Path, base: str, staging: Path) -> Path:
+    """A copy of the adapter folder ``local_dir`` (in ``staging``) that names ``base`` as its base, after
+    checking ``base`` has the content the adapter was trained on (e.g. the registered copy of a local base)."""
+    import dataclasses
+    import shutil
+
+    from pro_lib import adapters
+    from pro_lib.artifacts import AdapterManifest
+
+    meta = AdapterManifest.load_optional(local_dir)
+    if meta is None:
+        raise ConfigError(f"--base applies to LoRA adapter folders; {local_dir} has no {AdapterManifest.FILE} "
+                          "(a full model carries its own weights)")
+    ref = adapters.pin_base(base)
+    adapters.check_base(meta, local_dir, ref)
+    shutil.copytree(local_dir, staging)
+    dataclasses.replace(meta, base=ref).save(staging)
+    return staging
+
+
 def register_model(local_dir: str | Path, name: str, *, run_id: str | None = None,
                    metrics: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
                    gate_metric: str | None = None, gate_mode: str | None = None,
-                   description: str | None = None) -> str:
+                   description: str | None = None, base: str | None = None) -> str:
     """Register ``local_dir`` as a new version of ``name`` with alias ``challenger``; return the version.
 
     The folder (whose kind, read from its files, must match the name's family) is written as an
@@ -148,13 +186,20 @@ def register_model(local_dir: str | Path, name: str, *, run_id: str | None = Non
     a child of the pipeline's parent run when there is one) under ``registered/<name>``.
     ``gate_metric``/``gate_mode`` default to :data:`pro_lib.registry.DEFAULT_GATES`; the gate metric must
     be among ``metrics`` (a version without it can never win a gated promotion, so this fails early).
+
+    A LoRA adapter policy is registered as the adapter alone; its base is resolved by reference when the
+    version loads (``pro-base-<name>`` versions, ``smollm2``, a hub name). ``base``: record this base
+    instead of the one the adapter names (same content, checked), e.g. ``models:/pro-base-smollm2/1``
+    for an adapter trained on a local folder.
     """
     local_dir = Path(local_dir)
     if not local_dir.is_dir() or not any(local_dir.iterdir()):
         raise CheckpointError(f"cannot register {local_dir}: not a folder with a saved model in it")
     registry.check_registration(name, metrics, gate_metric=gate_metric, gate_mode=gate_mode)  # before writing
     with tempfile.TemporaryDirectory(prefix="pro-register-") as staging:
-        kind, model_dir = _as_mlflow_model(local_dir, name, Path(staging) / "model")
+        source = rebase_adapter(local_dir, base, Path(staging) / "rebased") if base else local_dir
+        kind, model_dir = _as_mlflow_model(source, name, Path(staging) / "model")
+        all_tags = {**version_tags(source), **dict(tags or {})}
         return registry.register_version(model_dir, name, kind=kind, source_dir=local_dir, run_id=run_id,
-                                         metrics=metrics, tags=tags, gate_metric=gate_metric,
+                                         metrics=metrics, tags=all_tags, gate_metric=gate_metric,
                                          gate_mode=gate_mode, description=description)

@@ -175,22 +175,41 @@ def resolve_policy(ref: str | Path) -> str:
     return resolve_local_ref(text, what="policy", names="'smollm2', a hub name")
 
 
-def load_policy(ref: str | Path, *, dtype=None, device: str | None = None):
-    """(model, tokenizer) of a causal LM. The tokenizer always has a pad token (eos when it had none).
+def load_tokenizer(where: str | Path):
+    """The tokenizer of a resolved policy folder / hub name, always with a pad token (eos when it had none)."""
+    from transformers import AutoTokenizer
 
-    ``dtype`` defaults to float32 on CPU; ``device`` to the model's default (CPU unless told).
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(where))
+    except LOAD_ERRORS as exc:
+        raise load_error(where, exc, what="policy") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_policy(ref: str | Path, *, dtype=None, device: str | None = None):
+    """(model, tokenizer) of a causal LM (full weights). The tokenizer always has a pad token (eos when it
+    had none). ``dtype`` defaults to float32 on CPU; ``device`` to the model's default (CPU unless told).
+
+    A LoRA adapter folder (``pro_adapter.json``) is not a full model: :func:`pro_lib.adapters.load_causal_lm`
+    (what ``WICPolicy.from_pretrained`` uses) loads it onto its base.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from pro_lib.artifacts import AdapterManifest
 
     where = resolve_policy(ref)
+    if AdapterManifest.exists(where):
+        raise CheckpointError(f"{ref} is a LoRA adapter, not a full model: load it with WICPolicy.from_pretrained "
+                              "or pro_lib.adapters.load_causal_lm (they load its base, recorded in the adapter); a "
+                              "base must be a full model")
+    tokenizer = load_tokenizer(where)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or torch.float32)
     except LOAD_ERRORS as exc:
         raise load_error(ref, exc, what="policy") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if device:

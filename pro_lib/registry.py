@@ -1,6 +1,7 @@
 """MLflow model registry: register model versions, load them by alias, registered names.
 
-Registered names: ``pro-orchestrator``, ``pro-reward-<objective>``, ``pro-policy-<method>``, ``pro-endpoint``.
+Registered names: ``pro-orchestrator``, ``pro-reward-<objective>``, ``pro-policy-<method>``, ``pro-endpoint``,
+``pro-base-<name>`` (a full model that LoRA adapter versions of ``pro-policy-<method>`` name as their base).
 
 - :func:`register_version` uploads an MLflow model folder as run artifacts and creates a new model
   version (versions are never overwritten) with the alias ``challenger``. The version carries its
@@ -41,11 +42,17 @@ ARTIFACT_KEY = "model"      # the PRO folder is the pyfunc model's artifact of t
 KIND_TAG = "pro.kind"       # orchestrator | reward | policy | endpoint
 
 # The registered names (defined here only): pro-orchestrator, pro-reward-<objective>, pro-policy-<method>,
-# pro-endpoint.
+# pro-endpoint, pro-base-<name>.
 ORCHESTRATOR_MODEL = "pro-orchestrator"
 ENDPOINT_MODEL = "pro-endpoint"
 REWARD_MODEL_PREFIX = "pro-reward-"
 POLICY_MODEL_PREFIX = "pro-policy-"
+BASE_MODEL_PREFIX = "pro-base-"   # a full causal LM that LoRA adapter policies name as their base (no gate)
+# tags of every version registered through pro_lib.packaging: its size; for a LoRA adapter its base and rank
+SIZE_TAG = "pro.size_bytes"
+BASE_TAG = "pro.base"
+BASE_DIGEST_TAG = "pro.base_digest"
+RANK_TAG = "pro.adapter_rank"
 
 
 def reward_model_name(objective: str) -> str:

@@ -20,7 +20,9 @@ endpoint               ``prompt``, optional ``weights``            ``weights_sou
 =====================  ==========================================  ===========================================
 
 Policies and the endpoint take generation params (``max_new_tokens``, ``do_sample``,
-``temperature``, ``top_p``, ``seed``; the endpoint also ``score``) through MLflow's ``params``.
+``temperature``, ``top_p``, ``seed``; the endpoint also ``score``, and ``policy``: which of its policies
+answers, when it was built with more than one; LoRA adapters of one base share that base) through MLflow's
+``params``.
 
 Layout of a version's artifacts: ``MLmodel``, ``python_env.yaml``, ``requirements.txt``,
 ``input_example.json``, ``code/pro_lib`` (this library, so the model loads without pro-align
@@ -54,8 +56,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from pro_lib.artifacts import (EndpointManifest, OrchestratorManifest, RewardModelInfo, SuiteManifest,
-                               WICPolicyManifest)
+from pro_lib.artifacts import (AdapterManifest, EndpointManifest, OrchestratorManifest, RewardModelInfo,
+                               SuiteManifest, WICPolicyManifest)
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.registry import ARTIFACT_KEY
 
@@ -80,7 +82,7 @@ def detect_kind(folder: str | Path) -> str:
     """``orchestrator``, ``reward``, ``policy`` or ``endpoint`` from the files PRO writes into a folder."""
     folder = Path(folder)
     for kind, manifest in (("endpoint", EndpointManifest), ("orchestrator", OrchestratorManifest),
-                           ("reward", RewardModelInfo), ("policy", WICPolicyManifest)):
+                           ("reward", RewardModelInfo), ("policy", WICPolicyManifest), ("policy", AdapterManifest)):
         if manifest.exists(folder):
             return kind
     if (folder / "config.json").is_file():
@@ -104,11 +106,20 @@ def describe(folder: str | Path, kind: str) -> dict:
                 "objectives": [info.objective or "score"]}
     if kind == "policy":
         wic = WICPolicyManifest.load_optional(folder)
-        if wic is not None:
-            return {"objectives": list(wic.objectives), "conditioned": True, "conditioning": wic.conditioning}
-        return {"objectives": [], "conditioned": False}
+        info = ({"objectives": list(wic.objectives), "conditioned": True, "conditioning": wic.conditioning}
+                if wic is not None else {"objectives": [], "conditioned": False})
+        return {**info, **adapter_info(folder)}
     meta = EndpointManifest.load(folder)
     return {"objectives": list(meta.objectives), "conditioned": meta.conditioned, "suite": meta.suite}
+
+
+def adapter_info(folder: str | Path) -> dict:
+    """A LoRA adapter policy's base (reference and digest), rank and adapter size; {} for a full model."""
+    meta = AdapterManifest.load_optional(folder)
+    if meta is None:
+        return {}
+    return {"adapter_base": meta.base, "adapter_base_digest": meta.base_digest, "adapter_rank": meta.rank,
+            "adapter_bytes": meta.adapter_bytes}
 
 
 # -- helpers shared by the pyfunc models ----------------------------------------------------------
@@ -167,8 +178,9 @@ class Generator:
         folder = Path(folder)
         self.conditioned = WICPolicyManifest.exists(folder)
         names = list(objectives) if objectives else None
+        # a LoRA adapter shares its base with every other adapter of it in this process (pro_lib.adapters)
         self.policy = WICPolicy.from_pretrained(folder, objectives=names if self.conditioned or names
-                                                else ["objective"])
+                                                else ["objective"], shared_base=True)
         self.objectives = self.policy.objectives
 
     def generate(self, prompts: Sequence[str], weights: np.ndarray, *, batch_size: int = 8, **gen) -> list[str]:
@@ -241,6 +253,9 @@ class Endpoint:
         self.orchestrator = PreferenceOrchestrator.from_pretrained(folder / "orchestrator")
         self.objectives = self.orchestrator.objectives
         self.generator = Generator(folder / "policy", self.objectives)
+        # further policies, picked per request (params {"policy": name}); LoRA adapters of one base share it
+        self.generators = {"": self.generator, **{name: Generator(folder / "policies" / name, self.objectives)
+                                                  for name in meta.policies}}
         self.suite = RewardSuite.load(folder / "suite") if meta.suite else None
         if self.suite is not None:
             self.orchestrator.check_objectives(self.suite.names)
@@ -260,7 +275,12 @@ class Endpoint:
         out = pd.DataFrame({"weights_source": ["given" if r is not None else "orchestrator" for r in rows]})
         for j, n in enumerate(self.objectives):
             out[f"weight_{n}"] = w[:, j]
-        responses = self.generator.generate(prompts, w, **_gen_kwargs(params))
+        name = str(params.get("policy") or "")
+        if name not in self.generators:
+            raise DataError(f"no policy {name!r} in this endpoint; it serves "
+                            f"{', '.join(repr(n) for n in self.generators if n) or 'only its default policy'} "
+                            "(params.policy; '' is the default)")
+        responses = self.generators[name].generate(prompts, w, **_gen_kwargs(params))
         out["response"] = responses
         if self.suite is not None and params.get("score", True):
             s = self.suite.score(prompts, responses, normalize=self.suite.stats is not None, progress=False)
@@ -280,13 +300,17 @@ class EndpointModel(mlflow.pyfunc.PythonModel):
 
 
 def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | Path,
-                   suite: str | Path | None = None, reward_models: Sequence[str | Path] = ()) -> Path:
+                   suite: str | Path | None = None, reward_models: Sequence[str | Path] = (),
+                   policies: Mapping[str, str | Path] | None = None) -> Path:
     """Assemble a ``pro-endpoint`` folder (atomically): ``orchestrator/``, ``policy/``, optional
     ``suite/`` (suite.yaml + a copy of each reward model, referenced relatively) and ``pro_endpoint.json``.
 
     ``suite``: a suite folder (suite.yaml). Its reward models are copied from their recorded paths,
     or from ``reward_models`` (folders with pro_reward.json, matched by objective) when given (on a
     cluster the recorded paths belong to another pod).
+
+    ``policies``: further policies (name -> folder or ref) served beside ``policy`` and picked per request
+    (``params={"policy": name}``); LoRA adapters of one base load that base once (:mod:`pro_lib.adapters`).
     """
     from pro_lib.io import atomic_dir
     from pro_lib.refs import localize
@@ -304,9 +328,22 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
     if pol["conditioned"]:
         check_objectives(pol["objectives"], names, got_what=f"the policy {pol_dir}",
                          expected_what=f"the orchestrator {orch_dir}", fix="use the matching pair")
+    extra = {}
+    for name, ref in dict(policies or {}).items():
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"endpoint policy name {name!r}: use letters, digits, '-' and '_'")
+        extra[name] = Path(localize(ref))
+        if detect_kind(extra[name]) != "policy":
+            raise CheckpointError(f"{extra[name]} is not a policy folder (no {WICPolicyManifest.FILE}, not a causal LM)")
+        info = describe(extra[name], "policy")
+        if info["conditioned"]:
+            check_objectives(info["objectives"], names, got_what=f"the policy {extra[name]}",
+                             expected_what=f"the orchestrator {orch_dir}", fix="use the matching pair")
     with atomic_dir(Path(dest)) as tmp:
         shutil.copytree(orch_dir, tmp / "orchestrator")
         shutil.copytree(pol_dir, tmp / "policy")
+        for name, src in extra.items():
+            shutil.copytree(src, tmp / "policies" / name)
         if suite is not None:
             sfile = SuiteManifest.path(localize(suite))
             data = SuiteManifest.load(sfile)
@@ -330,7 +367,7 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
             SuiteManifest(objectives=objs, stats=data.stats).save(tmp / "suite")
         EndpointManifest(objectives=names, conditioned=pol["conditioned"], suite=suite is not None,
                          orchestrator=str(orchestrator), policy=str(policy),
-                         suite_source=str(suite) if suite else None).save(tmp)
+                         suite_source=str(suite) if suite else None, policies=sorted(extra)).save(tmp)
     return Path(dest)
 
 

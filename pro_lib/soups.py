@@ -7,6 +7,11 @@ theta(w) = sum_k w_k theta_k (linear interpolation of weights; no prompt tags).
     pro soups train --policy smollm2 --data runs/data/train.jsonl --suite runs/hh/suite --output-dir runs/soups
     pro soups eval  --policies "Rewarded Soups=runs/soups,PRO-WIC=runs/wic_online/policy" ...
 
+LoRA experts (``--lora-r``) are saved as adapters of the one base and interpolated as adapters: the
+LoRA matrices and tag rows are averaged, theta(w) = sum_k w_k theta_k over the adapters' tensors (the
+paper's setting: its experts are LoRA fine-tunes of one LLaMA), so a weight of 1 on one expert is
+exactly that expert.
+
 Experts: the paper's Rewarded Soups trains each expert with single-objective RL; PRO trains each by
 SFT on that objective's best responses (of each preference pair, the response, chosen or rejected,
 that the objective's reward model scores higher), the same offline data and SFT settings as PRO-WIC
@@ -24,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pro_lib import adapters
 from pro_lib.artifacts import SoupsManifest, WICPolicyManifest
 from pro_lib.checkpoints import (check_output_folder, digest_data, digest_model, exclusive_output, find_checkpoint,
                                   fingerprint, prepare_resume)
@@ -95,7 +101,8 @@ def train_soups(cfg: SoupsTrainConfig, *, suite=None) -> dict:
             metrics[f"{name}_skipped"] = 1
             continue
         model, tok = load_policy(cfg.policy)
-        expert = WICPolicy(model, tok, suite.names, method=f"soups-expert-{name}", orchestrator=cfg.orchestrator)
+        expert = WICPolicy(model, tok, suite.names, method=f"soups-expert-{name}", orchestrator=cfg.orchestrator,
+                           base_ref=cfg.policy)
         if recs is None:
             recs, zc, zr = expert_examples(cfg, suite, tok)
         take_rejected = zr[:, k] > zc[:, k]
@@ -123,13 +130,24 @@ class SoupPolicy:
 
     conditioning = "soup"
 
-    def __init__(self, experts: dict[str, WICPolicy], *, orchestrator: str | None = None, method="rewarded-soups"):
+    def __init__(self, experts: dict[str, WICPolicy], *, orchestrator: str | None = None, method="rewarded-soups",
+                 adapter_states: Sequence[dict] | None = None):
+        """``experts``: objective -> expert policy (full models). With ``adapter_states`` (one per
+        objective, :func:`pro_lib.adapters.adapter_state`) the experts are LoRA adapters of one base: the
+        soup interpolates the adapters' tensors (the Rewarded Soups paper's setting) inside the first
+        expert's peft model, and ``experts`` may map every objective to that one policy."""
         self.objectives = list(experts)
         self.method, self.orchestrator = method, orchestrator
         first = experts[self.objectives[0]]
         self.policy = first  # its model receives the interpolated parameters
         self.tokenizer = first.tokenizer
-        self._states = [{k: v.detach().clone() for k, v in e.model.state_dict().items()} for e in experts.values()]
+        self.adapters = adapter_states is not None
+        if self.adapters:
+            if len(adapter_states) != len(self.objectives):
+                raise ConfigError(f"{len(adapter_states)} adapters for {len(self.objectives)} objectives")
+            self._states = [dict(s) for s in adapter_states]
+        else:
+            self._states = [{k: v.detach().clone() for k, v in e.model.state_dict().items()} for e in experts.values()]
         keys = set(self._states[0])
         if any(set(s) != keys for s in self._states[1:]):
             raise CheckpointError("the experts of a soup must share one architecture (train them from the same base)")
@@ -138,11 +156,17 @@ class SoupPolicy:
     def load(cls, path: str | Path, *, device: str | None = None) -> "SoupPolicy":
         path = Path(path)
         meta = SoupsManifest.load(path)
-        experts = {name: WICPolicy.from_pretrained(path / sub, device=device) for name, sub in meta.experts.items()}
+        folders = {name: path / sub for name, sub in meta.experts.items()}
+        if all(adapters.is_adapter(f) for f in folders.values()):  # LoRA experts: one base, adapters mixed
+            adapters.check_same_base(list(folders.values()))
+            first = WICPolicy.from_pretrained(next(iter(folders.values())), device=device)
+            return cls({name: first for name in folders}, orchestrator=meta.orchestrator, method=meta.method,
+                       adapter_states=[adapters.adapter_state(f) for f in folders.values()])
+        experts = {name: WICPolicy.from_pretrained(f, device=device) for name, f in folders.items()}
         return cls(experts, orchestrator=meta.orchestrator, method=meta.method)
 
     def set_weights(self, w: Sequence[float]) -> None:
-        """Load theta(w) = sum_k w_k theta_k into the policy's model."""
+        """Load theta(w) = sum_k w_k theta_k into the policy's model (LoRA experts: into its adapter)."""
         import torch
 
         w = np.asarray(w, dtype=np.float64).reshape(-1)
@@ -155,7 +179,10 @@ class SoupPolicy:
                 mixed[key] = sum(float(wk) * s[key].to(torch.float32) for wk, s in zip(w, self._states)).to(ref.dtype)
             else:
                 mixed[key] = ref
-        self.policy.model.load_state_dict(mixed)
+        if self.adapters:
+            adapters.set_adapter_state(self.policy.model, mixed)
+        else:
+            self.policy.model.load_state_dict(mixed)
 
     def generate(self, prompts: Sequence[str], weights: Sequence[float], **gen_kwargs) -> list[str]:
         self.set_weights(weights)

@@ -42,3 +42,13 @@ def build_tiny_policy(path: str | Path, names: Sequence[str], *, seed: int = 0, 
     # a random model would often emit only special tokens (decoded as ""): let it say words
     model.generation_config.suppress_tokens = sorted(set(tok.all_special_ids))
     return policy.save_pretrained(path)
+
+
+def build_plain_lm(path: str | Path, *, seed: int = 0, hidden_size: int = 32) -> Path:
+    """A tiny causal LM that is not a WIC policy (a base for LoRA adapter tests: it holds one ``<W1>`` tag
+    of its own, so a two-objective WIC policy over it adds one embedding row)."""
+    from pro_lib.artifacts import WICPolicyManifest
+
+    build_tiny_policy(path, ["other"], seed=seed, hidden_size=hidden_size)
+    WICPolicyManifest.path(path).unlink()
+    return Path(path)

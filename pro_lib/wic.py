@@ -31,6 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from pro_lib.adapters import TAG_INIT_SEED, resize_embeddings  # noqa: F401 (TAG_INIT_SEED public here too)
 from pro_lib.artifacts import SuiteManifest, WICPolicyManifest
 from pro_lib.config import field
 from pro_lib.errors import CheckpointError, ConfigError
@@ -157,17 +158,12 @@ def ric_desired_rewards(weights: np.ndarray, mapping: str = "linf") -> np.ndarra
 # ---------------------------------------------------------------------------------------------
 # the policy
 # ---------------------------------------------------------------------------------------------
-TAG_INIT_SEED = 0
-
-
 def add_wic_tokens(model, tokenizer, k: int) -> int:
     """Add ``<W1>..<WK>`` as special tokens and grow the embeddings; returns how many were new.
 
     The new embedding rows are drawn from their own seeded generator (``TAG_INIT_SEED``), not from
     torch's global state: the same base model and K always start with the same tag rows, so two runs
     of the same offline stage train the same policy (they once differed from the first step's loss)."""
-    import torch
-
     tags = wic_tags(k)
     vocab = tokenizer.get_vocab()
     new = [t for t in tags if t not in vocab]
@@ -175,9 +171,7 @@ def add_wic_tokens(model, tokenizer, k: int) -> int:
         tokenizer.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
     n_vocab = len(tokenizer)
     if model.get_input_embeddings().weight.shape[0] < n_vocab:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TAG_INIT_SEED)
-            model.resize_token_embeddings(n_vocab, mean_resizing=False)
+        resize_embeddings(model, n_vocab)
     return len(new)
 
 
@@ -188,7 +182,8 @@ class WICPolicy:
                  conditioning: str = "weights", use_chat_template: bool | None = None,
                  orchestrator: str | None = None, reward_range: Mapping[str, Sequence[float]] | None = None,
                  method: str | None = None, score_percentiles: Mapping[str, Sequence[float]] | None = None,
-                 ric_mapping: str = "linf", tag_max: float | None = None, system_prompt: str | None = None):
+                 ric_mapping: str = "linf", tag_max: float | None = None, system_prompt: str | None = None,
+                 base_ref: str | None = None):
         if conditioning not in CONDITIONINGS:
             raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
         if ric_mapping not in RIC_MAPPINGS:
@@ -208,6 +203,8 @@ class WICPolicy:
         self.score_percentiles = {k: [float(x) for x in v] for k, v in (score_percentiles or {}).items()}
         self.tag_max = None if tag_max is None else float(tag_max)  # shrink_to_tag_range
         self.system_prompt = system_prompt  # None: the chat template's own default system turn
+        # the full model a LoRA adapter of this policy is trained on / was trained on (pro_lib.adapters)
+        self.base_ref = None if base_ref is None else str(base_ref)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         add_wic_tokens(model, tokenizer, self.K)
@@ -227,19 +224,29 @@ class WICPolicy:
             system_prompt=self.system_prompt)
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Model + tokenizer + ``wic.json`` (objectives, decimals, conditioning), written atomically."""
+        """Model + tokenizer + ``wic.json`` (objectives, decimals, conditioning), written atomically.
+        A LoRA-trained policy saves its adapter and its base's reference (:mod:`pro_lib.adapters`)."""
+        from pro_lib.adapters import save_model_files
+
         path = Path(path)
         with atomic_dir(path) as tmp:
-            self.model.save_pretrained(tmp, safe_serialization=True)
+            save_model_files(self.model, tmp, base=self.base_ref)
             self.tokenizer.save_pretrained(tmp)
             self.wic_config().save(tmp)
         return path
 
     @classmethod
     def from_pretrained(cls, ref: str | Path, *, objectives: Sequence[str] | None = None,
-                        device: str | None = None, **overrides) -> "WICPolicy":
-        """A saved WIC policy (folder with wic.json, models:/ ref), or any causal LM plus ``objectives``."""
-        from pro_lib.policy import load_policy, resolve_policy
+                        device: str | None = None, base: str | Path | None = None, shared_base: bool = False,
+                        trainable: bool = False, **overrides) -> "WICPolicy":
+        """A saved WIC policy (folder with wic.json, models:/ ref), or any causal LM plus ``objectives``.
+
+        A LoRA adapter folder loads onto its recorded base (or ``base``, checked by content);
+        ``shared_base`` shares that base with the process's other adapters of it (serving, the explorer);
+        ``trainable`` lets the adapter train on (an online round)."""
+        from pro_lib.adapters import load_causal_lm
+        from pro_lib.artifacts import AdapterManifest
+        from pro_lib.policy import resolve_policy
 
         where = Path(resolve_policy(ref))
         meta = WICPolicyManifest.load_optional(where)
@@ -249,7 +256,9 @@ class WICPolicy:
         if objectives is not None and meta is not None:
             check_objectives(meta.objectives, objectives, got_what=f"policy {ref}",
                              expected_what="the caller", fix="use the matching suite or policy")
-        model, tok = load_policy(where, device=device)
+        model, tok = load_causal_lm(where, device=device, base=base, shared_base=shared_base, trainable=trainable)
+        adapter = AdapterManifest.load_optional(where)
+        overrides.setdefault("base_ref", str(base or adapter.base) if adapter is not None else str(ref))
         kwargs = {k: getattr(meta, k) for k in ("decimals", "conditioning", "use_chat_template", "orchestrator",
                                                 "reward_range", "method", "score_percentiles", "ric_mapping",
                                                 "tag_max", "system_prompt")

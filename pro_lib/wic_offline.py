@@ -137,21 +137,30 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
     if not examples:
         raise DataError(f"{desc}: no training examples (every sample was rejected?); lower the "
                         "rejection quantile or sample more")
+    from pro_lib import adapters
+    from pro_lib.wic import wic_tags
+
     device = resolve_device(opts.device)
+    if adapters.is_peft(policy.model):  # a LoRA policy: continue its adapter, or merge it for a full fine-tune
+        if opts.lora_r > 0:
+            adapters.make_trainable(policy.model)
+        else:
+            policy.model = policy.model.merge_and_unload()
+    elif opts.lora_r > 0:  # the adapter: LoRA on the linear layers, the <Wk> rows as trainable token rows
+        if opts.trainable_layers:
+            raise ConfigError("--trainable-layers and --lora-r both choose what trains: pass one of them")
+        policy.model = adapters.wrap_for_training(policy.model, adapters.lora_config(
+            opts.lora_r, opts.lora_alpha, token_ids=policy.tokenizer.convert_tokens_to_ids(wic_tags(policy.K))))
     policy.model.to(device)
     policy.model.train()
-    peft_config = None
-    if opts.lora_r > 0:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                 target_modules="all-linear", modules_to_save=["embed_tokens", "lm_head"])
     work_dir.mkdir(parents=True, exist_ok=True)
     from pro_lib.policy import compact_lm_head_on_cpu, fit_completions, resolve_bf16, train_top_layers
 
-    if opts.trainable_layers and peft_config is not None:
-        raise ConfigError("--trainable-layers and --lora-r both choose what trains: pass one of them")
-    train_top_layers(policy.model, opts.trainable_layers)
+    if adapters.is_peft(policy.model):  # peft froze the base: only the adapter trains
+        if opts.trainable_layers:
+            raise ConfigError("--trainable-layers and --lora-r both choose what trains: pass one of them")
+    else:
+        train_top_layers(policy.model, opts.trainable_layers)
 
     if opts.padding_free:  # trl enforces no max_length without packing: cut the completions here instead
         examples = fit_completions(policy.tokenizer, examples, opts.max_length)
@@ -167,15 +176,14 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
         warmup_steps=0, dataset_num_proc=None, disable_tqdm=False, eos_token=policy.tokenizer.eos_token)
     ds = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=ds, processing_class=policy.tokenizer,
-                         peft_config=peft_config, callbacks=[tracking.trainer_callback()])
+                         callbacks=[tracking.trainer_callback()])
     last = find_checkpoint(work_dir)
     t0 = time.time()
     with compact_lm_head_on_cpu(compact_lm_head):
         result = train_or_restore(trainer, last)
-    model = trainer.model
-    if peft_config is not None:
-        model = model.merge_and_unload()
-    model.requires_grad_(True)
+    model = trainer.model  # a LoRA policy stays a peft model: it is saved as its adapter
+    if not adapters.is_peft(model):
+        model.requires_grad_(True)
     policy.model = model
     policy.model.eval()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]  # gathered across ranks
@@ -213,7 +221,10 @@ def training_tag_max(values: np.ndarray, explicit: float | None, decimals: int) 
 def _finish_policy(policy: WICPolicy, out: Path, scratch: Path, fp: Mapping | None = None) -> None:
     """Save the policy into ``out`` (atomically), keeping side files written in ``scratch``; ``fp``: the
     run's fingerprint, kept in the finished folder (a changed re-run is refused, not retrained over it).
-    Data-parallel: rank 0 saves (every rank holds the same weights), the others wait for it."""
+    Data-parallel: rank 0 saves (every rank holds the same weights), the others wait for it. A LoRA policy is
+    saved as its adapter (:mod:`pro_lib.adapters`)."""
+    from pro_lib.adapters import save_model_files
+
     distributed.barrier()
     if not distributed.is_main():
         distributed.barrier()
@@ -221,7 +232,7 @@ def _finish_policy(policy: WICPolicy, out: Path, scratch: Path, fp: Mapping | No
     if fp is not None:
         record_fingerprint(scratch, fp)
     with atomic_dir(out) as tmp:
-        policy.model.save_pretrained(tmp, safe_serialization=True)
+        save_model_files(policy.model, tmp, base=policy.base_ref)
         policy.tokenizer.save_pretrained(tmp)
         policy.wic_config().save(tmp)
         for f in scratch.glob("*.json*"):
@@ -301,7 +312,8 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
     if policy is None:
         model, tok = load_policy(cfg.policy)
         policy = WICPolicy(model, tok, suite.names, decimals=cfg.decimals, conditioning=cfg.conditioning,
-                           orchestrator=cfg.orchestrator, method=cfg.method, system_prompt=cfg.system_prompt)
+                           orchestrator=cfg.orchestrator, method=cfg.method, system_prompt=cfg.system_prompt,
+                           base_ref=cfg.policy)
     else:
         check_objectives(policy.objectives, suite.names, got_what="the policy", expected_what="the reward suite")
     policy.conditioning, policy.method, policy.ric_mapping = cfg.conditioning, cfg.method, cfg.ric_mapping

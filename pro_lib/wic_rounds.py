@@ -369,7 +369,7 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
     out = Path(cfg.output_dir)
     check_output_folder(out, what="WIC online SFT")
     policy_digest = digest_model(cfg.policy, given=policy)
-    policy = policy or WICPolicy.from_pretrained(cfg.policy)
+    policy = policy or WICPolicy.from_pretrained(cfg.policy, trainable=True)  # a LoRA adapter trains on
     recs = [r for spec in cfg.samples for r in _read_kept(spec)]
     new = _kept_examples(policy, recs)
     replay = offline_replay(cfg.offline_policy or cfg.policy, cfg.replay_offline, quantile=cfg.replay_quantile,
@@ -457,9 +457,10 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
         history.append(read_json(out / f"round-{e}" / "metrics.json"))
     if start > 1:
         log.info("resuming the online stage after round %d", start - 1)
-        policy = WICPolicy.from_pretrained(out / f"round-{start - 1}" / "policy", device=resolve_device(cfg.device))
+        policy = WICPolicy.from_pretrained(out / f"round-{start - 1}" / "policy", device=resolve_device(cfg.device),
+                                           trainable=True)
     elif policy is None:
-        policy = WICPolicy.from_pretrained(cfg.policy, device=resolve_device(cfg.device))
+        policy = WICPolicy.from_pretrained(cfg.policy, device=resolve_device(cfg.device), trainable=True)
     orchestrator = round_orchestrator(cfg, policy, orchestrator)
     for e in range(start, cfg.rounds + 1):
         policy, m = wic_online_round(cfg, e, policy=policy, suite=suite, pool=pool, orchestrator=orchestrator,

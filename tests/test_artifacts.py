@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from pro_lib.artifacts import (ARTIFACT_FILES, MANIFESTS, EndpointManifest, OrchestratorManifest, RewardModelInfo,
-                               SoupsManifest, SuiteManifest, TargetsReport, WICPolicyManifest)
+from pro_lib.artifacts import (ARTIFACT_FILES, MANIFESTS, AdapterManifest, EndpointManifest, OrchestratorManifest,
+                               RewardModelInfo, SoupsManifest, SuiteManifest, TargetsReport, WICPolicyManifest)
 from pro_lib.errors import CheckpointError, ManifestError, ProError
 
 EXAMPLES = [
@@ -25,7 +25,10 @@ EXAMPLES = [
                       ric_mapping="l2"),
     SoupsManifest(experts={"helpful": "helpful", "harmless": "harmless"}, objectives=["helpful", "harmless"],
                   orchestrator="runs/orchestrator", config={"seed": 0}),
-    EndpointManifest(objectives=["helpful", "harmless"], conditioned=True, suite=True, orchestrator="o", policy="p"),
+    EndpointManifest(objectives=["helpful", "harmless"], conditioned=True, suite=True, orchestrator="o", policy="p",
+                     policies=["ric"]),
+    AdapterManifest(base="models:/pro-base-smollm2/1", base_digest="sha256:0123456789abcdef", vocab_size=49154,
+                    rank=16, alpha=32, adapter_bytes=1234),
 ]
 
 
@@ -50,6 +53,7 @@ def test_round_trip(tmp_path, manifest):
     (SoupsManifest, "experts", "pro soups train"),
     (EndpointManifest, "objectives", "build_endpoint"),
     (TargetsReport, "objectives", "pro rewards score"),
+    (AdapterManifest, "base_digest", "--lora-r"),
 ])
 def test_a_missing_field_is_named_with_its_file_and_fix(tmp_path, cls, field_name, fix):
     data = next(m for m in EXAMPLES if isinstance(m, cls)).to_dict()

@@ -369,7 +369,9 @@ class Backend:
         objs = list(objectives) if objectives else None
         if is_endpoint(load_ref):
             return _load("policy", load_ref, RemotePolicy)
-        return _load("policy", load_ref, lambda ref: WICPolicy.from_pretrained(ref, objectives=objs))
+        # LoRA adapter policies of one base share that base in this process (pro_lib.adapters: the compare
+        # tab's two sides cost one base of memory)
+        return _load("policy", load_ref, lambda ref: WICPolicy.from_pretrained(ref, objectives=objs, shared_base=True))
 
     # inference ---------------------------------------------------------------------------------
     def predict(self, orchestrator, prompts: Sequence[str]) -> np.ndarray:

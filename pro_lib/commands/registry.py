@@ -3,7 +3,7 @@
     pro registry list [NAME] [--json]
     pro registry promote NAME [--version V] [--force --reason WHY] [--json]
     pro registry download REF [--output DIR]
-    pro registry register DIR --name NAME --metric NAME=VALUE [--gate-metric M --gate-mode max|min]
+    pro registry register DIR --name NAME --metric NAME=VALUE [--gate-metric M --gate-mode max|min] [--base REF]
 
 Building the parser imports no MLflow (tests/test_cli_light.py); the registry loads when a command runs.
 """
@@ -38,8 +38,13 @@ def _cmd_registry_list(args) -> None:
             gate = f"{v['gate_metric']}={v['gate_value']:.4g} ({v['gate_mode']})" if v["gate_value"] is not None else "-"
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created"] / 1000)) if v["created"] else ""
             legacy = "  [legacy folder]" if not v["tags"].get(registry.FORMAT_TAG) else ""
+            size = v["tags"].get(registry.SIZE_TAG)
+            size = f"{int(size) / 2**20:.1f} MB" if size else "-"
+            base = v["tags"].get(registry.BASE_TAG)
+            kind = f"adapter r={v['tags'].get(registry.RANK_TAG)} over {base}" if base else "full model"
             print(f"  v{v['version']:<4} {','.join(v['aliases']) or '-':<20} {gate:<36} {created}  run {v['run_id']}"
                   f"{legacy}")
+            print(f"        {size:<10} {kind}")
             if legacy:
                 from pro_lib.packaging import legacy_message
 
@@ -89,7 +94,7 @@ def _cmd_registry_register(args) -> None:
             raise ConfigError(f"--metric {item!r}: expected name=<finite number> (NaN and infinity are not "
                               "metrics; leave the metric out instead)")
     version = packaging.register_model(args.path, args.name, metrics=metrics, gate_metric=args.gate_metric,
-                                       gate_mode=args.gate_mode)
+                                       gate_mode=args.gate_mode, base=args.base)
     print(f"registered models:/{args.name}/{version} (alias challenger)")
 
 
@@ -129,4 +134,6 @@ def register(subparsers) -> None:
     c.add_argument("--metric", action="append", metavar="NAME=VALUE", help="evaluation metric (repeatable)")
     c.add_argument("--gate-metric", help="metric promotion compares (default by name family)")
     c.add_argument("--gate-mode", choices=["max", "min"], help="is higher or lower better")
+    c.add_argument("--base", help="a LoRA adapter folder: record this base instead of the one it names, e.g. "
+                                  "models:/pro-base-smollm2/1 (must hold the same weights; checked)")
     c.set_defaults(func=_cmd_registry_register)

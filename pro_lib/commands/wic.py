@@ -96,7 +96,10 @@ def register(subparsers) -> None:
         epilog='example: pro generate "Is it safe to mix bleach and vinegar?" --weights helpful=0.3,harmless=0.7')
     g.add_argument("prompts", nargs="+", help="prompt text(s)")
     g.add_argument("--policy", default=os.environ.get("PRO_POLICY", DEFAULT_POLICY),
-                   help="WIC policy folder or models:/ ref (env PRO_POLICY)")
+                   help="WIC policy folder or models:/ ref, a full model or a LoRA adapter (env PRO_POLICY)")
+    g.add_argument("--base", default=None,
+                   help="a LoRA adapter policy: the base to load it on instead of the one it records (a folder, "
+                        "'smollm2' or models:/ ref with the same content; checked)")
     g.add_argument("--weights", default=None,
                    help="helpful=0.7,harmless=0.3 or 0.7,0.3 (renormalised); default: the orchestrator's")
     g.add_argument("--orchestrator", default=None,
@@ -113,7 +116,7 @@ def register(subparsers) -> None:
     def generate(args):
         import numpy as np
 
-        policy = wic.WICPolicy.from_pretrained(args.policy)
+        policy = wic.WICPolicy.from_pretrained(args.policy, base=args.base)
         if args.weights is not None:
             w = np.repeat(wic.parse_user_weights(args.weights, policy.objectives)[None], len(args.prompts), axis=0)
         else:
