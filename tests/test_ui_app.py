@@ -19,6 +19,7 @@ from test_ui_support import NAMES, build_orchestrator, build_reward_model, tiny_
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from ui import loading  # noqa: E402
 from ui.backend import PER_OBJECTIVE  # noqa: E402
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
@@ -157,6 +158,8 @@ def test_missing_models_and_objective_mismatch(monkeypatch, tiny_models, tmp_pat
     other = build_orchestrator(tmp_path / "two_objectives", names=["helpful", "funny"])
     at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR=str(other)).run()
     _no_traceback(at)
+    loading.wait_all()  # the suite and policy A load in the background once the page is drawn
+    at.run()
     assert any("the orchestrator has 2: ['helpful', 'funny']" in e for e in _errors(at)), _errors(at)
 
 
@@ -375,16 +378,23 @@ def test_pick_prompt_from_demo_dataset_and_batch_over_it(monkeypatch, tiny_model
 def test_two_objectives_get_bars_not_a_ternary_plot(monkeypatch, tiny_models, tmp_path):
     from test_ui_support import build_suite
 
+    from test_ui_support import build_policy
+
     names = ["helpful", "humor"]
     orch = build_orchestrator(tmp_path / "orch2", names=names)
     suite = build_suite(tmp_path / "suite2", tiny_models["module_dir"], names=names)
+    policy = build_policy(tmp_path / "policy2", names=names)
     at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR=str(orch), PRO_UI_SUITE=str(suite),
-              PRO_UI_POLICY="").run()
+              PRO_UI_POLICY=str(policy)).run()
     at.text_area(key="prompt").input(PROMPT).run()
+    _no_traceback(at)
+    assert not _errors(at), _errors(at)  # policy B is not loaded before the Compare tab needs it
+    at.number_input(key="max_new_tokens").set_value(4).run()
+    at.button(key="compare").click().run()
     _no_traceback(at)
     # the K = 3 policy B does not fit a K = 2 orchestrator: said once, and not used
     assert len(_errors(at)) == 1 and "K mismatch" in _errors(at)[0] and "policy_b" in _errors(at)[0], _errors(at)
-    assert "Load two policies" in " ".join(i.value for i in at.info)
+    assert "cmp" not in at.session_state
     spec = at.get("plotly_chart")[0].proto.spec
     assert '"type":"bar"' in spec.replace(" ", "") and "scatterternary" not in spec
     at.slider(key="w_humor").set_value(0.3).run()
@@ -595,6 +605,7 @@ def test_registry_drops_mid_session_and_comes_back(monkeypatch, tiny_models, s3_
         assert "`pro-orchestrator` v1 (champion)" in captions and "`pro-policy-pro-wic` v1" in captions
         assert "`pro-reward-*` @champion" in captions
         inferred = np.array(at.session_state["inferred"])
+        loading.wait_all()  # policy A and the suite, fetched in the background once the page was drawn
 
         stop_server(proc)
         st.cache_data.clear()  # the registry look-ups' 20 s TTL ran out
