@@ -290,6 +290,9 @@ def current_names(loaded: dict) -> list[str] | None:
         if loaded.get(role):
             try:
                 return list(getattr(load_slot(loaded[role]), attr))
+            except EndpointUnreachable as exc:  # said once, at the top
+                note_endpoint_down(str(exc))
+                loaded[role] = None
             except UIError as exc:
                 st.error(str(exc))
                 loaded[role] = None
@@ -344,14 +347,15 @@ def tab_one_prompt(loaded: dict, names: list[str]) -> None:
     policy_slot = loaded.get("policy_a")
     left, right = st.columns([2, 1])
     with right:
+        # above the fold at 1280 x 800, next to the weights it uses
+        g1, g2 = st.columns([3, 2])
+        go = g1.button("Generate", key="generate", type="primary", disabled=policy_slot is None, width="stretch",
+                       help="Policy A answers three times: under the inferred, the override and uniform weights "
+                            "(columns whose weights did not change since the last run are kept)")
+        g2.button("Stop", key="stop", help="Stops a running generation (the outputs so far are kept)", width="stretch")
         st.metric("Orchestrator confidence", f"{conf:.2f}", help="1 − entropy(w) / log K: 0 = uniform, 1 = one objective")
         st.metric("Dominant objective", dominant(inferred, names))
         st.caption("inferred: " + format_weights(inferred, names))
-        # above the fold, next to the weights it uses
-        go = st.button("Generate", key="generate", type="primary", disabled=policy_slot is None,
-                       help="Policy A answers three times: under the inferred, the override and uniform weights "
-                            "(columns whose weights did not change since the last run are kept)")
-        st.button("Stop", key="stop", help="Stops a running generation (the outputs so far are kept)")
     override = weights_panel(names)
     series = {"inferred": inferred, "override": override, "uniform": uniform(len(names))}
     with left:
