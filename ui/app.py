@@ -326,7 +326,8 @@ def tab_one_prompt(loaded: dict, names: list[str]) -> None:
     st.text_area("Prompt", key="prompt", height=100, placeholder="Ask something…")
     orch = loaded.get("orchestrator")
     if orch is None:
-        st.info("Load an orchestrator in the sidebar to see the weights it infers.")
+        st.info("The endpoint is offline (see the message at the top)." if endpoint_down() else
+                "Load an orchestrator in the sidebar to see the weights it infers.")
         return
     try:
         prompt = check_prompt(ss.get("prompt"))
