@@ -7,10 +7,11 @@ from components import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def prepare_data(config: dict, data: Output[Dataset], metrics: Output[Metrics], report: Output[Markdown]):
+def prepare_data(config: dict, data: Output[Dataset], metrics: Output[Metrics], report: Output[Markdown],
+                 defaults: dict = None):
     """Load the sources in ``config`` (DataConfig keys), write train.jsonl / eval.jsonl into ``data``."""
     from components.reports import data_report
     from components.runtime import run_stage
 
-    run_stage("prepare_data", config, overrides={"output_dir": data.path}, metrics=metrics,
+    run_stage("prepare_data", config, defaults=defaults, overrides={"output_dir": data.path}, metrics=metrics,
               report=report, report_fn=data_report)

@@ -15,7 +15,6 @@ simple stand-ins.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib
 import json
 import logging
@@ -62,6 +61,8 @@ STAGES: dict[str, Stage] = {
     "wic_evaluate": Stage("pro_lib.wic_eval", "evaluate_wic", "WICEvalConfig", gpu=True),
     "morlhf_train": Stage("pro_lib.morlhf", "train_morlhf", "MorlhfTrainConfig", gpu=True, deterministic=False),
     "morlhf_evaluate": Stage("pro_lib.morlhf_eval", "evaluate_morlhf", "MorlhfEvalConfig", gpu=True),
+    # optional LLM judge after evaluation: generates answers (GPU), calls an outside endpoint (never cached)
+    "judge_evaluate": Stage("pro_lib.judge", "judge_eval", "JudgeConfig", gpu=True, deterministic=False),
     # registry side effects (register_stage / promote_stage below): CPU, never cached
     "register_model": Stage("pro_lib.packaging", "register_model", None, deterministic=False),
     "promote_model": Stage("pro_lib.promotion", "promote", None, deterministic=False),
@@ -81,13 +82,29 @@ def setup_logging() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def build_stage_config(stage: str, config: Mapping[str, Any] | None, overrides: Mapping[str, Any]):
-    """The stage's config dataclass from the component's ``config`` dict plus artifact paths."""
+def merge_stage_config(defaults: Mapping[str, Any] | None, config: Mapping[str, Any] | None) -> dict:
+    """The pipeline's defaults for a stage with the submitted ``config`` on top, key by key.
+
+    KFP passes a dict parameter verbatim: a partial dict from ``--params-file``, the KFP UI or
+    ``kfp.Client(arguments=...)`` (``{"epochs": 1}``) reaches the component alone. The pipeline compiles
+    its defaults for the stage (``pipelines/*.py``, the same dicts as the parameters' defaults) into the
+    task as the constant input ``defaults``, and the merge happens here, at run time, whichever way the
+    run was submitted. ``learning-rate`` and ``learning_rate`` are one key."""
+    def norm(d):
+        return {str(k).replace("-", "_"): v for k, v in dict(d or {}).items()}
+
+    return {**norm(defaults), **norm(config)}
+
+
+def build_stage_config(stage: str, config: Mapping[str, Any] | None, overrides: Mapping[str, Any],
+                       defaults: Mapping[str, Any] | None = None):
+    """The stage's config dataclass from the pipeline's ``defaults`` for the stage, the component's
+    ``config`` dict on top (:func:`merge_stage_config`), plus artifact paths."""
     from pro_lib.config import build_config
 
     spec = STAGES[stage]
     cls, _ = spec.load()
-    values = {**dict(config or {}), **{k: v for k, v in overrides.items()}}
+    values = {**merge_stage_config(defaults, config), **{k: v for k, v in overrides.items()}}
     # KFP parameters cannot carry None (the local runner rejects it): "null" in a config dict means None.
     values = {k: (None if isinstance(v, str) and v.strip() == "null" else v)
               for k, v in values.items()}
@@ -137,8 +154,12 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
               output_dir: str | Path | None = None, metrics=None, report=None,
               report_fn: Callable[[Any, dict], str] | None = None, html=None,
               html_fn: Callable[[Any, dict, Path], str | None] | None = None,
-              tags: Mapping[str, str] | None = None) -> dict:
+              tags: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None) -> dict:
     """Run one stage: config -> pro_lib function -> MLflow child run -> KFP artifacts.
+
+    ``defaults``: the pipeline's defaults for this stage, under ``config`` (:func:`merge_stage_config`);
+    the run records the effective config as params and as ``<stage>/stage_config.json`` (submitted,
+    pipeline defaults, effective).
 
     ``output_dir``: the stage's output folder (for MLflow artifacts); defaults to the config's
     ``output_dir``. ``report_fn(cfg, result)`` returns Markdown for ``report``; ``html_fn`` returns
@@ -150,9 +171,10 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
     setup_logging()
     spec = STAGES[stage]
     _, fn = spec.load()
-    cfg = build_stage_config(stage, config, overrides)
+    cfg = build_stage_config(stage, config, overrides, defaults)
     out = Path(output_dir or getattr(cfg, "output_dir", "") or ".")
     with tracking.stage_run(stage, to_dict(cfg), tags=tags) as run:
+        log_stage_config(stage, config, defaults, to_dict(cfg))
         log_stage_datasets(overrides, "input")
         result = fn(cfg)
         if stage in OUTPUT_DATASETS:
@@ -173,6 +195,19 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
     log.info("stage %s finished (MLflow run %s): %s", stage, run_id,
              ", ".join(f"{k}={v:.4g}" for k, v in list(numbers.items())[:8]))
     return result
+
+
+STAGE_CONFIG_FILE = "stage_config.json"
+
+
+def log_stage_config(stage: str, config: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None,
+                     effective: Mapping[str, Any]) -> None:
+    """``<stage>/stage_config.json`` on the active run: what was submitted, the pipeline's defaults and
+    the effective config the stage ran with (also the run's params)."""
+    import mlflow
+
+    mlflow.log_dict({"submitted": dict(config or {}), "pipeline_defaults": dict(defaults or {}),
+                     "effective": dict(effective)}, f"{stage}/{STAGE_CONFIG_FILE}")
 
 
 # component overrides that name a stage's input data (files or folders); stages whose output is data
@@ -203,10 +238,6 @@ def md_table(rows: list[dict], columns: list[str]) -> str:
 
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     return head + "".join("| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |\n" for r in rows)
-
-
-def as_dict(obj: Any) -> dict:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
 
 
 # -- helpers the component bodies call -------------------------------------------------------

@@ -14,7 +14,8 @@ def finish_pipeline_run(
     objectives: list = None, data_config: dict = None, reward_config: dict = None, score_config: dict = None,
     orchestrator_config: dict = None, eval_config: dict = None, wic_offline_config: dict = None,
     wic_sample_config: dict = None, wic_online_config: dict = None, wic_eval_config: dict = None,
-    morlhf_config: dict = None, morlhf_eval_config: dict = None, promote: bool = None, image: str = None,
+    morlhf_config: dict = None, morlhf_eval_config: dict = None, judge: bool = None, judge_config: dict = None,
+    promote: bool = None, image: str = None,
     gpu_count: int = None, gpu_node_selector: dict = None, gpu_cpu_request: str = None,
     gpu_memory_request: str = None, cpu_request: str = None, memory_request: str = None,
 ) -> str:

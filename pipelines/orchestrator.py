@@ -40,6 +40,22 @@ ORCHESTRATOR_PARAMS = ("objectives", "data_config", "reward_config", "score_conf
                        "eval_config", "promote")
 
 
+class PipelineParams(dict):
+    """A pipeline body's arguments by name (pipeline channels while KFP builds the graph), and
+    ``defaults``: each parameter's default, the one definition in ``pipelines/*.py``."""
+
+    def __init__(self, arguments: dict, defaults: dict):
+        super().__init__(arguments)
+        self.defaults = defaults
+
+    def config(self, name: str) -> dict:
+        """A stage-config parameter as a component's ``config`` and ``defaults`` inputs: KFP hands the
+        component the submitted dict verbatim (a partial ``{"epochs": 1}`` from --params-file, the KFP UI
+        or kfp.Client), and the component merges it over these defaults, which the compiled pipeline
+        carries as a constant (components.runtime.merge_stage_config)."""
+        return {"config": self[name], "defaults": self.defaults[name]}
+
+
 def pipeline_parameters(*stage_params: tuple[str, type, Any], score_config: dict = DEFAULT_SCORE,
                         placement: dict = PLACE) -> Callable:
     """Decorator: give a pipeline body ``body(params: dict)`` the signature KFP builds the pipeline's
@@ -47,7 +63,8 @@ def pipeline_parameters(*stage_params: tuple[str, type, Any], score_config: dict
     ``stage_params`` (``(name, type, default)`` of the pipeline's own stages), then ``promote`` and the
     scheduling parameters (``placement``: their defaults); ``score_config``: a pipeline's own default
     for that stage. KFP 2.17 reads the signature with
-    ``inspect.signature`` and calls the function positionally; the body receives every argument by name."""
+    ``inspect.signature`` and calls the function positionally; the body receives every argument by name
+    (a :class:`PipelineParams`; stage tasks take ``**params.config("<stage>_config")``)."""
     spec = [("objectives", list, DEFAULT_OBJECTIVES), ("data_config", dict, DEFAULT_DATA),
             ("reward_config", dict, DEFAULT_REWARD), ("score_config", dict, score_config),
             ("orchestrator_config", dict, DEFAULT_ORCHESTRATOR), ("eval_config", dict, DEFAULT_EVAL),
@@ -60,7 +77,7 @@ def pipeline_parameters(*stage_params: tuple[str, type, Any], score_config: dict
         def pipeline_func(*args, **kwargs):
             bound = sig.bind(*args, **kwargs)
             bound.apply_defaults()
-            return body(dict(bound.arguments))
+            return body(PipelineParams(bound.arguments, {n: d for n, _, d in spec}))
 
         pipeline_func.__signature__ = sig
         for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
@@ -76,23 +93,22 @@ def add_orchestrator_stages(params: dict, *, place: Placement):
     ``params``: the pipeline's parameters (``dict(locals())``), of which the stages read
     :data:`ORCHESTRATOR_PARAMS`. ``place`` puts each task on the GPU or CPU pool, cached or not, as the
     stage table says."""
-    objectives, data_config, reward_config, score_config, orchestrator_config, eval_config, promote = (
-        params[k] for k in ORCHESTRATOR_PARAMS)
-    data = place(prepare_data(config=data_config).set_display_name("prepare data"))
+    objectives, promote = params["objectives"], params["promote"]
+    data = place(prepare_data(**params.config("data_config")).set_display_name("prepare data"))
     with dsl.ParallelFor(objectives, name="objectives") as objective:
-        rm = place(train_reward_model(objective=objective, config=reward_config, data=data.outputs["data"])
+        rm = place(train_reward_model(objective=objective, **params.config("reward_config"), data=data.outputs["data"])
                    .set_display_name("train reward model"))
         rm_reg = place(register_model(name=reward_model_name("{objective}"), objective=objective,
                                       model=rm.outputs["model"], metrics=rm.outputs["metrics"])
                        .set_display_name("register reward model"))
         place(promote_model(name=reward_model_name("{objective}"), objective=objective, version=rm_reg.output,
                             enabled=promote).set_display_name("promote reward model"))
-    targets = place(score_targets(objectives=objectives, config=score_config, data=data.outputs["data"],
+    targets = place(score_targets(objectives=objectives, **params.config("score_config"), data=data.outputs["data"],
                                   reward_models=dsl.Collected(rm.outputs["model"]))
                     .set_display_name("score rewards + build targets"))
-    orch = place(train_orchestrator(config=orchestrator_config, targets=targets.outputs["targets"])
+    orch = place(train_orchestrator(**params.config("orchestrator_config"), targets=targets.outputs["targets"])
                  .set_display_name("train orchestrator"))
-    ev = place(evaluate_orchestrator(config=eval_config, orchestrator=orch.outputs["model"],
+    ev = place(evaluate_orchestrator(**params.config("eval_config"), orchestrator=orch.outputs["model"],
                                      data=data.outputs["data"], targets=targets.outputs["targets"])
                .set_display_name("evaluate orchestrator"))
     reg = place(register_model(name=ORCHESTRATOR_MODEL, model=orch.outputs["model"], metrics=ev.outputs["metrics"])

@@ -31,18 +31,17 @@ DEFAULT_MORLHF_EVAL = {"max_prompts": 32, "batch_size": 8}
                      placement=PLACE)
 def pro_morlhf_pipeline(params: dict):
     """``morlhf_config``: MorlhfTrainConfig keys (`pro morlhf train --help`), shared by both methods."""
-    morlhf_config, morlhf_eval_config, promote = (params[k] for k in ("morlhf_config", "morlhf_eval_config",
-                                                                        "promote"))
+    promote = params["promote"]
     place = Placement.of(params, PIPELINE_NAME)
     with end_run_on_exit(params, place=place, pipeline=PIPELINE_NAME):
         t = add_orchestrator_stages(params, place=place)
 
         targets, data = t["targets"].outputs["targets"], t["data"].outputs["data"]
-        pro = place(morlhf_train(config=morlhf_config, weights="orchestrator", data=data, suite=targets,
+        pro = place(morlhf_train(**params.config("morlhf_config"), weights="orchestrator", data=data, suite=targets,
                                  orchestrator=t["orchestrator"].outputs["model"]).set_display_name("PRO-MORLHF"))
-        base = place(morlhf_train(config=morlhf_config, weights="uniform", data=data, suite=targets)
+        base = place(morlhf_train(**params.config("morlhf_config"), weights="uniform", data=data, suite=targets)
                      .set_display_name("MORLHF (uniform weights)"))
-        ev = place(morlhf_evaluate(config=morlhf_eval_config, data=data, pro_policy=pro.outputs["policy"],
+        ev = place(morlhf_evaluate(**params.config("morlhf_eval_config"), data=data, pro_policy=pro.outputs["policy"],
                                    baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))
         for method, task, gate in (("pro-morlhf", pro, "pro-morlhf/weighted_orchestrator"),
                                    ("morlhf", base, "morlhf/weighted_orchestrator")):

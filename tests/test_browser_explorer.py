@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from platform_services import stop_server, wait_http
-from test_browser_ui import REPO, _free_port, browser, serve_ui  # noqa: F401 (browser: a fixture)
-from test_ui_support import NAMES, build_orchestrator, build_policy, build_reward_model
+from helpers import REPO, free_port
+from helpers.browser import browser, require_chromium, serve_ui  # noqa: F401 (browser: a fixture)
+from helpers.services import stop_server, wait_http
+from helpers.ui import NAMES, build_orchestrator, build_policy, build_reward_model
 
 pytestmark = pytest.mark.browser
+require_chromium(module=True)
 
 PROMPT = "Tell me a funny joke about a cat"
 STATS = {"helpful": [0.05, 0.02], "harmless": [-0.04, 0.03], "humor": [0.01, 0.05]}
@@ -92,7 +94,7 @@ def store(tmp_path_factory):
         packaging.register_model(policy, "pro-policy-pro-wic", metrics={"hypervolume": 0.4})
         for name in ["pro-orchestrator", "pro-policy-pro-wic"] + [f"pro-reward-{n}" for n in NAMES]:
             assert promotion.promote(name).promoted
-    ui_port = _free_port()
+    ui_port = free_port()
     ui_env = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
     cmd = [_mlflow_bin(), "server", "--backend-store-uri", env["MLFLOW_TRACKING_URI"], "--host", "127.0.0.1",
            "--port", str(ui_port), "--workers", "1"]
@@ -161,7 +163,7 @@ def test_first_screen_before_policy_b_loads_then_links_to_the_training_run(store
     from playwright.sync_api import expect
 
     log = tmp_path / "server.log"
-    with serve_ui([], _ui_env(store), _free_port(), log, start_seconds=120) as url:
+    with serve_ui([], _ui_env(store), free_port(), log, start_seconds=120) as url:
         warm = _new_page(browser, url)  # the first session imports torch and loads the orchestrator
         expect(warm.get_by_label("Prompt", exact=True)).to_be_visible(timeout=120_000)
         warm.close()
@@ -212,17 +214,17 @@ def test_endpoint_scores_like_local_mode_goes_down_and_recovers(store, browser, 
     Reload recovers once it answers again."""
     from playwright.sync_api import expect
 
-    with serve_ui([], _ui_env(store), _free_port(), tmp_path / "local.log", start_seconds=120) as url:
+    with serve_ui([], _ui_env(store), free_port(), tmp_path / "local.log", start_seconds=120) as url:
         page = _new_page(browser, url, height=1600)
         local = _generate(page)
         page.close()
     assert local["scores"].startswith("z-scores by the reward suite"), local
 
-    port = _free_port()
+    port = free_port()
     ep_url = f"http://127.0.0.1:{port}"
     with contextlib.ExitStack() as stack:
         ep = stack.enter_context(serve_endpoint(store["endpoint_pyfunc"], port, store["env"], tmp_path / "ep.log"))
-        ui_url = stack.enter_context(serve_ui([], _ui_env(store, PRO_UI_ENDPOINT=ep_url), _free_port(),
+        ui_url = stack.enter_context(serve_ui([], _ui_env(store, PRO_UI_ENDPOINT=ep_url), free_port(),
                                               tmp_path / "ep_ui.log", start_seconds=120))
         page = _new_page(browser, ui_url, height=1600)
         remote = _generate(page)

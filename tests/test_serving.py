@@ -19,8 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from platform_services import (  # noqa: F401  (fixtures)
-    FAKE_KEYS, mlflow_env, mlflow_server, s3_endpoint, s3_env, serve_model, stop_server)
+from helpers.services import FAKE_KEYS, serve_model, stop_server
 from pro_lib import packaging, promotion, registry, serving
 from pro_lib.errors import CheckpointError, ConfigError
 

@@ -200,12 +200,6 @@ class Provenance:
         return f"`{self.spec.name}` v{self.version}{alias}{run}{name}"
 
 
-@dataclass
-class Loaded:
-    obj: Any
-    provenance: Provenance
-
-
 def versions_table(rows: Sequence[dict], mlflow_base: str | None = None):
     """Registry versions as a flat table: version, aliases, training run (a link into the MLflow UI when
     ``mlflow_base`` is known), gate (metric, mode, value), metrics."""

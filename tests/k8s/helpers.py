@@ -10,7 +10,6 @@ import base64
 import importlib.util
 import re
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,9 +334,9 @@ def _write_kustomization(folder: Path, body: dict) -> Path:
 # --------------------------------------------------------------------------- live MLflow check
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from helpers import free_port
+
+    return free_port()
 
 
 def _postgres_bin() -> Path | None:
@@ -349,7 +348,7 @@ def _postgres_bin() -> Path | None:
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
-    """Wait until ``url`` answers 200 (platform_services.wait_http, argument order of the k8s tests)."""
-    from platform_services import wait_http
+    """Wait until ``url`` answers 200 (helpers.services.wait_http, argument order of the k8s tests)."""
+    from helpers.services import wait_http
 
     wait_http(url, proc, log, timeout=timeout)

@@ -33,8 +33,7 @@ def test_contract_names_of_architecture_md(rendered):
     assert set(_find(objs, "Secret", "pro-postgres")["data"]) == {
         "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
     _find(objs, "ServiceAccount", "pro-pipeline-runner")
-    version = re.search(r'^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(),
-                        re.M).group(1)
+    from pro_lib import __version__ as version
     ui = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"][0]
     assert ui["image"] == f"ghcr.io/pro-align/pro-ui:{version}"
 
