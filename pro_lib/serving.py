@@ -16,7 +16,9 @@ policy                 ``prompt``, optional ``weights``            ``response``,
 (pro-policy-<method>)  (K floats in the objectives' order;
                        ``[]`` = none)
 endpoint               ``prompt``, optional ``weights``            ``weights_source``, ``weight_<objective>``,
-(pro-endpoint)                                                     ``response``, ``score_<objective>`` (suite)
+(pro-endpoint)                                                     ``response``, ``score_<objective>`` and
+                                                                   ``suite_stats`` (suite: JSON mean/std per
+                                                                   objective, ``null`` = raw scores)
 =====================  ==========================================  ===========================================
 
 Policies and the endpoint take generation params (``max_new_tokens``, ``do_sample``,
@@ -282,6 +284,9 @@ class Endpoint:
                             "(params.policy; '' is the default)")
         responses = self.generators[name].generate(prompts, w, **_gen_kwargs(params))
         out["response"] = responses
+        if self.suite is not None:  # the units of score_<objective>: z-scores under these stats, raw when null
+            stats = {n: [float(m), float(sd)] for n, (m, sd) in self.suite.stats.items()} if self.suite.stats else None
+            out["suite_stats"] = json.dumps(stats)
         if self.suite is not None and params.get("score", True):
             s = self.suite.score(prompts, responses, normalize=self.suite.stats is not None, progress=False)
             for j, n in enumerate(self.objectives):

@@ -137,7 +137,7 @@ def test_stop_a_running_generation_in_headless_chromium(page, tmp_path):
     from playwright.sync_api import expect
 
     _type_prompt(page, "Explain how tides work")
-    tokens = page.get_by_label("max new tokens")
+    tokens = page.get_by_role("spinbutton", name="max new tokens")
     tokens.fill("1024")
     tokens.press("Enter")
     page.wait_for_timeout(1000)

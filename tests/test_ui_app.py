@@ -18,6 +18,7 @@ from helpers.ui import NAMES, build_orchestrator, build_reward_model
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from ui import loading  # noqa: E402
 from ui.backend import PER_OBJECTIVE  # noqa: E402
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
@@ -156,6 +157,8 @@ def test_missing_models_and_objective_mismatch(monkeypatch, tiny_models, tmp_pat
     other = build_orchestrator(tmp_path / "two_objectives", names=["helpful", "funny"])
     at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR=str(other)).run()
     _no_traceback(at)
+    loading.wait_all()  # the suite and policy A load in the background once the page is drawn
+    at.run()
     assert any("the orchestrator has 2: ['helpful', 'funny']" in e for e in _errors(at)), _errors(at)
 
 
@@ -371,16 +374,23 @@ def test_pick_prompt_from_demo_dataset_and_batch_over_it(monkeypatch, tiny_model
 def test_two_objectives_get_bars_not_a_ternary_plot(monkeypatch, tiny_models, tmp_path):
     from helpers.ui import build_suite
 
+    from helpers.ui import build_policy
+
     names = ["helpful", "humor"]
     orch = build_orchestrator(tmp_path / "orch2", names=names)
     suite = build_suite(tmp_path / "suite2", tiny_models["module_dir"], names=names)
+    policy = build_policy(tmp_path / "policy2", names=names)
     at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR=str(orch), PRO_UI_SUITE=str(suite),
-              PRO_UI_POLICY="").run()
+              PRO_UI_POLICY=str(policy)).run()
     at.text_area(key="prompt").input(PROMPT).run()
+    _no_traceback(at)
+    assert not _errors(at), _errors(at)  # policy B is not loaded before the Compare tab needs it
+    at.number_input(key="max_new_tokens").set_value(4).run()
+    at.button(key="compare").click().run()
     _no_traceback(at)
     # the K = 3 policy B does not fit a K = 2 orchestrator: said once, and not used
     assert len(_errors(at)) == 1 and "K mismatch" in _errors(at)[0] and "policy_b" in _errors(at)[0], _errors(at)
-    assert "Load two policies" in " ".join(i.value for i in at.info)
+    assert "cmp" not in at.session_state
     spec = at.get("plotly_chart")[0].proto.spec
     assert '"type":"bar"' in spec.replace(" ", "") and "scatterternary" not in spec
     at.slider(key="w_humor").set_value(0.3).run()
@@ -591,6 +601,7 @@ def test_registry_drops_mid_session_and_comes_back(monkeypatch, tiny_models, s3_
         assert "`pro-orchestrator` v1 (champion)" in captions and "`pro-policy-pro-wic` v1" in captions
         assert "`pro-reward-*` @champion" in captions
         inferred = np.array(at.session_state["inferred"])
+        loading.wait_all()  # policy A and the suite, fetched in the background once the page was drawn
 
         stop_server(proc)
         st.cache_data.clear()  # the registry look-ups' 20 s TTL ran out
@@ -647,3 +658,148 @@ def test_defaults_open_on_the_champion_policy_and_compare_it_with_the_base(monke
     items = at.session_state["cmp"]["items"]
     assert [i["policy_ref"] for i in items] == [f"models:/{name}/1", str(base)]
     assert all(i["done"] and i["scores"] is not None for i in items)
+
+
+# -- issue 31: lazy loading, endpoint outages, units, links and the smaller items -----------------
+
+def test_policies_load_when_their_view_needs_them(monkeypatch, tiny_models):
+    """The first screen loads the orchestrator only; Policy B loads on its first Compare."""
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    _no_traceback(at)
+    assert len(at.session_state["inferred"]) == 3
+    key_b = at.session_state["policy_b_last"].key
+    assert loading.state(key_b) == "not loaded"
+    assert any("Policy B (compare) loads when the Compare tab first needs it" in c.value for c in at.caption)
+    assert any("is not loaded yet" in c.value for c in at.caption)
+    at.number_input(key="max_new_tokens").set_value(4).run()
+    at.button(key="compare").click().run()
+    _no_traceback(at)
+    assert loading.state(key_b) == "loaded"
+    assert all(i["done"] and i["scores"] is not None for i in at.session_state["cmp"]["items"])
+
+
+def test_endpoint_down_at_start_is_one_banner_with_the_url_and_the_check(monkeypatch, tiny_models):
+    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens here
+    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR=url, PRO_UI_POLICY=url, PRO_UI_POLICY_B="smollm2").run()
+    _no_traceback(at)
+    errors = _errors(at)
+    assert len(errors) == 1 and f"The PRO endpoint at {url} is not reachable" in errors[0], errors
+    assert f"curl {url}/ping" in errors[0] and "Reload" in errors[0]
+    assert at.main.error[0].value == errors[0]  # on the page itself, not only in the sidebar
+    infos = " ".join(i.value for i in at.info)
+    assert "endpoint is offline" in infos and "Load an orchestrator" not in infos
+    assert not any("WIC policy" in e for e in errors)
+
+
+def test_bundled_smollm2_without_an_orchestrator_says_what_is_missing(tiny_models):
+    from ui.backend import Backend, UIError
+
+    with pytest.raises(UIError, match="load an orchestrator first"):
+        Backend("sqlite:///unused.db").load_policy("smollm2", None)
+
+
+def test_generate_again_keeps_the_unchanged_columns(monkeypatch, tiny_models):
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    at.number_input(key="max_new_tokens").set_value(6).run()
+    at.button(key="generate").click().run()
+    first = {i["label"]: i for i in at.session_state["gen"]["items"]}
+    at.slider(key="w_humor").set_value(0.8).run()
+    at.button(key="generate").click().run()
+    _no_traceback(at)
+    second = {i["label"]: i for i in at.session_state["gen"]["items"]}
+    for label in ("inferred", "uniform"):  # same weights and settings: kept, not generated again
+        assert second[label].get("cached") and second[label]["n"] == first[label]["n"], label
+        assert second[label]["text"] == first[label]["text"]
+    assert not second["override"].get("cached") and second["override"]["n"] != first["override"]["n"]
+    assert second["override"]["weights"][2] == pytest.approx(0.8)
+
+
+def test_override_is_carried_to_compare_and_typed_error_clears(monkeypatch, tiny_models):
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    assert at.radio(key="cmp_weights").value == "inferred"
+    at.slider(key="w_humor").set_value(0.6).run()
+    assert at.radio(key="cmp_weights").value == "override"
+    at.text_input(key="typed_weights").input("kindness=1").run()
+    at.button(key="apply_typed").click().run()
+    assert any("unknown objective" in e for e in _errors(at))
+    at.button(key="set_uniform").click().run()  # a good action: the old error goes
+    assert not _errors(at), _errors(at)
+    at.button(key="reset").click().run()
+    assert at.radio(key="cmp_weights").value == "inferred"
+
+
+def test_score_tables_name_their_unit(monkeypatch, tiny_models):
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    at.number_input(key="max_new_tokens").set_value(4).run()
+    at.button(key="generate").click().run()
+    per_output = [d.value for d in at.dataframe[:3]]
+    assert all(list(df.columns) == ["objective", "z-score"] for df in per_output)
+    assert any(m.value.startswith("**Scores side by side** (z-scores)") for m in at.markdown)
+    assert sum(c.value.startswith("z-scores by the reward suite") for c in at.caption) == 3
+    assert set(at.dataframe[-1].value["unit"]) == {"z-score"}
+
+
+def test_widgets_have_distinct_names_and_help(monkeypatch, tiny_models):
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    locks = [at.checkbox(key=f"lock_{n}").label for n in NAMES]
+    assert len(set(locks)) == 3 and all(n in lab for n, lab in zip(NAMES, locks))
+    sources = [at.radio(key=f"{r}_source").label for r in ("orchestrator", "suite", "policy_a", "policy_b")]
+    assert len(set(sources)) == 4, sources
+    for key in ("max_new_tokens", "seed"):
+        assert at.number_input(key=key).help
+    assert at.checkbox(key="do_sample").help and "greedy" in at.checkbox(key="do_sample").help
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert '"showlegend":true' in spec.replace(" ", "") and "markers+text" not in spec
+
+
+def test_demo_prompt_picker_clears_after_typing(monkeypatch, tiny_models):
+    at = _app(monkeypatch, tiny_models).run()
+    if not at.selectbox(key="example").options:
+        pytest.skip("demo data unavailable")
+    at.selectbox(key="example").select_index(1).run()
+    assert at.selectbox(key="example").value
+    at.text_area(key="prompt").input("Something else entirely").run()
+    assert not at.selectbox(key="example").value
+
+
+def test_batch_csv_offers_all_rows_and_the_filtered_ones(monkeypatch, tiny_models):
+    prompts = [f"prompt {i}: " + ("tell a joke " if i % 2 else "explain taxes ") * (i % 4 + 1) for i in range(20)]
+    at = _app(monkeypatch, tiny_models).run()
+    at.file_uploader(key="batch_file").set_value(("p.txt", "\n".join(prompts).encode(), "text/plain")).run()
+    at.button(key="batch_run").click().run()
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Download all 20 rows (CSV)"], labels
+    df = at.session_state["batch"]["df"]
+    top = df["dominant"].value_counts().index[0]
+    at.multiselect(key="batch_filter").set_value([top]).run()
+    labels = [b.proto.label for b in at.get("download_button")]
+    n = int((df["dominant"] == top).sum())
+    assert labels == ["Download all 20 rows (CSV)", f"Download the {n} filtered rows (CSV)"], labels
+
+
+def test_sidebar_links_each_registered_model_to_its_training_run(monkeypatch, tiny_models, tmp_path):
+    """The version's source_run tag (the training run) wins over the run that registered it."""
+    from pro_lib import packaging, promotion, tracking
+
+    c = tracking.client()
+    train = c.create_run(tracking.ensure_experiment(), run_name="train_orchestrator")
+    v = packaging.register_model(tiny_models["orchestrator"], "pro-orchestrator", metrics={"orchestrator_kl": 0.5},
+                                 tags={"source_run": train.info.run_id})
+    assert promotion.promote("pro-orchestrator").promoted
+    at = _app(monkeypatch, tiny_models, PRO_UI_ORCHESTRATOR="models:/pro-orchestrator@champion",
+              PRO_UI_MLFLOW_URL="http://mlflow.example:5000/").run()
+    _no_traceback(at)
+    links = " ".join(m.value for m in at.sidebar.markdown)
+    exp = train.info.experiment_id
+    assert f"(http://mlflow.example:5000/#/experiments/{exp}/runs/{train.info.run_id})" in links, links
+    assert f"[version {v} ↗](http://mlflow.example:5000/#/models/pro-orchestrator/versions/{v})" in links
+    assert "training run train_orchestrator" in links
+    at.selectbox(key="reg_model").set_value("pro-orchestrator").run()
+    table = at.dataframe[-1].value
+    assert list(table.columns[:3]) == ["version", "aliases", "training run"]
+    assert table["training run"].iloc[0] == f"http://mlflow.example:5000/#/runs/{train.info.run_id}"

@@ -25,10 +25,11 @@ import streamlit as st
 
 from ui import batch as batchlib
 from ui import charts
-from ui.backend import (Backend, NoLocalStore, RegistryUnreachable, UIError, align_objectives, check_prompt,
-                        versions_table)
-from ui.sidebar import (ROLES, backend, cached_models, cached_predict, cached_resolve, cached_selectors,
-                        note_registry_down, registry_down, sidebar)
+from ui.backend import (Backend, EndpointUnreachable, NoLocalStore, RegistryUnreachable, UIError, check_prompt,
+                        mlflow_ui_url, versions_table)
+from ui.sidebar import (backend, cached_models, cached_predict, cached_resolve, cached_selectors, endpoint_down,
+                        load_slot, note_endpoint_down, note_registry_down, prefetch, registry_down, sidebar,
+                        status_line)
 from ui.simplex import (WeightError, confidence, dominant, format_weights, normalize, parse_weight_text,
                         rebalance, uniform, weighted_score)
 
@@ -67,26 +68,36 @@ def _set_override(w: np.ndarray, names: list[str]) -> None:
         ss[f"w_{n}"] = float(x)
 
 
+def _overridden(w: np.ndarray, names: list[str]) -> None:
+    """A weight the user set: the override changes, the Compare tab follows it, an old typing error goes."""
+    _set_override(w, names)
+    ss["cmp_weights"] = "override"
+    ss["typed_error"] = None
+
+
 def _on_slider(i: int, names: list[str]) -> None:
     locks = [bool(ss.get(f"lock_{n}", False)) for n in names]
     new = rebalance(ss["override"], i, float(ss[f"w_{names[i]}"]), locks)
-    _set_override(new, names)
+    _overridden(new, names)
 
 
 def _on_reset(names: list[str]) -> None:
     _set_override(np.asarray(ss["inferred"]), names)
+    ss["cmp_weights"] = "inferred"
+    ss["typed_error"] = None
 
 
 def _on_uniform(names: list[str]) -> None:
-    _set_override(uniform(len(names)), names)
+    _overridden(uniform(len(names)), names)
 
 
 def _on_typed(names: list[str]) -> None:
     try:
-        _set_override(parse_weight_text(ss.get("typed_weights", ""), names), names)
-        ss["typed_error"] = None
+        w = parse_weight_text(ss.get("typed_weights", ""), names)
     except WeightError as exc:
         ss["typed_error"] = f"Cannot use these weights: {exc}"
+        return
+    _overridden(w, names)
 
 
 def sync_weights(inferred: np.ndarray, names: list[str], key: str) -> None:
@@ -95,6 +106,8 @@ def sync_weights(inferred: np.ndarray, names: list[str], key: str) -> None:
     if ss.get("_weights_for") != key or len(ss.get("override", [])) != len(names):
         ss["_weights_for"] = key
         _set_override(inferred, names)
+        ss["cmp_weights"] = "inferred"
+        ss["typed_error"] = None
 
 
 def weights_panel(names: list[str]) -> np.ndarray:
@@ -102,7 +115,7 @@ def weights_panel(names: list[str]) -> np.ndarray:
     cols = st.columns(len(names))
     for i, (n, col) in enumerate(zip(names, cols)):
         with col:
-            locked = st.checkbox("🔒 lock", key=f"lock_{n}")
+            locked = st.checkbox(f"🔒 lock {n}", key=f"lock_{n}", help=f"Keep {n} fixed while other sliders move")
             st.slider(n, 0.0, 1.0, step=0.01, key=f"w_{n}", on_change=_on_slider, args=(i, names),
                       disabled=locked, format="%.2f")
     b1, b2, b3 = st.columns([1, 1, 3])
@@ -111,7 +124,8 @@ def weights_panel(names: list[str]) -> np.ndarray:
     with b3:
         t1, t2 = st.columns([3, 1])
         t1.text_input("type weights", key="typed_weights", label_visibility="collapsed",
-                      placeholder=", ".join(f"{n}=…" for n in names))
+                      placeholder=", ".join(f"{n}=…" for n in names),
+                      help="e.g. helpful=0.7, harmless=0.3 (missing objectives get 0; normalised to sum 1)")
         t2.button("Apply", key="apply_typed", on_click=_on_typed, args=(names,))
     if ss.get("typed_error"):
         st.error(ss["typed_error"])
@@ -121,6 +135,15 @@ def weights_panel(names: list[str]) -> np.ndarray:
 
 
 # -- generation -----------------------------------------------------------------------------------
+
+Z_HELP = ("z-score: (raw reward − mean) / std, with the mean and std of each reward model on the training "
+          "data (the reward suite's statistics): 0 is a typical response, +1 one standard deviation better. "
+          "Comparable across objectives; raw scores are each reward model's own logit scale.")
+
+
+def unit_of(item: dict) -> str:
+    return "z-score" if item.get("normalized") else "raw score"
+
 
 def render_output(item: dict, names: list[str], box=None) -> None:
     box = box or st.container()
@@ -132,20 +155,42 @@ def render_output(item: dict, names: list[str], box=None) -> None:
         if item.get("error"):
             st.error(item["error"])
         if item.get("scores") is not None:
-            kind = "z-score" if item.get("normalized") else "raw score"
+            kind = unit_of(item)
             df = pd.DataFrame({"objective": names + ["weighted (own w)", "weighted (inferred w)"],
                                kind: list(item["scores"]) + [item["weighted"], item["weighted_inferred"]]})
-            st.dataframe(df, hide_index=True, width="stretch")
+            st.dataframe(df, hide_index=True, width="stretch",
+                         column_config={kind: st.column_config.NumberColumn(kind, format="%+.2f", help=Z_HELP)})
+            values = " · ".join(f"{n} {v:+.2f}" for n, v in zip(names, item["scores"]))
+            st.caption(f"{kind}s {item.get('scored_by', 'by the reward suite')}: {values}")
         elif item.get("score_note"):
             st.caption(item["score_note"])
 
 
+def job_key(job: dict, prompt: str) -> str:
+    """What decides a column's output: policy, prompt, weights and generation settings (and the seed)."""
+    w = ",".join(f"{float(x):.6f}" for x in job["weights"])
+    return f"{job['policy_ref']}|{prompt}|{w}|{sorted(gen_kwargs().items())}|{int(ss.seed)}"
+
+
 def run_generations(slot: str, jobs: list[dict], names: list[str], prompt: str, suite, inferred) -> None:
-    """Stream each job (policy, weights) into its column, then score it; results live in ss[slot]."""
+    """Stream each job (policy, weights) into its column, then score it; results live in ss[slot].
+
+    A column whose policy, weights and settings are those of the last run keeps its output (only the
+    changed ones generate again). A served endpoint that stops answering keeps the last outputs."""
     be = backend()
     n = int(time.time() * 1000)
-    items = [{"label": j["label"], "weights": [float(x) for x in j["weights"]], "text": "", "done": False,
-              "stopped": False, "slot": slot, "n": n, "policy_ref": j["policy_ref"]} for j in jobs]
+    previous = ss.get(slot)
+    done_before = {it.get("key"): it for it in (previous or {}).get("items", [])
+                   if it.get("done") and not it.get("error") and not it.get("stopped")}
+    items = []
+    for j in jobs:
+        key = job_key(j, prompt)
+        old = done_before.get(key)
+        if old is not None:
+            items.append({**old, "label": j["label"], "cached": True})
+        else:
+            items.append({"label": j["label"], "weights": [float(x) for x in j["weights"]], "text": "", "done": False,
+                          "stopped": False, "slot": slot, "n": n, "policy_ref": j["policy_ref"], "key": key})
     ss[slot] = {"prompt": prompt, "items": items}
     cols = st.columns(len(jobs))
     boxes = [c.empty() for c in cols]
@@ -154,6 +199,8 @@ def run_generations(slot: str, jobs: list[dict], names: list[str], prompt: str, 
     import torch
 
     for item, job, box in zip(items, jobs, boxes):
+        if item.get("cached"):
+            continue
         torch.manual_seed(int(ss.seed))
         with box.container(border=True):
             st.markdown(f"#### {item['label']} — generating…")
@@ -166,25 +213,37 @@ def run_generations(slot: str, jobs: list[dict], names: list[str], prompt: str, 
                 if time.monotonic() - last > 0.05:
                     live.code(item["text"], language=None, wrap_lines=True)
                     last = time.monotonic()
+        except EndpointUnreachable as exc:  # the endpoint, not this input: keep the last good outputs
+            note_endpoint_down(str(exc))
+            ss[slot] = previous
+            return
         except UIError as exc:  # shown in this output's box; the other outputs still run
             item["error"] = str(exc)
         item["done"] = True
         if not item.get("error"):
-            score_item(item, suite, names, prompt, inferred)
+            score_item(item, suite, names, prompt, inferred, policy=job["policy"])
         render_output(item, names, box)
 
 
-def score_item(item: dict, suite, names: list[str], prompt: str, inferred) -> None:
-    if suite is None:
-        item["score_note"] = "Load a reward suite in the sidebar to score outputs."
-        return
+def score_item(item: dict, suite, names: list[str], prompt: str, inferred, policy=None) -> None:
+    """Scores per objective: the served endpoint's own (for its answers) or the sidebar's reward suite
+    (loaded here when first needed)."""
+    from ui.backend import RemotePolicy
+
+    by_endpoint = isinstance(policy, RemotePolicy) and policy.answer_scores(prompt, item["text"]) is not None
     try:
-        scores, normalized = backend().score(suite, prompt, [item["text"]], names)
+        model = None if by_endpoint else load_slot(suite, names)
+        if model is None and not by_endpoint:
+            item["score_note"] = "Load a reward suite in the sidebar to score outputs."
+            return
+        scores, normalized = backend().score(model, prompt, [item["text"]], names, policy=policy)
     except UIError as exc:
         item["score_note"] = str(exc)
         return
     item["scores"] = [float(x) for x in scores[0]]
     item["normalized"] = normalized
+    item["scored_by"] = (f"from the endpoint's answer ({policy.url})" if by_endpoint
+                         else f"by the reward suite ({suite.prov.label()})")
     item["weighted"] = weighted_score(scores[0], item["weights"])
     item["weighted_inferred"] = weighted_score(scores[0], inferred)
 
@@ -205,40 +264,39 @@ def show_stored(slot: str, names: list[str], suite, inferred) -> None:
     cols = st.columns(len(stored["items"]))
     for item, col in zip(stored["items"], cols):
         render_output(item, names, col)
-    summary = [{"output": it["label"], **{n: s for n, s in zip(names, it["scores"])},
+    scored = [it for it in stored["items"] if it.get("scores") is not None]
+    units = sorted({unit_of(it) for it in scored})
+    summary = [{"output": it["label"], "unit": unit_of(it), **{n: s for n, s in zip(names, it["scores"])},
                 "weighted (own w)": it["weighted"], "weighted (inferred w)": it["weighted_inferred"]}
-               for it in stored["items"] if it.get("scores") is not None]
+               for it in scored]
     if len(summary) > 1:
-        st.markdown("**Scores side by side**")
-        st.dataframe(pd.DataFrame(summary), hide_index=True, width="stretch")
+        st.markdown(f"**Scores side by side** ({' / '.join(units)}s)")
+        st.dataframe(pd.DataFrame(summary), hide_index=True, width="stretch",
+                     column_config={n: st.column_config.NumberColumn(n, format="%+.2f", help=Z_HELP)
+                                    for n in names})
+        if len(units) > 1:
+            st.warning("These outputs were scored in different units (z-scores and raw scores): compare "
+                       "them within a unit only.")
 
 
 # -- tabs -----------------------------------------------------------------------------------------
 
 def current_names(loaded: dict) -> list[str] | None:
-    """The objectives' names, in the orchestrator's order (else the policy's, else the suite's)."""
+    """The objectives' names, in the orchestrator's order (else the policy's, else the suite's: those
+    two are loaded here, since nothing else names the objectives)."""
     if loaded.get("orchestrator"):
-        return list(loaded["orchestrator"][0].objectives)
-    if loaded.get("policy_a"):
-        return list(loaded["policy_a"][0].objectives)
-    if loaded.get("suite"):
-        return list(loaded["suite"][0].names)
-    return None
-
-
-def check_compat(loaded: dict, names: list[str]) -> None:
-    """Models whose objectives differ from the orchestrator's are shown as an error and not used."""
-    for role in ("suite", "policy_a", "policy_b"):
+        return list(loaded["orchestrator"].obj.objectives)
+    for role, attr in (("policy_a", "objectives"), ("suite", "names")):
         if loaded.get(role):
-            obj = loaded[role][0]
-            other = obj.names if role == "suite" else getattr(obj, "objectives", None)
-            if other is None:
-                continue
             try:
-                align_objectives(names, other, f"{ROLES[role][0]} ({loaded[role][1].load_ref})")
+                return list(getattr(load_slot(loaded[role]), attr))
+            except EndpointUnreachable as exc:  # said once, at the top
+                note_endpoint_down(str(exc))
+                loaded[role] = None
             except UIError as exc:
                 st.error(str(exc))
                 loaded[role] = None
+    return None
 
 
 def _pick_example() -> None:
@@ -246,29 +304,56 @@ def _pick_example() -> None:
         ss["prompt"] = ss["example"]
 
 
+def _policy_or_error(loaded: dict, role: str, names: list[str]):
+    """The role's policy, loaded on first need; None (with the reason on the page) when it cannot be."""
+    try:
+        return load_slot(loaded.get(role), names)
+    except EndpointUnreachable as exc:
+        note_endpoint_down(str(exc))
+    except UIError as exc:
+        st.error(str(exc))
+    return None
+
+
 def tab_one_prompt(loaded: dict, names: list[str]) -> None:
     be = backend()
     examples = example_prompts()
     if examples:
+        if ss.get("example") and ss.get("prompt") != ss["example"]:
+            ss["example"] = ""  # the prompt was edited: the picker no longer names it
         st.selectbox("Pick a prompt from the demo dataset (optional)", [""] + examples, key="example",
                      on_change=_pick_example, format_func=lambda p: p[:150] or "—")
     st.text_area("Prompt", key="prompt", height=100, placeholder="Ask something…")
     orch = loaded.get("orchestrator")
     if orch is None:
-        st.info("Load an orchestrator in the sidebar to see the weights it infers.")
+        st.info("The endpoint is offline (see the message at the top)." if endpoint_down() else
+                "Load an orchestrator in the sidebar to see the weights it infers.")
         return
     try:
         prompt = check_prompt(ss.get("prompt"))
     except UIError as exc:
         (st.info if not (ss.get("prompt") or "").strip() else st.error)(str(exc))
         return
-    orch_obj, prov = orch
-    with st.spinner("Inferring weights…"):
-        inferred = cached_predict(be.tracking_uri, prov.load_ref, prompt)
+    prov = orch.prov
+    try:
+        with st.spinner("Inferring weights…"):
+            inferred = cached_predict(be.tracking_uri, prov.load_ref, prompt)
+    except EndpointUnreachable as exc:  # banner at the top; the last outputs stay below
+        note_endpoint_down(str(exc))
+        st.info("No weights for this prompt while the endpoint is offline (see the message at the top).")
+        show_stored("gen", names, loaded.get("suite"), ss.get("inferred") or uniform(len(names)))
+        return
     sync_weights(inferred, names, f"{prov.load_ref}|{prompt}")
     conf = confidence(inferred)
+    policy_slot = loaded.get("policy_a")
     left, right = st.columns([2, 1])
     with right:
+        # above the fold at 1280 x 800, next to the weights it uses
+        g1, g2 = st.columns([3, 2])
+        go = g1.button("Generate", key="generate", type="primary", disabled=policy_slot is None, width="stretch",
+                       help="Policy A answers three times: under the inferred, the override and uniform weights "
+                            "(columns whose weights did not change since the last run are kept)")
+        g2.button("Stop", key="stop", help="Stops a running generation (the outputs so far are kept)", width="stretch")
         st.metric("Orchestrator confidence", f"{conf:.2f}", help="1 − entropy(w) / log K: 0 = uniform, 1 = one objective")
         st.metric("Dominant objective", dominant(inferred, names))
         st.caption("inferred: " + format_weights(inferred, names))
@@ -279,20 +364,17 @@ def tab_one_prompt(loaded: dict, names: list[str]) -> None:
         st.plotly_chart(fig, key="weights_chart")
 
     st.divider()
-    policy = loaded.get("policy_a")
-    c1, c2, _ = st.columns([2, 1, 4])
-    go = c1.button("Generate: inferred · override · uniform", key="generate", type="primary",
-                   disabled=policy is None)
-    c2.button("Stop", key="stop", help="Stops a running generation (the outputs so far are kept)")
-    if policy is None:
+    if policy_slot is None:
         st.info("Load a policy (Policy A) in the sidebar to generate.")
         return
     if go:
-        jobs = [{"label": lab, "weights": w, "policy": policy[0], "policy_ref": policy[1].load_ref}
-                for lab, w in series.items()]
-        run_generations("gen", jobs, names, prompt, (loaded.get("suite") or (None,))[0], inferred)
-        st.rerun()
-    show_stored("gen", names, (loaded.get("suite") or (None,))[0], inferred)
+        policy = _policy_or_error(loaded, "policy_a", names)
+        if policy is not None:
+            jobs = [{"label": lab, "weights": w, "policy": policy, "policy_ref": policy_slot.prov.load_ref}
+                    for lab, w in series.items()]
+            run_generations("gen", jobs, names, prompt, loaded.get("suite"), inferred)
+            st.rerun()
+    show_stored("gen", names, loaded.get("suite"), inferred)
 
 
 def tab_compare(loaded: dict, names: list[str]) -> None:
@@ -301,9 +383,12 @@ def tab_compare(loaded: dict, names: list[str]) -> None:
         st.info("Load two policies in the sidebar (Policy A and Policy B), e.g. champion vs challenger "
                 "or PRO-WIC vs RiC.")
         return
-    st.caption(f"A: {a[1].label()} · B: {b[1].label()}")
-    if a[1].load_ref == b[1].load_ref:
-        st.warning(f"Policy A and Policy B are the same model ({a[1].label()}): the two columns can differ "
+    st.caption(f"A: {a.prov.label()} · B: {b.prov.label()}")
+    if b.state != "loaded":
+        st.caption(f"Policy B ({b.prov.label()}) is not loaded yet: it loads when you first press "
+                   "**Compare policies** (a SmolLM2 takes up to a minute on a CPU).")
+    if a.prov.load_ref == b.prov.load_ref:
+        st.warning(f"Policy A and Policy B are the same model ({a.prov.label()}): the two columns can differ "
                    "only by sampling. Pick another policy, version or alias for Policy B in the sidebar.")
     if "inferred" not in ss:
         st.info("Type a prompt in the **One prompt** tab first.")
@@ -313,7 +398,8 @@ def tab_compare(loaded: dict, names: list[str]) -> None:
     except UIError as exc:
         st.error(str(exc))
         return
-    which = st.radio("weights", ["inferred", "override", "uniform"], key="cmp_weights", horizontal=True)
+    which = st.radio("weights", ["inferred", "override", "uniform"], key="cmp_weights", horizontal=True,
+                     help="Starts on the override once you set one in the One prompt tab")
     w = {"inferred": np.asarray(ss["inferred"]), "override": normalize(ss["override"]),
          "uniform": uniform(len(names))}[which]
     st.caption(format_weights(w, names))
@@ -321,13 +407,16 @@ def tab_compare(loaded: dict, names: list[str]) -> None:
     go = c1.button("Compare policies", key="compare", type="primary")
     c2.button("Stop", key="cmp_stop", help="Stops a running generation (the outputs so far are kept)")
     if go:
-        jobs = [{"label": f"A: {a[1].spec.name}" + (f"@{a[1].spec.selector}" if a[1].spec.selector else ""),
-                 "weights": w, "policy": a[0], "policy_ref": a[1].load_ref},
-                {"label": f"B: {b[1].spec.name}" + (f"@{b[1].spec.selector}" if b[1].spec.selector else ""),
-                 "weights": w, "policy": b[0], "policy_ref": b[1].load_ref}]
-        run_generations("cmp", jobs, names, prompt, (loaded.get("suite") or (None,))[0], ss["inferred"])
-        st.rerun()
-    show_stored("cmp", names, (loaded.get("suite") or (None,))[0], ss["inferred"])
+        pa = _policy_or_error(loaded, "policy_a", names)
+        pb = _policy_or_error(loaded, "policy_b", names) if pa is not None else None
+        if pa is not None and pb is not None:
+            jobs = [{"label": f"A: {a.prov.spec.name}" + (f"@{a.prov.spec.selector}" if a.prov.spec.selector else ""),
+                     "weights": w, "policy": pa, "policy_ref": a.prov.load_ref},
+                    {"label": f"B: {b.prov.spec.name}" + (f"@{b.prov.spec.selector}" if b.prov.spec.selector else ""),
+                     "weights": w, "policy": pb, "policy_ref": b.prov.load_ref}]
+            run_generations("cmp", jobs, names, prompt, loaded.get("suite"), ss["inferred"])
+            st.rerun()
+    show_stored("cmp", names, loaded.get("suite"), ss["inferred"])
 
 
 def _dataset_choices() -> list[str]:
@@ -366,7 +455,7 @@ def tab_batch(loaded: dict, names: list[str]) -> None:
     if orch is None:
         st.info("Load an orchestrator in the sidebar to infer weights.")
         return
-    orch_obj, prov = orch
+    orch_obj, prov = orch.obj, orch.prov
     key = f"{prov.load_ref}|{origin}"
     if st.button("Infer weights", key="batch_run", type="primary"):
         bad = [i for i, p in enumerate(prompts) if not p.strip()]
@@ -402,8 +491,12 @@ def tab_batch(loaded: dict, names: list[str]) -> None:
     st.dataframe(view, hide_index=True, width="stretch",
                  column_config={n: st.column_config.ProgressColumn(n, min_value=0.0, max_value=1.0, format="%.2f")
                                 for n in names})
-    st.download_button("Download CSV", batchlib.to_csv(view), file_name="pro_inferred_weights.csv",
+    d1, d2 = st.columns(2)
+    d1.download_button(f"Download all {len(df)} rows (CSV)", batchlib.to_csv(df), file_name="pro_inferred_weights.csv",
                        mime="text/csv", key="batch_csv")
+    if pick:
+        d2.download_button(f"Download the {len(view)} filtered rows (CSV)", batchlib.to_csv(view),
+                           file_name="pro_inferred_weights_filtered.csv", mime="text/csv", key="batch_csv_filtered")
 
 
 def tab_registry() -> None:
@@ -437,7 +530,11 @@ def tab_registry() -> None:
     if not versions:
         st.info(f"{name} has no versions.")
         return
-    st.dataframe(versions_table(versions), hide_index=True, width="stretch")
+    table = versions_table(versions, mlflow_ui_url(be.tracking_uri))
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"training run": st.column_config.LinkColumn(
+                     "training run", display_text=r"runs/([0-9a-f]{8})", help="Opens the run in the MLflow UI")}
+                 if mlflow_ui_url(be.tracking_uri) else None)
     if os.environ.get("PRO_UI_ALLOW_PROMOTION", "").strip().lower() not in ("1", "true", "yes"):
         st.caption("Promotion to champion is disabled in this explorer (set PRO_UI_ALLOW_PROMOTION=true "
                    "to enable it); promote with `pro registry promote`.")
@@ -511,26 +608,56 @@ def _promotion_message(result, name: str, version: str) -> tuple[str, str]:
 
 # -- page -----------------------------------------------------------------------------------------
 
+def check_loaded(loaded: dict, names: list[str]) -> None:
+    """Models loaded by now (in the background, or earlier) whose objectives differ from the orchestrator's
+    are shown as an error and not used; the others are checked when they load."""
+    for role in ("suite", "policy_a", "policy_b"):
+        slot = loaded.get(role)
+        if slot is not None and slot.state == "loaded":
+            try:
+                load_slot(slot, names)
+            except UIError as exc:
+                st.error(str(exc))
+                loaded[role] = None
+
+
+INTRO = ("The **orchestrator** reads a prompt and infers how much each objective should matter (the weights); "
+         "the **policy** answers under those weights, or under yours; the **reward models** score each answer "
+         "per objective.")
+
+
 def main() -> None:
     st.set_page_config(page_title="PRO preference explorer", page_icon="⚖️", layout="wide")
     st.title("PRO preference explorer")
+    st.caption(INTRO)
     banner = st.empty()
+    status = st.empty()
     be = backend()
     loaded = sidebar(be)
-    if registry_down():
-        banner.error(registry_down()[0])
     names = current_names(loaded)
     tabs = st.tabs(["One prompt", "Compare policies", "Batch", "Registry"])
     if names is None:
+        why = ("The endpoint is offline (see the message at the top)." if endpoint_down() else
+               "Load an orchestrator (or a policy / reward suite) in the sidebar to start.")
         for t in tabs[:3]:
-            t.info("Load an orchestrator (or a policy / reward suite) in the sidebar to start.")
+            t.info(why)
     else:
-        check_compat(loaded, names)
+        check_loaded(loaded, names)
         for tab, fn in zip(tabs[:3], (tab_one_prompt, tab_compare, tab_batch)):
             with tab:
                 _guard(fn, loaded, names)
     with tabs[3]:
         _guard(tab_registry)
+    messages = registry_down() + endpoint_down()
+    if messages:
+        banner.error("\n\n".join(messages))
+    # the page is drawn: what Generate and scoring need loads in the background (Policy B waits for Compare)
+    if names is not None and not endpoint_down():
+        for role in ("suite", "policy_a"):
+            prefetch(loaded.get(role))
+    line = status_line({r: loaded.get(r) for r in ("suite", "policy_a", "policy_b")})
+    if line:
+        status.caption(line)
 
 
 def _guard(fn, *args) -> None:

@@ -35,6 +35,11 @@ MAX_PROMPT_CHARS = int(os.environ.get("PRO_UI_MAX_PROMPT_CHARS", "4000"))
 # A served pro-endpoint (`mlflow models serve -m models:/pro-endpoint@champion`): the orchestrator's
 # weights and the policy's answers come from <url>/invocations instead of models loaded in this process.
 ENDPOINT_ENV = "PRO_UI_ENDPOINT"
+# The MLflow UI the explorer links models and runs to (default: the tracking URI when it is http(s)).
+MLFLOW_UI_ENV = "PRO_UI_MLFLOW_URL"
+# A version's tags that name the run which trained it (when it was registered from another run).
+SOURCE_RUN_TAGS = ("source_run", "pro.source_run")
+ENDPOINT_PING_TIMEOUT = 5.0
 
 
 def _endpoint_defaults() -> None:
@@ -62,6 +67,42 @@ class NoLocalStore(UIError):
 
 class RegistryUnreachable(UIError):
     """The MLflow tracking server does not answer (the page says so once, short, with the fix)."""
+
+
+class EndpointUnreachable(UIError):
+    """A served pro-endpoint does not answer (one banner naming the URL and the check, like the registry)."""
+
+    def __init__(self, url: str, why: str):
+        self.url = url
+        super().__init__(f"The PRO endpoint at {url} is not reachable ({why}). Check it with "
+                         f"`curl {url}/ping` (is `mlflow models serve` running? {ENDPOINT_ENV}), "
+                         "then press ↻ Reload.")
+
+
+def mlflow_ui_url(tracking_uri: str | None = None) -> str | None:
+    """Base URL of the MLflow UI: ``$PRO_UI_MLFLOW_URL``, else the tracking URI when it is a server."""
+    url = os.environ.get(MLFLOW_UI_ENV, "").strip()
+    if not url and tracking_uri and str(tracking_uri).startswith(("http://", "https://")):
+        url = str(tracking_uri)
+    return url.rstrip("/") or None
+
+
+def run_url(base: str | None, experiment_id: str | None, run_id: str | None) -> str | None:
+    """The MLflow UI page of a run (``#/experiments/<id>/runs/<run>``; ``#/runs/<run>`` also resolves)."""
+    if not (base and run_id):
+        return None
+    if experiment_id:
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/runs/{run_id}"
+
+
+def version_url(base: str | None, name: str, version: str | None) -> str | None:
+    """The MLflow UI page of a registered model version."""
+    if not (base and version):
+        return None
+    from urllib.parse import quote
+
+    return f"{base}/#/models/{quote(name, safe='')}/versions/{version}"
 
 
 def default_tracking_uri() -> str:
@@ -128,6 +169,21 @@ class Provenance:
     aliases: list[str] = field(default_factory=list)
     run_id: str | None = None
     run_name: str | None = None
+    source_run: str | None = None      # the version's source_run tag: the training run, when registered elsewhere
+    experiment_id: str | None = None   # of the training run
+
+    @property
+    def training_run(self) -> str | None:
+        """The run that trained the model: its ``source_run`` tag, else the version's run."""
+        return self.source_run or self.run_id
+
+    def links(self, base: str | None) -> dict[str, str]:
+        """MLflow UI links: ``version`` (the model version page) and ``run`` (the training run)."""
+        out = {}
+        if self.spec.source == "registry" and self.version and self.spec.name != PER_OBJECTIVE:
+            out["version"] = version_url(base, self.spec.name, self.version)
+        out["run"] = run_url(base, self.experiment_id, self.training_run)
+        return {k: v for k, v in out.items() if v}
 
     def label(self) -> str:
         if self.load_ref in BUNDLED:
@@ -139,27 +195,30 @@ class Provenance:
         if self.spec.source == "local":
             return f"local folder `{self.load_ref}`"
         alias = f" ({', '.join(self.aliases)})" if self.aliases else ""
-        run = f", run `{self.run_id[:12]}`" if self.run_id else ""
+        run = f", run `{self.training_run[:12]}`" if self.training_run else ""
         name = f" *{self.run_name}*" if self.run_name else ""
         return f"`{self.spec.name}` v{self.version}{alias}{run}{name}"
 
 
-def versions_table(rows: Sequence[dict]):
-    """Registry versions as a flat table: version, aliases, gate (metric, mode, value), metrics, run."""
+def versions_table(rows: Sequence[dict], mlflow_base: str | None = None):
+    """Registry versions as a flat table: version, aliases, training run (a link into the MLflow UI when
+    ``mlflow_base`` is known), gate (metric, mode, value), metrics."""
     import pandas as pd
 
     out = []
     for r in rows:
+        tags = r.get("tags") or {}
+        run = next((tags[t] for t in SOURCE_RUN_TAGS if tags.get(t)), None) or r.get("run_id")
+        # the training run first: the table is wide and its last columns sit off-screen
         row = {"version": str(r.get("version")), "aliases": ", ".join(r.get("aliases") or []),
+               "training run": run_url(mlflow_base, None, run) or run,
                "gate metric": r.get("gate_metric"), "gate mode": r.get("gate_mode"),
                "gate value": r.get("gate_value")}
         for k, v in sorted((r.get("metrics") or {}).items()):
             if k != r.get("gate_metric"):
                 row[k] = v
-        tags = r.get("tags") or {}
         if tags.get("pro.promotion_reason"):
             row["promotion note"] = tags["pro.promotion_reason"]
-        row["run"] = r.get("run_id")
         created = r.get("created")
         row["created"] = pd.to_datetime(created, unit="ms") if isinstance(created, (int, float)) else created
         out.append(row)
@@ -312,15 +371,18 @@ class Backend:
         else:
             mv = self._registry_call(f"find {spec.uri}", client.get_model_version_by_alias,
                                      spec.name, spec.selector)
-        run_name = None
-        if mv.run_id:
+        tags = dict(getattr(mv, "tags", None) or {})
+        source_run = next((tags[t] for t in SOURCE_RUN_TAGS if tags.get(t)), None)
+        run_name = experiment_id = None
+        if source_run or mv.run_id:
             try:
-                run_name = client.get_run(mv.run_id).info.run_name
+                info = client.get_run(source_run or mv.run_id).info
+                run_name, experiment_id = info.run_name, info.experiment_id
             except Exception:  # a deleted run still leaves a usable model version
-                run_name = None
+                pass
         return Provenance(spec, f"models:/{spec.name}/{mv.version}", version=str(mv.version),
                           aliases=list(getattr(mv, "aliases", None) or []), run_id=mv.run_id,
-                          run_name=run_name)
+                          run_name=run_name, source_run=source_run, experiment_id=experiment_id)
 
     def resolve_per_objective(self, selector: str, names: Sequence[str], stats: dict | None) -> Provenance:
         """A suite of ``pro-reward-<objective>`` models at ``selector``, one per orchestrator objective."""
@@ -367,6 +429,9 @@ class Backend:
             raise UIError(f"Policies need pro_lib.wic, which cannot be imported here ({exc}).") from None
 
         objs = list(objectives) if objectives else None
+        if objs is None and load_ref in BUNDLED:
+            raise UIError(f"{BUNDLED[load_ref]} takes the weights of the orchestrator's objectives in its "
+                          "prompt: load an orchestrator first.")
         if is_endpoint(load_ref):
             return _load("policy", load_ref, RemotePolicy)
         # LoRA adapter policies of one base share that base in this process (pro_lib.adapters: the compare
@@ -377,6 +442,8 @@ class Backend:
     def predict(self, orchestrator, prompts: Sequence[str]) -> np.ndarray:
         try:
             return np.asarray(orchestrator.predict(list(prompts)), dtype=np.float64)
+        except UIError:
+            raise
         except Exception as exc:
             raise UIError(f"The orchestrator failed on this input: {_short(exc)}") from None
 
@@ -390,16 +457,27 @@ class Backend:
         gen_kwargs.setdefault("stopping_criteria", _stopping_criteria(stop))
         try:
             yield from policy.stream(prompt, np.asarray(weights, dtype=np.float64), **gen_kwargs)
+        except UIError:
+            raise
         except Exception as exc:
             raise UIError(f"Generation failed: {_short(exc)}") from None
         finally:
             stop.set()
 
-    def score(self, suite, prompt: str, responses: Sequence[str], names: Sequence[str]) -> tuple[np.ndarray, bool]:
+    def score(self, suite, prompt: str, responses: Sequence[str], names: Sequence[str],
+              policy=None) -> tuple[np.ndarray, bool]:
         """Scores (N, K) in ``names`` order; z-scores when the suite has normalisation stats.
 
-        Returns (scores, normalised?).
+        A served endpoint's own answers (``policy`` a :class:`RemotePolicy` whose endpoint scored them)
+        keep the endpoint's scores: the numbers its ``/invocations`` returned. Returns (scores, normalised?).
         """
+        if isinstance(policy, RemotePolicy):
+            got = [policy.answer_scores(prompt, r) for r in responses]
+            if all(g is not None for g in got):
+                order = align_objectives(names, policy.objectives, "the endpoint")
+                return np.asarray([g[0] for g in got], dtype=np.float64)[:, order], bool(got[0][1])
+        if suite is None:
+            raise UIError("Load a reward suite in the sidebar to score outputs.")
         order = align_objectives(names, suite.names, "the reward suite")
         normalized = suite.stats is not None
         try:
@@ -410,32 +488,92 @@ class Backend:
         return np.asarray(s, dtype=np.float64)[:, order], normalized
 
 
-class RemoteOrchestrator:
-    """The orchestrator of a served pro-endpoint: ``predict`` asks ``<url>/invocations`` for weights."""
+def check_endpoint(url: str, timeout: float = ENDPOINT_PING_TIMEOUT) -> None:
+    """Raise :class:`EndpointUnreachable` unless ``<url>/ping`` answers (the scoring server's health check)."""
+    import urllib.error
+    import urllib.request
 
-    norm_stats = None
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as r:
+            r.read()
+    except urllib.error.HTTPError as exc:
+        raise EndpointUnreachable(url, f"/ping answered HTTP {exc.code}") from None
+    except OSError as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise EndpointUnreachable(url, _short(reason if isinstance(reason, BaseException) else OSError(reason),
+                                              120)) from None
+
+
+class RemoteOrchestrator:
+    """The orchestrator of a served pro-endpoint: ``predict`` asks ``<url>/invocations`` for weights.
+
+    ``norm_stats`` are the endpoint's reward-suite statistics when its answer carries them
+    (``suite_stats``), so a reward suite assembled next to it scores in the same z-score units as the
+    endpoint and as a locally loaded orchestrator (whose ``norm_stats`` are the same numbers).
+    """
 
     def __init__(self, url: str):
-        from pro_lib.serving import EndpointClient
+        from pro_lib.serving import EXAMPLE_PROMPTS, EndpointClient
 
+        self.url = url
+        check_endpoint(url)
         self.client = EndpointClient(url)
-        self.objectives = self.client.objectives()
+        probe = self._call(self.client.invoke, [EXAMPLE_PROMPTS[0]], max_new_tokens=1, score=False)
+        self.objectives = [c[len("weight_"):] for c in probe.columns if c.startswith("weight_")]
         self.K = len(self.objectives)
+        self.has_suite = "suite_stats" in probe.columns
+        stats = _json_cell(probe["suite_stats"].iloc[0]) if self.has_suite else None
+        self.norm_stats = {n: [float(v) for v in stats[n]] for n in self.objectives} if stats else None
+
+    def _call(self, fn, *args, **kwargs):
+        """``fn`` against the endpoint; an endpoint that stopped answering raises :class:`EndpointUnreachable`."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            check_endpoint(self.url)  # down: says so (with the URL and the check) instead of blaming the input
+            raise
 
     def predict(self, prompts: Sequence[str]) -> np.ndarray:
-        return self.client.weights(list(prompts), self.objectives)
+        return self._call(self.client.weights, list(prompts), self.objectives)
 
 
 class RemotePolicy(RemoteOrchestrator):
     """The policy of a served pro-endpoint: the prompt and the (possibly overridden) weights go to
-    ``<url>/invocations``; the answer arrives whole (the scoring server does not stream)."""
+    ``<url>/invocations``; the answer arrives whole (the scoring server does not stream). When the
+    endpoint bundles a reward suite, the answer's own scores are kept (:meth:`answer_scores`)."""
 
     GEN_PARAMS = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed")
 
+    def __init__(self, url: str):
+        super().__init__(url)
+        self._scores: dict[tuple[str, str], list[float]] = {}
+
     def stream(self, prompt: str, weights: np.ndarray, **gen_kwargs) -> Iterator[str]:
         params = {k: v for k, v in gen_kwargs.items() if k in self.GEN_PARAMS and v is not None}
-        df = self.client.invoke([prompt], [list(np.asarray(weights, dtype=np.float64))], score=False, **params)
-        yield str(df["response"].iloc[0])
+        df = self._call(self.client.invoke, [prompt], [list(np.asarray(weights, dtype=np.float64))],
+                        score=self.has_suite, **params)
+        text = str(df["response"].iloc[0])
+        cols = [f"score_{n}" for n in self.objectives]
+        if all(c in df.columns for c in cols):
+            if len(self._scores) > 256:
+                self._scores.clear()
+            self._scores[(prompt, text)] = [float(df[c].iloc[0]) for c in cols]
+        yield text
+
+    def answer_scores(self, prompt: str, text: str) -> tuple[list[float], bool] | None:
+        """The endpoint's scores of its answer ``text`` (objectives' order) and whether they are z-scores."""
+        s = self._scores.get((prompt, text))
+        return None if s is None else (s, self.norm_stats is not None)
+
+
+def _json_cell(value):
+    import json
+
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return json.loads(value) if value.strip() else None
+    return value
 
 
 @contextlib.contextmanager

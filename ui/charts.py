@@ -26,12 +26,21 @@ def weight_ternary(series: dict[str, Sequence[float]], names: Sequence[str]) -> 
     """The K = 3 simplex as a triangle; each weight vector is a point."""
     a, b, c = names
     fig = go.Figure()
+    symbols = ["circle", "diamond", "square", "x", "triangle-up"]
     for i, (label, w) in enumerate(series.items()):
-        fig.add_trace(go.Scatterternary(a=[float(w[0])], b=[float(w[1])], c=[float(w[2])], mode="markers+text",
-                                        name=label, text=[label], textposition="top center",
-                                        marker=dict(size=14, color=COLORS[i % len(COLORS)])))
-    fig.update_layout(ternary=dict(sum=1, aaxis=dict(title=a), baxis=dict(title=b), caxis=dict(title=c)),
-                      height=380, margin=dict(l=50, r=50, t=40, b=50), showlegend=False)
+        # no text next to the points: at a corner it ran into the corner's objective name; a legend says which is which
+        fig.add_trace(go.Scatterternary(
+            a=[float(w[0])], b=[float(w[1])], c=[float(w[2])], mode="markers", name=label,
+            hovertemplate=f"{label}<br>{a}=%{{a:.2f}}<br>{b}=%{{b:.2f}}<br>{c}=%{{c:.2f}}<extra></extra>",
+            marker=dict(size=14, color=COLORS[i % len(COLORS)], symbol=symbols[i % len(symbols)],
+                        line=dict(width=1, color="white"))))
+    corner = dict(font=dict(size=13))
+    fig.update_layout(ternary=dict(sum=1, aaxis=dict(title=dict(text=f"{a} = 1", **corner)),
+                                   baxis=dict(title=dict(text=f"{b} = 1", **corner)),
+                                   caxis=dict(title=dict(text=f"{c} = 1", **corner))),
+                      height=400, margin=dict(l=70, r=70, t=50, b=40), showlegend=True,
+                      legend=dict(orientation="h", yanchor="top", y=-0.05, xanchor="center", x=0.5,
+                                  title=dict(text="weights: ")))
     return fig
 
 

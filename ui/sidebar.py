@@ -5,12 +5,16 @@ folder), the generation settings, and the cached look-ups and loaders they (and 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from pro_lib.registry import ORCHESTRATOR_MODEL, REWARD_MODEL_PREFIX, policy_model_name
-from ui.backend import PER_OBJECTIVE, Backend, ModelSpec, RegistryUnreachable, UIError
+from ui import loading
+from ui.backend import (PER_OBJECTIVE, Backend, EndpointUnreachable, ModelSpec, Provenance, RegistryUnreachable,
+                        UIError, align_objectives, is_endpoint, mlflow_ui_url)
 
 ROLES = {  # role -> (label, env var, registry-name hint, optional?)
     "orchestrator": ("Orchestrator", "PRO_UI_ORCHESTRATOR", "orchestrator", False),
@@ -23,6 +27,82 @@ ALIASES_PER_OBJECTIVE = ("champion", "challenger")
 PLACEHOLDERS = {"orchestrator": "runs/orchestrator", "suite": "runs/targets/suite",
                 "policy_a": "runs/wic or smollm2", "policy_b": "runs/ric or smollm2"}
 ss = st.session_state
+
+
+# what each role's model is loaded for (shown while it loads, and before)
+NEEDED_FOR = {"orchestrator": "the weights", "suite": "scoring the outputs", "policy_a": "Generate",
+              "policy_b": "the Compare tab"}
+KIND = {"orchestrator": "orchestrator", "suite": "suite", "policy_a": "policy", "policy_b": "policy"}
+
+
+@dataclass
+class Slot:
+    """A role's chosen model: where it comes from (resolved, cheap) and, once loaded, the model.
+
+    Only the orchestrator is loaded while the sidebar is drawn; the others load when a view first
+    needs them (:func:`load_slot`), or ahead of time in the background (:func:`prefetch`)."""
+
+    role: str
+    prov: Provenance
+    key: loading.Key
+    obj: Any = None
+
+    def __getitem__(self, i):  # (model, provenance), as the page's helpers read it
+        return (self.obj, self.prov)[i]
+
+    @property
+    def state(self) -> str:
+        return "loaded" if self.obj is not None else loading.state(self.key)
+
+
+def load_slot(slot: Slot | None, names: list[str] | None = None):
+    """The one way a view gets a model: loads it on first need (spinner naming it and why), checks its
+    objectives against the orchestrator's, and returns it (None for no slot)."""
+    if slot is None:
+        return None
+    if slot.obj is None:
+        label = ROLES[slot.role][0]
+        quiet = loading.state(slot.key) == "loaded"
+        with (st.empty() if quiet else st.spinner(f"Loading {label} ({slot.prov.label()}) for "
+                                                  f"{NEEDED_FOR[slot.role]}…")):
+            obj = loading.get(slot.key)
+        if names is not None:
+            other = obj.names if slot.role == "suite" else getattr(obj, "objectives", None)
+            if other is not None:
+                align_objectives(names, other, f"{label} ({slot.prov.load_ref})")
+        slot.obj = obj
+    return slot.obj
+
+
+def prefetch(slot: Slot | None) -> None:
+    """Start loading a slot's model in the background (the page stays usable meanwhile)."""
+    if slot is not None and slot.obj is None:
+        loading.prefetch(slot.key)
+
+
+def status_line(loaded: dict) -> str | None:
+    """What is loading and why, or what will load when (None when everything is loaded)."""
+    parts = []
+    for role, slot in loaded.items():
+        if slot is None or slot.state == "loaded":
+            continue
+        label, why = ROLES[role][0], NEEDED_FOR[role]
+        if slot.state == "loading":
+            parts.append(f"⏳ {label} is loading in the background for {why}")
+        elif slot.state == "not loaded":
+            parts.append(f"{label} loads when {why} first needs it")
+    return " · ".join(parts) + "." if parts else None
+
+
+def endpoint_down() -> list[str]:
+    """"The endpoint is away" messages (one banner at the top, like :func:`registry_down`); they stay until
+    ↻ Reload, which checks again."""
+    return ss.setdefault("endpoint_down", [])
+
+
+def note_endpoint_down(message: str) -> None:
+    if message not in endpoint_down():
+        endpoint_down().append(message)
 
 
 def registry_down() -> list[str]:
@@ -60,29 +140,14 @@ def cached_resolve_per_objective(tracking_uri: str, selector: str, names: tuple,
     return Backend(tracking_uri).resolve_per_objective(selector, list(names), json.loads(stats_json))
 
 
-@st.cache_resource(show_spinner="Loading the orchestrator…", max_entries=4)
 def cached_orchestrator(tracking_uri: str, load_ref: str):
-    return Backend(tracking_uri).load_orchestrator(load_ref)
-
-
-@st.cache_resource(show_spinner="Loading the reward suite…", max_entries=4)
-def cached_suite(tracking_uri: str, load_ref: str):
-    return Backend(tracking_uri).load_suite(load_ref)
-
-
-@st.cache_resource(show_spinner="Loading the policy…", max_entries=4)
-def cached_policy(tracking_uri: str, load_ref: str, objectives: tuple | None = None):
-    return Backend(tracking_uri).load_policy(load_ref, objectives)
+    return loading.get(loading.Key("orchestrator", tracking_uri, load_ref))
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def cached_predict(tracking_uri: str, load_ref: str, prompt: str) -> np.ndarray:
     orch = cached_orchestrator(tracking_uri, load_ref)
     return Backend(tracking_uri).predict(orch, [prompt])[0]
-
-
-LOADERS = {"orchestrator": cached_orchestrator, "suite": cached_suite,
-           "policy_a": cached_policy, "policy_b": cached_policy}
 
 
 # -- sidebar: model selection -------------------------------------------------------------------
@@ -105,8 +170,8 @@ def note_registry_down(message: str) -> None:
 def _keep_loaded(role: str, name: str | None = None):
     """While the registry is away, a picker keeps the model it had loaded from it."""
     last = ss.get(f"{role}_last")
-    if last and last[1].spec.source == "registry" and name in (None, last[1].spec.name):
-        st.sidebar.caption(f"from {last[1].label()} (kept: the registry is offline)")
+    if last and last.prov.spec.source == "registry" and name in (None, last.prov.spec.name):
+        st.sidebar.caption(f"from {last.prov.label()} (kept: the registry is offline)")
         return last
     st.sidebar.caption("The registry is offline (see the message at the top).")
     return None
@@ -165,7 +230,7 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
     _init_role(role, models)
     st.sidebar.markdown(f"**{label}**")
     sources = (["None"] if optional else []) + SOURCES
-    source = st.sidebar.radio("source", sources, key=f"{role}_source", horizontal=True,
+    source = st.sidebar.radio(f"{label} source", sources, key=f"{role}_source", horizontal=True,
                               label_visibility="collapsed")
     spec = None
     if source == "None":
@@ -193,7 +258,7 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
             st.sidebar.error(f"Registered model '{wanted}' is missing from the registry at "
                              f"{be.tracking_uri}; pick another one.")
             del ss[f"{role}_name"]
-        name = st.sidebar.selectbox("registered model", names, key=f"{role}_name", index=None,
+        name = st.sidebar.selectbox(f"{label}: registered model", names, key=f"{role}_name", index=None,
                                     placeholder=f"choose a registered {hint}")
         if name is None:
             return None
@@ -214,11 +279,11 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
                 st.sidebar.warning(f"'{name}' has no alias or version '{wanted}'; showing "
                                    f"'{selectors[0]}' instead.")
             ss[f"{role}_sel"] = selectors[0]
-        sel = st.sidebar.selectbox("alias or version", selectors, key=f"{role}_sel")
+        sel = st.sidebar.selectbox(f"{label}: alias or version", selectors, key=f"{role}_sel")
         ss[f"{role}_want"] = (name, sel)
         spec = ModelSpec("registry", name, sel)
     else:
-        path = st.sidebar.text_input("folder", key=f"{role}_path", placeholder=PLACEHOLDERS[role],
+        path = st.sidebar.text_input(f"{label}: folder", key=f"{role}_path", placeholder=PLACEHOLDERS[role],
                                      help="a folder saved by PRO, or models:/<name>@<alias> / models:/<name>/<version>")
         if not path.strip():
             st.sidebar.info("Enter a folder saved by PRO (or a models:/<name>@<alias> reference)." + (
@@ -240,30 +305,63 @@ def model_picker(role: str, be: Backend, models: list[str], registry_error: str 
                 return None
             import json
 
-            prov = cached_resolve_per_objective(be.tracking_uri, spec.selector, tuple(orch[0].objectives),
-                                                json.dumps(getattr(orch[0], "norm_stats", None), sort_keys=True))
+            prov = cached_resolve_per_objective(be.tracking_uri, spec.selector, tuple(orch.obj.objectives),
+                                                json.dumps(getattr(orch.obj, "norm_stats", None), sort_keys=True))
         else:
             prov = cached_resolve(be.tracking_uri, spec)
-        with st.spinner(f"Loading {label.lower()} from {prov.load_ref}…"):
-            if role.startswith("policy") and context.get("orchestrator"):
-                obj = cached_policy(be.tracking_uri, prov.load_ref, tuple(context["orchestrator"][0].objectives))
-            else:
-                obj = LOADERS[role](be.tracking_uri, prov.load_ref)
+        orch = context.get("orchestrator")
+        objectives = tuple(orch.obj.objectives) if role.startswith("policy") and orch and orch.obj else None
+        slot = Slot(role, prov, loading.Key(KIND[role], be.tracking_uri, prov.load_ref, objectives))
+        if role == "orchestrator":  # the first screen needs it: loaded now
+            with st.spinner(f"Loading the orchestrator ({prov.label()}) for the weights…"):
+                slot.obj = loading.get(slot.key)
     except RegistryUnreachable as exc:
         note_registry_down(str(exc))
         return _keep_loaded(role, spec.name)
+    except EndpointUnreachable as exc:
+        note_endpoint_down(str(exc))
+        return _keep_endpoint(role, spec.name)
     except UIError as exc:
         st.sidebar.error(str(exc))
         return None
-    st.sidebar.caption(f"from {prov.label()}")
-    ss[f"{role}_last"] = (obj, prov)
-    return obj, prov
+    show_provenance(slot, be)
+    ss[f"{role}_last"] = slot
+    return slot
+
+
+def show_provenance(slot: Slot, be: Backend) -> None:
+    """Where the model comes from (version, aliases, training run, links into the MLflow UI) and its state."""
+    prov = slot.prov
+    state = {"loaded": "", "loading": " · ⏳ loading", "failed": " · failed to load",
+             "not loaded": f" · loads for {NEEDED_FOR[slot.role]}"}[slot.state]
+    st.sidebar.caption(f"from {prov.label()}{state}")
+    links = prov.links(mlflow_ui_url(be.tracking_uri))
+    if links:
+        parts = []
+        if "version" in links:
+            parts.append(f"[version {prov.version} ↗]({links['version']})")
+        if "run" in links:
+            parts.append(f"[training run {prov.run_name or prov.training_run[:12]} ↗]({links['run']})")
+        st.sidebar.markdown(" · ".join(parts), help="Opens the MLflow UI (PRO_UI_MLFLOW_URL)")
+    elif prov.training_run and prov.spec.source == "registry":
+        st.sidebar.caption(f"training run `{prov.training_run}` (set PRO_UI_MLFLOW_URL to link it)")
+
+
+def _keep_endpoint(role: str, ref: str):
+    """While a served endpoint is away, its pickers keep what they showed (nothing is unloaded)."""
+    last = ss.get(f"{role}_last")
+    if last and is_endpoint(last.prov.load_ref) and last.prov.load_ref == ref.strip().rstrip("/"):
+        st.sidebar.caption(f"from {last.prov.label()} (kept: the endpoint is offline)")
+        return last
+    st.sidebar.caption("The endpoint is offline (see the message at the top).")
+    return None
 
 
 def _clear_caches() -> None:
-    for fn in (cached_models, cached_selectors, cached_resolve, cached_resolve_per_objective,
-               cached_orchestrator, cached_suite, cached_policy, cached_predict):
+    for fn in (cached_models, cached_selectors, cached_resolve, cached_resolve_per_objective, cached_predict):
         fn.clear()
+    loading.clear()
+    ss["endpoint_down"] = []
 
 
 def sidebar(be: Backend) -> dict:
@@ -279,8 +377,13 @@ def sidebar(be: Backend) -> dict:
     for role in ROLES:
         loaded[role] = model_picker(role, be, models, registry_error, loaded)
     st.sidebar.header("Generation")
-    st.sidebar.number_input("max new tokens", 1, 1024, 48, key="max_new_tokens")
-    st.sidebar.checkbox("sample", value=False, key="do_sample")
-    st.sidebar.slider("temperature", 0.1, 2.0, 0.8, 0.05, key="temperature", disabled=not ss.get("do_sample"))
-    st.sidebar.number_input("seed", 0, 2**31 - 1, 0, key="seed")
+    st.sidebar.number_input("max new tokens", 1, 1024, 48, key="max_new_tokens",
+                            help="The longest answer, in tokens (about ¾ of a word each); generation stops "
+                                 "earlier at the end of the answer. Longer takes longer on a CPU.")
+    st.sidebar.checkbox("sample", value=False, key="do_sample",
+                        help="Off: greedy decoding, the same answer every time. On: draws tokens at random "
+                             "(temperature), so the weights' effect mixes with chance; the seed makes it repeatable.")
+    st.sidebar.slider("temperature", 0.1, 2.0, 0.8, 0.05, key="temperature", disabled=not ss.get("do_sample"),
+                      help="Sampling only: below 1 sharper, above 1 more random")
+    st.sidebar.number_input("seed", 0, 2**31 - 1, 0, key="seed", help="Random seed for sampling")
     return loaded
