@@ -162,7 +162,10 @@ def _gen_kwargs(params: Mapping[str, Any] | None) -> dict:
     p.update({k: v for k, v in given.items() if k in GEN_PARAMS})
     max_tokens = int(p.pop("max_tokens"))
     if max_tokens >= 0:
-        if "max_new_tokens" in given and int(given["max_new_tokens"]) != max_tokens:
+        # MLflow's scoring server fills every param of the signature with its default: only a
+        # max_new_tokens other than its default is a second, different answer
+        if int(given.get("max_new_tokens", GEN_PARAMS["max_new_tokens"][1])) not in (
+                max_tokens, GEN_PARAMS["max_new_tokens"][1]):
             raise DataError(f"max_tokens={max_tokens} and max_new_tokens={given['max_new_tokens']} disagree; "
                             "give one of them")
         p["max_new_tokens"] = max_tokens

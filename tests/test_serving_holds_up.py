@@ -50,6 +50,7 @@ def test_bad_input_is_a_400_with_pros_message_and_max_tokens_is_honoured(registe
 def test_generation_params():
     assert serving._gen_kwargs({"max_tokens": 7})["max_new_tokens"] == 7
     assert serving._gen_kwargs({})["max_new_tokens"] == serving.GEN_PARAMS["max_new_tokens"][1]
+    assert serving._gen_kwargs({"max_tokens": 7, "max_new_tokens": 64})["max_new_tokens"] == 7  # 64: the default
     with pytest.raises(DataError, match="disagree"):
         serving._gen_kwargs({"max_tokens": 7, "max_new_tokens": 8})
     with pytest.raises(DataError, match="unknown generation parameter"):
