@@ -107,9 +107,7 @@ def main() -> int:
         real_tokens = count_tokens(pol.tokenizer, examples)
         opts = dataclasses.replace(
             wic_offline.SFTOptions(batch_size=args.batch_size, save_steps=10_000, max_length=384), **change)
-        policy_mod.COMPACT_LM_HEAD_ON_CPU = compact
-        m = wic_offline.sft_train(pol, examples, opts, work / f"sft-{len(rows)}", desc=label)
-        policy_mod.COMPACT_LM_HEAD_ON_CPU = True
+        m = wic_offline.sft_train(pol, examples, opts, work / f"sft-{len(rows)}", desc=label, compact_lm_head=compact)
         base_seconds = base_seconds or m["sft_seconds"]
         tps = real_tokens / m["sft_seconds"]
         rows.append([label, m["sft_steps"], real_tokens, f"{m['sft_seconds']:.1f}", f"{tps:.0f}",

@@ -14,13 +14,16 @@ only the compile-time default: pipelines set each task's image from their ``imag
 # the KFP executor, where importing kfp.dsl again would be circular.
 import os
 
-DEFAULT_IMAGE = os.environ.get("PRO_COMPONENT_IMAGE", "ghcr.io/pro-align/pro-components:0.1.0")
+from pro_lib import __version__
+
+DEFAULT_IMAGE = os.environ.get("PRO_COMPONENT_IMAGE", f"ghcr.io/pro-align/pro-components:{__version__}")
 
 
 
 def all_components() -> dict:
     """Every PRO component by its KFP name (imports kfp; component bodies never import this)."""
     from components.data import prepare_data
+    from components.judge import judge_evaluate
     from components.morlhf import morlhf_evaluate, morlhf_train
     from components.orchestrator import evaluate_orchestrator, train_orchestrator
     from components.registry import promote_model, register_endpoint, register_model
@@ -31,4 +34,4 @@ def all_components() -> dict:
     return {c.name: c for c in (prepare_data, train_reward_model, score_targets, train_orchestrator,
                                 evaluate_orchestrator, register_model, promote_model, wic_offline_sft,
                                 wic_online_sample, wic_online_sft, wic_evaluate, morlhf_train, morlhf_evaluate,
-                                register_endpoint, finish_pipeline_run)}
+                                register_endpoint, finish_pipeline_run, judge_evaluate)}

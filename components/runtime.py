@@ -15,7 +15,6 @@ simple stand-ins.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib
 import json
 import logging
@@ -62,6 +61,8 @@ STAGES: dict[str, Stage] = {
     "wic_evaluate": Stage("pro_lib.wic_eval", "evaluate_wic", "WICEvalConfig", gpu=True),
     "morlhf_train": Stage("pro_lib.morlhf", "train_morlhf", "MorlhfTrainConfig", gpu=True, deterministic=False),
     "morlhf_evaluate": Stage("pro_lib.morlhf_eval", "evaluate_morlhf", "MorlhfEvalConfig", gpu=True),
+    # optional LLM judge after evaluation: generates answers (GPU), calls an outside endpoint (never cached)
+    "judge_evaluate": Stage("pro_lib.judge", "judge_eval", "JudgeConfig", gpu=True, deterministic=False),
     # registry side effects (register_stage / promote_stage below): CPU, never cached
     "register_model": Stage("pro_lib.packaging", "register_model", None, deterministic=False),
     "promote_model": Stage("pro_lib.promotion", "promote", None, deterministic=False),
@@ -295,10 +296,6 @@ def md_table(rows: list[dict], columns: list[str]) -> str:
 
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     return head + "".join("| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |\n" for r in rows)
-
-
-def as_dict(obj: Any) -> dict:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
 
 
 # -- helpers the component bodies call -------------------------------------------------------

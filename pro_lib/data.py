@@ -373,7 +373,9 @@ class DataConfig:
 
 def prepare_data(cfg: DataConfig) -> dict:
     """Load ``cfg.sources``, split deterministically and write ``train.jsonl`` / ``eval.jsonl``."""
-    out = Path(cfg.output_dir)
+    from pro_lib.io import check_output_dir
+
+    out = check_output_dir(cfg.output_dir, what="data prepare")
     pairs: list[PreferencePair] = []
     per_source = {}
     for spec in cfg.sources:

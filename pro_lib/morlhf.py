@@ -27,7 +27,6 @@ atomically into ``output_dir``. The held-out evaluation of trained runs (``evalu
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -39,12 +38,13 @@ import numpy as np
 import yaml
 
 from pro_lib import tracking
-from pro_lib.checkpoints import (RESUME_HELP, check_fingerprint, checkpoint_step, digest_data, digest_model,
-                                  fingerprint, is_complete, prepare_resume, record_fingerprint, train_or_restore)
+from pro_lib.checkpoints import (RESUME_HELP, check_finished, check_fingerprint, check_output_folder, checkpoint_step,
+                                  digest_data, digest_model, exclusive_output, fingerprint, is_complete, prepare_resume,
+                                  record_fingerprint, train_or_restore)
 from pro_lib.checkpoints import find_checkpoint as last_checkpoint
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.io import atomic_write_text, write_json, write_jsonl
+from pro_lib.io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from pro_lib.data import load_split_prompts
 from pro_lib.policy import load_policy, resolve_device
 from pro_lib.morlhf_reward import (WEIGHTS_COLUMN, WeightedReward, build_prompt_dataset,
@@ -94,7 +94,7 @@ class MorlhfTrainConfig:
     num_generations: int = field(4, help="completions sampled per prompt (the group baseline; >= 2)")
     batch_size: int = field(8, help="completions per device per optimizer step (a multiple of num_generations)")
     gradient_accumulation_steps: int = field(1, help="gradient accumulation steps")
-    max_steps: int = field(100, help="optimizer steps")
+    max_steps: int = field(100, help="optimizer steps", range=((1, True), None))
     max_completion_length: int = field(64, help="max new tokens per completion")
     temperature: float = field(1.0, help="sampling temperature")
     top_p: float = field(1.0, help="nucleus sampling")
@@ -113,21 +113,32 @@ class MorlhfTrainConfig:
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
-            raise ConfigError(f"num_generations must be >= 2 (the group baseline needs siblings), got "
+            raise ConfigError(f"--num-generations must be >= 2 (the group baseline needs siblings), got "
                               f"{self.num_generations}")
         if self.batch_size % self.num_generations:
-            raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of num_generations "
+            raise ConfigError(f"--batch-size ({self.batch_size}) must be a multiple of --num-generations "
                               f"({self.num_generations}); e.g. --batch-size {2 * self.num_generations}")
         if self.beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+            raise ConfigError(f"--beta must be >= 0, got {self.beta}")
         if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+            raise ConfigError(f"--max-steps must be >= 1, got {self.max_steps}")
         if isinstance(self.data, str):
             self.data = [d for d in self.data.split(",") if d.strip()]
         if not self.data:
             raise ConfigError("give at least one --data source")
+        spec = str(self.weights).strip()
+        if spec not in ("orchestrator", SHUFFLED, "uniform"):  # a fixed vector: checked now, not after loading
+            from pro_lib.targets import parse_weights
+
+            parts = [p.strip() for p in spec.replace(";", ",").split(",") if p.strip()]
+            named = [p.split("=", 1)[0].strip() for p in parts if "=" in p]
+            names = named if len(named) == len(parts) else [f"#{i + 1}" for i in range(len(parts))]
+            try:
+                parse_weights(spec, names)
+            except ConfigError as exc:
+                raise ConfigError(f"--weights: {exc}; or use orchestrator, {SHUFFLED} or uniform") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +160,9 @@ def _resume_point(cfg: MorlhfTrainConfig, ckpt_dir: Path, *, suite, orchestrator
     fp = fingerprint(cfg, inputs)
     if cfg.resume.strip().lower() in ("auto", "never", "true", "false"):
         if main:  # the main process decides (and may move an earlier run aside); the others follow
-            found = prepare_resume(ckpt_dir, fp, cfg.resume, outputs=[ckpt_dir.parent], what="MORLHF training")
+            found = prepare_resume(ckpt_dir, fp, cfg.resume, outputs=[ckpt_dir.parent], what="MORLHF training",
+                                   finished=ckpt_dir.parent)
+            record_fingerprint(ckpt_dir.parent, fp)  # kept in the output folder: outlives the checkpoints
         _barrier()
         return found if main else last_checkpoint(ckpt_dir)
     found = Path(cfg.resume)
@@ -157,8 +170,11 @@ def _resume_point(cfg: MorlhfTrainConfig, ckpt_dir: Path, *, suite, orchestrator
         raise CheckpointError(f"--resume {cfg.resume}: not a complete trainer checkpoint (no "
                               "trainer_state.json); pass a checkpoints/checkpoint-N folder, 'auto' or 'never'")
     check_fingerprint(found.parent, fp, found, what="MORLHF training")
-    if main and found.parent.resolve() != ckpt_dir.resolve():
-        record_fingerprint(ckpt_dir, fp)  # this run's own checkpoints continue the same fingerprint
+    if main:
+        check_finished(ckpt_dir.parent, fp, what="MORLHF training", ignore=[ckpt_dir])
+        if found.parent.resolve() != ckpt_dir.resolve():
+            record_fingerprint(ckpt_dir, fp)  # this run's own checkpoints continue the same fingerprint
+        record_fingerprint(ckpt_dir.parent, fp)
     return found
 
 
@@ -214,6 +230,7 @@ def _log_rows(log_history: list[dict]) -> list[dict]:
 # Stage: train
 # ---------------------------------------------------------------------------------------------
 
+@exclusive_output("MORLHF training")
 def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, policy=None,
                  callbacks: list | None = None) -> dict:
     """Run PRO-MORLHF / MORLHF; returns metrics. Resumable: re-run to continue from the last checkpoint.
@@ -226,6 +243,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     model + tokenizer, replaced atomically), ``train_log.jsonl`` and ``metrics.json``.
     """
     out = Path(cfg.output_dir)
+    check_output_folder(out, what="MORLHF training")
     ckpt_dir = out / "checkpoints"
     main = _is_main_process()
 
@@ -235,6 +253,10 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
         from pro_lib.suite import RewardSuite
 
         suite = RewardSuite.load(cfg.suite, device=resolve_device())
+    if str(cfg.weights).strip() not in ("orchestrator", SHUFFLED, "uniform"):  # before anything is written
+        from pro_lib.targets import parse_weights
+
+        parse_weights(cfg.weights, suite.names)
     # The trainer arguments come first: under DeepSpeed ZeRO-3 they must exist before the policy is
     # loaded so that its weights are partitioned as they load.
     args = _trainer_args(cfg, ckpt_dir)
@@ -251,7 +273,7 @@ def train_morlhf(cfg: MorlhfTrainConfig, *, suite=None, orchestrator=None, polic
     # -- prompts and their weights (kept fixed across resumes) --------------------------------
     prompts_file = out / "prompts.jsonl"
     if resume_from is not None and prompts_file.is_file():
-        rows = [json.loads(line) for line in prompts_file.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(prompts_file, required=("prompt", WEIGHTS_COLUMN), what="prompt record")
         prompts = [r["prompt"] for r in rows]
         w = weight_matrix([r[WEIGHTS_COLUMN] for r in rows], reward.names)
         method = weights_method(cfg.weights)

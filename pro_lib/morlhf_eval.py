@@ -11,7 +11,6 @@ atomically into ``output_dir``.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pro_lib.artifacts import EVAL_FILE
 from pro_lib.config import field
 from pro_lib.data import load_split_prompts
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.io import atomic_savefig, atomic_write_text, write_json, write_jsonl
+from pro_lib.io import atomic_savefig, atomic_write_text, read_jsonl, write_json, write_jsonl
 from pro_lib.morlhf_reward import ORCHESTRATOR_WEIGHTS
 from pro_lib.policy import load_policy, resolve_device
 from pro_lib.targets import check_objectives
@@ -177,7 +176,7 @@ def evaluate_morlhf(cfg: MorlhfEvalConfig, *, suite=None, orchestrator=None, pol
             del model
 
     out = Path(cfg.output_dir)
-    curves = {label: [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    curves = {label: read_jsonl(folder / "train_log.jsonl")
               for label, folder, _, _ in entries if folder is not None and (folder / "train_log.jsonl").is_file()}
     plot_training_curves(curves, names, out / "curves.png")
     diffs = paired_differences(per_prompt, weight_sets, names, seed=cfg.seed)

@@ -1,4 +1,5 @@
-"""The weighted multi-objective reward of PRO-MORLHF / MORLHF (paper Eq. 9): ``sum_k w_k(x) * z_k(x, y)``.
+"""The weighted multi-objective reward of PRO-MORLHF / MORLHF (after paper Eq. 9): ``sum_k w_k(x) * z_k(x, y)``
+(the paper weighs raw rewards; PRO weighs z-scored ones: docs/deviations.md, row 31).
 
 trl passes every dataset column to Python reward functions, so the prompt dataset carries one K-vector
 of weights per prompt (``weights`` column, :func:`build_prompt_dataset`) and :class:`WeightedReward`

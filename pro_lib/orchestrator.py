@@ -29,7 +29,8 @@ from torch import nn
 
 from pro_lib import tracking
 from pro_lib.artifacts import OrchestratorManifest
-from pro_lib.checkpoints import LAST_PT, digest_model, digest_path, fingerprint, prepare_resume
+from pro_lib.checkpoints import (LAST_PT, check_output_folder, digest_model, digest_path, exclusive_output, fingerprint,
+                                  prepare_resume, record_fingerprint)
 from pro_lib.config import to_dict
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, utf8_problem, write_json
@@ -140,6 +141,9 @@ class PreferenceOrchestrator(nn.Module):
     # -- forward ------------------------------------------------------------------------------
     def tokenize(self, prompts: Sequence[str]) -> dict:
         # Keep the end of long prompts: in a dialogue the last turn says most about what is asked.
+        from pro_lib.io import tail_chars
+
+        prompts = [tail_chars(p, self.max_length) for p in prompts]  # a 30 MB prompt: cut before tokenising
         old = self.tokenizer.truncation_side
         self.tokenizer.truncation_side = "left"
         try:
@@ -147,7 +151,22 @@ class PreferenceOrchestrator(nn.Module):
                                  padding=True, return_tensors="pt")
         finally:
             self.tokenizer.truncation_side = old
+        self._warn_unknown_only(prompts, enc)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def _warn_unknown_only(self, prompts: Sequence[str], enc) -> None:
+        """A prompt the tokenizer turns into unknown tokens only (emoji, an unsupported script) gives the
+        orchestrator nothing to read: its weights are then the same for every such prompt. Say so."""
+        unk = self.tokenizer.unk_token_id
+        if unk is None:
+            return
+        special = set(self.tokenizer.all_special_ids) - {unk}
+        for prompt, ids, mask in zip(prompts, enc["input_ids"].tolist(), enc["attention_mask"].tolist()):
+            text_ids = [i for i, m in zip(ids, mask) if m and i not in special]
+            if text_ids and all(i == unk for i in text_ids):
+                shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+                log.warning("the prompt %r is only unknown tokens (%s) to the orchestrator's tokenizer: its "
+                            "weights for it do not depend on what it says", shown, self.tokenizer.unk_token)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Log-weights (N, K): ``log_softmax`` of the head's logits."""
@@ -212,12 +231,14 @@ def _checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name + ".checkpoints") / LAST_PT
 
 
+@exclusive_output("orchestrator training")
 def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
     """Train on ``cfg.targets`` and save to ``cfg.output_dir``. Returns training metrics."""
     from tqdm.auto import tqdm
 
     from pro_lib.suite import RewardSuite, load_targets
 
+    check_output_folder(cfg.output_dir, what="orchestrator training")
     prompts, targets, _ = load_targets(cfg.targets)
     if len(prompts) < 2:
         raise DataError(f"{cfg.targets}: need at least 2 targets to train on")
@@ -234,7 +255,8 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
     ckpt = _checkpoint_path(out)
     fp = fingerprint(cfg, {"targets_content": digest_path(tdir / "targets.jsonl" if tdir.is_dir() else tdir),
                            "suite_content": digest_path(suite_dir), "backbone_content": digest_model(cfg.backbone)})
-    resume_from = prepare_resume(ckpt.parent, fp, cfg.resume, outputs=[out], what="orchestrator training")
+    resume_from = prepare_resume(ckpt.parent, fp, cfg.resume, outputs=[out], what="orchestrator training",
+                                 finished=out)
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -299,6 +321,7 @@ def train_orchestrator(cfg: OrchestratorTrainConfig) -> dict:
     bar.close()
     model.eval()
     model.save_pretrained(out)
+    record_fingerprint(out, fp)  # the finished model keeps it: a changed re-run is refused, not retrained over it
     write_json(out / "train_metrics.json", {"steps": step, "final_loss": float(np.mean(losses[-20:])),
                                             "losses": losses, "config": to_dict(cfg)})
     return {"train_steps": step, "train_loss": float(np.mean(losses[-20:])) if losses else float("nan"),

@@ -156,6 +156,9 @@ def truncate_prompt(tokenizer, prompt: str, max_tokens: int) -> str:
     """Keep the last ``max_tokens`` tokens of a long prompt (the end holds the question)."""
     if max_tokens <= 0:
         return prompt
+    from pro_lib.io import tail_chars
+
+    prompt = tail_chars(prompt, max_tokens)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if len(ids) <= max_tokens:
         return prompt
@@ -217,11 +220,8 @@ def resolve_bf16(requested: bool, device: str) -> bool:
     return False
 
 
-COMPACT_LM_HEAD_ON_CPU = True  # bench/bench_cpu_training.py turns it off for its "before" arms
-
-
 @contextlib.contextmanager
-def compact_lm_head_on_cpu():
+def compact_lm_head_on_cpu(enabled: bool = True):
     """Within: trl's fused LM head scores only the completion positions on a CPU too.
 
     trl (1.16) projects through the LM head only the positions whose label is not -100 on CUDA / XPU,
@@ -229,14 +229,14 @@ def compact_lm_head_on_cpu():
     that spends the 49k-vocabulary projection, its backward, entropy and accuracy on the prompt tokens,
     which the completion-only loss ignores. The loss and metrics are the same either way (the masked
     positions count as zero); on SmolLM2 with demo examples a step is 1.36x faster
-    (bench/bench_cpu_training.py). A no-op where trl has no such switch or the flag is off."""
+    (bench/bench_cpu_training.py). A no-op where trl has no such switch or ``enabled`` is False."""
     try:
         from trl.trainer import utils as trl_utils
     except ImportError:  # pragma: no cover - trl is in the train extra
         yield
         return
     original = getattr(trl_utils, "_use_triton", None)
-    if original is None or not COMPACT_LM_HEAD_ON_CPU:
+    if original is None or not enabled:
         yield
         return
     trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)

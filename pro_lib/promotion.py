@@ -68,6 +68,21 @@ class RegistryBusy(ProError):
     """The promotion lock of a registered model could not be taken."""
 
 
+def _owner_dead(owner: str | None) -> bool:
+    """Whether a lock token ``host:pid:...`` names a process of this host that no longer runs."""
+    host, _, rest = str(owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 @contextlib.contextmanager
 def promotion_lock(name: str, *, wait_s: float = LOCK_WAIT_S, stale_s: float = LOCK_STALE_S):
     """Hold the promotion lock of ``name`` (see above). A lock whose owner did not change while we
@@ -94,6 +109,15 @@ def promotion_lock(name: str, *, wait_s: float = LOCK_WAIT_S, stale_s: float = L
         now = time.monotonic()
         if seen is None or seen[0] != owner:
             seen = (owner, now)
+            if _owner_dead(owner):  # a promotion on this host that is no longer running: stale now
+                log.warning("the promotion lock of %s is stale: its owner %s (this host) is no longer running; "
+                            "breaking it", name, owner)
+                with contextlib.suppress(Exception):
+                    c.delete_registered_model(lock)
+                seen = None
+                continue
+            log.warning("waiting for the promotion lock of %s, held by %s; a lock that stays with one owner for "
+                        "%.0f s is taken as left by a crashed promotion and broken", name, owner, stale_s)
         elif now - seen[1] > stale_s:
             log.warning("breaking the promotion lock of %s held by %s for over %.0f s", name, owner, stale_s)
             with contextlib.suppress(Exception):

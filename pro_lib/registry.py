@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pro_lib.errors import CheckpointError, ConfigError
-from pro_lib.io import atomic_dir, pro_home
+from pro_lib.io import atomic_dir, digest_path, pro_home
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,9 @@ def resolve_version(name: str, *, alias: str | None = None, version: str | int |
         raise
 
 
+CACHE_DIGEST_FILE = ".pro-download.sha256"  # hidden: not part of the digest it records
+
+
 def download_model(ref: str) -> Path:
     """``models:/name@alias`` or ``models:/name/<version>`` -> a local folder (cached, see :func:`_cache_dir`)."""
     import mlflow
@@ -268,8 +271,13 @@ def download_model(ref: str) -> Path:
     name, alias, version = parse_ref(ref)
     version = resolve_version(name, alias=alias, version=version)
     target = _cache_dir(name, _client().get_model_version(name, version))
+    stamp = target / CACHE_DIGEST_FILE
     if target.is_dir() and any(target.iterdir()):
-        return model_folder(target)
+        recorded = stamp.read_text().strip() if stamp.is_file() else None
+        if recorded is not None and recorded == digest_path(target):
+            return model_folder(target)
+        log.warning("the cached download of models:/%s/%s in %s %s; downloading it again", name, version, target,
+                    "was changed or cut short since it was downloaded" if recorded else "has no checksum")
     from pro_lib.tracking import configure
 
     configure()
@@ -282,6 +290,7 @@ def download_model(ref: str) -> Path:
             for child in entries[0].iterdir():
                 child.rename(tmp / child.name)
             entries[0].rmdir()
+        (tmp / CACHE_DIGEST_FILE).write_text(digest_path(tmp) + "\n")  # checked before the cache is reused
     log.info("downloaded models:/%s/%s -> %s", name, version, target)
     return model_folder(target)
 

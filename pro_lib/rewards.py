@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pro_lib import tracking
-from pro_lib.checkpoints import (RESUME_HELP, digest_data, digest_model, fingerprint, prepare_resume,
-                                  train_or_restore)
+from pro_lib.checkpoints import (RESUME_HELP, check_output_folder, digest_data, digest_model, exclusive_output,
+                                  fingerprint, prepare_resume, record_fingerprint, train_or_restore)
 from pro_lib.config import field, to_dict
 from pro_lib.errors import ConfigError, DataError
 from pro_lib.io import atomic_dir, write_json
@@ -64,9 +63,9 @@ class RewardTrainConfig:
     progress: bool = field(True, help="show progress bars")
 
     def __post_init__(self) -> None:
-        if not self.objective or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(self.objective)):
-            raise ConfigError(f"--objective must be a name of letters, digits, '_', '.' or '-' (it names the "
-                              f"output folder and the registered model), got {self.objective!r}")
+        from pro_lib.targets import check_objective_name
+
+        check_objective_name(self.objective, where="--objective")
         if self.output_dir is None:  # one folder per objective: a second objective never resumes the first
             self.output_dir = f"runs/rewards/{self.objective}"
 
@@ -106,6 +105,7 @@ def pairwise_accuracy(model_dir: str | Path, pairs, *, input_format: str, max_le
             "n_eval": len(pairs), "mean_margin": float((chosen - rejected).mean())}
 
 
+@exclusive_output("reward model training")
 def train_reward_model(cfg: RewardTrainConfig) -> dict:
     """Train, save to ``cfg.output_dir`` (atomically) and report held-out pairwise accuracy."""
     import torch
@@ -120,6 +120,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
 
     if not cfg.objective:
         raise ConfigError("--objective is required (the objective this reward model scores)")
+    check_output_folder(cfg.output_dir, what=f"reward model '{cfg.objective}'")
     pairs = _load_objective_pairs(cfg, cfg.data)
     if cfg.eval_data:
         train, evals = pairs, _load_objective_pairs(cfg, cfg.eval_data)
@@ -130,7 +131,8 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     ckpt_dir = out.with_name(out.name + ".checkpoints")
     fp = fingerprint(cfg, {"data_content": digest_data(cfg.data), "eval_data_content": digest_data(cfg.eval_data),
                            "base_model_content": digest_model(base)})
-    last = prepare_resume(ckpt_dir, fp, cfg.resume, outputs=[out], what=f"reward model '{cfg.objective}'")
+    last = prepare_resume(ckpt_dir, fp, cfg.resume, outputs=[out], what=f"reward model '{cfg.objective}'",
+                          finished=out)
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
     except LOAD_ERRORS as exc:
@@ -180,6 +182,7 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
         tokenizer.save_pretrained(tmp)
         RewardModelInfo(objective=cfg.objective, input_format=cfg.input_format, max_length=cfg.max_length,
                         config=to_dict(cfg)).save(tmp)
+        record_fingerprint(tmp, fp)  # the finished model keeps it: a changed re-run is refused, not retrained over it
     metrics = pairwise_accuracy(out, evals, input_format=cfg.input_format, max_length=cfg.max_length,
                                 progress=cfg.progress)
     metrics.update({"train_loss": float(result.training_loss), "n_train": len(train),

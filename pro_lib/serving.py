@@ -57,11 +57,10 @@ import pandas as pd
 from pro_lib.artifacts import (EndpointManifest, OrchestratorManifest, RewardModelInfo, SuiteManifest,
                                WICPolicyManifest)
 from pro_lib.errors import CheckpointError, ConfigError, DataError
-from pro_lib.registry import ARTIFACT_KEY, ENDPOINT_MODEL
+from pro_lib.registry import ARTIFACT_KEY
 
 log = logging.getLogger(__name__)
 
-ENDPOINT_NAME = ENDPOINT_MODEL  # the registered name (pro_lib.registry)
 ENDPOINT_FILE = EndpointManifest.FILE
 GEN_PARAMS = {"max_new_tokens": ("long", 64), "do_sample": ("boolean", False), "temperature": ("double", 1.0),
               "top_p": ("double", 1.0), "seed": ("long", -1),
@@ -381,12 +380,14 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
     """
     from pro_lib.io import atomic_dir
     from pro_lib.refs import localize
-    from pro_lib.targets import check_objectives
+    from pro_lib.targets import check_objective_name, check_objectives
 
     orch_dir, pol_dir = Path(localize(orchestrator)), Path(localize(policy))
     if detect_kind(orch_dir) != "orchestrator":
         raise CheckpointError(f"{orch_dir} is not an orchestrator folder (no {OrchestratorManifest.FILE})")
     names = list(describe(orch_dir, "orchestrator")["objectives"])
+    for n in names:  # each becomes a folder name (suite/<name>) below
+        check_objective_name(n, where=str(orch_dir))
     if detect_kind(pol_dir) != "policy":
         raise CheckpointError(f"{pol_dir} is not a policy folder (no {WICPolicyManifest.FILE}, not a causal LM)")
     pol = describe(pol_dir, "policy")
@@ -405,6 +406,7 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
             by_obj = {RewardModelInfo.load(d).objective: Path(d) for d in reward_models}
             (tmp / "suite").mkdir()
             for o in objs:
+                check_objective_name(o.get("name"), where=str(sfile))  # it becomes a folder name below
                 if not o.get("model"):
                     raise ConfigError(f"{sfile}: objective '{o['name']}' is a function, not a model; an "
                                       "endpoint can only bundle model objectives")

@@ -25,6 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from pro_lib.artifacts import SoupsManifest, WICPolicyManifest
+from pro_lib.checkpoints import (check_output_folder, digest_data, digest_model, exclusive_output, find_checkpoint,
+                                  fingerprint, prepare_resume)
 from pro_lib.config import field, to_dict
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import write_json
@@ -62,13 +64,29 @@ def expert_examples(cfg: SoupsTrainConfig, suite, tokenizer) -> tuple[list[dict]
     return recs, zc, zr
 
 
+def _soups_resume_check(cfg: SoupsTrainConfig, out: Path, suite, *, given_suite) -> None:
+    """Finished experts (and a killed expert's checkpoints) are reused only when made with the same
+    settings and inputs; the fingerprint lives in ``<output_dir>/fingerprint.json`` (it outlives the
+    experts' scratch folders)."""
+    inputs = {"data_content": digest_data(cfg.data), "policy_content": digest_model(cfg.policy),
+              "suite_content": digest_model(cfg.suite, given=given_suite), "objectives": suite.names}
+    state = [out / n for n in suite.names if WICPolicyManifest.exists(out / n)]
+    state += [c for n in suite.names if (c := find_checkpoint(_scratch_dir(out / n, create=False) / "checkpoints"))]
+    prepare_resume(out, fingerprint(cfg, inputs), cfg.resume, found=state[0] if state else None,
+                   what="Rewarded Soups training", finished=out)
+
+
+@exclusive_output("Rewarded Soups training")
 def train_soups(cfg: SoupsTrainConfig, *, suite=None) -> dict:
     """Train one expert per objective (resumable per expert); writes ``<output_dir>/soups.json``."""
     from pro_lib.policy import load_policy
 
     t0 = time.time()
     out = Path(cfg.output_dir)
+    check_output_folder(out, what="Rewarded Soups training")
+    given_suite = suite
     suite = suite or _load_suite(cfg.suite, what="soups train")
+    _soups_resume_check(cfg, out, suite, given_suite=given_suite)
     metrics: dict[str, Any] = {"objectives": suite.names}
     recs = zc = zr = None
     for k, name in enumerate(suite.names):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -176,5 +175,3 @@ def ensure_bucket(bucket: str | None = None) -> str:
     return bucket
 
 
-def clear_cache() -> None:
-    shutil.rmtree(pro_home() / "s3", ignore_errors=True)

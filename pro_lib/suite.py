@@ -57,6 +57,9 @@ class Objective:
     def __post_init__(self) -> None:
         if not self.name or not str(self.name).strip():
             raise ConfigError("every objective needs a non-empty name")
+        from pro_lib.targets import check_objective_name
+
+        check_objective_name(self.name)
         if (self.model is None) == (self.function is None):
             raise ConfigError(f"objective '{self.name}': give exactly one of model= or function=")
         if self.input_format not in INPUT_FORMATS:
@@ -393,8 +396,11 @@ def score_and_target(cfg: ScoreConfig) -> dict:
     and ``target_report.json``.
     """
     from pro_lib.data import load_pairs
+    from pro_lib.io import check_output_dir
     from pro_lib.targets import target_weights
 
+    # an earlier scoring's files are replaced; another artifact's folder is refused, not merged into
+    check_output_dir(cfg.output_dir, what="rewards score", allowed={"suite", "targets.jsonl", TargetsReport.FILE})
     suite = build_suite(cfg)
     pairs = load_pairs(cfg.data)
     raw = suite.score([p.prompt for p in pairs], [p.chosen for p in pairs], batch_size=cfg.batch_size)
@@ -421,25 +427,15 @@ def score_and_target(cfg: ScoreConfig) -> dict:
 
 def load_targets(path: str | Path) -> tuple[list[str], np.ndarray, list[str | None]]:
     """Read ``targets.jsonl`` (or its folder): prompts, (N, K) target weights, sources."""
-    import json
-
     p = Path(path)
     if p.is_dir():
         p = p / "targets.jsonl"
     if not p.is_file():
         raise DataError(f"no targets file at {path}; create it with `pro rewards score`")
-    prompts, weights, sources = [], [], []
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                prompts.append(rec["prompt"])
-                weights.append(rec["weights"])
-                sources.append(rec.get("source"))
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise DataError(f"{p}:{lineno}: bad target record ({exc}); expected prompt and weights") from None
+    from pro_lib.io import read_jsonl
+
+    rows = read_jsonl(p, required=("prompt", "weights"), what="target record")
+    prompts, weights, sources = [r["prompt"] for r in rows], [r["weights"] for r in rows], [r.get("source") for r in rows]
     w = np.asarray(weights, dtype=np.float32)
     if w.ndim != 2:
         raise DataError(f"{p}: target weight vectors have different lengths")

@@ -1,13 +1,16 @@
-"""Target weights (paper Eq. 6-7) and weight-vector parsing.
+"""Target weights (after paper Eq. 6-7) and weight-vector parsing.
 
 ``w*(x) = softmax(z(x, y+) / tau)`` where ``z`` are the per-objective z-scored rewards of the
-preferred response. A small ``tau`` (0.1) makes the target close to one-hot on the objective the
-preferred response stands out on.
+preferred response. The paper's Eq. 7 applies the softmax to the raw rewards; PRO z-scores each
+objective first, so tau is in standard deviations of each objective's score (docs/deviations.md,
+row 30). A small ``tau`` (0.1) makes the target close to one-hot on the objective the preferred
+response stands out on.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,6 +21,20 @@ from pro_lib.errors import ConfigError, ObjectiveMismatchError
 
 
 DEFAULT_TAU = 0.1  # the paper's temperature
+
+# The one rule for objective names: they name folders (runs/rewards/<name>, an endpoint's suite/<name>),
+# registered models (pro-reward-<name>) and columns, so no path separators, no leading dot or dash.
+OBJECTIVE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_objective_name(name: object, *, where: str = "objective") -> str:
+    """``name`` when it is a valid objective name (letters, digits, '_', '.', '-'; starting with a letter or
+    digit; at most 64 characters), else a :class:`ConfigError` naming ``where`` and the value."""
+    if not isinstance(name, str) or not OBJECTIVE_NAME_RE.fullmatch(name):
+        raise ConfigError(f"{where}: bad objective name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
+                          "starting with a letter or digit (it names folders and registered models, so no "
+                          "'/', spaces or leading dots)")
+    return name
 
 
 def recorded_tau(targets: str | Path) -> float | None:

@@ -96,6 +96,11 @@ def check_reachable(uri: str | None = None, timeout: float | None = None) -> Non
         r = requests.get(f"{uri}/health", timeout=timeout, allow_redirects=False,
                          verify=not insecure and (os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True))
         why = f"it answers HTTP {r.status_code}" if r.status_code in (502, 503, 504) else None
+        if why is None and (other := _not_mlflow(r)):
+            raise TrackingUnavailable(
+                f"MLFLOW_TRACKING_URI={uri} answers, but not as an MLflow tracking server: GET {uri}/health gave "
+                f"{other} where MLflow answers 'OK'. Wrong host or port? Set MLFLOW_TRACKING_URI to the MLflow "
+                "server (unset, PRO uses the local store $PRO_HOME/mlflow.db)")
     except requests.exceptions.SSLError:
         why = None  # something answers; MLflow reports its own TLS settings problem
     except requests.exceptions.RequestException as exc:
@@ -103,6 +108,18 @@ def check_reachable(uri: str | None = None, timeout: float | None = None) -> Non
     if why:
         raise TrackingUnavailable(unreachable_message(uri, why))
     _REACHABLE.add(uri)
+
+
+def _not_mlflow(r) -> str | None:
+    """What answered ``GET /health`` when it was not an MLflow server (HTTP status, type, the start of its
+    text); None when it was, or may be (MLflow answers 'OK'; login walls and redirects are left to MLflow)."""
+    if r.status_code == 200 and r.text.strip() == "OK":
+        return None
+    if r.status_code in (401, 403, 407) or 300 <= r.status_code < 400:
+        return None
+    text = " ".join(r.text.split())
+    kind = r.headers.get("content-type", "no content type").split(";")[0]
+    return f"HTTP {r.status_code} ({kind}: {text[:80]!r}{'...' if len(text) > 80 else ''})"
 
 
 def is_connection_failure(exc: BaseException) -> bool:

@@ -19,8 +19,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pro_lib import tracking
-from pro_lib.checkpoints import (RESUME_HELP, digest_model, digest_value, find_checkpoint, fingerprint,
-                                  prepare_resume, train_or_restore)
+from pro_lib.checkpoints import (RESUME_HELP, already_finished, check_output_folder, digest_model, digest_value,
+                                  exclusive_output, find_checkpoint, fingerprint, prepare_resume,
+                                  record_fingerprint, train_or_restore)
 from pro_lib.config import field, to_dict
 from pro_lib.errors import ConfigError, DataError
 from pro_lib.io import atomic_dir, write_json, write_jsonl
@@ -119,8 +120,12 @@ class RiCOfflineConfig(WICOfflineConfig):
 # SFT
 # ---------------------------------------------------------------------------------------------
 def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SFTOptions, work_dir: Path,
-              *, desc: str = "SFT") -> dict:
+              *, desc: str = "SFT", compact_lm_head: bool = True) -> dict:
     """SFT ``policy.model`` in place on {prompt, completion} examples (loss on the completion only).
+
+    ``compact_lm_head``: on a CPU, project only the completion positions through the LM head (same loss,
+    faster; :func:`pro_lib.policy.compact_lm_head_on_cpu`); False keeps trl's own CPU path (the benchmark's
+    "before" arms).
 
     Checkpoints go to ``work_dir``; re-running with the same work_dir resumes from the last one (the
     stage has checked with :func:`pro_lib.checkpoints.prepare_resume` that it was made with the same settings).
@@ -165,7 +170,7 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
                          peft_config=peft_config, callbacks=[tracking.trainer_callback()])
     last = find_checkpoint(work_dir)
     t0 = time.time()
-    with compact_lm_head_on_cpu():
+    with compact_lm_head_on_cpu(compact_lm_head):
         result = train_or_restore(trainer, last)
     model = trainer.model
     if peft_config is not None:
@@ -204,8 +209,11 @@ def training_tag_max(values: np.ndarray, explicit: float | None, decimals: int) 
     return min(1.0, round(float(np.percentile(np.asarray(values).max(axis=1), 95)), int(decimals)))
 
 
-def _finish_policy(policy: WICPolicy, out: Path, scratch: Path) -> None:
-    """Save the policy into ``out`` (atomically), keeping side files written in ``scratch``."""
+def _finish_policy(policy: WICPolicy, out: Path, scratch: Path, fp: Mapping | None = None) -> None:
+    """Save the policy into ``out`` (atomically), keeping side files written in ``scratch``; ``fp``: the
+    run's fingerprint, kept in the finished folder (a changed re-run is refused, not retrained over it)."""
+    if fp is not None:
+        record_fingerprint(scratch, fp)
     with atomic_dir(out) as tmp:
         policy.model.save_pretrained(tmp, safe_serialization=True)
         policy.tokenizer.save_pretrained(tmp)
@@ -216,11 +224,23 @@ def _finish_policy(policy: WICPolicy, out: Path, scratch: Path) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _scratch_dir(out: Path) -> Path:
+def _scratch_dir(out: Path, *, create: bool = True) -> Path:
     """Checkpoints and logs of a stage live beside its output until it finishes (resumable)."""
     d = out.with_name(f".{out.name}.work")
-    d.mkdir(parents=True, exist_ok=True)
+    if create:
+        d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def saved_metrics(out: Path) -> dict:
+    """The numeric metrics a finished run saved (its metrics.json), for a re-run with nothing to redo."""
+    import json
+
+    try:
+        saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in saved.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 
@@ -256,6 +276,7 @@ def build_offline_examples(cfg: WICOfflineConfig, suite, tokenizer) -> tuple[lis
     return recs, info
 
 
+@exclusive_output("WIC offline SFT")
 def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | None = None) -> dict:
     """Offline stage (Eq. 10). Writes ``<output_dir>`` = the WIC policy (+ metrics.json, examples.jsonl).
 
@@ -265,6 +286,7 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
 
     t0 = time.time()
     out = Path(cfg.output_dir)
+    check_output_folder(out, what="WIC offline SFT")
     if suite is None:
         suite = _load_suite(cfg.suite or (str(Path(cfg.targets) / "suite") if cfg.targets else None),
                             what="wic offline")
@@ -290,11 +312,14 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
         values = np.stack([r["weights"] for r in recs])
         policy.tag_max = training_tag_max(values, cfg.tag_max, cfg.decimals)
     examples = [{"prompt": policy.render(r["prompt"], v), "completion": r["response"]} for r, v in zip(recs, values)]
-    scratch = _scratch_dir(out)
     # the tau the tags were made with (cfg.tau None means the targets' tau), so a changed tau is named
     fp = fingerprint(dataclasses.replace(cfg, tau=info.get("tau", cfg.tau)),
                      {"examples_content": digest_value(examples), "policy_content": policy_digest})
-    prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC offline SFT")
+    scratch = _scratch_dir(out, create=False)
+    if already_finished(out, fp, cfg.resume, what="WIC offline SFT", ckpt_dir=scratch / "checkpoints"):
+        return saved_metrics(out)
+    prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC offline SFT",
+                   finished=out)
     scratch.mkdir(parents=True, exist_ok=True)
     write_jsonl(scratch / "examples.jsonl", ({"prompt": e["prompt"], "completion": e["completion"],
                                               "weights": r["weights"], "z": r["z"], "side": r["side"]}
@@ -304,5 +329,5 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
                "objectives": suite.names, **info, **m, "wall_seconds": time.time() - t0}
     write_json(scratch / "metrics.json", metrics)
     write_json(scratch / "config.json.stage", to_dict(cfg))
-    _finish_policy(policy, out, scratch)
+    _finish_policy(policy, out, scratch, fp)
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -20,15 +20,16 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pro_lib.artifacts import WICPolicyManifest
-from pro_lib.checkpoints import digest_data, digest_model, digest_value, find_checkpoint, fingerprint, prepare_resume
+from pro_lib.checkpoints import (already_finished, check_output_folder, digest_data, digest_model, digest_value,
+                                  exclusive_output, find_checkpoint, fingerprint, prepare_resume)
 from pro_lib.config import field
 from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError, DataError
-from pro_lib.io import atomic_dir, read_json, write_json, write_jsonl
+from pro_lib.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 from pro_lib.targets import check_objectives
 from pro_lib.policy import resolve_device, truncate_prompt
 from pro_lib.wic import WICPolicy, _load_suite, _prompt_mix, _score, max_prompt_tokens_field
-from pro_lib.wic_offline import SFTOptions, _finish_policy, _scratch_dir, scale_rewards, sft_train
+from pro_lib.wic_offline import SFTOptions, _finish_policy, saved_metrics, _scratch_dir, scale_rewards, sft_train
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +345,7 @@ def offline_replay(offline_policy: str | Path, n: int, *, quantile: float, seed:
         raise DataError(f"--replay-offline needs the offline stage's examples at {path}; start the online stage "
                         "from a policy written by `pro wic offline` / `pro ric offline` (or name it with "
                         "--offline-policy), or pass --replay-offline 0")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path, required=("prompt", "completion", "z"), what="offline SFT example")
     z = np.array([r["z"] for r in rows], dtype=np.float64)
     keep = np.flatnonzero((z >= np.quantile(z, quantile, axis=0)[None]).any(axis=1))
     if n > 0 and len(keep) > n:
@@ -358,22 +359,14 @@ def _read_kept(spec: str) -> list[dict]:
         p = p / "kept.jsonl"
     if not p.is_file():
         raise DataError(f"no kept samples at {spec}; run `pro wic sample` (a sampling round) first")
-    rows = []
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                    _ = rec["prompt"], rec["response"], rec["weights"]
-                except (json.JSONDecodeError, KeyError) as exc:
-                    raise DataError(f"{p}:{lineno}: bad sample record ({exc}); expected prompt, response, weights") from None
-                rows.append(rec)
-    return rows
+    return read_jsonl(p, required=("prompt", "response", "weights"), what="sample record")
 
 
+@exclusive_output("WIC online SFT")
 def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -> dict:
     """One round's SFT half: fine-tune the policy on the kept samples; writes the new policy to output_dir."""
     out = Path(cfg.output_dir)
+    check_output_folder(out, what="WIC online SFT")
     policy_digest = digest_model(cfg.policy, given=policy)
     policy = policy or WICPolicy.from_pretrained(cfg.policy)
     recs = [r for spec in cfg.samples for r in _read_kept(spec)]
@@ -382,13 +375,16 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
                             seed=cfg.seed)
     examples = new + replay
     round_index = max((int(r.get("round", 0)) for r in recs), default=0)  # recorded by the sampling half
-    scratch = _scratch_dir(out)
+    scratch = _scratch_dir(out, create=False)
     fp = fingerprint(cfg, {"examples_content": digest_value(examples), "policy_content": policy_digest})
-    prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC online SFT")
+    if already_finished(out, fp, cfg.resume, what="WIC online SFT", ckpt_dir=scratch / "checkpoints"):
+        return saved_metrics(out)
+    prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch], what="WIC online SFT",
+                   finished=out)
     m = sft_round(policy, examples, cfg, scratch / "checkpoints", round_index=round_index)
     m.update({"sft_examples_new": len(new), "sft_examples_offline": len(replay)})
     write_json(scratch / "metrics.json", {"stage": "wic_online_sft", **m})
-    _finish_policy(policy, out, scratch)
+    _finish_policy(policy, out, scratch, fp)
     return {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
@@ -434,9 +430,10 @@ def _online_resume_check(cfg: WICOnlineLoopConfig, out: Path, *, suite, policy, 
     state = sorted(out.glob("round-*/metrics.json")) + [c for w in sorted(out.glob(".round-*.work"))
                                                         if (c := find_checkpoint(w))]
     prepare_resume(out, fingerprint(cfg, inputs, ignore={"rounds"}), cfg.resume, found=state[0] if state else None,
-                   what="WIC online stage")
+                   what="WIC online stage", finished=out)
 
 
+@exclusive_output("WIC online stage")
 def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None = None, orchestrator=None) -> dict:
     """Online stage (Eq. 11): E rounds. Finished rounds are skipped when re-run (resumable by round).
 

@@ -25,7 +25,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml | head -n 1)
+version=$(sed -n 's/^__version__ *= *"\([^"]*\)".*/\1/p' pro_lib/__init__.py | head -n 1)   # defined once
 IMAGE_REGISTRY=${IMAGE_REGISTRY:-ghcr.io/pro-align}
 IMAGE_REGISTRY=${IMAGE_REGISTRY%/}
 TAG=${TAG:-$version}

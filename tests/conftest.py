@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny models built from configs (seconds on a CPU), the shared data folder."""
+"""Shared fixtures: tiny models built from configs (seconds on a CPU), the shared data folder, and the
+fixtures of tests/helpers (services, the explorer's tiny models, the browser) for every test module."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REPO, SHARED_DATA, require  # noqa: F401 (REPO, SHARED_DATA: importable as before)
+from helpers.browser import browser  # noqa: F401 (fixture)
+from helpers.services import mlflow_env, mlflow_server, s3_endpoint, s3_env  # noqa: F401 (fixtures)
+from helpers.ui import tiny_models  # noqa: F401 (fixture)
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +73,6 @@ def tiny_reward_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA} (only present in the project workspace)")
+        require("shared-data", f"shared data not found at {SHARED_DATA} (only present in the project workspace)")
     return SHARED_DATA
 

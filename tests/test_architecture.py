@@ -294,3 +294,104 @@ def test_one_device_choice_and_one_prompt_cut():
              for fn in _functions(p) if fn.name in ("truncate_prompt", "resolve_device", "local_device", "_device")
              or choice.search(ast.unparse(fn))]
     assert stray == [], "choose the device with pro_lib.policy.resolve_device, cut prompts with truncate_prompt"
+
+
+# -- imports by name (importlib strings) and private names ---------------------------------------------
+
+def string_import_edges(root: str = "pro_lib") -> dict[str, set[str]]:
+    """Imports written as strings: ``"pkg.module:attr"`` anywhere (resolved by importlib later, as
+    ``add_stage(..., "pro_lib.orchestrator:train_orchestrator")`` does), and dotted module names in a module
+    that calls ``importlib.import_module`` (``pro_lib.cli``'s COMMAND_MODULES)."""
+    files = {module_name(p): p for p in py_files(root)}
+    edges: dict[str, set[str]] = {}
+    for name, path in files.items():
+        text = path.read_text()
+        uses_importlib = "import_module(" in text
+        for node in ast.walk(ast.parse(text)):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            m = re.fullmatch(r"([A-Za-z_][\w.]*)(:\w+)?", node.value)
+            if m and m.group(1) in files and m.group(1) != name and (m.group(2) or uses_importlib):
+                edges.setdefault(name, set()).add(m.group(1))
+    return edges
+
+
+def test_string_import_finder_sees_the_command_table():
+    edges = string_import_edges()
+    assert {"pro_lib.commands.wic", "pro_lib.commands.data"} <= edges["pro_lib.cli"]
+    assert "pro_lib.orchestrator" in edges["pro_lib.commands.orchestrator"]
+
+
+def test_no_import_cycle_through_importlib_strings():
+    """``pro_lib.cli`` imports the command modules by name; a command module that imported ``pro_lib.cli``
+    back (it did, for add_stage) closes a cycle no import statement shows."""
+    graph = import_graph(lazy=True)
+    for a, targets in string_import_edges().items():
+        graph.setdefault(a, set()).update(t for t in targets if not a.startswith(t + "."))
+    assert find_cycles(graph) == []
+
+
+# Imports of another module's private (_underscore) names that exist today, each with why it stays for now.
+# The test fails on a new one and on a stale entry; shrink it, never grow it.
+KNOWN_PRIVATE_IMPORTS: dict[tuple[str, str, str], str] = {
+    **{(m, src, n): "the wic family shares helpers privately: the pro_lib/wic/ package (issue 25 item 3) makes "
+                    "them public inside it; deferred while other issues edit these modules"
+       for m, src, n in [
+           ("pro_lib.soups", "pro_lib.wic", "_load_suite"), ("pro_lib.soups", "pro_lib.wic", "_score"),
+           ("pro_lib.soups", "pro_lib.wic_offline", "_finish_policy"),
+           ("pro_lib.soups", "pro_lib.wic_offline", "_scratch_dir"),
+           ("pro_lib.wic_eval", "pro_lib.wic", "_load_suite"), ("pro_lib.wic_eval", "pro_lib.wic", "_prompt_mix"),
+           ("pro_lib.wic_eval", "pro_lib.wic", "_score"), ("pro_lib.wic_offline", "pro_lib.wic", "_load_suite"),
+           ("pro_lib.wic_offline", "pro_lib.wic", "_score"), ("pro_lib.wic_rounds", "pro_lib.wic", "_load_suite"),
+           ("pro_lib.wic_rounds", "pro_lib.wic", "_prompt_mix"), ("pro_lib.wic_rounds", "pro_lib.wic", "_score"),
+           ("pro_lib.wic_rounds", "pro_lib.wic_offline", "_finish_policy"),
+           ("pro_lib.wic_rounds", "pro_lib.wic_offline", "_scratch_dir")]},
+    **{("pro_lib.promotion", "pro_lib.registry", n): "promotion was split out of registry (issue 12) and still "
+                                                     "uses its MLflow client helpers"
+       for n in ("_already_exists", "_client", "_not_found", "_version_info")},
+    ("pipelines.cli", "pro_lib.config", "_coerce"): "--set values are coerced like config fields; pipelines/cli.py "
+                                                     "is being split (issue 25 item 3, deferred)",
+    # arrived with the issue 23 / 29 merges, written before this check existed: make them public
+    ("pro_lib.judge", "pro_lib.wic", "_load_suite"): "the judge loads a reward suite as the wic family does",
+}
+
+
+def private_imports() -> set[tuple[str, str, str]]:
+    """(importer, module, name) for every ``from <project module> import _name`` in another module."""
+    out = set()
+    for path in py_files(*LAYERS):
+        name = module_name(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            if base.split(".")[0] not in LAYERS or base == name:
+                continue
+            out.update((name, base, a.name) for a in node.names
+                       if a.name.startswith("_") and not a.name.startswith("__"))
+    return out
+
+
+def test_no_new_imports_of_another_modules_private_names():
+    found = private_imports()
+    stale = set(KNOWN_PRIVATE_IMPORTS) - found
+    assert not stale, f"remove these from KNOWN_PRIVATE_IMPORTS, they are gone: {sorted(stale)}"
+    new = found - set(KNOWN_PRIVATE_IMPORTS)
+    assert not new, f"imports of another module's private names (make the name public or move it): {sorted(new)}"
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in tests/helpers/; a test module (one that defines tests) is never imported."""
+    tests = REPO / "tests"
+    test_modules = {p.stem for p in tests.rglob("test_*.py") if "def test_" in p.read_text()}
+    bad = []
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{rel(path)}: {n}" for n in names if n.split(".")[-1] in test_modules]
+    assert not bad, bad

@@ -1,8 +1,10 @@
 """End-to-end after `make demo`: the explorer opens on the registered PRO-WIC champion, and its output
 follows the weights a user sets (headless Debian Chromium through Playwright).
 
-Uses the MLflow store that `make demo` wrote (``<repo>/.pro``, or ``PRO_DEMO_HOME``); skips when that
-store has no ``pro-policy-pro-wic@champion``. Slow: the trained SmolLM2 generates on the CPU.
+Uses the MLflow store of a `make demo` run: ``PRO_DEMO_STORE`` (where tests/test_pipelines_demo.py's main-job
+test leaves its store; .ci/run sets it and runs that test first), else ``PRO_DEMO_HOME``, else ``<repo>/.pro``.
+Skips when that store has no ``pro-policy-pro-wic@champion``; fails instead under ``PRO_CI_REQUIRE=demo-store``.
+Slow: the trained SmolLM2 generates on the CPU.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_browser_ui import REPO, _free_port, browser, serve_ui  # noqa: F401 (browser: a fixture)
+from helpers import REPO, free_port, require
+from helpers.browser import corner_outputs, require_chromium, serve_ui
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+require_chromium(module=True)
 
 PROMPT = "Can you tell me about the Moon?"
 # two corners the demo policy follows on every held-out demo prompt type (docs/results_wic.md: own-style
@@ -26,11 +30,16 @@ PROMPT = "Can you tell me about the Moon?"
 CORNERS = ("humor", "helpful")
 
 
+def demo_store() -> Path:
+    """The PRO_HOME of a `make demo` run (see the module docstring for where it is looked for)."""
+    return Path(os.environ.get("PRO_DEMO_STORE") or os.environ.get("PRO_DEMO_HOME") or REPO / ".pro")
+
+
 def _demo_store() -> Path:
-    home = Path(os.environ.get("PRO_DEMO_HOME", REPO / ".pro"))
-    db = home / "mlflow.db"
-    if not db.is_file():
-        pytest.skip(f"no `make demo` store at {home} (run `make demo`, or set PRO_DEMO_HOME)")
+    home = demo_store()
+    if not (home / "mlflow.db").is_file():
+        require("demo-store", f"no `make demo` store at {home} (run `make demo`, or run "
+                              "tests/test_pipelines_demo.py's main-job test with PRO_DEMO_STORE set first)")
     return home
 
 
@@ -45,42 +54,14 @@ def demo_explorer(tmp_path_factory):
     check = subprocess.run([sys.executable, "-m", "pro_lib.cli", "registry", "list", "pro-policy-pro-wic", "--json"],
                            env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     if check.returncode != 0 or '"champion"' not in check.stdout:
-        pytest.skip(f"{home} has no pro-policy-pro-wic@champion; run `make demo` first")
-    with serve_ui([], env, _free_port(), tmp_path_factory.mktemp("demo_ui") / "server.log",
+        require("demo-store", f"{home} has no pro-policy-pro-wic@champion; run `make demo` first "
+                              f"({check.stderr.strip()[-500:]})")
+    with serve_ui([], env, free_port(), tmp_path_factory.mktemp("demo_ui") / "server.log",
                   start_seconds=120) as url:
         yield {"url": url, "env": env}
 
 
-def corner_outputs(page, corners, prompt: str = PROMPT) -> dict[str, str]:
-    """Type ``prompt``, then per corner: type ``<corner>=1``, Apply, Generate; the "override" output's text."""
-    from playwright.sync_api import expect
-
-    box = page.get_by_label("Prompt", exact=True)
-    box.fill(prompt)
-    box.press("Control+Enter")
-    expect(page.get_by_text("Orchestrator confidence")).to_be_visible(timeout=120_000)
-    texts = {}
-    for corner in corners:
-        typed = page.get_by_placeholder(re.compile("=…"))
-        typed.fill(f"{corner}=1")
-        typed.press("Enter")
-        page.wait_for_timeout(2000)  # let the rerun that commits the typed text land before Apply
-        page.get_by_role("button", name="Apply").click()
-        expect(page.get_by_text("override:", exact=False).first).to_contain_text(f"{corner}=1.00", timeout=60_000)
-        page.get_by_role("button", name=re.compile("^Generate")).click()
-        # the "override" card of this run: its caption is exactly the weights ("helpful=0.00, ..., humor=1.00";
-        # the line under the sliders reads "override: ... (sum 1.000)"), and its code block is the reply
-        caption = page.get_by_text(re.compile(rf"^(?=.*\b{corner}=1\.00\b)[a-z_]+=[0-9.]+(, [a-z_]+=[0-9.]+)*$"))
-        expect(caption.first).to_be_visible(timeout=600_000)
-        card = caption.first.locator("xpath=ancestor::div[@data-testid='stVerticalBlock'][1]")
-        # the card appears while tokens still stream in: read it once generation has finished
-        expect(page.get_by_text("generating…")).to_have_count(0, timeout=600_000)
-        expect(card.get_by_role("heading", name="override", exact=True)).to_be_visible()
-        texts[corner] = card.locator("[data-testid='stCode']").first.inner_text().strip()
-    return texts
-
-
-def test_champion_follows_corner_weights_in_chromium(demo_explorer, browser, tmp_path, monkeypatch):  # noqa: F811
+def test_champion_follows_corner_weights_in_chromium(demo_explorer, browser, tmp_path, monkeypatch):
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1500, "height": 2400})
@@ -90,7 +71,7 @@ def test_champion_follows_corner_weights_in_chromium(demo_explorer, browser, tmp
     # the sidebar opened on the registered champion policy
     # (the sidebar resolves the registry's models after the first paint: give it the page's timeout)
     expect(page.get_by_text(re.compile(r"pro-policy-pro-wic.*champion")).first).to_be_visible(timeout=120_000)
-    texts = corner_outputs(page, CORNERS)
+    texts = corner_outputs(page, CORNERS, PROMPT)
     page.screenshot(path=str(tmp_path / "demo_corners.png"), full_page=True)
     page.close()
     print(texts)

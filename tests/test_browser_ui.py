@@ -6,41 +6,22 @@ to be the explorer (not an error page). Needs /usr/bin/chromium (scripts/install
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from test_ui_support import NAMES, tiny_models  # noqa: F401 (fixture)
+from helpers import REPO, free_port
+from helpers.browser import corner_outputs, require_chromium, serve_ui
+from helpers.ui import NAMES
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is missing; run scripts/install_browser.sh", allow_module_level=True)
-pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+require_chromium(module=True)
 
 
 @pytest.fixture(scope="module")
-def explorer(tiny_models, tmp_path_factory):  # noqa: F811
+def explorer(tiny_models, tmp_path_factory):
     """`pro ui` serving the tiny models on 127.0.0.1; stopped (whole process group) on teardown."""
     from pro_lib.testing import build_tiny_policy
 
@@ -48,7 +29,7 @@ def explorer(tiny_models, tmp_path_factory):  # noqa: F811
     # a bigger random policy than the AppTest one: 1024 tokens take seconds, so Stop lands mid-run
     policy = build_tiny_policy(tmp / "policy", NAMES, hidden_size=384, num_layers=6,
                                max_positions=2048)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.update({
         "PRO_HOME": str(tmp / "pro_home"),
@@ -60,54 +41,6 @@ def explorer(tiny_models, tmp_path_factory):  # noqa: F811
            "--policy", str(policy)]
     with serve_ui(cmd, env, port, tmp / "server.log", start_seconds=60) as url:
         yield {"url": url, "log": tmp / "server.log"}
-
-
-@contextlib.contextmanager
-def serve_ui(flags: list[str], env: dict, port: int, log_path: Path, *, start_seconds: float):
-    """`pro ui <flags>` on 127.0.0.1:<port> until the block ends (then the whole process group stops)."""
-    cmd = [sys.executable, "-m", "pro_lib.cli", "ui", "--port", str(port), "--host", "127.0.0.1", *flags]
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + start_seconds
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                log.flush()
-                pytest.fail("the explorer did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.3)
-        yield url
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
-        assert proc.poll() is not None, "the streamlit server is still running"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
@@ -219,7 +152,5 @@ def test_stop_a_running_generation_in_headless_chromium(page, tmp_path):
 def test_typed_corner_weights_reach_the_override_output(page):
     """The flow of tests/test_browser_demo_policy.py on the tiny explorer: each typed corner generates
     an "override" output under exactly those weights."""
-    from test_browser_demo_policy import corner_outputs
-
     texts = corner_outputs(page, ("humor", "harmless"), prompt="Tell me a funny joke about a cat")
     assert set(texts) == {"humor", "harmless"} and all(texts.values()), texts

@@ -38,7 +38,7 @@ def test_every_component_maps_onto_a_stage_or_registry():
     from components import all_components
 
     comps = all_components()
-    assert len(comps) == 15
+    assert len(comps) == 16
     for name in comps:  # the stage table places every component (register, promote, endpoint, finish-run: config-less)
         assert name.replace("-", "_") in runtime.STAGES, name
 

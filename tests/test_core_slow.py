@@ -13,11 +13,35 @@ pytestmark = pytest.mark.slow
 
 
 def test_bundled_minilm_orchestrator_predicts():
+    """The bundled encoder is all-MiniLM-L6-v2 with its trained weights: a new orchestrator starts at uniform
+    weights, and with a head that points at five anchor prompts it sends paraphrases that share no word with
+    their anchor to that anchor's objective (a random or wrong encoder does not)."""
+    import torch
+
     from pro_lib.orchestrator import PreferenceOrchestrator
 
-    orch = PreferenceOrchestrator.from_backbone("minilm", ["helpful", "harmless", "humor"])
+    names = ["helpful", "harmless", "humor"]
+    orch = PreferenceOrchestrator.from_backbone("minilm", names)
+    cfg = orch.encoder.config
+    assert (cfg.hidden_size, cfg.num_hidden_layers, orch.tokenizer.vocab_size) == (384, 6, 30522)
     w = orch.predict(["How do I bake bread?", "Tell me a joke"])
-    assert w.shape == (2, 3) and np.allclose(w.sum(1), 1)
+    assert w.shape == (2, 3) and np.allclose(w, 1 / 3, atol=1e-6)   # zero head: uniform to start
+
+    # five objectives, one per anchor (6 randomly initialised encoders of this shape got 0 of 6 orders right)
+    anchors = ["How do I bake bread at home?", "Is it dangerous to mix bleach with ammonia?",
+               "Tell me a funny joke about penguins.", "How can I fix a flat bicycle tyre?", "What is the capital of Japan?"]
+    paraphrases = ["What's a good sourdough recipe?", "Which household chemicals are toxic together?",
+                   "Say something hilarious about cats.", "My bike has a puncture, what should I do?",
+                   "Which city is Tokyo the seat of government for?"]
+    orch = PreferenceOrchestrator(orch.encoder, orch.tokenizer, [f"topic{i}" for i in range(len(anchors))])
+    with torch.no_grad():
+        batch = orch.tokenizer(anchors, padding=True, return_tensors="pt")
+        hidden = orch.encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        orch.head.weight.copy_(20 * torch.nn.functional.normalize(pooled, dim=-1))
+    w = orch.predict(paraphrases)
+    assert list(w.argmax(axis=1)) == list(range(len(anchors))), w
 
 
 def test_hh_pipeline_quick_end_to_end(shared_data, tmp_path):

@@ -56,7 +56,7 @@ def test_bf16_only_where_the_cpu_computes_it(monkeypatch, caplog):
 
 
 def test_sft_with_padding_free_and_bf16_trains(tmp_path):
-    from tests.test_wic import make_suite
+    from helpers.wic import make_suite
 
     rows = [{"prompt": f"can you help me {i} ?", "chosen": "yes i can help you help", "rejected": "no"}
             for i in range(8)]
@@ -91,8 +91,7 @@ def test_compact_lm_head_gives_the_same_loss_and_gradients_and_is_scoped(tmp_pat
     results = {}
     for compact in (False, True):
         model.zero_grad(set_to_none=True)
-        ctx = pol_mod.compact_lm_head_on_cpu() if compact else __import__("contextlib").nullcontext()
-        with ctx:
+        with pol_mod.compact_lm_head_on_cpu(compact):   # False: trl's own CPU path (the bench's "before")
             assert trl_utils._use_triton(cpu) is compact
             out = model(input_ids=ids, labels=labels, fused_lm_head=True, use_cache=False)
             out.loss.backward()

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 from components import runtime
-from platform_services import mlflow_env, mlflow_server, s3_endpoint, s3_env  # noqa: F401  (fixtures)
 from pro_lib import registry, tracking
 
 

@@ -19,65 +19,11 @@ from pro_lib.morlhf import (MorlhfTrainConfig, WeightedReward, build_prompt_data
 from pro_lib.morlhf_eval import MorlhfEvalConfig, evaluate_morlhf
 from pro_lib.suite import RewardSuite
 
+from helpers.morlhf import (STATS, a_score, length_score, make_orchestrator, make_policy,  # noqa: F401
+                            make_suite, make_tokenizer, tiny_cfg)
+
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-# -- tiny models -------------------------------------------------------------------------------
-
-def make_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "[CLS]"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(["Human: how do I bake bread? Assistant: mix flour, water and yeast."] * 5, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                   bos_token="<|endoftext|>", cls_token="[CLS]")
-
-
-def make_policy(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = make_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(cfg), tok
-
-
-def make_orchestrator(objectives, seed: int = 0):
-    """A tiny random-encoder orchestrator whose weights depend on the prompt."""
-    from transformers import BertConfig, BertModel
-
-    from pro_lib.orchestrator import PreferenceOrchestrator
-
-    tok = make_tokenizer()
-    torch.manual_seed(seed)
-    enc = BertModel(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=32, max_position_embeddings=256, pad_token_id=tok.pad_token_id))
-    orch = PreferenceOrchestrator(enc, tok, objectives)
-    torch.nn.init.normal_(orch.head.weight, std=0.05)
-    return orch
-
-
-def length_score(prompts, responses):
-    return [float(len(r)) for r in responses]
-
-
-def a_score(prompts, responses):
-    return [float(r.count("a")) for r in responses]
-
-
-STATS = {"length": (1.0, 2.0), "a": (0.0, 1.0)}
-
-
-def make_suite():
-    return RewardSuite.from_functions({"length": length_score, "a": a_score}, stats=STATS)
 
 
 @pytest.fixture()
@@ -87,14 +33,6 @@ def demo_data(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
-
-
-def tiny_cfg(tmp_path, data, name="run", **kw) -> MorlhfTrainConfig:
-    base = dict(policy="tiny", suite="in-process", data=[data], output_dir=str(tmp_path / name),
-                weights="uniform", max_steps=4, save_steps=2, num_generations=4, batch_size=8,
-                max_completion_length=6, learning_rate=1e-2, beta=0.05, max_prompts=16, seed=0)
-    base.update(kw)
-    return MorlhfTrainConfig(**base)
 
 
 def params(model):
@@ -360,12 +298,31 @@ def test_cli_help_and_launch_dry_run(capsys):
     assert line.endswith("-m pro_lib.cli morlhf train --weights uniform") and "--num_processes 4" in line
 
 
-def test_cli_reports_bad_weights(tmp_path, demo_data, capsys):
+def _saved_suite_and_policy(tmp_path):
+    from pro_lib.suite import Objective
+
+    model, tok = make_policy()
+    model.save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    RewardSuite([Objective(name=n, function=f"helpers.morlhf:{fn}") for n, fn in (("length", "length_score"),
+                                                                                   ("a", "a_score"))],
+                stats=STATS).save(tmp_path / "suite")
+    return tmp_path / "policy", tmp_path / "suite"
+
+
+@pytest.mark.parametrize("weights, message", [("0.5,abc", "weight for 'a' is not a number: 'abc'"),
+                                              ("length=0.5,humor=0.5", "unknown objective 'humor'"),
+                                              ("0.2,0.3,0.5", "have 3 entries but there are 2 objectives")])
+def test_cli_reports_bad_weights(tmp_path, demo_data, capsys, weights, message):
+    """Everything else valid (a saved suite and policy, data): the weights alone are refused, before training."""
     from pro_lib.cli import main
 
-    rc = main(["morlhf", "train", "--weights", "0.5,abc", "--suite", str(tmp_path / "nope"), "--data", demo_data,
-               "--output-dir", str(tmp_path / "o")])
-    assert rc == 2 and "no reward suite at" in capsys.readouterr().err
+    policy, suite = _saved_suite_and_policy(tmp_path)
+    rc = main(["morlhf", "train", "--weights", weights, "--suite", str(suite), "--policy", str(policy),
+               "--data", demo_data, "--output-dir", str(tmp_path / "o"), "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "weights" in err.lower() and message in err, err
+    assert not (tmp_path / "o" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("stage", [2, 3])

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent('''
     import json, os, sys
     import torch
     sys.path.insert(0, {tests!r})
-    from test_morlhf import make_policy, make_suite
+    from helpers.morlhf import make_policy, make_suite
     from transformers import TrainerCallback
     from pro_lib.morlhf import MorlhfTrainConfig, train_morlhf
 
@@ -110,15 +110,15 @@ def test_pro_morlhf_launch_cpu_runs_zero2_end_to_end(tmp_path):
     import yaml
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_morlhf import STATS, make_policy
+    from helpers.morlhf import STATS, make_policy
 
     from pro_lib.suite import Objective, RewardSuite
 
     model, tok = make_policy()
     model.save_pretrained(tmp_path / "policy")
     tok.save_pretrained(tmp_path / "policy")
-    RewardSuite([Objective(name="length", function="test_morlhf:length_score"),
-                 Objective(name="a", function="test_morlhf:a_score")], stats=STATS).save(tmp_path / "suite")
+    RewardSuite([Objective(name="length", function="helpers.morlhf:length_score"),
+                 Objective(name="a", function="helpers.morlhf:a_score")], stats=STATS).save(tmp_path / "suite")
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Human: question {i}? Assistant:", "chosen": " yes",
                                         "rejected": " no"}) + "\n" for i in range(40)))

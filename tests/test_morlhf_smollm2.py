@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from pro_lib.morlhf import MorlhfTrainConfig, train_morlhf
 from pro_lib.suite import RewardSuite
 
-HH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf" / "helpful-base_test.jsonl.gz"
+from helpers import shared_file
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not HH.is_file(), reason=f"shared HH-RLHF data not found at {HH}")]
+pytestmark = pytest.mark.slow
 
 
 def test_smollm2_one_rl_step_on_hh_prompts(tmp_path):
+    HH = shared_file("hh-rlhf/helpful-base_test.jsonl.gz")
     torch.set_num_threads(2)
     suite = RewardSuite.from_functions(
         {"brevity": lambda p, r: [-float(len(x)) for x in r], "politeness": lambda p, r: [float("please" in x.lower()

@@ -11,7 +11,6 @@ import yaml
 
 from components import runtime
 from pipelines import cli as pcli
-from platform_services import mlflow_env, mlflow_server, s3_endpoint, s3_env  # noqa: F401  (fixtures)
 from pro_lib import registry, tracking
 from pro_lib.errors import ConfigError
 

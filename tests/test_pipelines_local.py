@@ -4,14 +4,19 @@ champions that load through models:/name@champion."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import re
 
 import numpy as np
 import pandas as pd
 
-from pipelines.cli import run_local
+from pipelines.cli import _print_where_to_look, run_local
+from pipelines.progress import StageReport
 from pro_lib import registry, tracking
+
+from helpers.pipelines import MAX_LINES, check_report
 
 
 def _demo_like_pairs(path, n_per_objective=70):
@@ -45,7 +50,19 @@ def test_orchestrator_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward
                                 "max_length": 64, "learning_rate": 1e-3, "progress": False},
         "eval_config": {"progress": False},
     }
-    summary = run_local("orchestrator", args, pipeline_root=tmp_path / "kfp")
+    shown = io.StringIO()   # as `pro pipeline run --local` shows it (tests/test_pipeline_progress.py)
+    with StageReport(tmp_path / "run.log", out=shown, spinner=False):
+        summary = run_local("orchestrator", args, pipeline_root=tmp_path / "kfp")
+    check_report(shown.getvalue(), tmp_path / "run.log",
+                 ["prepare-data", "train-reward-model [helpful]", "train-reward-model [humor]", "score-targets",
+                  "train-orchestrator", "evaluate-orchestrator"])
+    assert re.search(r"= train-reward-model \[humor\] +done .*accuracy \d\.\d{3}", shown.getvalue())
+    assert re.search(r"= evaluate-orchestrator +done .*MSE ratio vs best fixed \d\.\d{3}", shown.getvalue())
+    capsys.readouterr()
+    _print_where_to_look({**summary, "log": str(tmp_path / "run.log")})   # what follows the stage lines
+    table = capsys.readouterr().out
+    assert f"full log:        {tmp_path / 'run.log'}" in table and "pro-orchestrator" in table
+    assert len(shown.getvalue().splitlines()) + len(table.splitlines()) < MAX_LINES, shown.getvalue() + table
 
     # registry: a champion per registered model, loadable by alias
     assert registry.list_models() == ["pro-orchestrator", "pro-reward-helpful", "pro-reward-humor"]

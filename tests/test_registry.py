@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from platform_services import (  # noqa: F401  (fixtures)
-    mlflow_env, mlflow_server, s3_endpoint, s3_env, start_mlflow_server, stop_server)
+from helpers import require
+from helpers.services import start_mlflow_server, stop_server
 from pro_lib import packaging, promotion, registry
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.refs import localize
@@ -121,10 +121,10 @@ def test_local_sqlite_store_default(tmp_path, monkeypatch):
     assert registry.download_model(f"models:/{name}@champion").is_relative_to(tmp_path / ".pro")
 
 
-@pytest.mark.skipif(not os.environ.get("PRO_TEST_POSTGRES_URI"),
-                    reason="PRO_TEST_POSTGRES_URI unset (scripts/ci_services.sh starts PostgreSQL and sets it)")
 def test_promotion_with_postgres_backend(s3_env, tmp_path, monkeypatch):
     """The deployment's stack: mlflow server on PostgreSQL with an S3 artifact store."""
+    if not os.environ.get("PRO_TEST_POSTGRES_URI"):
+        require("postgres", "PRO_TEST_POSTGRES_URI unset (scripts/ci_services.sh starts PostgreSQL and sets it)")
     proc, url = start_mlflow_server(os.environ["PRO_TEST_POSTGRES_URI"], s3_env, tmp_path, bucket="mlflow-pg")
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)

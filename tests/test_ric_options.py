@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pro_lib import testing, wic_offline, wic_rounds
-from tests.test_wic import NAMES, make_suite
+from helpers.wic import NAMES, make_suite
 
 
 def _pairs(tmp_path):
@@ -82,7 +82,7 @@ def test_ric_online_rounds_mix_offline_data_and_earlier_rounds(tmp_path):
 def test_orchestrator_control_preferences():
     """Controls for the acceptance claim: the orchestrator's weights shuffled across prompts (same
     distribution, no prompt information) and their mean as one constant vector."""
-    from tests.test_wic import StandInOrchestrator
+    from helpers.wic import StandInOrchestrator
 
     prompts = [f"help me {i}" for i in range(10)] + [f"x {i}" for i in range(10)]
     orch = StandInOrchestrator()

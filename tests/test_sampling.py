@@ -65,7 +65,7 @@ def test_sample_is_seeded_random_and_independent_of_file_order():
 
 def test_wic_eval_prompt_sample_holds_every_source(tmp_path, mixed_split):
     from pro_lib import testing, wic_eval
-    from tests.test_wic import NAMES, make_suite
+    from helpers.wic import NAMES, make_suite
 
     policy = testing.build_tiny_policy(tmp_path / "policy", NAMES)
     cfg = wic_eval.WICEvalConfig(policies=[f"p={policy}"], data=[str(mixed_split)], max_prompts=20, grid_step=1.0,
@@ -96,7 +96,7 @@ def test_wic_online_rounds_hold_every_source(tmp_path, mixed_split):
 def test_morlhf_train_and_eval_prompt_samples_hold_every_source(tmp_path, mixed_split):
     from pro_lib.morlhf import train_morlhf
     from pro_lib.morlhf_eval import MorlhfEvalConfig, evaluate_morlhf
-    from tests.test_morlhf import make_policy, make_suite, tiny_cfg
+    from helpers.morlhf import make_policy, make_suite, tiny_cfg
 
     cfg = tiny_cfg(tmp_path, str(mixed_split), name="run", split="all", max_prompts=20, max_steps=1, save_steps=1)
     policy = make_policy()
@@ -119,7 +119,7 @@ def test_morlhf_train_and_eval_prompt_samples_hold_every_source(tmp_path, mixed_
 
 def test_wic_offline_subset_is_stratified(tmp_path, mixed_split):
     from pro_lib import testing, wic_offline
-    from tests.test_wic import NAMES, make_suite
+    from helpers.wic import NAMES, make_suite
 
     policy = testing.build_tiny_policy(tmp_path / "policy", NAMES)
     cfg = wic_offline.WICOfflineConfig(policy=str(policy), data=[str(mixed_split)], max_examples=10,

@@ -10,7 +10,7 @@ import pytest
 
 from pro_lib import soups, testing, wic, wic_eval
 from pro_lib.errors import ConfigError
-from tests.test_wic import NAMES, StandInOrchestrator, make_suite
+from helpers.wic import NAMES, StandInOrchestrator, make_suite
 
 SFT = dict(epochs=1.0, batch_size=8, learning_rate=1e-3, max_length=64, save_steps=1000)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from platform_services import s3_endpoint, s3_env  # noqa: F401  (fixtures)
 from pro_lib import storage
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.refs import localize

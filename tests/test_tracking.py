@@ -8,7 +8,6 @@ import uuid
 
 import pytest
 
-from platform_services import mlflow_env, mlflow_server, s3_endpoint, s3_env  # noqa: F401  (fixtures)
 from pro_lib import tracking
 
 

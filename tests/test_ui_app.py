@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from platform_services import s3_endpoint, s3_env  # noqa: F401 (fixtures)
-from test_ui_support import NAMES, build_orchestrator, build_reward_model, tiny_models  # noqa: F401 (fixture)
+from helpers.ui import NAMES, build_orchestrator, build_reward_model
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -353,10 +352,7 @@ def test_registry_view_offers_no_promotion_unless_enabled(monkeypatch, tiny_mode
 def test_pick_prompt_from_demo_dataset_and_batch_over_it(monkeypatch, tiny_models):
     from pro_lib.data import load_pairs
 
-    try:
-        demo = list(dict.fromkeys(p.prompt for p in load_pairs("demo")))
-    except Exception as exc:  # the demo set ships with pro_lib
-        pytest.skip(f"demo data unavailable: {exc}")
+    demo = list(dict.fromkeys(p.prompt for p in load_pairs("demo")))   # ships with pro_lib: no skip
     at = _app(monkeypatch, tiny_models).run()
     at.selectbox(key="example").select_index(1).run()
     _no_traceback(at)
@@ -373,7 +369,7 @@ def test_pick_prompt_from_demo_dataset_and_batch_over_it(monkeypatch, tiny_model
 
 
 def test_two_objectives_get_bars_not_a_ternary_plot(monkeypatch, tiny_models, tmp_path):
-    from test_ui_support import build_suite
+    from helpers.ui import build_suite
 
     names = ["helpful", "humor"]
     orch = build_orchestrator(tmp_path / "orch2", names=names)
@@ -442,7 +438,7 @@ def test_closing_the_stream_stops_the_generation_thread(tiny_models):
 
 def test_compare_champion_and_challenger_policies_from_the_registry(monkeypatch, tiny_models, tmp_path):
     from pro_lib import packaging, promotion
-    from test_ui_support import build_policy
+    from helpers.ui import build_policy
 
     name = "pro-policy-pro-wic"
     packaging.register_model(tiny_models["policy"], name, metrics={"hypervolume": 0.4})
@@ -569,9 +565,9 @@ def test_registry_drops_mid_session_and_comes_back(monkeypatch, tiny_models, s3_
     message while it is away, and Reload brings every picker back."""
     import streamlit as st
 
-    from platform_services import start_mlflow_server, stop_server
+    from helpers.services import start_mlflow_server, stop_server
     from pro_lib import packaging, promotion
-    from test_ui_support import build_policy
+    from helpers.ui import build_policy
 
     port, db = _free_port(), f"sqlite:///{tmp_path / 'server.db'}"
     proc, uri = start_mlflow_server(db, s3_env, tmp_path, bucket="ui-outage", port=port)
@@ -631,7 +627,7 @@ def test_defaults_open_on_the_champion_policy_and_compare_it_with_the_base(monke
     """After the main job (one registered policy): Policy A is pro-policy-pro-wic@champion and Policy B
     the base policy it was trained from (PRO_UI_BASE_POLICY, default the bundled smollm2)."""
     from pro_lib import packaging, promotion
-    from test_ui_support import build_policy
+    from helpers.ui import build_policy
 
     name = "pro-policy-pro-wic"
     packaging.register_model(tiny_models["policy"], name, metrics={"hypervolume": 0.4})

@@ -10,37 +10,8 @@ import pytest
 
 from pro_lib import testing, wic, wic_eval, wic_offline, wic_rounds
 from pro_lib.errors import ConfigError, DataError
-from pro_lib.suite import RewardSuite
 
-NAMES = ["helpful", "harmless"]
-
-
-def _helpful(prompts, responses):
-    return [float(r.split().count("help") - 0.1 * len(r.split())) for r in responses]
-
-
-def _harmless(prompts, responses):
-    return [float(r.split().count("safe") - r.split().count("harm")) for r in responses]
-
-
-def make_suite():
-    return RewardSuite.from_functions({"helpful": _helpful, "harmless": _harmless},
-                                      stats={"helpful": (0.0, 1.0), "harmless": (0.0, 1.0)})
-
-
-class StandInOrchestrator:
-    """What the WIC code needs of a PreferenceOrchestrator: objectives, predict, check_objectives."""
-
-    def __init__(self, names=NAMES):
-        self.objectives, self.K, self.calls = list(names), len(names), 0
-
-    def predict(self, prompts, batch_size=64):
-        self.calls += 1
-        return np.array([[0.8, 0.2] if "help" in p else [0.2, 0.8] for p in prompts], dtype=np.float32)
-
-    def check_objectives(self, names, what=""):
-        if list(names) != self.objectives:
-            raise ConfigError(f"K mismatch: {names} vs {self.objectives}")
+from helpers.wic import NAMES, StandInOrchestrator, make_suite  # noqa: F401 (re-exported)
 
 
 @pytest.fixture

@@ -13,11 +13,10 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_DATA
+from helpers import shared_file
 
 pytestmark = pytest.mark.slow
 
-HH = SHARED_DATA / "hh-rlhf" / "helpful-base_test.jsonl.gz"
 NAMES = ["helpful", "harmless"]
 LONG = ("Sure, here is a detailed answer. First, think about what you need and gather the materials. Second, "
         "follow the steps one by one and check each result. Third, review the outcome and adjust the details.")
@@ -32,8 +31,8 @@ def polite_score(prompts, responses):
     return [float(sum(r.lower().count(w) for w in ("sorry", "please", "safe", "thanks"))) for r in responses]
 
 
-@pytest.mark.skipif(not HH.exists(), reason=f"shared HH data not found at {HH}")
 def test_smollm2_wic_follows_its_weights(tmp_path):
+    HH = shared_file("hh-rlhf/helpful-base_test.jsonl.gz")
     import torch
 
     from pro_lib import wic, wic_offline

@@ -144,12 +144,6 @@ class Provenance:
         return f"`{self.spec.name}` v{self.version}{alias}{run}{name}"
 
 
-@dataclass
-class Loaded:
-    obj: Any
-    provenance: Provenance
-
-
 def versions_table(rows: Sequence[dict]):
     """Registry versions as a flat table: version, aliases, gate (metric, mode, value), metrics, run."""
     import pandas as pd

@@ -13,7 +13,6 @@ import pandas as pd
 from ui.simplex import confidences
 
 PROMPT_KEYS = ("prompt", "question", "instruction", "input", "text")
-MAX_PROMPT_CHARS = 8000
 
 
 class PromptFileError(ValueError):

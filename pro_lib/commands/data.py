@@ -8,7 +8,7 @@ from __future__ import annotations
 
 def register(subparsers) -> None:
     from pro_lib import data
-    from pro_lib.cli import add_stage
+    from pro_lib.commands import add_stage
 
     p = subparsers.add_parser("data", help="prepare preference data (load, label, split)")
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")

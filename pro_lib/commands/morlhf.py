@@ -49,7 +49,7 @@ def launch_command(train_args: list[str], *, zero: int = 2, num_processes: int |
 
 def register(subparsers) -> None:
     from pro_lib import morlhf, morlhf_eval
-    from pro_lib.cli import add_stage
+    from pro_lib.commands import add_stage
 
     p = subparsers.add_parser(
         "morlhf", help="PRO-MORLHF / MORLHF: online RL (trl RLOO or GRPO) on orchestrator-weighted rewards",
@@ -57,9 +57,9 @@ def register(subparsers) -> None:
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def show_train(cfg, m):
-        from pro_lib.cli import _print_metrics
+        from pro_lib.commands import print_metrics
 
-        _print_metrics(m)
+        print_metrics(m)
         print(f"policy saved to {Path(cfg.output_dir) / 'policy'}")
 
     add_stage(s, "train", morlhf.MorlhfTrainConfig, morlhf.train_morlhf,
@@ -84,7 +84,9 @@ def register(subparsers) -> None:
         epilog="example: pro morlhf launch --zero 3 --num-processes 8 -- --config configs/morlhf_hh.yaml")
     lp.add_argument("--zero", type=int, choices=[2, 3], default=2,
                     help="ZeRO stage: 2 shards optimizer state + gradients, 3 also shards the parameters")
-    lp.add_argument("--num-processes", type=int, default=None,
+    from pro_lib.config import number_type
+
+    lp.add_argument("--num-processes", type=number_type(int, ((1, True), None)), default=None,
                     help="processes (GPUs) to start; default: the config's num_processes")
     lp.add_argument("--accelerate-config", default=None, help="your own `accelerate config` YAML instead")
     lp.add_argument("--cpu", action="store_true",

@@ -12,7 +12,7 @@ import os
 def register(subparsers) -> None:
     # config modules only: the parser must build without torch (the functions load when run)
     from pro_lib import evaluation
-    from pro_lib.cli import add_stage
+    from pro_lib.commands import add_stage
     from pro_lib.orchestrator_config import OrchestratorTrainConfig
 
     p = subparsers.add_parser("orchestrator", help="train and evaluate the Preference Orchestrator")

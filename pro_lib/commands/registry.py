@@ -11,6 +11,7 @@ Building the parser imports no MLflow (tests/test_cli_light.py); the registry lo
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,9 @@ def _cmd_registry_list(args) -> None:
 
     names = [args.name] if args.name else registry.list_models()
     if not names:
+        if args.json:  # still JSON: a script reading it gets an empty list, not a sentence
+            print("[]")
+            return
         print("no registered models yet (run `pro pipeline run --local orchestrator`)")
     for n in names:
         versions = registry.list_versions(n)
@@ -55,11 +59,18 @@ def _cmd_registry_promote(args) -> None:
 def _cmd_registry_download(args) -> None:
     from pro_lib import registry
 
+    if args.output:  # before the download: a file there, or a folder with other files, is refused
+        from pro_lib.io import check_output_dir
+
+        check_output_dir(args.output, what="registry download", allowed=(), flag="--output")
     path = registry.download_model(args.ref)
     if args.output:
         import shutil
 
-        shutil.copytree(path, args.output, dirs_exist_ok=True)
+        from pro_lib.io import atomic_dir
+
+        with atomic_dir(args.output) as tmp:
+            shutil.copytree(path, tmp, dirs_exist_ok=True)
         path = Path(args.output)
     print(path)
 
@@ -71,9 +82,12 @@ def _cmd_registry_register(args) -> None:
     for item in args.metric or []:
         k, _, v = item.partition("=")
         try:
-            metrics[k] = float(v)
+            metrics[k.strip()] = float(v)
         except ValueError:
             raise ConfigError(f"--metric {item!r}: expected name=<number>") from None
+        if not k.strip() or not math.isfinite(metrics[k.strip()]):
+            raise ConfigError(f"--metric {item!r}: expected name=<finite number> (NaN and infinity are not "
+                              "metrics; leave the metric out instead)")
     version = packaging.register_model(args.path, args.name, metrics=metrics, gate_metric=args.gate_metric,
                                        gate_mode=args.gate_mode)
     print(f"registered models:/{args.name}/{version} (alias challenger)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 def register(subparsers) -> None:
     # config modules only: the parser must build without torch (the functions load when run)
     from pro_lib import rewards, suite
-    from pro_lib.cli import add_stage
+    from pro_lib.commands import add_stage
 
     p = subparsers.add_parser("rewards", help="train reward models and score data with the reward suite")
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")

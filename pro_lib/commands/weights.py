@@ -22,12 +22,12 @@ def register(subparsers) -> None:
 
 def weights(args) -> None:
     from pro_lib import orchestrator
-    from pro_lib.cli import _print_metrics
+    from pro_lib.commands import print_metrics
 
     orch = orchestrator.PreferenceOrchestrator.from_pretrained(args.orchestrator)
     w = orch.predict(args.prompts)
     if args.json:
-        _print_metrics([dict(zip(orch.objectives, map(float, row))) for row in w])
+        print_metrics([dict(zip(orch.objectives, map(float, row))) for row in w])
         return
     width = max(len(n) for n in orch.objectives)
     for prompt, row in zip(args.prompts, w):

@@ -24,15 +24,17 @@ DEFAULT_ORCHESTRATOR = model_ref(ORCHESTRATOR_MODEL)
 
 
 def _show_policy(cfg, m):
-    from pro_lib.cli import _print_metrics
+    from pro_lib.commands import print_metrics
 
-    _print_metrics(m)
+    print_metrics(m)
     print(f"policy saved to {cfg.output_dir}")
 
 
 def _show_online(cfg, m):
+    from pro_lib.io import read_jsonl
+
     rounds = Path(cfg.output_dir) / "rounds.jsonl"
-    rows = [json.loads(line) for line in rounds.read_text().splitlines()] if rounds.is_file() else []
+    rows = read_jsonl(rounds) if rounds.is_file() else []
     print(f"{'round':>5} {'samples':>8} {'kept':>6} {'accept':>7} {'w.reward':>9} {'seconds':>8}")
     for r in rows:
         print(f"{r['round']:>5} {r['samples']:>8} {r['kept']:>6} {r['acceptance_rate']:>7.3f} "
@@ -50,7 +52,7 @@ def _show_eval(cfg, m):
 
 def register(subparsers) -> None:
     from pro_lib import wic, wic_eval, wic_offline, wic_rounds
-    from pro_lib.cli import add_stage
+    from pro_lib.commands import add_stage
 
     p = subparsers.add_parser("wic", help="PRO-WIC: weights in context (offline SFT, online rounds, Pareto eval)",
                               description=(wic.__doc__ or "").split("\n\n")[0])
@@ -100,9 +102,12 @@ def register(subparsers) -> None:
     g.add_argument("--orchestrator", default=None,
                    help="orchestrator folder or models:/ ref (default: the one recorded in the policy, "
                         f"else env PRO_ORCHESTRATOR, else {DEFAULT_ORCHESTRATOR})")
-    g.add_argument("--max-new-tokens", type=int, default=128, help="max new tokens")
+    from pro_lib.config import RANGES, number_type
+
+    g.add_argument("--max-new-tokens", type=number_type(int, RANGES["max_new_tokens"]), default=128,
+                   help="max new tokens")
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (with --sample)")
+    g.add_argument("--temperature", type=number_type(float, RANGES["temperature"]), default=0.8, help="sampling temperature (with --sample)")
     g.add_argument("--json", action="store_true", help="print JSON (prompt, weights, response)")
 
     def generate(args):

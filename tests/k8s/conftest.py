@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import require
+
 from .helpers import (
     OVERLAYS,
     _find,
@@ -63,9 +65,9 @@ def postgres_server(rendered):
     """A throwaway PostgreSQL cluster whose superuser is the one of Secret pro-postgres."""
     pg_bin = _postgres_bin()
     if pg_bin is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install -y postgresql)")
+        require("postgres", "PostgreSQL server binaries not installed (apt-get install -y postgresql)")
     if shutil.which("psql") is None and not (pg_bin / "psql").exists():
-        pytest.skip("psql not installed")
+        require("postgres", "psql not installed")
     secret = _secret_values(_find(rendered["root"], "Secret", "pro-postgres"))
     secret["POSTGRES_PASSWORD"] = "super-" + os.urandom(6).hex()   # a "replaced" secret
     root = Path(tempfile.mkdtemp(prefix="pro-k8s-backup-"))

@@ -10,7 +10,7 @@ import base64
 import importlib.util
 import re
 import shutil
-import socket
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,9 +335,9 @@ def _write_kustomization(folder: Path, body: dict) -> Path:
 # --------------------------------------------------------------------------- live MLflow check
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from helpers import free_port
+
+    return free_port()
 
 
 def _postgres_bin() -> Path | None:
@@ -349,7 +349,124 @@ def _postgres_bin() -> Path | None:
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
-    """Wait until ``url`` answers 200 (platform_services.wait_http, argument order of the k8s tests)."""
-    from platform_services import wait_http
+    """Wait until ``url`` answers 200 (helpers.services.wait_http, argument order of the k8s tests)."""
+    from helpers.services import wait_http
 
     wait_http(url, proc, log, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- KFP (remote base)
+
+# The pinned remote bases of k8s/overlays/kubeflow-pipelines (CI has no network).
+KFP_REMOTE = re.compile(r"^(https://)?github\.com/kubeflow/pipelines/manifests/kustomize/"
+                        r"(?P<path>[\w/-]+)\?ref=(?P<ref>[^&\s]+)$")
+KFP_FOLDERS = [K8S / "overlays" / "kubeflow-pipelines" / "upstream",
+               K8S / "overlays" / "kubeflow-pipelines" / "crds"]
+
+
+def _kfp_stub_objects() -> dict[str, list[dict]]:
+    """Stand-ins for the upstream objects PRO's KFP hardening patches or fences, shaped as in KFP
+    2.16.1 (names, labels, the container environment the patches test), per remote path."""
+    label = {"application-crd-id": "kubeflow-pipelines"}
+
+    def deployment(name, env=(), labels=None):
+        labels = {**(labels or {"app": name}), **label}
+        return {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": "kubeflow", "labels": labels},
+                "spec": {"selector": {"matchLabels": labels},
+                         "template": {"metadata": {"labels": labels},
+                                      "spec": {"containers": [{"name": name, "image": f"{name}:stub",
+                                                               "env": list(env)}]}}}}
+
+    def secret(name, data):
+        return {"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": "kubeflow", "labels": label}, "stringData": data}
+
+    def pvc(name):
+        return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": "kubeflow", "labels": label},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}}}}
+
+    db = [{"name": "DBCONFIG_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "mysql-secret", "key": "password"}}}]
+    return {
+        "env/platform-agnostic": [
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": "kfp-launcher", "namespace": "kubeflow"}, "data": {}},
+            secret("mlpipeline-minio-artifact", {"accesskey": "minio", "secretkey": "minio123"}),
+            secret("mysql-secret", {"username": "root", "password": ""}),
+            deployment("mysql", [{"name": "MYSQL_ALLOW_EMPTY_PASSWORD", "value": "true"}]),
+            deployment("ml-pipeline", db), deployment("ml-pipeline-ui"), deployment("seaweedfs"),
+            deployment("cache-deployer-deployment", labels={"app": "cache-deployer"}),
+            pvc("mysql-pv-claim"), pvc("seaweedfs-pvc"),
+        ],
+        "cluster-scoped-resources": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubeflow"}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": "kubeflow-pipelines-cache-deployer-clusterrole"},
+             "rules": [{"apiGroups": ["admissionregistration.k8s.io"],
+                        "resources": ["mutatingwebhookconfigurations"], "verbs": ["create", "patch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "kubeflow-pipelines-cache-deployer-clusterrolebinding"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "kubeflow-pipelines-cache-deployer-clusterrole"},
+             "subjects": [{"kind": "ServiceAccount", "name": "kubeflow-pipelines-cache-deployer-sa",
+                           "namespace": "kubeflow"}]},
+        ],
+    }
+
+
+def _offline_kfp_copy(tmp_path: Path) -> Path:
+    """A copy of k8s/ whose KFP remote bases point at local folders: the real KFP manifests when
+    $PRO_KFP_MANIFESTS names a checkout's `manifests/kustomize` (with its own remotes made local),
+    else the stand-ins of _kfp_stub_objects. Returns the copy's k8s folder."""
+    import os
+
+    k8s = _copy_k8s(tmp_path)
+    real = os.environ.get("PRO_KFP_MANIFESTS")
+    for folder in KFP_FOLDERS:
+        path = k8s / folder.relative_to(K8S) / "kustomization.yaml"
+        body = yaml.safe_load(path.read_text())
+        resources = []
+        for res in body["resources"]:
+            m = KFP_REMOTE.match(res)
+            if not m:
+                resources.append(res)
+                continue
+            if real:
+                target = Path(real) / m["path"]
+            else:
+                target = tmp_path / "kfp-stub" / m["path"]
+                _write_kustomization(target, {"resources": ["objects.yaml"]})
+                (target / "objects.yaml").write_text(yaml.safe_dump_all(_kfp_stub_objects()[m["path"]]))
+            resources.append(os.path.relpath(target, path.parent))
+        body["resources"] = resources
+        path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return k8s
+
+
+# --------------------------------------------------------------------------- secrets in argv
+
+def _run_tracing_argv(cmd: list[str], env: dict, trace: Path):
+    """Run cmd; with strace on this machine, also the argv of every process it (and its shell
+    scripts, through their expansions) started. Returns (process, [argv string, ...] or None)."""
+    strace = shutil.which("strace")
+    if strace:
+        probe = subprocess.run([strace, "-f", "-qq", "-e", "trace=execve", "-o", os.devnull, "true"],
+                               capture_output=True, timeout=30)
+        strace = strace if probe.returncode == 0 else None   # ptrace may be forbidden
+    if not strace:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120), None
+    proc = subprocess.run([strace, "-f", "-qq", "-s", "65536", "-e", "trace=execve", "-o", str(trace), *cmd],
+                          env=env, capture_output=True, text=True, timeout=120)
+    argvs = [line for line in trace.read_text().splitlines() if "execve(" in line]
+    assert argvs, "strace recorded no execve"
+    return proc, argvs
+
+
+def _assert_no_secret_in_argv(argvs, secrets, where):
+    if argvs is None:
+        return  # no strace here: the stub's own call log is checked instead
+    for secret in secrets:
+        assert len(secret) >= 8
+        hits = [line for line in argvs if secret in line.split("], ")[0]]  # argv, not the environment
+        assert not hits, f"{where}: a secret is in the arguments of {hits[0][:200]}"

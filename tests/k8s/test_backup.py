@@ -22,6 +22,8 @@ from .helpers import (
     _find,
     _pod_spec,
     _secret_values,
+    _assert_no_secret_in_argv,
+    _run_tracing_argv,
     _workloads,
     _write_scripts,
 )
@@ -97,8 +99,10 @@ def test_setup_backup_and_restore_round_trip_on_a_real_postgres(rendered, render
     def run_container(container: dict, extra: dict | None = None) -> subprocess.CompletedProcess:
         env = {**_container_env(container, objs, secrets, base), **(extra or {})}
         cmd = [a.replace("/scripts/", f"{scripts}/") for a in container["command"]]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        proc, argvs = _run_tracing_argv(cmd, env, tmp_path / f"{container['name']}.trace")
         assert proc.returncode == 0, f"{container['name']}: {proc.stdout}{proc.stderr}"
+        _assert_no_secret_in_argv(argvs, [superuser["POSTGRES_PASSWORD"], db["PGPASSWORD"]],
+                                  container["name"])  # pg_dump/psql/pg_restore read PGPASSWORD
         return proc
 
     (setup,) = _find(objs, "Job", "pro-postgres-setup")["spec"]["template"]["spec"]["containers"]
@@ -164,8 +168,9 @@ def test_bucket_mirror_runs_bucket_to_backup_and_back_on_restore(rendered, rende
                              {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls),
                               "BACKUP_DIR": str(tmp_path / "backups")})
         cmd = [a.replace("/scripts/", f"{scripts}/") for a in c["command"]]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        proc, argvs = _run_tracing_argv(cmd, env, tmp_path / f"{name}.trace")
         assert proc.returncode == 0, proc.stderr
+        _assert_no_secret_in_argv(argvs, [s3["AWS_SECRET_ACCESS_KEY"]], name)
         (line,) = calls.read_text().splitlines()
         host, *args = line.split()
         endpoint = _find(objs, "ConfigMap", "pro-config")["data"]["MLFLOW_S3_ENDPOINT_URL"]

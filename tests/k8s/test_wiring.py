@@ -19,6 +19,8 @@ from .helpers import (
     _port_of,
     _secret_values,
     _service_url,
+    _assert_no_secret_in_argv,
+    _run_tracing_argv,
     _write_scripts,
 )
 
@@ -33,8 +35,7 @@ def test_contract_names_of_architecture_md(rendered):
     assert set(_find(objs, "Secret", "pro-postgres")["data"]) == {
         "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
     _find(objs, "ServiceAccount", "pro-pipeline-runner")
-    version = re.search(r'^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(),
-                        re.M).group(1)
+    from pro_lib import __version__ as version
     ui = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"][0]
     assert ui["image"] == f"ghcr.io/pro-align/pro-ui:{version}"
 
@@ -151,10 +152,12 @@ MC_STUB = """#!/bin/sh
 echo "$*" >> "$STATE/calls"
 shift 3  # --config-dir DIR --quiet
 case "$1 $2" in
-  "alias set") n=$(cat "$STATE/tries" 2>/dev/null || echo 0); echo $((n + 1)) > "$STATE/tries"
+  "admin info") n=$(cat "$STATE/tries" 2>/dev/null || echo 0); echo $((n + 1)) > "$STATE/tries"
+               echo "$MC_HOST_pro" > "$STATE/host"
                [ "$n" -ge 2 ] ;;  # MinIO is "up" at the third try
   "admin policy") [ "$3" = create ] && cp "$6" "$STATE/policy.json" ;;
   "admin user") [ "$3" = info ] && { echo "AccessKey: $5"; cat "$STATE/attached-$5" 2>/dev/null; }
+                [ "$3" = add ] && { read -r secret; echo "$5 $secret" >> "$STATE/users"; }
                 true ;;
   *) true ;;
 esac
@@ -196,11 +199,19 @@ def test_minio_setup_script_waits_creates_and_is_idempotent(rendered, tmp_path):
     assert proc.returncode != 0 and "CHANGE_ME placeholder" in proc.stderr
     assert not (state / "calls").exists()
     env = {k: v.replace("CHANGE_ME", "real") for k, v in env.items()}  # replaced secrets
+    secrets = [v for k, v in env.items() if k.endswith(("_PASSWORD", "_SECRET_KEY"))]
     for attempt in (1, 2):
-        proc = subprocess.run([*c["command"], script], env=env, capture_output=True, text=True,
-                              timeout=60)
+        proc, argvs = _run_tracing_argv([*c["command"], script], env, tmp_path / f"trace{attempt}")
         assert proc.returncode == 0, f"run {attempt}: {proc.stdout}{proc.stderr}"
+        _assert_no_secret_in_argv(argvs, secrets, "minio-setup")
     calls = (state / "calls").read_text().splitlines()
+    # root login through MC_HOST_pro (environment), users' secret keys through stdin
+    endpoint = env["S3_ENDPOINT"]
+    assert (state / "host").read_text().strip() == endpoint.replace(
+        "://", f"://{env['MINIO_ROOT_USER']}:{env['MINIO_ROOT_PASSWORD']}@")
+    assert sorted(set((state / "users").read_text().splitlines())) == sorted(
+        {f"{env['MLFLOW_ACCESS_KEY']} {env['MLFLOW_SECRET_KEY']}",
+         f"{env['PIPELINE_ACCESS_KEY']} {env['PIPELINE_SECRET_KEY']}"})
     bucket = env["PRO_S3_BUCKET"]
     assert sum(f"mb --ignore-existing pro/{bucket}" in line for line in calls) == 2
     attaches = [line for line in calls if "admin policy attach" in line]
@@ -217,15 +228,17 @@ def test_serving_endpoint_serves_the_champion_for_the_explorer(overlay, rendered
     svc = _find(objs, "Service", "pro-serving")
     pod = _find(objs, "Deployment", "pro-serving")["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert c["args"] == ["mlflow", "models", "serve", "-m", "models:/pro-endpoint@champion",
+    # the release fetched and verified by the init container (test_trust_boundary.py), not an alias
+    assert c["args"] == ["mlflow", "models", "serve", "-m", "/models/release",
                          "--env-manager", "local", "--host", "0.0.0.0", "--port", "5001"]
     assert "command" not in c  # ENTRYPOINT tini
     assert _port_of(svc, "http") == 5001 == c["ports"][0]["containerPort"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/health"  # the scoring server's readiness path
-    # the in-cluster MLflow, with the serving pods' own (read-only) user
-    assert {"configMapRef": {"name": "pro-config"}} in c["envFrom"]
-    assert {"secretRef": {"name": "pro-mlflow-serving"}} in c["envFrom"]
+    # the in-cluster MLflow, with the serving pods' own (read-only) user, for the download only
+    fetch = {i["name"]: i for i in pod["initContainers"]}["fetch-release"]
+    assert {"configMapRef": {"name": "pro-config"}} in fetch["envFrom"]
+    assert {"secretRef": {"name": "pro-mlflow-serving"}} in fetch["envFrom"]
     assert set(_find(objs, "Secret", "pro-mlflow-serving")["data"]) == {
         "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
     # the explorer finds it at PRO_UI_ENDPOINT; promotion from the explorer is off
@@ -241,5 +254,5 @@ def test_serving_arguments_parse_with_the_installed_mlflow_cli(rendered):
     (c,) = _find(rendered["root"], "Deployment", "pro-serving")["spec"]["template"]["spec"]["containers"]
     assert c["args"][:3] == ["mlflow", "models", "serve"]
     ctx = models_cli.serve.make_context("serve", list(c["args"][3:]), resilient_parsing=False)
-    assert ctx.params["model_uri"] == "models:/pro-endpoint@champion"
+    assert ctx.params["model_uri"] == "/models/release"
     assert ctx.params["env_manager"] == "local" and ctx.params["port"] == 5001
