@@ -13,7 +13,7 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def judge_evaluate(config: dict, policy: Input[Model], data: Input[Dataset], targets: Input[Dataset],
-                   metrics: Output[Metrics], report: Output[Markdown], defaults: dict = None):
+                   metrics: Output[Metrics], report: Output[Markdown], defaults: dict = None, experiment: str = ""):
     """The policy against ``config['reference']`` on data/eval.jsonl's prompts, judged by the
     OpenAI-compatible endpoint ``config['base_url']`` / ``config['model']``; per-objective verdicts
     beside the pipeline's reward models. ``config``: JudgeConfig keys (`pro eval judge --help`)."""
@@ -26,6 +26,6 @@ def judge_evaluate(config: dict, policy: Input[Model], data: Input[Dataset], tar
 
         return (Path(cfg.output_dir) / REPORT_FILE).read_text()
 
-    run_stage("judge_evaluate", config, defaults=defaults, overrides={
+    run_stage("judge_evaluate", config, defaults=defaults, experiment=experiment, overrides={
         "policy": policy.path, "data": [f"{data.path}/eval.jsonl"], "split": "all", "suite": suite_dir(targets.path),
         "output_dir": str(scratch_dir("judge"))}, metrics=metrics, report=report, report_fn=judge_report)

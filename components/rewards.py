@@ -10,7 +10,8 @@ from components import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def train_reward_model(objective: str, config: dict, data: Input[Dataset], model: Output[Model],
-                       metrics: Output[Metrics], report: Output[Markdown], defaults: dict = None, num_nodes: int = 1):
+                       metrics: Output[Metrics], report: Output[Markdown], defaults: dict = None,
+                       experiment: str = "", num_nodes: int = 1):
     """Bradley-Terry reward model for ``objective`` (``name`` or ``name=<source filter>``).
 
     ``config``: RewardTrainConfig keys. Trains on data/train.jsonl, reports accuracy on data/eval.jsonl.
@@ -23,7 +24,7 @@ def train_reward_model(objective: str, config: dict, data: Input[Dataset], model
     share_cpu_threads()  # the one stage inside a ParallelFor: the local runner runs two of them at once
     name, source = parse_objective_spec(objective)
     model.metadata["objective"] = name
-    run_stage("train_reward_model", config, defaults=defaults, overrides={
+    run_stage("train_reward_model", config, defaults=defaults, experiment=experiment, overrides={
         "objective": name, "source": source, "data": [f"{data.path}/train.jsonl"],
         "eval_data": [f"{data.path}/eval.jsonl"], "output_dir": model.path},
         metrics=metrics, report=report, report_fn=reward_report, tags={"pro.objective": name}, num_nodes=num_nodes)
@@ -32,7 +33,7 @@ def train_reward_model(objective: str, config: dict, data: Input[Dataset], model
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def score_targets(objectives: list, config: dict, data: Input[Dataset], reward_models: Input[List[Model]],
                   targets: Output[Dataset], metrics: Output[Metrics], report: Output[Markdown],
-                  defaults: dict = None, num_nodes: int = 1):
+                  defaults: dict = None, experiment: str = "", num_nodes: int = 1):
     """Score data/train.jsonl's preferred responses with every reward model; write w* targets.
 
     ``config``: ScoreConfig keys (tau, batch_size, ...). The suite's objective order is ``objectives``.
@@ -41,6 +42,6 @@ def score_targets(objectives: list, config: dict, data: Input[Dataset], reward_m
     from components.runtime import reward_suite_specs, run_stage
 
     specs = reward_suite_specs(objectives, [m.path for m in reward_models])
-    run_stage("score_targets", config, defaults=defaults, overrides={
+    run_stage("score_targets", config, defaults=defaults, experiment=experiment, overrides={
         "data": f"{data.path}/train.jsonl", "objectives": specs, "suite": None, "output_dir": targets.path},
         metrics=metrics, report=report, report_fn=targets_report)

@@ -77,6 +77,13 @@ ARTIFACT_SUFFIXES = {".json", ".md", ".txt", ".png", ".svg", ".html", ".yaml", "
 MAX_ARTIFACT_BYTES = 5 * 2**20
 
 
+def use_experiment(experiment: str | None) -> None:
+    """Stages of a run with the pipeline parameter ``experiment`` log to that MLflow experiment
+    (``PRO_EXPERIMENT`` for this process); empty: the environment's (default ``pro``)."""
+    if experiment:
+        os.environ["PRO_EXPERIMENT"] = experiment
+
+
 def setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("PRO_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -156,12 +163,12 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
               report_fn: Callable[[Any, dict], str] | None = None, html=None,
               html_fn: Callable[[Any, dict, Path], str | None] | None = None,
               tags: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None,
-              num_nodes: int = 1) -> dict:
+              experiment: str = "", num_nodes: int = 1) -> dict:
     """Run one stage: config -> pro_lib function -> MLflow child run -> KFP artifacts.
 
     ``defaults``: the pipeline's defaults for this stage, under ``config`` (:func:`merge_stage_config`);
     the run records the effective config as params and as ``<stage>/stage_config.json`` (submitted,
-    pipeline defaults, effective).
+    pipeline defaults, effective). ``experiment``: the pipeline's MLflow experiment (:func:`use_experiment`).
 
     ``output_dir``: the stage's output folder (for MLflow artifacts); defaults to the config's
     ``output_dir``. ``report_fn(cfg, result)`` returns Markdown for ``report``; ``html_fn`` returns
@@ -171,13 +178,16 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
     from pro_lib.config import to_dict
 
     setup_logging()
+    use_experiment(experiment)
     spec = STAGES[stage]
     _, fn = spec.load()
     cfg = build_stage_config(stage, config, overrides, defaults)
     out = Path(output_dir or getattr(cfg, "output_dir", "") or ".")
-    with tracking.stage_run(stage, to_dict(cfg), tags=tags) as run:
+    objective = (tags or {}).get("pro.objective")
+    with tracking.stage_run(stage, to_dict(cfg), tags={**dict(tags or {}), OUTPUT_TAG: output_key(out)},
+                            run_name=f"{stage}[{objective}]" if objective else None) as run:
         log_stage_config(stage, config, defaults, to_dict(cfg))
-        log_stage_datasets(overrides, "input")
+        log_stage_datasets(overrides, "input", stage=stage)
         result = call_stage(stage, cfg, num_nodes=num_nodes, run_id=run.info.run_id)
         if stage in OUTPUT_DATASETS:
             tracking.log_dataset(out, context="output")
@@ -193,6 +203,8 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
             Path(html.path).write_text(page or "<html><body>no plot for this run</body></html>")
         _log_small_artifacts(out, stage)
         run_id = run.info.run_id
+    if stage in EVALUATION_STAGES:
+        log_parent_summary(stage, numbers)
     write_kfp_metrics(metrics, numbers)
     log.info("stage %s finished (MLflow run %s): %s", stage, run_id,
              ", ".join(f"{k}={v:.4g}" for k, v in list(numbers.items())[:8]))
@@ -255,11 +267,56 @@ DATASET_INPUTS = {"data": "training", "eval_data": "evaluation", "targets": "tra
 OUTPUT_DATASETS = {"prepare_data", "score_targets", "wic_online_sample"}
 
 
-def log_stage_datasets(overrides: Mapping[str, Any], _where: str = "input") -> None:
-    """Each input data file of a stage, logged with ``mlflow.data`` (context training / evaluation)."""
+EVALUATION_STAGES = {"evaluate_orchestrator", "wic_evaluate", "morlhf_evaluate"}
+OUTPUT_TAG = "pro.output_dir"  # a stage run's output folder: how a register stage finds the training run
+
+
+def output_key(path: str | Path) -> str:
+    return str(Path(path).resolve())
+
+
+def log_parent_summary(stage: str, numbers: Mapping[str, float]) -> None:
+    """An evaluation stage's numbers also on the pipeline's parent run, as ``<stage>.<metric>``."""
+    from mlflow.entities import Metric
+
+    from pro_lib import tracking
+
+    parent = tracking.parent_run_id()
+    if not parent or not numbers:
+        return
+    import time
+
+    now = int(time.time() * 1000)
+    items = [Metric(tracking._sanitize_key(f"{stage}.{k}"), float(v), now, 0) for k, v in numbers.items()]
+    for start in range(0, len(items), 500):
+        tracking.client().log_batch(parent, metrics=items[start:start + 500])
+
+
+def training_run_of(model_dir: str | Path) -> str | None:
+    """The MLflow run of the stage that wrote ``model_dir`` (or the folder it is a ``subdir`` of), found by
+    its :data:`OUTPUT_TAG` in this run's experiment; None when no stage run wrote it (a folder assembled
+    at registration, e.g. the pro-endpoint bundle)."""
+    from pro_lib import tracking
+
+    c = tracking.client()
+    exp_id = tracking.ensure_experiment()
+    for p in (Path(model_dir), Path(model_dir).parent):
+        key = output_key(p).replace("'", "\\'")
+        runs = c.search_runs([exp_id], f"tags.`{OUTPUT_TAG}` = '{key}' and tags.`pro.role` = 'stage'",
+                             order_by=["attributes.start_time DESC"], max_results=1)
+        if runs:
+            return runs[0].info.run_id
+    return None
+
+
+def log_stage_datasets(overrides: Mapping[str, Any], _where: str = "input", *, stage: str = "") -> None:
+    """Each input data file of a stage, logged with ``mlflow.data`` (context training / evaluation; an
+    evaluation stage's ``data`` is its held-out data)."""
     from pro_lib import tracking
 
     for key, context in DATASET_INPUTS.items():
+        if stage in EVALUATION_STAGES and key == "data":
+            context = "evaluation"
         value = overrides.get(key)
         for p in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(p, str) and p and Path(p).exists():
@@ -325,51 +382,86 @@ def suite_dir(path: str) -> str:
     return str(SuiteManifest.folder(path))
 
 
-def registered_name(name: str, objective: str = "") -> str:
+def registered_name(name: str, objective: str = "", prefix: str = "") -> str:
+    """``prefix + name`` with ``{objective}`` filled in. ``prefix`` (the pipeline parameter
+    ``registered_prefix``, e.g. ``test-``) keeps a trial run's versions and aliases off the production names."""
     from pro_lib.errors import ConfigError
 
+    if prefix and not all(ch.isalnum() or ch in "-_." for ch in prefix):
+        raise ConfigError(f"registered_prefix {prefix!r}: use letters, digits, '-', '_' or '.' (e.g. 'test-')")
     if "{objective}" in name:
         if not objective:
             raise ConfigError(f"registered name {name!r} needs an objective")
         name_, _ = parse_objective_spec(objective)
-        return name.replace("{objective}", name_)
-    return name
+        name = name.replace("{objective}", name_)
+    return f"{prefix}{name}"
 
 
 def register_stage(name: str, model_dir: str, metrics_artifact, *, objective: str = "", gate_metric: str = "",
-                   gate_mode: str = "") -> str:
+                   gate_mode: str = "", name_prefix: str = "", experiment: str = "") -> str:
     from pro_lib import packaging, registry, tracking
 
     setup_logging()
-    name = registered_name(name, objective)
+    use_experiment(experiment)
+    name = registered_name(name, objective, name_prefix)
     numbers = read_kfp_metrics(metrics_artifact) if metrics_artifact is not None else {}
+    trained_by = training_run_of(model_dir)
+    tags = {"pro.registered_name": name, **({"pro.training_run": trained_by} if trained_by else {})}
     with tracking.stage_run("register_model", {"name": name, "gate_metric": gate_metric or "default"},
-                            tags={"pro.registered_name": name}):
-        version = packaging.register_model(model_dir, name, metrics=numbers, gate_metric=gate_metric or None,
-                                           gate_mode=gate_mode or None)
+                            tags=tags, run_name=f"register_model[{name}]"):
+        version = registered_from(name, trained_by)
+        if version:  # a cached rerun: the same training run's weights are registered already
+            print(f"models:/{name}/{version} already holds the weights of training run {trained_by}: "
+                  "not registered again")
+        else:
+            # the version (its run_id, its LoggedModel) belongs to the training run, with its loss curves
+            version = packaging.register_model(model_dir, name, run_id=trained_by, metrics=numbers,
+                                               gate_metric=gate_metric or None, gate_mode=gate_mode or None)
         tracking.log_metrics({"registered_version": int(version)})
     print(f"registered models:/{name}/{version} (alias {registry.CHALLENGER})")
     return version
 
 
+def registered_from(name: str, run_id: str | None) -> str | None:
+    """The version of ``name`` registered from training run ``run_id`` already, if any (it gets the
+    alias ``challenger`` back); None otherwise."""
+    from pro_lib import registry, tracking
+
+    if not run_id:
+        return None
+    c = tracking.client()
+    try:
+        found = c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except Exception:  # noqa: BLE001 - no such model yet
+        return None
+    if not found:
+        return None
+    version = str(max(int(v.version) for v in found))
+    c.set_registered_model_alias(name, registry.CHALLENGER, version)
+    return version
+
+
 def register_endpoint_stage(name: str, orchestrator_dir: str, policy_dir: str, targets_dir: str,
                             reward_model_dirs: list[str], metrics_artifact, *, gate_metric: str = "",
-                            gate_mode: str = "") -> str:
+                            gate_mode: str = "", name_prefix: str = "", experiment: str = "") -> str:
     """Assemble the pro-endpoint folder (orchestrator + policy + reward suite) and register it."""
     from pro_lib.serving import build_endpoint
 
     folder = build_endpoint(scratch_dir("endpoint") / "endpoint", orchestrator=orchestrator_dir,
                             policy=policy_dir, suite=suite_dir(targets_dir), reward_models=reward_model_dirs)
-    return register_stage(name, str(folder), metrics_artifact, gate_metric=gate_metric, gate_mode=gate_mode)
+    return register_stage(name, str(folder), metrics_artifact, gate_metric=gate_metric, gate_mode=gate_mode,
+                          name_prefix=name_prefix, experiment=experiment)
 
 
-def promote_stage(name: str, version: str, *, objective: str = "", force: bool = False, reason: str = "") -> str:
+def promote_stage(name: str, version: str, *, objective: str = "", force: bool = False, reason: str = "",
+                  name_prefix: str = "", experiment: str = "") -> str:
     from pro_lib import promotion, tracking
 
     setup_logging()
-    name = registered_name(name, objective)
+    use_experiment(experiment)
+    name = registered_name(name, objective, name_prefix)
     with tracking.stage_run("promote", {"name": name, "version": version, "force": force},
-                            tags={"pro.registered_name": name}):
+                            tags={"pro.registered_name": name}, run_name=f"promote[{name}]"):
         result = promotion.promote(name, version=version, force=force, reason=reason or None)
         import mlflow
 

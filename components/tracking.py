@@ -17,14 +17,16 @@ def finish_pipeline_run(
     morlhf_config: dict = None, morlhf_eval_config: dict = None, judge: bool = None, judge_config: dict = None,
     promote: bool = None, image: str = None,
     gpu_count: int = None, gpu_node_selector: dict = None, gpu_cpu_request: str = None,
-    gpu_memory_request: str = None, cpu_request: str = None, memory_request: str = None, num_nodes: int = None,
+    gpu_memory_request: str = None, cpu_request: str = None, memory_request: str = None,
+    num_nodes: int = None, experiment: str = None, registered_prefix: str = None,
 ) -> str:
     """End the parent MLflow run FINISHED (KFP state SUCCEEDED), FAILED or KILLED and record every
     pipeline parameter (defaults included) on it. Runs as ``dsl.ExitHandler``'s exit task."""
-    from components.runtime import setup_logging
+    from components.runtime import setup_logging, use_experiment
     from pro_lib import tracking
 
     setup_logging()
+    use_experiment(experiment)
     params = {k: v for k, v in dict(
         objectives=objectives, data_config=data_config, reward_config=reward_config, score_config=score_config,
         orchestrator_config=orchestrator_config, eval_config=eval_config, wic_offline_config=wic_offline_config,
@@ -32,7 +34,7 @@ def finish_pipeline_run(
         morlhf_config=morlhf_config, morlhf_eval_config=morlhf_eval_config, promote=promote, image=image,
         gpu_count=gpu_count, gpu_node_selector=gpu_node_selector, gpu_cpu_request=gpu_cpu_request,
         gpu_memory_request=gpu_memory_request, cpu_request=cpu_request, memory_request=memory_request,
-        num_nodes=num_nodes,
+        num_nodes=num_nodes, experiment=experiment, registered_prefix=registered_prefix,
     ).items() if v is not None}
     error = getattr(status, "error_message", None) or None
     rid = tracking.finish_pipeline_run(status.state, params, error=error, pipeline=pipeline or None)

@@ -212,6 +212,8 @@ def run_local(name: str, arguments: dict[str, Any] | None = None, *, pipeline_ro
     os.environ["PRO_HOME"] = str(pro_home())
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if arguments.get("experiment"):  # the parent run too (the stages get the parameter)
+        os.environ["PRO_EXPERIMENT"] = str(arguments["experiment"])
     # KFP's local runner runs up to two ParallelFor iterations (the reward models) at once: they split
     # the cores instead of fighting over them (pro_lib.policy.share_cpu_threads)
     os.environ.setdefault(PARALLEL_TASKS_ENV, "2")

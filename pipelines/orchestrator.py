@@ -53,14 +53,22 @@ class PipelineParams(dict):
         component the submitted dict verbatim (a partial ``{"epochs": 1}`` from --params-file, the KFP UI
         or kfp.Client), and the component merges it over these defaults, which the compiled pipeline
         carries as a constant (components.runtime.merge_stage_config)."""
-        return {"config": self[name], "defaults": self.defaults[name]}
+        return {"config": self[name], "defaults": self.defaults[name], "experiment": self["experiment"]}
+
+    def registry(self) -> dict:
+        """The per-run names of a registry task (register_model, register_endpoint, promote_model):
+        ``registered_prefix`` before every registered name, and the MLflow ``experiment``."""
+        return {"name_prefix": self["registered_prefix"], "experiment": self["experiment"]}
 
 
 def pipeline_parameters(*stage_params: tuple[str, type, Any], score_config: dict = DEFAULT_SCORE,
                         placement: dict = PLACE) -> Callable:
     """Decorator: give a pipeline body ``body(params: dict)`` the signature KFP builds the pipeline's
     inputs from, in one place for every pipeline: the orchestrator stages' parameters, then
-    ``stage_params`` (``(name, type, default)`` of the pipeline's own stages), then ``promote`` and the
+    ``stage_params`` (``(name, type, default)`` of the pipeline's own stages), then ``promote``,
+    ``experiment`` (the MLflow experiment of the run's stages; empty: ``$PRO_EXPERIMENT`` or ``pro``),
+    ``registered_prefix`` (before every registered name: ``test-`` keeps a trial run off the production
+    names and their aliases) and the
     scheduling parameters (``placement``: their defaults); ``score_config``: a pipeline's own default
     for that stage. KFP 2.17 reads the signature with
     ``inspect.signature`` and calls the function positionally; the body receives every argument by name
@@ -68,7 +76,7 @@ def pipeline_parameters(*stage_params: tuple[str, type, Any], score_config: dict
     spec = [("objectives", list, DEFAULT_OBJECTIVES), ("data_config", dict, DEFAULT_DATA),
             ("reward_config", dict, DEFAULT_REWARD), ("score_config", dict, score_config),
             ("orchestrator_config", dict, DEFAULT_ORCHESTRATOR), ("eval_config", dict, DEFAULT_EVAL),
-            *stage_params, ("promote", bool, True),
+            *stage_params, ("promote", bool, True), ("experiment", str, ""), ("registered_prefix", str, ""),
             *((k, type(v), v) for k, v in placement.items())]
     sig = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d, annotation=t)
                              for n, t, d in spec])
@@ -100,10 +108,10 @@ def add_orchestrator_stages(params: dict, *, place: Placement):
                                       num_nodes=params["num_nodes"])
                    .set_display_name("train reward model"))
         rm_reg = place(register_model(name=reward_model_name("{objective}"), objective=objective,
-                                      model=rm.outputs["model"], metrics=rm.outputs["metrics"])
+                                      model=rm.outputs["model"], metrics=rm.outputs["metrics"], **params.registry())
                        .set_display_name("register reward model"))
         place(promote_model(name=reward_model_name("{objective}"), objective=objective, version=rm_reg.output,
-                            enabled=promote).set_display_name("promote reward model"))
+                            enabled=promote, **params.registry()).set_display_name("promote reward model"))
     targets = place(score_targets(objectives=objectives, **params.config("score_config"), data=data.outputs["data"],
                                   reward_models=dsl.Collected(rm.outputs["model"]))
                     .set_display_name("score rewards + build targets"))
@@ -113,9 +121,10 @@ def add_orchestrator_stages(params: dict, *, place: Placement):
     ev = place(evaluate_orchestrator(**params.config("eval_config"), orchestrator=orch.outputs["model"],
                                      data=data.outputs["data"], targets=targets.outputs["targets"])
                .set_display_name("evaluate orchestrator"))
-    reg = place(register_model(name=ORCHESTRATOR_MODEL, model=orch.outputs["model"], metrics=ev.outputs["metrics"])
+    reg = place(register_model(name=ORCHESTRATOR_MODEL, model=orch.outputs["model"], metrics=ev.outputs["metrics"],
+                               **params.registry())
                 .set_display_name("register orchestrator"))
-    prom = place(promote_model(name=ORCHESTRATOR_MODEL, version=reg.output, enabled=promote)
+    prom = place(promote_model(name=ORCHESTRATOR_MODEL, version=reg.output, enabled=promote, **params.registry())
                  .set_display_name("promote orchestrator"))
     return {"data": data, "targets": targets, "orchestrator": orch, "evaluation": ev, "register": reg,
             "promote": prom, "reward_models": rm}

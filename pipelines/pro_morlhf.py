@@ -48,14 +48,17 @@ def pro_morlhf_pipeline(params: dict):
         for method, task, gate in (("pro-morlhf", pro, "pro-morlhf/weighted_orchestrator"),
                                    ("morlhf", base, "morlhf/weighted_orchestrator")):
             reg = place(register_model(name=policy_model_name(method), model=task.outputs["policy"],
-                                       metrics=ev.outputs["metrics"], gate_metric=gate, gate_mode="max", subdir="policy")
+                                       metrics=ev.outputs["metrics"], gate_metric=gate, gate_mode="max",
+                                       subdir="policy", **params.registry())
                         .set_display_name(f"register {method} policy"))
-            place(promote_model(name=policy_model_name(method), version=reg.output, enabled=promote)
+            place(promote_model(name=policy_model_name(method), version=reg.output, enabled=promote,
+                                **params.registry())
                   .set_display_name(f"promote {method} policy"))
         ep = place(register_endpoint(orchestrator=t["orchestrator"].outputs["model"], policy=pro.outputs["policy"],
                                      policy_subdir="policy", targets=targets,
                                      reward_models=dsl.Collected(t["reward_models"].outputs["model"]),
-                                     metrics=ev.outputs["metrics"], gate_metric="pro-morlhf/weighted_orchestrator")
+                                     metrics=ev.outputs["metrics"], gate_metric="pro-morlhf/weighted_orchestrator",
+                                     **params.registry())
                    .set_display_name("register PRO endpoint"))
-        place(promote_model(name=ENDPOINT_MODEL, version=ep.output, enabled=promote)
+        place(promote_model(name=ENDPOINT_MODEL, version=ep.output, enabled=promote, **params.registry())
               .set_display_name("promote PRO endpoint"))

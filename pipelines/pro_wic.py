@@ -102,16 +102,18 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
                                                 optional=True)
                 kubernetes.add_pod_label(judge, "pro.ai/judge", "true")  # k8s/components/pipeline-judge: egress
             reg = place(register_model(name=policy_model_name("pro-wic"), model=policy,
-                                       metrics=ev.outputs["metrics"], gate_metric=GATE_METRIC, gate_mode="max")
+                                       metrics=ev.outputs["metrics"], gate_metric=GATE_METRIC, gate_mode="max",
+                                       **params.registry())
                         .set_display_name("register PRO-WIC policy"))
-            place(promote_model(name=policy_model_name("pro-wic"), version=reg.output, enabled=promote)
+            place(promote_model(name=policy_model_name("pro-wic"), version=reg.output, enabled=promote,
+                                **params.registry())
                   .set_display_name("promote PRO-WIC policy"))
             ep = place(register_endpoint(orchestrator=t["orchestrator"].outputs["model"], policy=policy,
                                          targets=targets,
                                          reward_models=dsl.Collected(t["reward_models"].outputs["model"]),
-                                         metrics=ev.outputs["metrics"], gate_metric=GATE_METRIC)
+                                         metrics=ev.outputs["metrics"], gate_metric=GATE_METRIC, **params.registry())
                        .set_display_name("register PRO endpoint"))
-            place(promote_model(name=ENDPOINT_MODEL, version=ep.output, enabled=promote)
+            place(promote_model(name=ENDPOINT_MODEL, version=ep.output, enabled=promote, **params.registry())
                   .set_display_name("promote PRO endpoint"))
 
     return pro_wic_pipeline

@@ -164,33 +164,31 @@ def register_version(model_dir: str | Path, name: str, *, kind: str, source_dir:
     metric_tags, gate_metric, gate_mode = check_registration(name, metrics, gate_metric=gate_metric,
                                                              gate_mode=gate_mode)
     c = _client()
-    artifact_path = f"registered/{name}"
     if run_id is None:
         active = mlflow.active_run()
         if active is not None:
             run_id = active.info.run_id
     if run_id is None:
         with tracking.stage_run(f"register:{name}", {"source_dir": str(source_dir)}) as run:
-            mlflow.log_artifacts(str(model_dir), artifact_path=artifact_path)
             run_id = run.info.run_id
-    else:
-        c.log_artifacts(run_id, str(model_dir), artifact_path=artifact_path)
-    source = f"{c.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    model_id = log_logged_model(c, run_id, model_dir, name=name, kind=kind, metrics=metrics)
+    source = f"models:/{model_id}"
     try:
         c.get_registered_model(name)
     except Exception as exc:
         if not _not_found(exc):
             raise
         try:
-            c.create_registered_model(name, tags={"pro.family": name.rsplit("-", 1)[0]})
+            c.create_registered_model(name, tags={"pro.family": family_of(name)},
+                                      description=MODEL_DESCRIPTIONS.get(kind))
         except Exception:  # registered concurrently
             c.get_registered_model(name)
     all_tags = {**metric_tags, **dict(tags or {}), "pro.source_dir": str(source_dir.resolve()),
                 FORMAT_TAG: FORMAT, KIND_TAG: kind}
     if gate_metric:
         all_tags.update({GATE_METRIC_TAG: gate_metric, GATE_MODE_TAG: gate_mode})
-    mv = c.create_model_version(name, source=source, run_id=run_id, tags=all_tags,
-                                description=description)
+    mv = c.create_model_version(name, source=source, run_id=run_id, tags=all_tags, model_id=model_id,
+                                description=description or version_description(kind, run_id, metrics, gate_metric))
     for _ in range(60):  # file/sql stores are READY at once; servers may take a moment
         mv = c.get_model_version(name, mv.version)
         if str(mv.status) in ("READY", "ModelVersionStatus.READY"):
@@ -199,6 +197,56 @@ def register_version(model_dir: str | Path, name: str, *, kind: str, source_dir:
     c.set_registered_model_alias(name, CHALLENGER, mv.version)
     log.info("registered %s version %s (alias %s) from %s", name, mv.version, CHALLENGER, source_dir)
     return str(mv.version)
+
+
+MODEL_DESCRIPTIONS = {
+    "orchestrator": "PRO's Preference Orchestrator: prompt -> a weight per objective (w*), trained on the reward "
+                    "models' scores of the preferred responses.",
+    "reward": "A Bradley-Terry reward model for one objective (the name's suffix); scores (prompt, response).",
+    "policy": "A policy LLM aligned for several objectives; generates with per-prompt objective weights.",
+    "endpoint": "PRO's served bundle: orchestrator + policy + reward suite as one pyfunc model "
+                "(mlflow models serve -m models:/pro-endpoint@champion).",
+}
+
+
+def family_of(name: str) -> str:
+    """The ``pro.family`` tag: ``pro-reward`` / ``pro-policy`` for the per-objective / per-method names,
+    else the name itself (``pro-orchestrator``, ``pro-endpoint``; a ``registered_prefix`` stays on)."""
+    for prefix in (REWARD_MODEL_PREFIX, POLICY_MODEL_PREFIX):
+        i = name.find(prefix)
+        if i >= 0:
+            return name[:i] + prefix.rstrip("-")
+    return name
+
+
+def version_description(kind: str, run_id: str, metrics: Mapping[str, Any] | None, gate_metric: str | None) -> str:
+    """A version's description: what it is, the run that trained it, its gate number."""
+    from pro_lib.tracking import numeric_metrics
+
+    nums = numeric_metrics(metrics)
+    gate = f"; gate {gate_metric} = {nums[gate_metric]:.4g}" if gate_metric and gate_metric in nums else ""
+    return f"{kind} model logged by MLflow run {run_id}{gate}."
+
+
+def log_logged_model(c, run_id: str, model_dir: str | Path, *, name: str, kind: str,
+                     metrics: Mapping[str, Any] | None = None) -> str:
+    """``model_dir`` (an MLflow model folder) as an MLflow 3 LoggedModel of ``run_id`` (the experiment's
+    Models tab), with ``metrics`` as the model's metrics (also on the run); returns its model id."""
+    from mlflow.entities import LoggedModelStatus, Metric
+
+    from pro_lib.tracking import _sanitize_key, numeric_metrics
+
+    run = c.get_run(run_id)
+    lm = c.create_logged_model(run.info.experiment_id, name=name.replace("/", "-"), source_run_id=run_id,
+                               tags={KIND_TAG: kind, FORMAT_TAG: FORMAT}, model_type=f"pro-{kind}")
+    c.log_model_artifacts(lm.model_id, str(model_dir))
+    now = int(time.time() * 1000)
+    nums = [Metric(_sanitize_key(k), float(v), now, 0, model_id=lm.model_id)
+            for k, v in numeric_metrics(metrics).items()]
+    for start in range(0, len(nums), 500):
+        c.log_batch(run_id, metrics=nums[start:start + 500])
+    c.finalize_logged_model(lm.model_id, LoggedModelStatus.READY)
+    return lm.model_id
 
 
 def resolve_version(name: str, *, alias: str | None = None, version: str | int | None = None) -> str:

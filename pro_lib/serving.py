@@ -67,7 +67,9 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_FILE = EndpointManifest.FILE
 GEN_PARAMS = {"max_new_tokens": ("long", 64), "do_sample": ("boolean", False), "temperature": ("double", 1.0),
-              "top_p": ("double", 1.0), "seed": ("long", -1)}
+              "top_p": ("double", 1.0), "seed": ("long", -1),
+              # OpenAI-style alias of max_new_tokens (honoured; -1: not given)
+              "max_tokens": ("long", -1)}
 EXAMPLE_PROMPTS = ["How do I bake bread at home?", "Tell me a joke about computers."]
 
 
@@ -165,7 +167,22 @@ def _row_weights(df: pd.DataFrame, k: int) -> list[np.ndarray | None]:
 
 def _gen_kwargs(params: Mapping[str, Any] | None) -> dict:
     p = {k: d for k, (_, d) in GEN_PARAMS.items()}
-    p.update({k: v for k, v in dict(params or {}).items() if k in GEN_PARAMS and v is not None})
+    given = {k: v for k, v in dict(params or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(GEN_PARAMS) - {"score"})
+    if unknown:
+        raise DataError(f"unknown generation parameter(s) {unknown}; PRO's are {sorted(GEN_PARAMS)}")
+    p.update({k: v for k, v in given.items() if k in GEN_PARAMS})
+    max_tokens = int(p.pop("max_tokens"))
+    if max_tokens >= 0:
+        # MLflow's scoring server fills every param of the signature with its default: only a
+        # max_new_tokens other than its default is a second, different answer
+        if int(given.get("max_new_tokens", GEN_PARAMS["max_new_tokens"][1])) not in (
+                max_tokens, GEN_PARAMS["max_new_tokens"][1]):
+            raise DataError(f"max_tokens={max_tokens} and max_new_tokens={given['max_new_tokens']} disagree; "
+                            "give one of them")
+        p["max_new_tokens"] = max_tokens
+    if int(p["max_new_tokens"]) < 1:
+        raise DataError(f"max_new_tokens must be >= 1, got {p['max_new_tokens']}")
     seed = int(p.pop("seed"))
     return {**p, "seed": seed if seed >= 0 else None}
 
@@ -191,6 +208,69 @@ class Generator:
         return self.policy.generate_texts(texts, batch_size=batch_size, **gen)
 
 
+# -- serving: client errors, CPU threads ----------------------------------------------------------
+
+def _bad_request(predict):
+    """PRO's input errors (DataError / ConfigError: what is wrong and how to fix it) as MLflow's
+    INVALID_PARAMETER_VALUE, which the scoring server answers with HTTP 400 and the message, no stack trace."""
+    import functools
+
+    @functools.wraps(predict)
+    def wrapper(self, context, model_input, params=None):
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            return predict(self, context, model_input, params)
+        except (DataError, ConfigError) as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+    return wrapper
+
+
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"                    # cgroup v2: "<quota> <period>" or "max <period>"
+CGROUP_V1_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"      # cgroup v1: quota (-1: none) and period
+CGROUP_V1_PERIOD = "/sys/fs/cgroup/cpu/cpu.cfs_period_us"
+
+
+def container_cpu_limit(cpu_max: str | Path = CGROUP_CPU_MAX) -> float | None:
+    """The container's CPU limit in cores (``resources.limits.cpu``) from the cgroup, or None (no limit)."""
+    try:
+        quota, period = Path(cpu_max).read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path(CGROUP_V1_QUOTA).read_text())
+        return None if quota <= 0 else quota / int(Path(CGROUP_V1_PERIOD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def serving_threads(cpu_max: str | Path = CGROUP_CPU_MAX) -> int:
+    """Torch threads for a serving process: ``PRO_SERVING_THREADS``, else the container's CPU limit
+    (rounded up, at least 1; torch's default is every core of the node, which under a limit of 2 on a
+    16-core node means 16 threads on 2 cores' time), else the cores this process may run on."""
+    import math
+    import os
+
+    if os.environ.get("PRO_SERVING_THREADS"):
+        return max(1, int(os.environ["PRO_SERVING_THREADS"]))
+    limit = container_cpu_limit(cpu_max)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, math.ceil(limit))) if limit else cores
+
+
+def use_container_cpus() -> int:
+    """Set torch's threads to :func:`serving_threads` (each pyfunc model's ``load_context``); returns them."""
+    import torch
+
+    n = serving_threads()
+    torch.set_num_threads(n)
+    log.info("serving with %d torch threads (container CPU limit: %s)", n, container_cpu_limit() or "none")
+    return n
+
+
 # -- the pyfunc models ----------------------------------------------------------------------------
 
 class OrchestratorModel(mlflow.pyfunc.PythonModel):
@@ -199,8 +279,10 @@ class OrchestratorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from pro_lib.orchestrator import PreferenceOrchestrator
 
+        use_container_cpus()
         self.orchestrator = PreferenceOrchestrator.from_pretrained(context.artifacts[ARTIFACT_KEY])
 
+    @_bad_request
     def predict(self, context, model_input, params=None):
         w = self.orchestrator.predict(_prompts(model_input))
         return pd.DataFrame(w.astype(np.float64), columns=self.orchestrator.objectives)
@@ -212,11 +294,14 @@ class RewardModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from pro_lib.suite import Objective, RewardSuite
 
+        use_container_cpus()
         folder = Path(context.artifacts[ARTIFACT_KEY])
         info = describe(folder, "reward")
         self.suite = RewardSuite([Objective(name=info["objective"] or "score", model=str(folder),
                                             input_format=info["input_format"], max_length=info["max_length"])])
+        self.suite.load_all()
 
+    @_bad_request
     def predict(self, context, model_input, params=None):
         prompts = _prompts(model_input)
         responses = [str(r) for r in _column(model_input, "response", what="reward model")]
@@ -228,8 +313,10 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
     """``prompt`` (+ optional ``weights``; uniform when absent) -> ``response`` and the weights used."""
 
     def load_context(self, context):
+        use_container_cpus()
         self.generator = Generator(context.artifacts[ARTIFACT_KEY])
 
+    @_bad_request
     def predict(self, context, model_input, params=None):
         prompts = _prompts(model_input)
         k = self.generator.policy.K
@@ -261,6 +348,7 @@ class Endpoint:
         self.suite = RewardSuite.load(folder / "suite") if meta.suite else None
         if self.suite is not None:
             self.orchestrator.check_objectives(self.suite.names)
+            self.suite.load_all()  # /health turns ready with every model in memory, not on the first request
 
     def predict(self, model_input, params=None) -> pd.DataFrame:
         params = dict(params or {})
@@ -298,8 +386,10 @@ class EndpointModel(mlflow.pyfunc.PythonModel):
     """:class:`Endpoint` as a pyfunc model (``pro-endpoint``)."""
 
     def load_context(self, context):
+        use_container_cpus()
         self.endpoint = Endpoint(context.artifacts[ARTIFACT_KEY])
 
+    @_bad_request
     def predict(self, context, model_input, params=None):
         return self.endpoint.predict(model_input, params)
 

@@ -282,6 +282,13 @@ class RewardSuite:
                 self._scorers[obj.name] = _ModelScorer(obj, self.device)
         return self._scorers[obj.name]
 
+    def load_all(self) -> "RewardSuite":
+        """Load every reward model now (scoring loads them on first use): a server that says it is ready
+        has them in memory."""
+        for obj in self.objectives:
+            self._scorer(obj)
+        return self
+
     # -- scoring ------------------------------------------------------------------------------
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 32,
               normalize: bool = False, progress: bool = True, sort_by_length: bool = True) -> np.ndarray:

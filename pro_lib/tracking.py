@@ -339,8 +339,9 @@ def _maybe_json(value: Any) -> Any:
 
 @contextlib.contextmanager
 def stage_run(stage_name: str, params: Mapping[str, Any] | None = None, *,
-              tags: Mapping[str, str] | None = None):
-    """A child run of the pipeline's parent run (or a top-level run outside a pipeline).
+              tags: Mapping[str, str] | None = None, run_name: str | None = None):
+    """A child run of the pipeline's parent run (or a top-level run outside a pipeline), named ``run_name``
+    (default: the stage's name; ``train_reward_model[helpful]`` tells parallel stages apart).
 
     Yields the active ``mlflow.ActiveRun``; :func:`log_metrics` / :func:`log_artifacts` log to it.
     """
@@ -353,7 +354,7 @@ def stage_run(stage_name: str, params: Mapping[str, Any] | None = None, *,
     else:
         exp_id = ensure_experiment()
     all_tags = {"pro.role": "stage", "pro.stage": stage_name, **dict(tags or {})}
-    with mlflow.start_run(experiment_id=exp_id, run_name=stage_name, parent_run_id=parent,
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name or stage_name, parent_run_id=parent,
                           nested=mlflow.active_run() is not None, tags=all_tags) as run:
         flat = flatten_params(params)
         if flat:

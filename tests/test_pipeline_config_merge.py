@@ -126,7 +126,8 @@ def test_a_partial_dict_in_a_local_run_reaches_the_stage_merged_and_recorded(tmp
     """The pipeline itself, run as kfp.Client would send it (a partial ``data_config``), through KFP's local
     runner: the prepare_data stage's MLflow run records the merged config (the pipeline's eval_fraction
     0.2, not DataConfig's 0.1) as params and in prepare_data/stage_config.json. The reward stage fails on
-    purpose (bad epochs) so that the run stops after prepare_data."""
+    purpose (bad epochs) so that the run stops after prepare_data. The run's ``experiment`` parameter puts
+    the parent and stage runs there (item 3)."""
     from kfp import local
 
     from pipelines.orchestrator import DEFAULT_DATA, orchestrator_pipeline
@@ -143,9 +144,9 @@ def test_a_partial_dict_in_a_local_run_reaches_the_stage_merged_and_recorded(tmp
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
                raise_on_error=False)
     orchestrator_pipeline(objectives=["helpful"], data_config={"sources": [str(data)], "source_column": "source"},
-                          reward_config={"epochs": "not-a-number"})
+                          reward_config={"epochs": "not-a-number"}, experiment="pro-merge-trial")
     c = tracking.client()
-    exp = c.get_experiment_by_name(tracking.experiment_name())
+    exp = c.get_experiment_by_name("pro-merge-trial")
     (parent,) = c.search_runs([exp.experiment_id], "tags.`pro.kfp_run` = 'pro-orchestrator-merge-x1'")
     (prep,) = c.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and "
                                                  "tags.`pro.stage` = 'prepare_data'")

@@ -81,8 +81,10 @@ def test_gated_promotion_on_real_server(mlflow_env, tmp_path):
     import boto3
     s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"], region_name="us-east-1")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
-    assert any(f"registered/{name}/artifacts/" in k and k.endswith("/model.safetensors") for k in keys)
-    assert any(k.endswith(f"registered/{name}/MLmodel") for k in keys)  # an MLflow model
+    # each version an MLflow 3 LoggedModel (models/<model id>/artifacts), the source of the version
+    sources = {registry.list_versions(name)[0]["source"].removeprefix("models:/")}
+    assert any(f"models/{m}/artifacts/artifacts/" in k and k.endswith("/model.safetensors") for k in keys for m in sources)
+    assert any(k.endswith(f"models/{m}/artifacts/MLmodel") for k in keys for m in sources)  # an MLflow model
 
 
 def test_max_gate_and_ties_are_refused(mlflow_env, tmp_path):

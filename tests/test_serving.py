@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +213,44 @@ def test_endpoint_in_process_matches_its_parts(registered):
     assert np.allclose(out[["weight_helpful", "weight_harmless"]].to_numpy(), w, atol=1e-6)
     policy = WICPolicy.from_pretrained(d["policy"])
     assert out["response"].tolist() == policy.generate(prompts, w, max_new_tokens=5)
+
+
+# -- issue 24: serving that holds up (served by `mlflow models serve` from the real server) ---------
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url + "/invocations", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_bad_input_is_a_400_with_pros_message_and_max_tokens_is_honoured(registered, tmp_path):
+    proc, url = serve_model({**registered["env"], "PRO_HOME": str(tmp_path / "serve")}, tmp_path)
+    try:
+        status, body = _post(url, {"dataframe_records": [{"prompt": "  "}]})
+        assert status == 400, body
+        assert "row 0: 'prompt' must be non-empty text" in body["message"]
+        assert body["error_code"] == "INVALID_PARAMETER_VALUE" and "stack_trace" not in body
+        status, body = _post(url, {"dataframe_records": [{"prompt": "Hi", "weights": [0.5, 0.3, 0.2]}]})
+        assert status == 400 and "'weights' must be 2 non-negative numbers" in body["message"], body
+        # max_tokens (OpenAI's name) reaches the model: honoured, and checked like max_new_tokens
+        status, body = _post(url, {"dataframe_records": [{"prompt": "Hi"}], "params": {"max_tokens": 0}})
+        assert status == 400 and "max_new_tokens must be >= 1" in body["message"], body
+        status, body = _post(url, {"dataframe_records": [{"prompt": "Hi"}], "params": {"max_tokens": 2,
+                                                                                        "score": False}})
+        assert status == 200 and len(body["predictions"]) == 1, body
+        # the docs' curl example, as written
+        doc = (REPO / "docs" / "serving.md").read_text()
+        example = doc.split("curl -s localhost:5001/invocations", 1)[1].split("-d '", 1)[1].split("'\n", 1)[0]
+        status, body = _post(url, json.loads(example))
+        assert status == 200 and len(body["predictions"]) == 2, body
+    finally:
+        stop_server(proc)
+
+
+def test_the_endpoint_loads_every_reward_model_before_it_is_ready(registered):
+    ep = serving.Endpoint(registered["dirs"]["endpoint"])
+    assert sorted(ep.suite._scorers) == ["harmless", "helpful"]
