@@ -61,6 +61,7 @@ import pandas as pd
 from pro_lib.artifacts import (AdapterManifest, EndpointManifest, OrchestratorManifest, RewardModelInfo,
                                SuiteManifest, WICPolicyManifest)
 from pro_lib.errors import CheckpointError, ConfigError, DataError
+from pro_lib.policy import CGROUP_V1_QUOTA, container_cpu_limit, serving_threads, use_container_cpus  # noqa: F401
 from pro_lib.registry import ARTIFACT_KEY
 
 log = logging.getLogger(__name__)
@@ -226,49 +227,6 @@ def _bad_request(predict):
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
     return wrapper
-
-
-CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"                    # cgroup v2: "<quota> <period>" or "max <period>"
-CGROUP_V1_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"      # cgroup v1: quota (-1: none) and period
-CGROUP_V1_PERIOD = "/sys/fs/cgroup/cpu/cpu.cfs_period_us"
-
-
-def container_cpu_limit(cpu_max: str | Path = CGROUP_CPU_MAX) -> float | None:
-    """The container's CPU limit in cores (``resources.limits.cpu``) from the cgroup, or None (no limit)."""
-    try:
-        quota, period = Path(cpu_max).read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int(Path(CGROUP_V1_QUOTA).read_text())
-        return None if quota <= 0 else quota / int(Path(CGROUP_V1_PERIOD).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def serving_threads(cpu_max: str | Path = CGROUP_CPU_MAX) -> int:
-    """Torch threads for a serving process: ``PRO_SERVING_THREADS``, else the container's CPU limit
-    (rounded up, at least 1; torch's default is every core of the node, which under a limit of 2 on a
-    16-core node means 16 threads on 2 cores' time), else the cores this process may run on."""
-    import math
-    import os
-
-    if os.environ.get("PRO_SERVING_THREADS"):
-        return max(1, int(os.environ["PRO_SERVING_THREADS"]))
-    limit = container_cpu_limit(cpu_max)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, math.ceil(limit))) if limit else cores
-
-
-def use_container_cpus() -> int:
-    """Set torch's threads to :func:`serving_threads` (each pyfunc model's ``load_context``); returns them."""
-    import torch
-
-    n = serving_threads()
-    torch.set_num_threads(n)
-    log.info("serving with %d torch threads (container CPU limit: %s)", n, container_cpu_limit() or "none")
-    return n
 
 
 # -- the pyfunc models ----------------------------------------------------------------------------

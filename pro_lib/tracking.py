@@ -205,7 +205,7 @@ def numeric_metrics(metrics: Mapping[str, Any] | None, prefix: str = "") -> dict
     return out
 
 
-def _sanitize_key(key: str) -> str:
+def sanitize_key(key: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
@@ -263,7 +263,7 @@ def pipeline_run(pipeline: str, params: Mapping[str, Any] | None = None, *,
                        tags={"pro.role": "pipeline", "pro.pipeline": pipeline, **dict(tags or {})})
     rid = run.info.run_id
     for key, value in flatten_params(params).items():
-        c.log_param(rid, _sanitize_key(key), value)
+        c.log_param(rid, sanitize_key(key), value)
     old = os.environ.get(PARENT_ENV)
     os.environ[PARENT_ENV] = rid
     status = "FAILED"
@@ -290,7 +290,7 @@ def log_params_once(run_id: str, params: Mapping[str, Any] | None) -> dict[str, 
     """Log (flattened) params that the run does not have yet (MLflow params cannot change); returns them."""
     c = client()
     have = c.get_run(run_id).data.params
-    new = {k: v for k, v in ((_sanitize_key(k), v) for k, v in flatten_params(params).items()) if k not in have}
+    new = {k: v for k, v in ((sanitize_key(k), v) for k, v in flatten_params(params).items()) if k not in have}
     if new:
         from mlflow.entities import Param
 
@@ -358,7 +358,7 @@ def stage_run(stage_name: str, params: Mapping[str, Any] | None = None, *,
                           nested=mlflow.active_run() is not None, tags=all_tags) as run:
         flat = flatten_params(params)
         if flat:
-            mlflow.log_params({_sanitize_key(k): v for k, v in flat.items()})
+            mlflow.log_params({sanitize_key(k): v for k, v in flat.items()})
         yield run
 
 
@@ -366,7 +366,7 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> dict[str
     """Log the numeric entries of ``metrics`` to the active run; return what was logged."""
     import mlflow
 
-    nums = {_sanitize_key(k): v for k, v in numeric_metrics(metrics).items()}
+    nums = {sanitize_key(k): v for k, v in numeric_metrics(metrics).items()}
     if nums:
         mlflow.log_metrics(nums, step=step)
     return nums
@@ -378,7 +378,7 @@ def log_step(metrics: Mapping[str, Any], step: int) -> None:
 
     if mlflow.active_run() is None:
         return
-    nums = {_sanitize_key(k): v for k, v in numeric_metrics(metrics).items()}
+    nums = {sanitize_key(k): v for k, v in numeric_metrics(metrics).items()}
     if nums:
         mlflow.log_metrics(nums, step=int(step), synchronous=False)
 
