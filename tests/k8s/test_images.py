@@ -41,7 +41,7 @@ def _dockerfile(name: str) -> str:
 
 def test_dockerfiles_install_what_the_issue_asks_and_run_as_the_manifests_user(rendered):
     comp, ui, mlflow = _dockerfile("components"), _dockerfile("ui"), _dockerfile("mlflow")
-    assert re.search(r'pip install "/src\[platform,train\]"', comp)
+    assert re.search(r'pip install "/src\[platform,train(,judge)?\]"', comp)
     assert re.search(r"TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu\d+", comp)
     assert re.search(r"TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cpu", ui)
     for text in (comp, ui):
