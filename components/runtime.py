@@ -249,7 +249,7 @@ def log_parent_summary(stage: str, numbers: Mapping[str, float]) -> None:
     import time
 
     now = int(time.time() * 1000)
-    items = [Metric(tracking._sanitize_key(f"{stage}.{k}"), float(v), now, 0) for k, v in numbers.items()]
+    items = [Metric(tracking.sanitize_key(f"{stage}.{k}"), float(v), now, 0) for k, v in numbers.items()]
     for start in range(0, len(items), 500):
         tracking.client().log_batch(parent, metrics=items[start:start + 500])
 

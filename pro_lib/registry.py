@@ -227,14 +227,14 @@ def log_logged_model(c, run_id: str, model_dir: str | Path, *, name: str, kind: 
     Models tab), with ``metrics`` as the model's metrics (also on the run); returns its model id."""
     from mlflow.entities import LoggedModelStatus, Metric
 
-    from pro_lib.tracking import _sanitize_key, numeric_metrics
+    from pro_lib.tracking import numeric_metrics, sanitize_key
 
     run = c.get_run(run_id)
     lm = c.create_logged_model(run.info.experiment_id, name=name.replace("/", "-"), source_run_id=run_id,
                                tags={KIND_TAG: kind, FORMAT_TAG: FORMAT}, model_type=f"pro-{kind}")
     c.log_model_artifacts(lm.model_id, str(model_dir))
     now = int(time.time() * 1000)
-    nums = [Metric(_sanitize_key(k), float(v), now, 0, model_id=lm.model_id)
+    nums = [Metric(sanitize_key(k), float(v), now, 0, model_id=lm.model_id)
             for k, v in numeric_metrics(metrics).items()]
     for start in range(0, len(nums), 500):
         c.log_batch(run_id, metrics=nums[start:start + 500])
