@@ -234,7 +234,7 @@ def log_logged_model(c, run_id: str, model_dir: str | Path, *, name: str, kind: 
     Models tab), with ``metrics`` as the model's metrics (also on the run); returns its model id."""
     from mlflow.entities import LoggedModelStatus, Metric
 
-    from pro_lib.tracking import sanitize_key, numeric_metrics
+    from pro_lib.tracking import numeric_metrics, sanitize_key
 
     run = c.get_run(run_id)
     lm = c.create_logged_model(run.info.experiment_id, name=name.replace("/", "-"), source_run_id=run_id,

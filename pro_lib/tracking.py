@@ -211,6 +211,9 @@ def sanitize_key(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
 
 
+sanitize_key = _sanitize_key  # public: a metric/param key MLflow accepts (registry, components use it)
+
+
 def _find_or_create_kfp_parent(kfp_run: str, pipeline: str | None) -> str:
     """Parent run for a KFP run: found by tag, else created; parallel stages converge on the oldest."""
     c = client()
