@@ -206,12 +206,11 @@ def numeric_metrics(metrics: Mapping[str, Any] | None, prefix: str = "") -> dict
 
 
 def sanitize_key(key: str) -> str:
+    """A metric/param key MLflow accepts (registry, components use it)."""
     import re
 
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
 
-
-sanitize_key = _sanitize_key  # public: a metric/param key MLflow accepts (registry, components use it)
 
 
 def _find_or_create_kfp_parent(kfp_run: str, pipeline: str | None) -> str:
