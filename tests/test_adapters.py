@@ -13,23 +13,8 @@ import torch
 from pro_lib import adapters, soups, testing, wic, wic_offline, wic_rounds
 from pro_lib.artifacts import AdapterManifest
 from pro_lib.errors import CheckpointError
-from pro_lib.suite import RewardSuite
 
-NAMES = ["helpful", "harmless"]
-
-
-def _helpful(prompts, responses):
-    return [float(r.split().count("help") - 0.1 * len(r.split())) for r in responses]
-
-
-def _harmless(prompts, responses):
-    return [float(r.split().count("safe") - r.split().count("harm")) for r in responses]
-
-
-def make_suite():
-    return RewardSuite.from_functions({"helpful": _helpful, "harmless": _harmless},
-                                      stats={"helpful": (0.0, 1.0), "harmless": (0.0, 1.0)})
-
+from helpers.wic import NAMES, make_suite  # noqa: F401
 
 @pytest.fixture
 def pairs_file(tmp_path):
