@@ -16,6 +16,7 @@ from pro_lib.errors import CheckpointError
 
 from helpers.wic import NAMES, make_suite  # noqa: F401
 
+
 @pytest.fixture
 def pairs_file(tmp_path):
     rows = []
