@@ -169,7 +169,7 @@ def _row_weights(df: pd.DataFrame, k: int) -> list[np.ndarray | None]:
 def _gen_kwargs(params: Mapping[str, Any] | None) -> dict:
     p = {k: d for k, (_, d) in GEN_PARAMS.items()}
     given = {k: v for k, v in dict(params or {}).items() if v is not None}
-    unknown = sorted(set(given) - set(GEN_PARAMS) - {"score"})
+    unknown = sorted(set(given) - set(GEN_PARAMS) - {"score", "policy"})  # endpoint params, not generation ones
     if unknown:
         raise DataError(f"unknown generation parameter(s) {unknown}; PRO's are {sorted(GEN_PARAMS)}")
     p.update({k: v for k, v in given.items() if k in GEN_PARAMS})

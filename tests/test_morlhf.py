@@ -139,9 +139,9 @@ def test_dataset_carries_weights_column():
 
 
 def test_config_validation_names_the_fix():
-    with pytest.raises(ConfigError, match="multiple of num_generations"):
+    with pytest.raises(ConfigError, match="multiple of --num-generations"):
         MorlhfTrainConfig(batch_size=6, num_generations=4)
-    with pytest.raises(ConfigError, match="num_generations must be >= 2"):
+    with pytest.raises(ConfigError, match="--num-generations must be >= 2"):
         MorlhfTrainConfig(num_generations=1, batch_size=4)
 
 
@@ -310,7 +310,7 @@ def _saved_suite_and_policy(tmp_path):
     return tmp_path / "policy", tmp_path / "suite"
 
 
-@pytest.mark.parametrize("weights, message", [("0.5,abc", "weight for 'a' is not a number: 'abc'"),
+@pytest.mark.parametrize("weights, message", [("0.5,abc", "weight for '#2' is not a number: 'abc'"),
                                               ("length=0.5,humor=0.5", "unknown objective 'humor'"),
                                               ("0.2,0.3,0.5", "have 3 entries but there are 2 objectives")])
 def test_cli_reports_bad_weights(tmp_path, demo_data, capsys, weights, message):
