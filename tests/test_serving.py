@@ -110,7 +110,7 @@ def test_every_kind_loads_with_mlflow_pyfunc_in_a_fresh_process(registered, tmp_
     assert got["pro-policy-pro-wic"]["columns"] == ["response", "weight_helpful", "weight_harmless"]
     assert got["pro-policy-pro-wic"]["first"]["weight_helpful"] == pytest.approx(0.5)  # uniform when absent
     assert got["pro-endpoint"]["columns"] == ["weights_source", "weight_helpful", "weight_harmless", "response",
-                                              "score_helpful", "score_harmless"]
+                                              "suite_stats", "score_helpful", "score_harmless"]  # stats: the units
     assert got["pro-endpoint"]["first"]["weights_source"] == "orchestrator"
     assert all(v["example"] for v in got.values())
 
