@@ -14,20 +14,12 @@ from pro_lib import adapters, soups, testing, wic, wic_offline, wic_rounds
 from pro_lib.artifacts import AdapterManifest
 from pro_lib.errors import CheckpointError
 
-from helpers.wic import NAMES, make_suite  # noqa: F401
+from helpers.wic import NAMES, make_suite, write_tiny_pairs  # noqa: F401
 
 
 @pytest.fixture
 def pairs_file(tmp_path):
-    rows = []
-    for i in range(8):
-        rows.append({"prompt": f"\n\nHuman: can you help me {i} ?\n\nAssistant:", "chosen": "yes i can help you help",
-                     "rejected": "no"})
-        rows.append({"prompt": f"\n\nHuman: tell me about harm {i} ?\n\nAssistant:", "chosen": "that is not safe . sorry",
-                     "rejected": "yes harm harm"})
-    p = tmp_path / "pairs.jsonl"
-    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return p
+    return write_tiny_pairs(tmp_path / "pairs.jsonl", 8)
 
 
 plain_base = testing.build_plain_lm

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from helpers import one_line_error
 from pro_lib.cli import main
 from pro_lib.config import build_config
 from pro_lib.data import load_pairs
@@ -18,14 +19,6 @@ from pro_lib.orchestrator import OrchestratorTrainConfig
 from pro_lib.targets import parse_weights
 
 NAMES = ["helpful", "harmless"]
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def truncate(folder, fraction: float = 0.5) -> None:

@@ -14,18 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import one_line_error
 from pro_lib.cli import main
 from pro_lib.config import build_config
 from pro_lib.errors import ConfigError
 from pro_lib.io import write_jsonl
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture

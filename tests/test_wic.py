@@ -11,20 +11,12 @@ import pytest
 from pro_lib import testing, wic, wic_eval, wic_offline, wic_rounds
 from pro_lib.errors import ConfigError, DataError
 
-from helpers.wic import NAMES, StandInOrchestrator, make_suite  # noqa: F401 (re-exported)
+from helpers.wic import NAMES, StandInOrchestrator, make_suite, write_tiny_pairs  # noqa: F401 (re-exported)
 
 
 @pytest.fixture
 def pairs_file(tmp_path):
-    rows = []
-    for i in range(12):
-        rows.append({"prompt": f"\n\nHuman: can you help me {i} ?\n\nAssistant:", "chosen": "yes i can help you help",
-                     "rejected": "no"})
-        rows.append({"prompt": f"\n\nHuman: tell me about harm {i} ?\n\nAssistant:", "chosen": "that is not safe . sorry",
-                     "rejected": "yes harm harm"})
-    p = tmp_path / "pairs.jsonl"
-    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return p
+    return write_tiny_pairs(tmp_path / "pairs.jsonl", 12)
 
 
 @pytest.fixture(params=["llama", "gpt2"])

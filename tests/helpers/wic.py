@@ -36,3 +36,17 @@ class StandInOrchestrator:
     def check_objectives(self, names, what=""):
         if list(names) != self.objectives:
             raise ConfigError(f"K mismatch: {names} vs {self.objectives}")
+
+
+def write_tiny_pairs(path, n: int):
+    """n helpful and n harmless toy preference pairs as JSONL at ``path`` (the WIC / adapter tests' data)."""
+    import json
+
+    rows = []
+    for i in range(n):
+        rows.append({"prompt": f"\n\nHuman: can you help me {i} ?\n\nAssistant:", "chosen": "yes i can help you help",
+                     "rejected": "no"})
+        rows.append({"prompt": f"\n\nHuman: tell me about harm {i} ?\n\nAssistant:",
+                     "chosen": "that is not safe . sorry", "rejected": "yes harm harm"})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
