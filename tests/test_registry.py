@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import require
-from helpers.services import start_mlflow_server, stop_server
+from helpers.services import s3_keys, start_mlflow_server, stop_server
 from pro_lib import packaging, promotion, registry
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.refs import localize
@@ -78,9 +78,7 @@ def test_gated_promotion_on_real_server(mlflow_env, tmp_path):
     assert info[v3]["tags"]["pro.promotion_forced"] == "true"
     assert "pro.retired_at" in info["2"]["tags"]
     # artifacts really went to the S3 bucket behind the server
-    import boto3
-    s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"], region_name="us-east-1")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
+    keys = s3_keys()
     # each version an MLflow 3 LoggedModel (models/<model id>/artifacts), the source of the version
     sources = {registry.list_versions(name)[0]["source"].removeprefix("models:/")}
     assert any(f"models/{m}/artifacts/artifacts/" in k and k.endswith("/model.safetensors") for k in keys for m in sources)

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from helpers.services import s3_keys
 from pro_lib import tracking
 
 
@@ -40,10 +41,7 @@ def test_pipeline_parent_and_stage_children_on_server(mlflow_env, tmp_path, monk
     assert ch.data.params == {"epochs": "2", "nested.lr": "1e-05"}
     assert ch.data.metrics == {"train_loss": 0.5, "per.helpful": 0.7}
     assert [a.path for a in c.list_artifacts(child, "eval")] == ["eval/table.md"]
-    # the artifact is in the S3 bucket behind the server
-    import boto3
-    s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"], region_name="us-east-1")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-artifacts").get("Contents", [])]
+    keys = s3_keys()  # the artifact is in the S3 bucket behind the server
     assert any(k.endswith(f"{child}/artifacts/eval/table.md") for k in keys)
 
 

@@ -46,6 +46,14 @@ def s3_env(s3_endpoint, monkeypatch) -> str:
     return s3_endpoint
 
 
+def s3_keys(bucket: str = "mlflow-artifacts") -> list[str]:
+    """Every key in ``bucket`` of the moto S3 behind the test server, all pages (one page holds only 1000)."""
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"], region_name="us-east-1")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
 def start_mlflow_server(backend_uri: str, s3_endpoint: str, workdir: Path,
                         bucket: str = ARTIFACT_BUCKET, port: int | None = None) -> tuple[subprocess.Popen, str]:
     """`mlflow server` with ``backend_uri`` and s3://<bucket> (on ``s3_endpoint``) as artifact store
