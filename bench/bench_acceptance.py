@@ -61,7 +61,8 @@ def next_round(args, kept_recs: dict, pool, sources, suite, orch, out: Path) -> 
     """SFT a fresh copy of the policy on each source's kept samples; evaluate on other held-out prompts."""
     import math
 
-    from pro_lib import wic, wic_eval, wic_offline, wic_rounds
+    from pro_lib import wic
+    from pro_lib.wic import evaluation as wic_eval, offline as wic_offline, rounds as wic_rounds
     from pro_lib.policy import truncate_prompt
     from pro_lib.data import format_source_mix, source_mix
     from pro_lib.pareto import bootstrap_fronts, weight_grid
@@ -76,7 +77,7 @@ def next_round(args, kept_recs: dict, pool, sources, suite, orch, out: Path) -> 
     baseline = "no SFT (the policy as it was)"
     for src, recs in {baseline: None, **kept_recs}.items():
         pol = wic.WICPolicy.from_pretrained(args.policy)
-        examples = wic_rounds._kept_examples(pol, recs) if recs is not None else []
+        examples = wic_rounds.kept_examples(pol, recs) if recs is not None else []
         if not examples and baseline in weighted:  # nothing kept: this source's next policy is the unchanged one
             z_grid[src], weighted[src], info[src] = z_grid[baseline], weighted[baseline], {"sft_examples": 0}
             continue
@@ -162,7 +163,8 @@ def main() -> int:
 
     import torch
 
-    from pro_lib import wic, wic_rounds
+    from pro_lib import wic
+    from pro_lib.wic import rounds as wic_rounds
     from pro_lib.policy import truncate_prompt
     from pro_lib.data import format_source_mix, load_prompt_pool, source_mix
     from pro_lib.io import atomic_write_text, write_json

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """CPU speed of the PRO-WIC SmolLM2 stages: SFT tokens/s and generation tokens/s, each option side by side.
 
-SFT arms run the real `pro_lib.wic_offline.sft_train` (trl SFTTrainer) on the same WIC examples (demo prompts with
+SFT arms run the real `pro_lib.wic.offline.sft_train` (trl SFTTrainer) on the same WIC examples (demo prompts with
 weights in context, their preferred responses), the same number of steps, a fresh model each; tokens/s
 counts the real (non-pad) tokens of the examples over the training time. Ratios are against today's
 default path (fp32, full fine-tune, padded batches). Generation arms decode the same prompts greedily with
@@ -78,7 +78,8 @@ def main() -> int:
     import torch
 
     from pro_lib import policy as policy_mod
-    from pro_lib import testing, wic_offline
+    from pro_lib import testing
+    from pro_lib.wic import offline as wic_offline
 
     torch.set_num_threads(args.threads)
     native = policy_mod.cpu_has_native_bf16()

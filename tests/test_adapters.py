@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pro_lib import adapters, soups, testing, wic, wic_offline, wic_rounds
+from pro_lib import adapters, testing, wic
+from pro_lib.wic import soups, offline as wic_offline, rounds as wic_rounds
 from pro_lib.artifacts import AdapterManifest
 from pro_lib.errors import CheckpointError
 

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from platform_services import FAKE_KEYS, mlflow_env, mlflow_server, s3_endpoint, s3_env  # noqa: F401 (fixtures)
-from pro_lib import packaging, promotion, registry, wic, wic_offline
+from pro_lib import packaging, promotion, registry, wic
+from pro_lib.wic import offline as wic_offline
 from pro_lib.errors import CheckpointError
 from pro_lib.testing import build_plain_lm as plain_base
 

@@ -334,25 +334,11 @@ def test_no_import_cycle_through_importlib_strings():
 # Imports of another module's private (_underscore) names that exist today, each with why it stays for now.
 # The test fails on a new one and on a stale entry; shrink it, never grow it.
 KNOWN_PRIVATE_IMPORTS: dict[tuple[str, str, str], str] = {
-    **{(m, src, n): "the wic family shares helpers privately: the pro_lib/wic/ package (issue 25 item 3) makes "
-                    "them public inside it; deferred while other issues edit these modules"
-       for m, src, n in [
-           ("pro_lib.soups", "pro_lib.wic", "_load_suite"), ("pro_lib.soups", "pro_lib.wic", "_score"),
-           ("pro_lib.soups", "pro_lib.wic_offline", "_finish_policy"),
-           ("pro_lib.soups", "pro_lib.wic_offline", "_scratch_dir"),
-           ("pro_lib.wic_eval", "pro_lib.wic", "_load_suite"), ("pro_lib.wic_eval", "pro_lib.wic", "_prompt_mix"),
-           ("pro_lib.wic_eval", "pro_lib.wic", "_score"), ("pro_lib.wic_offline", "pro_lib.wic", "_load_suite"),
-           ("pro_lib.wic_offline", "pro_lib.wic", "_score"), ("pro_lib.wic_rounds", "pro_lib.wic", "_load_suite"),
-           ("pro_lib.wic_rounds", "pro_lib.wic", "_prompt_mix"), ("pro_lib.wic_rounds", "pro_lib.wic", "_score"),
-           ("pro_lib.wic_rounds", "pro_lib.wic_offline", "_finish_policy"),
-           ("pro_lib.wic_rounds", "pro_lib.wic_offline", "_scratch_dir")]},
     **{("pro_lib.promotion", "pro_lib.registry", n): "promotion was split out of registry (issue 12) and still "
                                                      "uses its MLflow client helpers"
        for n in ("_already_exists", "_client", "_not_found", "_version_info")},
     ("pipelines.cli", "pro_lib.config", "_coerce"): "--set values are coerced like config fields; pipelines/cli.py "
                                                      "is being split (issue 25 item 3, deferred)",
-    # arrived with the issue 23 / 29 merges, written before this check existed: make them public
-    ("pro_lib.judge", "pro_lib.wic", "_load_suite"): "the judge loads a reward suite as the wic family does",
 }
 
 

@@ -101,7 +101,7 @@ def test_submit_without_host_outside_a_cluster(tmp_path, monkeypatch, capsys):
 # -- item 7: bad values accepted silently -------------------------------------------------------------
 
 def test_nan_reference_refused(capsys):
-    from pro_lib.wic_eval import WICEvalConfig
+    from pro_lib.wic.evaluation import WICEvalConfig
 
     assert main(["wic", "eval", "--policy", "p", "--reference", "nan,-2"]) == 2
     line = one_line_error(capsys)

@@ -224,8 +224,8 @@ def test_numeric_flags_out_of_range_stop_at_parse_time(argv, flag, valid, capsys
 
 
 def test_yaml_and_python_configs_are_range_checked_too(tmp_path):
-    from pro_lib.wic_offline import WICOfflineConfig
-    from pro_lib.wic_rounds import WICOnlineLoopConfig
+    from pro_lib.wic.offline import WICOfflineConfig
+    from pro_lib.wic.rounds import WICOnlineLoopConfig
 
     with pytest.raises(ConfigError, match="key 'batch_size'.*>= 1"):
         build_config(WICOfflineConfig, {"batch_size": 0})

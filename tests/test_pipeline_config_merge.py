@@ -67,8 +67,8 @@ WIC_OVERRIDES = {"wic_offline_sft": {"data": ["d/train.jsonl"], "targets": "t", 
 
 def test_a_partial_stage_config_merges_with_the_pipeline_defaults_each_way(tmp_path, monkeypatch):
     from pipelines.pro_wic import DEFAULT_WIC_OFFLINE, DEFAULT_WIC_ONLINE
-    from pro_lib.wic_offline import WICOfflineConfig
-    from pro_lib.wic_rounds import WICOnlineConfig
+    from pro_lib.wic.offline import WICOfflineConfig
+    from pro_lib.wic.rounds import WICOnlineConfig
 
     # the pipeline's defaults differ from the dataclass's: a fallback to the dataclass would show
     assert DEFAULT_WIC_OFFLINE["learning_rate"] != WICOfflineConfig.learning_rate

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from pro_lib import testing, wic, wic_eval, wic_offline, wic_rounds
+from pro_lib import testing, wic
+from pro_lib.wic import evaluation as wic_eval, offline as wic_offline, rounds as wic_rounds
 from pro_lib.errors import ConfigError, DataError
 
 from helpers.wic import NAMES, StandInOrchestrator, make_suite, write_tiny_pairs  # noqa: F401 (re-exported)
@@ -396,9 +397,9 @@ def test_offline_tags_follow_the_targets_tau(tmp_path, pairs_file):
     assert pol.tag_max == expected < 1.0
     assert f"<W1> {expected:.2f} <W2> {1 - expected:.2f}" in pol.condition(["hi"], [1.0, 0.0])[0]
     # the online round's SFT examples carry the tags their samples were generated with
-    from pro_lib.wic_rounds import _kept_examples
+    from pro_lib.wic.rounds import kept_examples
 
-    ex = _kept_examples(pol, [{"prompt": "hi", "response": "ok", "weights": [1.0, 0.0], "kept": True}])
+    ex = kept_examples(pol, [{"prompt": "hi", "response": "ok", "weights": [1.0, 0.0], "kept": True}])
     assert ex[0]["prompt"] == pol.condition(["hi"], [1.0, 0.0])[0]
 
 

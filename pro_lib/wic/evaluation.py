@@ -21,10 +21,11 @@ from pro_lib.config import field
 from pro_lib.data import load_prompt_pool
 from pro_lib.errors import ConfigError, ProError
 from pro_lib.io import atomic_dir, write_json, write_jsonl
-from pro_lib.soups import SoupPolicy, is_soup
+from pro_lib.wic.soups import SoupPolicy, is_soup
 from pro_lib.targets import check_objectives
 from pro_lib.policy import resolve_device, truncate_prompt
-from pro_lib.wic import RIC_MAPPINGS, WICPolicy, _load_suite, _prompt_mix, _score, max_prompt_tokens_field
+from pro_lib.wic.common import load_suite, max_prompt_tokens_field, prompt_mix, score
+from pro_lib.wic.policy import RIC_MAPPINGS, WICPolicy
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def evaluate_policy_grid(policy: WICPolicy, suite, prompts: Sequence[str], grid:
     responses = policy.generate_texts(all_texts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                       do_sample=False, progress=True, desc="eval generate")
     rep_prompts = list(prompts) * (len(grid) + (orch_w is not None))
-    _, z = _score(suite, rep_prompts, responses)
+    _, z = score(suite, rep_prompts, responses)
     points = np.stack([z[i * n:(i + 1) * n].mean(axis=0) for i in range(len(grid))])
     sems = np.stack([z[i * n:(i + 1) * n].std(axis=0, ddof=1) / math.sqrt(max(n - 1, 1)) if n > 1 else np.zeros(k)
                      for i in range(len(grid))])
@@ -153,7 +154,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
                                 weight_response, write_front_csv)
 
     t0 = time.time()
-    suite = suite or _load_suite(cfg.suite, what="wic eval")
+    suite = suite or load_suite(cfg.suite, what="wic eval")
     k = suite.K
     ref = list(cfg.reference) or [-2.0] * k
     if len(ref) != k:
@@ -164,7 +165,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     equal_idx = int(np.argmin(np.abs(grid - 1.0 / k).sum(axis=1)))
     all_prompts, all_sources = load_prompt_pool(cfg.data)
     pool = stratified_sample(all_prompts, cfg.max_prompts, sources=all_sources, seed=cfg.seed)
-    mix = _prompt_mix(pool, all_prompts, all_sources)
+    mix = prompt_mix(pool, all_prompts, all_sources)
     loaded: dict[str, WICPolicy] = dict(policies or {})
     if not loaded:
         for label, path in _eval_policies(cfg):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +19,14 @@ import numpy as np
 
 from pro_lib import distributed, tracking
 from pro_lib.checkpoints import (RESUME_HELP, already_finished, check_output_folder, digest_model, digest_value,
-                                  exclusive_output, find_checkpoint, fingerprint, prepare_resume,
-                                  record_fingerprint, train_or_restore)
+                                  exclusive_output, find_checkpoint, fingerprint, prepare_resume, train_or_restore)
 from pro_lib.config import field, to_dict
 from pro_lib.errors import ConfigError, DataError
-from pro_lib.io import atomic_dir, write_json, write_jsonl
+from pro_lib.io import write_json, write_jsonl
 from pro_lib.targets import check_objectives
 from pro_lib.policy import resolve_device, truncate_prompt
-from pro_lib.wic import CONDITIONINGS, RIC_MAPPINGS, WICPolicy, _load_suite, _score, max_prompt_tokens_field
+from pro_lib.wic.common import finish_policy, load_suite, max_prompt_tokens_field, saved_metrics, score, scratch_dir
+from pro_lib.wic.policy import CONDITIONINGS, RIC_MAPPINGS, WICPolicy
 
 OFFLINE_RESPONSES = ("chosen", "both")
 
@@ -138,7 +137,7 @@ def sft_train(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
         raise DataError(f"{desc}: no training examples (every sample was rejected?); lower the "
                         "rejection quantile or sample more")
     from pro_lib import adapters
-    from pro_lib.wic import wic_tags
+    from pro_lib.wic.policy import wic_tags
 
     device = resolve_device(opts.device)
     if adapters.is_peft(policy.model):  # a LoRA policy: continue its adapter, or merge it for a full fine-tune
@@ -218,50 +217,6 @@ def training_tag_max(values: np.ndarray, explicit: float | None, decimals: int) 
     return min(1.0, round(float(np.percentile(np.asarray(values).max(axis=1), 95)), int(decimals)))
 
 
-def _finish_policy(policy: WICPolicy, out: Path, scratch: Path, fp: Mapping | None = None) -> None:
-    """Save the policy into ``out`` (atomically), keeping side files written in ``scratch``; ``fp``: the
-    run's fingerprint, kept in the finished folder (a changed re-run is refused, not retrained over it).
-    Data-parallel: rank 0 saves (every rank holds the same weights), the others wait for it. A LoRA policy is
-    saved as its adapter (:mod:`pro_lib.adapters`)."""
-    from pro_lib.adapters import save_model_files
-
-    distributed.barrier()
-    if not distributed.is_main():
-        distributed.barrier()
-        return
-    if fp is not None:
-        record_fingerprint(scratch, fp)
-    with atomic_dir(out) as tmp:
-        save_model_files(policy.model, tmp, base=policy.base_ref)
-        policy.tokenizer.save_pretrained(tmp)
-        policy.wic_config().save(tmp)
-        for f in scratch.glob("*.json*"):
-            if f.is_file():
-                shutil.copy2(f, tmp / f.name)
-    shutil.rmtree(scratch, ignore_errors=True)
-    distributed.barrier()
-
-
-def _scratch_dir(out: Path, *, create: bool = True) -> Path:
-    """Checkpoints and logs of a stage live beside its output until it finishes (resumable)."""
-    d = out.with_name(f".{out.name}.work")
-    if create:
-        d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def saved_metrics(out: Path) -> dict:
-    """The numeric metrics a finished run saved (its metrics.json), for a re-run with nothing to redo."""
-    import json
-
-    try:
-        saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in saved.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-
 # ---------------------------------------------------------------------------------------------
 # offline stage
 # ---------------------------------------------------------------------------------------------
@@ -283,7 +238,7 @@ def build_offline_examples(cfg: WICOfflineConfig, suite, tokenizer) -> tuple[lis
     items = [(pr, p, p.chosen, "chosen") for pr, p in zip(prompts, pairs)]
     if cfg.responses == "both":  # RiC: rejected responses too, each with its own reward tags
         items += [(pr, p, p.rejected, "rejected") for pr, p in zip(prompts, pairs)]
-    raw, z = _score(suite, [p.prompt for _, p, _, _ in items], [r for _, _, r, _ in items])
+    raw, z = score(suite, [p.prompt for _, p, _, _ in items], [r for _, _, r, _ in items])
     tau = resolve_tau(cfg.tau, cfg.targets)  # the tau of the targets the orchestrator learned from
     w = target_weights(z, tau)
     recs = [{"prompt": pr, "response": r.strip(), "raw": raw[i], "z": z[i], "weights": w[i],
@@ -306,7 +261,7 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
     out = Path(cfg.output_dir)
     check_output_folder(out, what="WIC offline SFT")
     if suite is None:
-        suite = _load_suite(cfg.suite or (str(Path(cfg.targets) / "suite") if cfg.targets else None),
+        suite = load_suite(cfg.suite or (str(Path(cfg.targets) / "suite") if cfg.targets else None),
                             what="wic offline")
     policy_digest = digest_model(cfg.policy, given=policy)
     if policy is None:
@@ -334,7 +289,7 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
     # the tau the tags were made with (cfg.tau None means the targets' tau), so a changed tau is named
     fp = fingerprint(dataclasses.replace(cfg, tau=info.get("tau", cfg.tau)),
                      {"examples_content": digest_value(examples), "policy_content": policy_digest})
-    scratch = _scratch_dir(out, create=False)
+    scratch = scratch_dir(out, create=False)
     if already_finished(out, fp, cfg.resume, what="WIC offline SFT", ckpt_dir=scratch / "checkpoints"):
         return saved_metrics(out)
     distributed.main_first(lambda: prepare_resume(scratch / "checkpoints", fp, cfg.resume, outputs=[out, scratch],
@@ -350,5 +305,5 @@ def train_wic_offline(cfg: WICOfflineConfig, *, suite=None, policy: WICPolicy | 
     if distributed.is_main():
         write_json(scratch / "metrics.json", metrics)
         write_json(scratch / "config.json.stage", to_dict(cfg))
-    _finish_policy(policy, out, scratch, fp)
+    finish_policy(policy, out, scratch, fp)
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -8,7 +8,6 @@ are one round's two halves (the KFP components ``wic_online_sample`` / ``wic_onl
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import shutil
@@ -29,8 +28,10 @@ from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 from pro_lib.targets import check_objectives
 from pro_lib.policy import resolve_device, truncate_prompt
-from pro_lib.wic import WICPolicy, _load_suite, _prompt_mix, _score, max_prompt_tokens_field
-from pro_lib.wic_offline import SFTOptions, _finish_policy, saved_metrics, _scratch_dir, scale_rewards, sft_train
+from pro_lib.wic.common import (finish_policy, load_suite, max_prompt_tokens_field, prompt_mix, saved_metrics, score,
+                                scratch_dir)
+from pro_lib.wic.offline import SFTOptions, scale_rewards, sft_train
+from pro_lib.wic.policy import WICPolicy
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def run_sampling_round(policy: WICPolicy, suite, prompts: Sequence[str], opts: S
     sw = w[groups]
     sp = [prompts[g] for g in groups]
     t_score = time.time()
-    raw, z = _score(suite, sp, responses)
+    raw, z = score(suite, sp, responses)
     t_score = time.time() - t_score
     thresholds = None
     if opts.rejection == "quantile" and opts.thresholds == "offline":
@@ -284,7 +285,7 @@ def sample_round(policy: WICPolicy, suite, opts: SampleOptions, round_index: int
     prompts = [truncate_prompt(policy.tokenizer, p, opts.max_prompt_tokens) for p in chosen]
     recs, metrics = run_sampling_round(policy, suite, prompts, opts, round_index=round_index, seed=seed,
                                        orchestrator=orchestrator)
-    metrics["source_mix"] = _prompt_mix(chosen, pool, sources)
+    metrics["source_mix"] = prompt_mix(chosen, pool, sources)
     return recs, metrics
 
 
@@ -303,7 +304,7 @@ def sft_round(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
 def sample_online_round(cfg: WICSampleConfig, *, suite=None, policy: WICPolicy | None = None,
                         orchestrator=None) -> dict:
     """One round's sampling half. Writes samples.jsonl (all), kept.jsonl and metrics.json into output_dir."""
-    suite = suite or _load_suite(cfg.suite, what="wic sample")
+    suite = suite or load_suite(cfg.suite, what="wic sample")
     policy = policy or WICPolicy.from_pretrained(cfg.policy, device=resolve_device(None))
     orchestrator = round_orchestrator(cfg, policy, orchestrator)
     pool, sources = load_prompt_pool(cfg.data)
@@ -316,7 +317,7 @@ def sample_online_round(cfg: WICSampleConfig, *, suite=None, policy: WICPolicy |
     return metrics
 
 
-def _kept_examples(policy: WICPolicy, recs: Sequence[Mapping]) -> list[dict]:
+def kept_examples(policy: WICPolicy, recs: Sequence[Mapping]) -> list[dict]:
     """SFT examples from kept samples: conditioned on the weights they were sampled with (PRO-WIC) or,
     for a rewards-conditioned policy (RiC), relabelled with the rewards they achieved."""
     out = []
@@ -371,12 +372,12 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
     policy_digest = digest_model(cfg.policy, given=policy)
     policy = policy or WICPolicy.from_pretrained(cfg.policy, trainable=True)  # a LoRA adapter trains on
     recs = [r for spec in cfg.samples for r in _read_kept(spec)]
-    new = _kept_examples(policy, recs)
+    new = kept_examples(policy, recs)
     replay = offline_replay(cfg.offline_policy or cfg.policy, cfg.replay_offline, quantile=cfg.replay_quantile,
                             seed=cfg.seed)
     examples = new + replay
     round_index = max((int(r.get("round", 0)) for r in recs), default=0)  # recorded by the sampling half
-    scratch = _scratch_dir(out, create=False)
+    scratch = scratch_dir(out, create=False)
     fp = fingerprint(cfg, {"examples_content": digest_value(examples), "policy_content": policy_digest})
     if already_finished(out, fp, cfg.resume, what="WIC online SFT", ckpt_dir=scratch / "checkpoints"):
         return saved_metrics(out)
@@ -386,7 +387,7 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
     m.update({"sft_examples_new": len(new), "sft_examples_offline": len(replay)})
     if distributed.is_main():
         write_json(scratch / "metrics.json", {"stage": "wic_online_sft", **m})
-    _finish_policy(policy, out, scratch, fp)
+    finish_policy(policy, out, scratch, fp)
     return {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
@@ -403,11 +404,11 @@ def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICP
     recs, metrics = sample_round(policy, suite, cfg, round_index, seed=cfg.seed, pool=pool, sources=sources,
                                  orchestrator=orchestrator)
     write_jsonl(rdir / "samples.jsonl", recs)
-    examples = _kept_examples(policy, recs)
+    examples = kept_examples(policy, recs)
     previous = []
     if cfg.replay_rounds:  # RiC: every earlier round's kept samples stay in the SFT set
         for e in range(1, round_index):
-            previous += _kept_examples(policy, _read_kept(str(Path(cfg.output_dir) / f"round-{e}" / "samples.jsonl")))
+            previous += kept_examples(policy, _read_kept(str(Path(cfg.output_dir) / f"round-{e}" / "samples.jsonl")))
     replay = list(replay or [])
     metrics.update({"sft_examples_new": len(examples), "sft_examples_previous_rounds": len(previous),
                     "sft_examples_offline": len(replay)})
@@ -417,7 +418,7 @@ def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICP
     m = sft_round(policy, examples, cfg, work, round_index=round_index)
     metrics.update({k: v for k, v in m.items() if k != "resumed_from"})
     metrics["round_seconds"] = time.time() - t0
-    _finish_policy(policy, rdir / "policy", Path(cfg.output_dir) / f".round-{round_index}.work")
+    finish_policy(policy, rdir / "policy", Path(cfg.output_dir) / f".round-{round_index}.work")
     write_json(rdir / "metrics.json", metrics)
     return policy, metrics
 
@@ -444,7 +445,7 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
     out = Path(cfg.output_dir)
     _online_resume_check(cfg, out, suite=suite, policy=policy, orchestrator=orchestrator)
     out.mkdir(parents=True, exist_ok=True)
-    suite = suite or _load_suite(cfg.suite, what="wic online")
+    suite = suite or load_suite(cfg.suite, what="wic online")
     pool, sources = load_prompt_pool(cfg.data)
     replay = offline_replay(cfg.policy, cfg.replay_offline, quantile=cfg.quantile, seed=cfg.seed)
     history = []
