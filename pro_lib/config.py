@@ -108,6 +108,25 @@ def field(default: Any = dataclasses.MISSING, *, help: str = "", choices: list |
     return dataclasses.field(default=default, metadata=meta)
 
 
+def field_like(cls: type, name: str, **changes: Any) -> Any:
+    """A new field with the default, help, choices and range of ``cls``'s field ``name``; ``changes``
+    (``default=``, ``help=``, ``choices=``, ``range=``) sets what differs. An option that several stage
+    configs offer is defined once, in the stage that owns it, and each config still lists all its fields."""
+    (f,) = [f for f in dataclasses.fields(cls) if f.name == name]
+    unknown = set(changes) - {"default", "help", "choices", "range"}
+    if unknown:
+        raise TypeError(f"field_like: unknown change(s) {sorted(unknown)}")
+    kwargs = {k: changes.get(k, f.metadata.get(k)) for k in ("choices", "range")}
+    kwargs["help"] = changes.get("help", f.metadata.get("help", ""))
+    if "default" in changes:
+        kwargs["default"] = changes["default"]
+    elif f.default_factory is not dataclasses.MISSING:
+        kwargs["default_factory"] = f.default_factory
+    else:
+        kwargs["default"] = f.default
+    return field(**kwargs)
+
+
 def _base_type(tp: Any) -> tuple[Any, bool]:
     """Return (inner type, optional?) for X | None annotations."""
     origin = typing.get_origin(tp)

@@ -370,6 +370,23 @@ def test_no_new_imports_of_another_modules_private_names():
     assert not new, f"imports of another module's private names (make the name public or move it): {sorted(new)}"
 
 
+def test_wic_configs_live_beside_their_trainers():
+    """pro_lib/wic: a stage's config dataclass is in <stage>_config.py beside the trainer module (trl's layout),
+    never in the trainer module itself, and every *_config.py has its trainer (tests/test_wic_configs.py checks
+    the classes: one per stage, at most SFTOptions below it)."""
+    wic = PRO_LIB / "wic"
+    bad = []
+    for path in sorted(wic.glob("*.py")):
+        configs = [n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.ClassDef)
+                   and any("dataclass" in ast.unparse(d) for d in n.decorator_list)]
+        if path.stem.endswith("_config"):
+            if not (wic / f"{path.stem.removesuffix('_config')}.py").is_file():
+                bad.append(f"{rel(path)} has no trainer module beside it")
+        elif configs:
+            bad.append(f"{rel(path)} defines {configs}: move them to {path.stem}_config.py")
+    assert not bad, bad
+
+
 def test_no_test_module_imports_another():
     """Shared test code lives in tests/helpers/; a test module (one that defines tests) is never imported."""
     tests = REPO / "tests"

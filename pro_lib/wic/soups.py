@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,26 +32,13 @@ from pro_lib import adapters
 from pro_lib.artifacts import SoupsManifest, WICPolicyManifest
 from pro_lib.checkpoints import (check_output_folder, digest_data, digest_model, exclusive_output, find_checkpoint,
                                   fingerprint, prepare_resume)
-from pro_lib.config import field, to_dict
+from pro_lib.config import to_dict
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import write_json
 from pro_lib.wic.common import finish_policy, load_suite, score, scratch_dir
-from pro_lib.wic.offline import SFTOptions, sft_train
 from pro_lib.wic.policy import WICPolicy
-
-
-@dataclass
-class SoupsTrainConfig(SFTOptions):
-    """Rewarded Soups: one expert per objective, SFT on the responses that objective scores higher."""
-
-    policy: str = field("smollm2", help="base policy every expert starts from ('smollm2', a folder, a hub name)")
-    data: list[str] = field(default_factory=lambda: ["runs/data/train.jsonl"],
-                            help="preference pairs (load_pairs specs): both responses of each pair are candidates")
-    suite: str = field("runs/targets/suite", help="reward suite folder (one objective per expert)")
-    output_dir: str = field("runs/soups", help="output folder: soups.json and one expert policy per objective")
-    max_examples: int | None = field(None, help="use at most this many pairs (a random sample stratified by source, "
-                                                "seed --seed)")
-    orchestrator: str | None = field(None, help="orchestrator recorded for the 'orchestrator weights' evaluation row")
+from pro_lib.wic.sft import sft_train
+from pro_lib.wic.soups_config import SoupsTrainConfig
 
 
 def expert_examples(cfg: SoupsTrainConfig, suite, tokenizer) -> tuple[list[dict], np.ndarray, np.ndarray]:
