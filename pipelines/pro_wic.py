@@ -18,7 +18,8 @@ from kfp import dsl, kubernetes
 from components.judge import judge_evaluate
 from components.registry import promote_model, register_endpoint, register_model
 from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic_online_sft
-from pipelines.orchestrator import DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit, pipeline_parameters
+from pipelines.orchestrator import (DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit, pipeline_parameters,
+                                    stage_config)
 from pipelines.scheduling import POLICY_PLACEMENT_DEFAULTS as PLACE, Placement
 from pro_lib.judge import SECRET_KEY_FILE
 from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
@@ -67,10 +68,12 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
     @dsl.pipeline(name=PIPELINE_NAME,
                   description=f"PRO-WIC: orchestrator pipeline, offline SFT with weights in context, "
                               f"{online_rounds} online rejection-sampling rounds, Pareto evaluation, policy registry")
-    @pipeline_parameters(("wic_offline_config", dict, DEFAULT_WIC_OFFLINE),
-                         ("wic_sample_config", dict, DEFAULT_WIC_SAMPLE), ("wic_online_config", dict, DEFAULT_WIC_ONLINE),
-                         ("wic_eval_config", dict, DEFAULT_WIC_EVAL), ("judge", bool, False),
-                         ("judge_config", dict, DEFAULT_JUDGE), score_config=DEFAULT_WIC_SCORE, placement=PLACE)
+    @pipeline_parameters(stage_config("wic_offline_config", "wic_offline_sft", DEFAULT_WIC_OFFLINE),
+                         stage_config("wic_sample_config", "wic_online_sample", DEFAULT_WIC_SAMPLE),
+                         stage_config("wic_online_config", "wic_online_sft", DEFAULT_WIC_ONLINE),
+                         stage_config("wic_eval_config", "wic_evaluate", DEFAULT_WIC_EVAL),
+                         ("judge", bool, False), stage_config("judge_config", "judge_evaluate", DEFAULT_JUDGE),
+                         score_config=DEFAULT_WIC_SCORE, placement=PLACE)
     def pro_wic_pipeline(params: dict):
         """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
         promote = params["promote"]

@@ -146,7 +146,7 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
+def coerce_value(cls: type, name: str, value: Any, where: str) -> Any:
     """Coerce a YAML value to the field's type, with an error that names the key."""
     hints = typing.get_type_hints(cls)
     tp, optional = _base_type(hints[name])
@@ -273,7 +273,7 @@ def build_config(cls: type[T], values: dict | None = None, *, where: str = "conf
         name = str(key).replace("-", "_")
         if name not in known:
             raise ConfigError(f"{where}: {unknown_key_message(key, known, what=cls.__name__)}")
-        kwargs[name] = _coerce(cls, name, value, where)
+        kwargs[name] = coerce_value(cls, name, value, where)
     missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:

@@ -337,8 +337,6 @@ KNOWN_PRIVATE_IMPORTS: dict[tuple[str, str, str], str] = {
     **{("pro_lib.promotion", "pro_lib.registry", n): "promotion was split out of registry (issue 12) and still "
                                                      "uses its MLflow client helpers"
        for n in ("_already_exists", "_client", "_not_found", "_version_info")},
-    ("pipelines.cli", "pro_lib.config", "_coerce"): "--set values are coerced like config fields; pipelines/cli.py "
-                                                     "is being split (issue 25 item 3, deferred)",
 }
 
 

@@ -162,4 +162,8 @@ def test_nested_set_keys_checked_before_submit_or_run(monkeypatch, capsys):
     assert main(["pipeline", "run", "--local", "orchestrator", "--set", "reward_config.epochs.x=1"]) == 2
     assert "is not a dict" in one_line_error(capsys)
     assert not calls
-    pcli.check_stage_configs({"reward_config": {"epochs": 2, "limit": "null"}, "gpu_node_selector": {"a": "b"}})
+    from pipelines.orchestrator import orchestrator_pipeline
+    from pipelines.params import check_stage_configs, stage_configs
+
+    check_stage_configs({"reward_config": {"epochs": 2, "limit": "null"}, "gpu_node_selector": {"a": "b"}},
+                        stage_configs(orchestrator_pipeline))

@@ -128,11 +128,11 @@ def test_objective_names_that_are_paths_are_refused_everywhere(bad, tmp_path, pa
 
 def test_pipeline_objectives_parameter_is_checked_before_a_run():
     pytest.importorskip("kfp")
-    from pipelines.cli import check_stage_configs
+    from pipelines.params import check_stage_configs
 
-    check_stage_configs({"objectives": ["helpful=helpful", "harmless"]})
+    check_stage_configs({"objectives": ["helpful=helpful", "harmless"]}, {})
     with pytest.raises(ConfigError, match="pipeline parameter objectives"):
-        check_stage_configs({"objectives": ["helpful", "../../evil=x"]})
+        check_stage_configs({"objectives": ["helpful", "../../evil=x"]}, {})
 
 
 def test_endpoint_never_copies_outside_its_folder(tmp_path, tiny_encoder_dir):
