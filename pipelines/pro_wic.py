@@ -27,19 +27,16 @@ from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
 PIPELINE_NAME = "pro-wic"
 # Defaults: the main job (`make demo`) on the shipped demo data with the bundled SmolLM2-135M on 2 CPU
 # cores: targets at tau 0.5 (soft tags, not all corners; the orchestrator and the PRO-WIC tags follow
-# the targets' tau), offline SFT of 1 epoch over 320 training pairs at lr 3e-4 (40 steps: as strong a
-# weight response as 80 steps in docs/results_wic.md; training only the top 8 layers did not learn it),
-# one online round, the weight response on 32 held-out prompts at the corners of the simplex (24 new
-# tokens: the style shows in the first sentence). fp32, full fine-tune, padding-free batches, an empty
-# system turn (SmolLM2's template adds a 21-token default otherwise), trl's LM head on the completion
-# positions only: 1.48x faster SFT steps on a 2-core AVX2 CPU (6.5 s vs 10.6 s in the main job), where
-# bf16 autocast was slower and LoRA gained 1.09x (bench/bench_cpu_training.py). On a GPU pass bigger
-# settings (--set wic_offline_config.bf16=true ...).
+# the targets' tau), offline SFT of 1 epoch over 320 training pairs at lr 3e-4 (40 steps), one online
+# round, the weight response on 32 held-out prompts at the corners of the simplex (24 new tokens: the
+# style shows in the first sentence). fp32, full fine-tune, padding-free batches, an empty system turn
+# (SmolLM2's template adds a 21-token default otherwise), trl's LM head on the completion positions only:
+# the fastest SFT on a 2-core CPU (bench/bench_cpu_training.py). On a GPU pass bigger settings
+# (--set wic_offline_config.bf16=true ...).
 # Each online round's SFT set mixes in 40 of the offline SFT examples (`replay_offline`, as RiC's released code
-# mixes its filtered offline data; the paper follows RiC's implementation): the orchestrator never puts the
-# most weight on helpful for a demo prompt, so a round's kept samples alone taught "helpful-heavy tags ->
-# another style" and took the helpful weight response from +1.54 to +0.19 (one run; in CI to +0.07, interval
-# reaching 0); with the replay it kept +0.88 (docs/results_wic.md, "The online round and the offline replay").
+# mixes its filtered offline data): the orchestrator never puts the most weight on helpful for a demo prompt,
+# so a round's kept samples alone would teach "helpful-heavy tags -> another style". Why these numbers:
+# docs/results_wic.md ("The online round and the offline replay", "The main job in 14 minutes").
 DEFAULT_ONLINE_ROUNDS = 1
 DEFAULT_WIC_SCORE = {**DEFAULT_SCORE, "tau": 0.5}
 DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 1.0, "conditioning": "weights",

@@ -132,9 +132,9 @@ def test_no_import_cycle_inside_pro_lib():
     assert find_cycles(graph) == []
 
 
-# Function-level imports that would close a cycle (none left after issue 12, phase 2; an entry here
-# must name the change that removes it). The test fails on any other cycle and on a stale entry.
-KNOWN_LAZY_EDGES: set[tuple[str, str]] = set()  # empty since the issue 12 phase 2 splits
+# Function-level imports that would close a cycle (none left; an entry here must name the change that
+# removes it). The test fails on any other cycle and on a stale entry.
+KNOWN_LAZY_EDGES: set[tuple[str, str]] = set()
 
 
 def test_no_import_cycle_through_imports_inside_functions():
@@ -147,7 +147,7 @@ def test_no_import_cycle_through_imports_inside_functions():
     assert find_cycles(pruned) == []
 
 
-MAX_MODULE_LINES = 500  # issue 12: a module of the library reads in one sitting
+MAX_MODULE_LINES = 500  # a module of the library reads in one sitting
 
 
 def test_no_pro_lib_module_over_500_lines():
@@ -334,8 +334,8 @@ def test_no_import_cycle_through_importlib_strings():
 # Imports of another module's private (_underscore) names that exist today, each with why it stays for now.
 # The test fails on a new one and on a stale entry; shrink it, never grow it.
 KNOWN_PRIVATE_IMPORTS: dict[tuple[str, str, str], str] = {
-    **{("pro_lib.promotion", "pro_lib.registry", n): "promotion was split out of registry (issue 12) and still "
-                                                     "uses its MLflow client helpers"
+    **{("pro_lib.promotion", "pro_lib.registry", n): "promotion was split out of registry and still uses its "
+                                                     "MLflow client helpers"
        for n in ("_already_exists", "_client", "_not_found", "_version_info")},
 }
 

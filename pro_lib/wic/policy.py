@@ -150,7 +150,7 @@ def add_wic_tokens(model, tokenizer, k: int) -> int:
 
     The new embedding rows are drawn from their own seeded generator (``TAG_INIT_SEED``), not from
     torch's global state: the same base model and K always start with the same tag rows, so two runs
-    of the same offline stage train the same policy (they once differed from the first step's loss)."""
+    of the same offline stage train the same policy."""
     tags = wic_tags(k)
     vocab = tokenizer.get_vocab()
     new = [t for t in tags if t not in vocab]
