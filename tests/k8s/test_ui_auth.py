@@ -33,7 +33,16 @@ import pytest
 
 from helpers import require
 
-from .helpers import OVERLAYS, _find, _free_port, _ui_container_env, _ui_containers, _wait_http
+from .helpers import (
+    K8S,
+    OVERLAYS,
+    _find,
+    _free_port,
+    _ui_container_env,
+    _ui_containers,
+    _wait_http,
+    _write_kustomization,
+)
 
 STREAMLIT = "127.0.0.1:8501"   # where the Deployment puts Streamlit and the proxy forwards to
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -42,9 +51,9 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # --------------------------------------------------------------------------- the manifests
 
 def _proxy_layout(objs) -> dict:
-    """What the sidecar runs: its nginx arguments, config text, and where the Secret lands."""
-    _, proxy = _ui_containers(objs)
+    """What the sidecar runs: its nginx arguments, config text, and where the Secret lands (if any)."""
     spec = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]
+    (proxy,) = [c for c in spec["containers"] if c["name"] == "auth-proxy"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     cmd = proxy["command"]
     assert cmd[0] == "nginx"
@@ -53,8 +62,10 @@ def _proxy_layout(objs) -> dict:
     conf_mount = mounts[flags["-c"]]
     conf_volume = volumes[conf_mount["name"]]["configMap"]["name"]
     conf = _find(objs, "ConfigMap", conf_volume)["data"][conf_mount["subPath"]]
-    (users,) = [m for m in proxy["volumeMounts"] if "secret" in volumes[m["name"]]]
-    secret = volumes[users["name"]]["secret"]
+    users = [m for m in proxy["volumeMounts"] if "secret" in volumes[m["name"]]]
+    assert len(users) <= 1
+    users = users[0] if users else None
+    secret = volumes[users["name"]]["secret"] if users else None
     return {"flags": flags, "conf": conf, "conf_volume": conf_volume, "users": users,
             "secret": secret, "proxy": proxy, "mounts": mounts, "volumes": volumes}
 
@@ -207,7 +218,7 @@ def _stand_in_for_streamlit(port: int):
 
 
 @contextlib.contextmanager
-def _run_proxy(objs, users: str | None, upstream_port: int):
+def _run_proxy(objs, users: str | None, upstream_port: int, moved: dict[str, str] | None = None):
     """The rendered sidecar config, run by the local nginx exactly as the pod starts it (same
     arguments; a private prefix for /tmp, the config's folder with the Secret at users/auth),
     listening on a free loopback port and forwarding to `upstream_port` instead of 8501. Runs as
@@ -220,13 +231,17 @@ def _run_proxy(objs, users: str | None, upstream_port: int):
     assert listen and conf.count(STREAMLIT) >= 2, "the config no longer has the shape this test runs"
     conf = conf.replace(listen.group(0), f"        listen 127.0.0.1:{port};")
     conf = conf.replace(STREAMLIT, f"127.0.0.1:{upstream_port}")
+    for old, new in (moved or {}).items():   # other loopback peers (oauth2-proxy) on free ports
+        assert old in conf, old
+        conf = conf.replace(old, new)
     root = Path(tempfile.mkdtemp(prefix="pro-ui-auth-"))
     try:
         os.chmod(root, 0o755)
         conf_file = root / layout["flags"]["-c"].lstrip("/")
-        users_dir = root / layout["users"]["mountPath"].lstrip("/")
+        users_dir = root / (layout["users"]["mountPath"] if layout["users"] else "/etc/no-users").lstrip("/")
         prefix = root / layout["flags"]["-p"].lstrip("/")
         users_dir.mkdir(parents=True)
+        conf_file.parent.mkdir(parents=True, exist_ok=True)
         prefix.mkdir(parents=True, exist_ok=True)
         conf_file.write_text(conf)
         if users is not None:
@@ -418,3 +433,131 @@ def test_real_explorer_behind_the_rendered_proxy(rendered, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- components/ui-oidc
+
+OAUTH2_PROXY = "127.0.0.1:4180"
+
+
+@pytest.fixture(scope="module")
+def oidc_objs(render, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("oidc")
+    rel = os.path.relpath(K8S, folder)
+    return render(_write_kustomization(folder, {"resources": [f"{rel}/base"],
+                                                "components": [f"{rel}/components/ui-oidc"]}))[1]
+
+
+def test_oidc_component_swaps_the_password_file_for_oauth2_proxy(oidc_objs):
+    spec = _find(oidc_objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]
+    named = {c["name"]: c for c in spec["containers"]}
+    assert set(named) == {"ui", "auth-proxy", "oauth2-proxy"}
+    oauth = named["oauth2-proxy"]
+    assert f"--http-address={OAUTH2_PROXY}" in oauth["args"] and "ports" not in oauth   # loopback
+    assert "--upstream=static://202" in oauth["args"] and "--set-xauthrequest=true" in oauth["args"]
+    assert {"secretRef": {"name": "pro-ui-oidc"}} in oauth["envFrom"]
+    assert not [v for v in spec["volumes"] if "secret" in v]   # no htpasswd Secret needed
+    layout = _proxy_layout(oidc_objs)
+    assert layout["users"] is None and "auth_basic" not in layout["conf"]
+    assert f"http://{OAUTH2_PROXY}" in layout["conf"] and "auth_request /oauth2/auth;" in layout["conf"]
+    # its probes reach it through nginx's loopback forward
+    proxy_port = named["auth-proxy"]["ports"][0]["containerPort"]
+    for kind in ("readinessProbe", "livenessProbe"):
+        assert oauth[kind]["httpGet"] == {"path": "/-/oauth2-proxy-ping", "port": proxy_port}
+    assert re.search(r"location = /-/oauth2-proxy-ping \{[^}]*proxy_pass http://127\.0\.0\.1:4180/ping;",
+                     layout["conf"])
+    # the identity provider is reached over HTTPS from the explorer's pod only
+    (egress,) = [o for o in oidc_objs if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "ui-oidc-egress"]
+    assert egress["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "pro-ui"}}
+    assert [p["port"] for r in egress["spec"]["egress"] for p in r["ports"]] == [443]
+
+
+def _stand_in_for_oauth2_proxy(port: int):
+    """oauth2-proxy's nginx contract: /oauth2/auth 202 (+ X-Auth-Request-Email) for a signed-in
+    session cookie, else 401; /oauth2/start redirects to the identity provider; /ping."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(self.path)
+            headers = {}
+            if self.path == "/oauth2/auth":
+                ok = "_oauth2_proxy=signed-in" in self.headers.get("Cookie", "")
+                status = 202 if ok else 401
+                if ok:
+                    headers["X-Auth-Request-Email"] = "alice@example.com"
+            elif self.path.startswith("/oauth2/start"):
+                status, headers["Location"] = 302, "https://idp.example.com/authorize?state=x"
+            elif self.path == "/ping":
+                status = 200
+            else:
+                status = 404
+            body = b"OK" if status in (200, 202) else b""
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = _Backend(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def _request(url: str, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """One request, redirects not followed."""
+    import http.client
+
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def test_oidc_proxy_sends_strangers_to_sign_in_and_lets_sessions_through(oidc_objs):
+    _nginx()
+    backend_port, oauth_port = _free_port(), _free_port()
+    backend, seen = _stand_in_for_streamlit(backend_port)
+    oauth, asked = _stand_in_for_oauth2_proxy(oauth_port)
+    signed_in = {"Cookie": "_oauth2_proxy=signed-in"}
+    try:
+        with _run_proxy(oidc_objs, None, backend_port, {OAUTH2_PROXY: f"127.0.0.1:{oauth_port}"}) as (url, _):
+            status, headers, _ = _request(url, "/?page=registry")
+            assert status == 302 and headers["Location"].endswith("/oauth2/start?rd=/?page=registry")
+            assert _request(url, "/", {"Cookie": "_oauth2_proxy=forged"})[0] == 302
+            status, headers, _ = _request(url, "/oauth2/start?rd=/")   # oauth2-proxy's own pages
+            assert status == 302 and headers["Location"].startswith("https://idp.example.com/")
+            assert _request(url, "/oauth2/auth", signed_in)[0] == 404  # nginx's internal check only
+            assert seen == [], "a stranger reached Streamlit"
+            status, _, body = _request(url, "/?page=registry", signed_in)
+            assert status == 200
+            request = json.loads(body)
+            assert request["headers"]["x-forwarded-user"] == "alice@example.com"
+            assert "authorization" not in request["headers"]
+            head, sock = _websocket(url, None)
+            sock.close()
+            assert head.startswith(b"HTTP/1.1 302"), head
+            host, port = url.removeprefix("http://").split(":")
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            with sock:
+                sock.sendall((f"GET /_stcore/stream HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                              "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                              "Sec-WebSocket-Version: 13\r\nCookie: _oauth2_proxy=signed-in\r\n\r\n").encode())
+                assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+            # the probes' paths, without a session
+            assert _request(url, "/_stcore/health")[:3:2] == (200, b"ok")
+            assert _request(url, "/-/oauth2-proxy-ping")[0] == 200 and "/ping" in asked
+    finally:
+        for server in (backend, oauth):
+            server.shutdown()
+            server.server_close()
