@@ -40,5 +40,7 @@ RUN groupadd --gid 10001 pro && useradd --uid 10001 --gid 10001 --create-home pr
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /home/pro
+# batch steps, no server to check (and Kubernetes ignores HEALTHCHECK)
+HEALTHCHECK NONE
 # KFP sets the command of each component; this default shows what is installed.
 CMD ["pro", "--help"]

@@ -15,5 +15,7 @@ RUN pip install "mlflow[auth]==${MLFLOW_VERSION}" "psycopg2-binary>=2.9,<3" "bot
 USER 10001:10001
 WORKDIR /home/mlflow
 EXPOSE 5000
+# `docker run` only (Kubernetes ignores HEALTHCHECK and uses the manifests' probes)
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health', timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "-g", "--"]
 CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000"]

@@ -38,5 +38,7 @@ COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /home/pro
 EXPOSE 8501
+# `docker run` only (Kubernetes ignores HEALTHCHECK and uses the manifests' probes)
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/_stcore/health' % os.environ.get('STREAMLIT_SERVER_PORT', '8501'), timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "-g", "--"]
 CMD ["pro", "ui"]

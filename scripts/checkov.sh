@@ -13,7 +13,7 @@ if ! command -v "$CHECKOV" >/dev/null 2>&1; then
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-folders="k8s k8s/overlays/local k8s/overlays/gpu k8s/overlays/gpu-trainer k8s/overlays/existing-kfp k8s/namespace k8s/restore"
+folders="k8s k8s/overlays/local k8s/overlays/gpu k8s/overlays/gpu-trainer k8s/overlays/existing-kfp k8s/namespace k8s/overlays/local/namespace k8s/overlays/gpu/namespace k8s/restore"
 status=0
 report() {  # report <name> <checkov args...>
   local name=$1; shift

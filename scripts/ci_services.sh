@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the services the platform tests use beyond loopback mlflow/moto: a real PostgreSQL on
-# 127.0.0.1 with a database and user for MLflow's backend store.
+# 127.0.0.1 with a database and user for MLflow's backend store. Also installs (never starts) nginx
+# and htpasswd (apache2-utils): tests/k8s/test_ui_auth.py runs the explorer's login proxy config.
 #
 #   eval "$(scripts/ci_services.sh)"        # starts PostgreSQL, exports PRO_TEST_POSTGRES_URI
 #   scripts/ci_services.sh stop             # stops it
@@ -36,11 +37,21 @@ if [ "${1:-start}" = stop ]; then
   exit 0
 fi
 
-if [ -z "$BIN" ]; then
-  say "installing PostgreSQL (apt-get)"
+missing=()
+[ -n "$BIN" ] || missing+=(postgresql)
+{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 || missing+=(nginx)
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]} (apt-get; nginx is not started)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq postgresql >&2
+  # no service starts on install (Debian's policy-rc.d convention), unless one already decides
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1
+  fi
+  apt-get install -y -qq "${missing[@]}" >&2
+  if [ -n "$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
   BIN="$(pg_bin)"
 fi
 

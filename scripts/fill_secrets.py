@@ -12,9 +12,9 @@ Each file is rewritten atomically (temporary file + rename), keeping its comment
 
 Values are hex (URL-safe: MinIO's keys also travel inside an ``mc`` host URL). Access keys get a
 short readable prefix and stay within MinIO's limits (access keys 3-20, secret keys 8-40
-characters); user and database names (no placeholder) are left alone. The Ingress login of the
-``ui-ingress`` component (``basic-auth.htpasswd``, bcrypt) is not generated here:
-``htpasswd -nB alice > k8s/components/ui-ingress/basic-auth.htpasswd``.
+characters); user and database names (no placeholder) are left alone. The explorer's login
+(Secret ``pro-ui-basic-auth``, an htpasswd file) is not generated here: you create it
+(docs/deploy.md, "Explorer login").
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def test_ci_script_fails_on_a_timeout_and_runs_the_list_without_x():
     script = (REPO / ".ci" / "run").read_text()
     code = "\n".join(line.split("#", 1)[0] for line in script.splitlines())
     assert "tests/ci_slow.txt" in code and f"{CI_REQUIRE_ENV}=" in code
-    for name in ("postgres", "chromium", "shared-data", "demo-store"):
+    for name in ("postgres", "chromium", "shared-data", "demo-store", "nginx"):
         assert name in code.split(f"{CI_REQUIRE_ENV}=", 1)[1].split()[0]
     assert " -x" not in code and "status=0\n" not in code.split("timeout", 1)[1].split("exit", 1)[0]
     assert "PRO_DEMO_STORE=" in code

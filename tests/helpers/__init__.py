@@ -7,7 +7,8 @@ Test modules import from here, never from another test module; tests/conftest.py
 
 ``PRO_CI_REQUIRE`` (set by ``.ci/run``): a comma-separated list of what the environment must have. A test
 that would skip because one of those is missing fails instead (:func:`require`), so CI cannot pass by
-skipping what it is meant to run. Known names: ``postgres``, ``chromium``, ``shared-data``, ``demo-store``.
+skipping what it is meant to run. Known names: ``postgres``, ``chromium``, ``shared-data``, ``demo-store``,
+``nginx`` (the explorer's auth proxy, run by tests/k8s/test_ui_auth.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CI_REQUIRE_ENV = "PRO_CI_REQUIRE"
-REQUIREMENTS = ("postgres", "chromium", "shared-data", "demo-store")
+REQUIREMENTS = ("postgres", "chromium", "shared-data", "demo-store", "nginx")
 
 
 def required() -> set[str]:

@@ -12,9 +12,11 @@ import re
 import shutil
 import os
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,7 +32,12 @@ OVERLAYS = {
 # Folders applied besides an overlay: the namespace + backup volume (first, once) and the restore Job.
 NAMESPACE_FOLDER = K8S / "namespace"
 RESTORE_FOLDER = K8S / "restore"
-ALL_FOLDERS = {**OVERLAYS, "namespace": NAMESPACE_FOLDER, "restore": RESTORE_FOLDER}
+# The namespace folder each overlay is applied with: the backup volume sized for its bucket.
+NAMESPACE_FOLDERS = {"root": NAMESPACE_FOLDER, "existing-kfp": NAMESPACE_FOLDER,
+                     "local": K8S / "overlays" / "local" / "namespace",
+                     "gpu": K8S / "overlays" / "gpu" / "namespace"}
+ALL_FOLDERS = {**OVERLAYS, "namespace": NAMESPACE_FOLDER, "restore": RESTORE_FOLDER,
+               "namespace-local": NAMESPACE_FOLDERS["local"], "namespace-gpu": NAMESPACE_FOLDERS["gpu"]}
 # The oldest Kubernetes minor the manifests promise to work on (docs/deploy.md).
 MIN_K8S_VERSION = "1.30.0"
 
@@ -102,6 +109,13 @@ def _workloads(objs):
 
 def _containers(spec):
     return [*spec.get("initContainers", []), *spec.get("containers", [])]
+
+
+def _ui_containers(objs) -> tuple[dict, dict]:
+    """pro-ui's two containers: Streamlit (`ui`) and the login in front of it (`auth-proxy`)."""
+    named = {c["name"]: c for c in _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"]}
+    assert set(named) == {"ui", "auth-proxy"}, sorted(named)
+    return named["ui"], named["auth-proxy"]
 
 
 def _config(objs, namespace="pro") -> dict:
@@ -280,7 +294,7 @@ def _allowed_paths(objs) -> set[tuple[str, str, int]]:
 def _expected_paths(objs, pipeline_sources: set[str], s3_sources: set[str] = frozenset(),
                     ui_sources: set[str] = frozenset()):
     """The paths of k8s/base/networkpolicies.yaml's header (port-forward needs no rule)."""
-    expected = {(s, "pro-ui", 8501) for s in ui_sources}   # only the ingress controller, if any
+    expected = {(s, "pro-ui", 8080) for s in ui_sources}   # its auth proxy: the ingress controller, if any
     expected |= {(s, "mlflow", 5000) for s in {"pro-ui", "pro-serving", "pro-mlflow-setup"}
                  | set(pipeline_sources)}
     expected |= {("pro-ui", "pro-serving", 5001)}
@@ -311,8 +325,11 @@ def _container_env(container: dict, objs, secrets: dict, base: dict) -> dict:
 
     env = {}
     for source in container.get("envFrom", []):
-        env.update(secret(source["secretRef"]["name"]) if "secretRef" in source
-                   else config(source["configMapRef"]["name"]))
+        ref = source.get("secretRef") or source["configMapRef"]
+        if ref.get("optional") and "secretRef" in source and ref["name"] not in secrets and not [
+                o for o in objs if o["kind"] == "Secret" and o["metadata"]["name"] == ref["name"]]:
+            continue   # an optional Secret nobody created: the kubelet skips it
+        env.update(secret(ref["name"]) if "secretRef" in source else config(ref["name"]))
     for e in container.get("env", []):
         if "value" in e:
             env[e["name"]] = e["value"]
@@ -330,6 +347,23 @@ def _write_kustomization(folder: Path, body: dict) -> Path:
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(body))
     return folder
 
+
+
+def _ui_container_env(objs, overrides: dict | None = None) -> tuple[list[str], dict]:
+    """The UI container's command and environment, resolved as the kubelet would."""
+    c, _ = _ui_containers(objs)
+    env = {"PATH": os.environ["PATH"]}
+    for source in c.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(_config(objs) if source["configMapRef"]["name"] == "pro-config" else {})
+        else:
+            env.update(_secret_values(_find(objs, "Secret", source["secretRef"]["name"])))
+    env.update({e["name"]: e["value"] for e in c["env"]})
+    env.update(overrides or {})
+    pro = Path(sys.executable).parent / c["args"][0]
+    if not pro.exists():
+        pytest.skip(f"the `{c['args'][0]}` entry point is not installed next to {sys.executable}")
+    return [str(pro), *c["args"][1:]], env
 
 
 # --------------------------------------------------------------------------- live MLflow check

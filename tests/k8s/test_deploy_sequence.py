@@ -145,7 +145,8 @@ def _render_steps(render, k8s: Path, folders: list[str]) -> list[tuple[str, list
 def test_documented_sequence_changes_no_immutable_field(tool, render, offline_k8s):
     commands = _commands(tool)
     folders = _applied_folders(commands)
-    assert folders[0] == "k8s/namespace" and "k8s/overlays/local-kfp" in folders, folders
+    # the namespace with the backup volume sized for the local overlay, first
+    assert folders[0] == "k8s/overlays/local/namespace" and "k8s/overlays/local-kfp" in folders, folders
     assert folders.index("k8s/overlays/kubeflow-pipelines/crds") < folders.index("k8s/overlays/local-kfp")
     steps = _render_steps(render, offline_k8s, folders)
     assert immutable_conflicts(steps) == []

@@ -68,7 +68,7 @@ def test_gpu_workloads_select_the_pool_and_tolerate_its_taint(overlay, rendered)
     for obj, spec in gpu:
         assert _schedules_on_pool(spec, label), f"{obj['metadata']['name']} may leave the pool"
         assert _tolerates(spec, taint), f"{obj['metadata']['name']} does not tolerate {taint}"
-        (c,) = spec["containers"]
+        (c,) = [c for c in spec["containers"] if GPU_RESOURCE in c["resources"].get("limits", {})]
         assert c["image"].endswith("-cuda"), "the GPU UI must run the CUDA build of the image"
     # nothing else lands on (or tolerates) the expensive pool
     for obj in _workloads(objs):

@@ -19,6 +19,8 @@ from .helpers import (
     _free_port,
     _secret_values,
     _service_url,
+    _ui_container_env,
+    _ui_containers,
     _wait_http,
     _write_scripts,
 )
@@ -191,23 +193,6 @@ def test_rendered_mlflow_serves_with_auth_on_postgres_as_the_db_owner(rendered, 
         _stop(procs)
 
 
-def _ui_container_env(objs, overrides: dict | None = None) -> tuple[list[str], dict]:
-    """The UI container's command and environment, resolved as the kubelet would."""
-    (c,) = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"]
-    env = {"PATH": os.environ["PATH"]}
-    for source in c.get("envFrom", []):
-        if "configMapRef" in source:
-            env.update(_config(objs) if source["configMapRef"]["name"] == "pro-config" else {})
-        else:
-            env.update(_secret_values(_find(objs, "Secret", source["secretRef"]["name"])))
-    env.update({e["name"]: e["value"] for e in c["env"]})
-    env.update(overrides or {})
-    pro = Path(sys.executable).parent / c["args"][0]
-    if not pro.exists():
-        pytest.skip(f"the `{c['args'][0]}` entry point is not installed next to {sys.executable}")
-    return [str(pro), *c["args"][1:]], env
-
-
 def test_ui_command_serves_the_pod_port_and_in_cluster_mlflow(rendered, tmp_path):
     pytest.importorskip("streamlit", reason="the ui extra is not installed")
     objs = rendered["root"]
@@ -215,10 +200,11 @@ def test_ui_command_serves_the_pod_port_and_in_cluster_mlflow(rendered, tmp_path
     proc = subprocess.run([*cmd, "--dry-run"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    port = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"][0][
-        "ports"][0]["containerPort"]
+    # loopback only (the pod's auth proxy forwards to 127.0.0.1:8501: ui-auth/nginx.conf)
     assert f"MLFLOW_TRACKING_URI={_config(objs)['MLFLOW_TRACKING_URI']} " in out
-    assert "--server.address 0.0.0.0" in out and f"--server.port {port}" in out
+    assert "--server.address 127.0.0.1" in out and "--server.port 8501" in out
+    conf = _find(objs, "ConfigMap", "pro-ui-auth-proxy")["data"]["nginx.conf"]
+    assert "proxy_pass http://127.0.0.1:8501;" in conf
 
 
 @pytest.mark.slow
@@ -233,7 +219,7 @@ def test_ui_container_command_answers_its_probe(rendered, tmp_path):
     port = _free_port()
     cmd, env = _ui_container_env(objs, {"HOME": str(tmp_path), "PRO_HOME": str(tmp_path / "pro"),
                                         "STREAMLIT_SERVER_PORT": str(port)})
-    (c,) = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"]
+    c, _ = _ui_containers(objs)
     path = c["readinessProbe"]["httpGet"]["path"]
     log = tmp_path / "ui.log"
     # own process group: `pro ui` starts Streamlit as a child (tini -g does this in the image)

@@ -88,35 +88,6 @@ def test_every_pod_has_egress_rules_and_reaches_only_dns_beyond_the_platform(ove
             assert peer.get("podSelector") == {"matchLabels": {"k8s-app": "kube-dns"}}, peer
 
 
-def _ingress_auth(ingress: dict) -> str | None:
-    notes = ingress["metadata"].get("annotations", {})
-    if notes.get("nginx.ingress.kubernetes.io/auth-type") == "basic" and \
-            notes.get("nginx.ingress.kubernetes.io/auth-secret"):
-        return notes["nginx.ingress.kubernetes.io/auth-secret"]
-    if notes.get("nginx.ingress.kubernetes.io/auth-url"):   # oauth2-proxy and the like
-        return notes["nginx.ingress.kubernetes.io/auth-url"]
-    return None
-
-
-@pytest.mark.parametrize("overlay", list(OVERLAYS))
-def test_no_ingress_without_authentication_and_tls(overlay, rendered):
-    objs = rendered[overlay]
-    ingresses = [o for o in objs if o["kind"] == "Ingress"]
-    assert bool(ingresses) == (overlay == "gpu")  # published only where the overlay says so
-    for ing in ingresses:
-        where = f"{overlay}: Ingress {ing['metadata']['name']}"
-        auth = _ingress_auth(ing)
-        assert auth, f"{where} has no authentication"
-        if "://" not in auth:
-            secret = _find(objs, "Secret", auth)
-            assert set(secret["data"]) == {"auth"}, f"{where}: basic-auth Secret needs key `auth`"
-        assert ing["spec"].get("ingressClassName"), f"{where}: no explicit ingress class"
-        tls_hosts = {h for t in ing["spec"].get("tls", []) if t.get("secretName") for h in t["hosts"]}
-        hosts = {r.get("host") for r in ing["spec"]["rules"]}
-        assert hosts and hosts <= tls_hosts, f"{where}: hosts {hosts - tls_hosts} without TLS"
-        assert ing["metadata"]["annotations"].get("nginx.ingress.kubernetes.io/force-ssl-redirect") == "true"
-
-
 def test_existing_kfp_admits_pipeline_pods_of_the_kfp_namespace_only(rendered):
     objs = rendered["existing-kfp"]
     assert _allowed_paths(objs) == _expected_paths(objs, {"pipeline@pro", "pipeline@kubeflow"})

@@ -19,6 +19,7 @@ from .helpers import (
     _port_of,
     _secret_values,
     _service_url,
+    _ui_containers,
     _assert_no_secret_in_argv,
     _run_tracing_argv,
     _write_scripts,
@@ -36,7 +37,7 @@ def test_contract_names_of_architecture_md(rendered):
         "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
     _find(objs, "ServiceAccount", "pro-pipeline-runner")
     from pro_lib import __version__ as version
-    ui = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"][0]
+    ui, _ = _ui_containers(objs)
     assert ui["image"] == f"ghcr.io/pro-align/pro-ui:{version}"
 
 
@@ -120,14 +121,17 @@ def test_ui_reads_in_cluster_mlflow(overlay, rendered):
     objs = rendered[overlay]
     svc = _find(objs, "Service", "pro-ui")
     pod = _find(objs, "Deployment", "pro-ui")["spec"]["template"]
-    (c,) = pod["spec"]["containers"]
+    c, proxy = _ui_containers(objs)
     assert c["args"] == ["pro", "ui"] and "command" not in c  # ENTRYPOINT tini
     assert {"configMapRef": {"name": "pro-config"}} in c["envFrom"]
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["STREAMLIT_SERVER_PORT"] == "8501" and env["STREAMLIT_SERVER_ADDRESS"] == "0.0.0.0"
+    # Streamlit on loopback only; the Service's port is the auth proxy's (test_ui_auth.py)
+    assert env["STREAMLIT_SERVER_PORT"] == "8501" and env["STREAMLIT_SERVER_ADDRESS"] == "127.0.0.1"
+    assert "ports" not in c
     assert _port_of(svc, "http") == 8501
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["httpGet"]["path"] == "/_stcore/health"
+    (proxy_port,) = proxy["ports"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):  # through the proxy
+        assert c[probe]["httpGet"] == {"path": "/_stcore/health", "port": proxy_port["containerPort"]}
     assert pod["metadata"]["labels"]["pro.ai/role"] == "ui"  # what mlflow-ingress admits
     # its only credentials: its own MLflow user (artifacts come through MLflow, no S3 keys)
     assert not any(e.get("valueFrom", {}).get("secretKeyRef") for e in c["env"])
@@ -242,7 +246,7 @@ def test_serving_endpoint_serves_the_champion_for_the_explorer(overlay, rendered
     assert set(_find(objs, "Secret", "pro-mlflow-serving")["data"]) == {
         "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
     # the explorer finds it at PRO_UI_ENDPOINT; promotion from the explorer is off
-    (ui,) = _find(objs, "Deployment", "pro-ui")["spec"]["template"]["spec"]["containers"]
+    ui, _ = _ui_containers(objs)
     ui_env = {e["name"]: e.get("value") for e in ui["env"]}
     assert ui_env["PRO_UI_ENDPOINT"] == _service_url(svc, "http")
     assert ui_env["PRO_UI_ALLOW_PROMOTION"] == "false"
