@@ -426,12 +426,44 @@ def log_dataset(path: str | Path, *, context: str, name: str | None = None) -> i
                       else pd.read_parquet(f))
             # nested cells (lists, dicts) as JSON text: the schema stays flat and the digest stable
             df = df.apply(lambda col: col.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v))
-            ds = mlflow.data.from_pandas(df, source=str(f.resolve()), name=name or f"{f.parent.name}/{f.name}")
+            ds = mlflow.data.from_pandas(df, source=dataset_source(f), name=name or f"{f.parent.name}/{f.name}")
             mlflow.log_input(ds, context=context)
             done += 1
         except Exception as exc:  # noqa: BLE001 - lineage is best effort, the stage's result is not
             log.warning("could not log dataset %s to MLflow: %s", f, exc)
     return done
+
+
+# a KFP pod sees its input artifacts under these mounts of the pipeline root's object store
+KFP_MOUNTS = {"/s3/": "s3://", "/minio/": "s3://", "/gcs/": "gs://"}
+MAX_DATASET_UPLOAD = 16 << 20  # bytes: larger data files keep their path as the source
+
+
+def dataset_source(path: str | Path) -> str:
+    """A data file's source URI, one a reader of the run can open: the object behind a KFP pod's artifact
+    mount (``/s3/b/k`` -> ``s3://b/k``; ``/minio/``: KFP's MinIO, S3 on its endpoint); else, when the active
+    run's artifacts are remote, the file uploaded as a run artifact (``datasets/<folder>/<file>``) and its
+    URI (``s3://...``, or the server's HTTP URL for proxied ``mlflow-artifacts:``); else the local path."""
+    import mlflow
+
+    path = Path(path).resolve()
+    text = str(path)
+    for mount, scheme in KFP_MOUNTS.items():
+        if text.startswith(mount):
+            return scheme + text[len(mount):]
+    if mlflow.active_run() is None:
+        return text
+    root = mlflow.get_artifact_uri()
+    from urllib.parse import urlparse
+
+    if urlparse(root).scheme in ("", "file") or path.stat().st_size > MAX_DATASET_UPLOAD:
+        return text
+    sub = f"datasets/{path.parent.name}"
+    mlflow.log_artifact(text, artifact_path=sub)
+    uri = mlflow.get_artifact_uri(f"{sub}/{path.name}")
+    if uri.startswith("mlflow-artifacts:"):  # proxied by the tracking server: its HTTP route serves the file
+        uri = f"{tracking_uri().rstrip('/')}/api/2.0/mlflow-artifacts/artifacts/{uri.split(':', 1)[1].lstrip('/')}"
+    return uri
 
 
 def log_artifacts(path: str | Path, artifact_path: str | None = None) -> None:
