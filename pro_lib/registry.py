@@ -18,6 +18,7 @@ Registered names: ``pro-orchestrator``, ``pro-reward-<objective>``, ``pro-policy
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -169,9 +170,11 @@ def register_version(model_dir: str | Path, name: str, *, kind: str, source_dir:
         active = mlflow.active_run()
         if active is not None:
             run_id = active.info.run_id
-    if run_id is None:
+    if run_id is None:  # the register run stays open until the version exists: a kill ends it KILLED
         with tracking.stage_run(f"register:{name}", {"source_dir": str(source_dir)}) as run:
-            run_id = run.info.run_id
+            return register_version(model_dir, name, kind=kind, source_dir=source_dir, run_id=run.info.run_id,
+                                    metrics=metrics, tags=tags, gate_metric=gate_metric, gate_mode=gate_mode,
+                                    description=description)
     model_id = log_logged_model(c, run_id, model_dir, name=name, kind=kind, metrics=metrics)
     source = f"models:/{model_id}"
     try:
@@ -240,24 +243,36 @@ def log_logged_model(c, run_id: str, model_dir: str | Path, *, name: str, kind: 
     run = c.get_run(run_id)
     lm = c.create_logged_model(run.info.experiment_id, name=name.replace("/", "-"), source_run_id=run_id,
                                tags={KIND_TAG: kind, FORMAT_TAG: FORMAT}, model_type=f"pro-{kind}")
-    c.log_model_artifacts(lm.model_id, str(model_dir))
-    if (Path(model_dir) / "MLmodel").is_file():  # the MLmodel names its training run and LoggedModel
-        import tempfile
-
-        from mlflow.models import Model
-
-        with tempfile.TemporaryDirectory(prefix="pro-mlmodel-") as tmp:
-            mlmodel = Model.load(str(Path(model_dir) / "MLmodel"))
-            mlmodel.run_id, mlmodel.model_id = run_id, lm.model_id
-            mlmodel.save(str(Path(tmp) / "MLmodel"))
-            c.log_model_artifact(lm.model_id, str(Path(tmp) / "MLmodel"))  # replaces the one just uploaded
-    now = int(time.time() * 1000)
-    nums = [Metric(sanitize_key(k), float(v), now, 0, model_id=lm.model_id)
-            for k, v in numeric_metrics(metrics).items()]
-    for start in range(0, len(nums), 500):
-        c.log_batch(run_id, metrics=nums[start:start + 500])
+    try:
+        c.log_model_artifacts(lm.model_id, str(model_dir))
+        if (Path(model_dir) / "MLmodel").is_file():  # the MLmodel names its training run and LoggedModel
+            _log_stamped_mlmodel(c, lm.model_id, Path(model_dir) / "MLmodel", run_id)
+        now = int(time.time() * 1000)
+        nums = [Metric(sanitize_key(k), float(v), now, 0, model_id=lm.model_id)
+                for k, v in numeric_metrics(metrics).items()]
+        for start in range(0, len(nums), 500):
+            c.log_batch(run_id, metrics=nums[start:start + 500])
+    except BaseException:  # an upload cut short (an error, Ctrl-C, SIGTERM): FAILED, never PENDING forever
+        with contextlib.suppress(Exception):
+            c.finalize_logged_model(lm.model_id, LoggedModelStatus.FAILED)
+        raise
     c.finalize_logged_model(lm.model_id, LoggedModelStatus.READY)
     return lm.model_id
+
+
+def _log_stamped_mlmodel(c, model_id: str, mlmodel_file: Path, run_id: str) -> None:
+    """Upload ``mlmodel_file`` with ``run_id`` (the training run) and ``model_id`` (the LoggedModel) filled in,
+    over the copy just uploaded (``save_model`` wrote it before the LoggedModel existed); the file itself is
+    left as it is."""
+    import tempfile
+
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="pro-mlmodel-") as tmp:
+        mlmodel = Model.load(str(mlmodel_file))
+        mlmodel.run_id, mlmodel.model_id = run_id, model_id
+        mlmodel.save(str(Path(tmp) / "MLmodel"))
+        c.log_model_artifact(model_id, str(Path(tmp) / "MLmodel"))
 
 
 def resolve_version(name: str, *, alias: str | None = None, version: str | int | None = None) -> str:
