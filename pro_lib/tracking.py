@@ -431,9 +431,12 @@ DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 def log_dataset(path: str | Path, *, context: str, name: str | None = None) -> int:
     """Log a data file (or every data file of a folder) to the active run with ``mlflow.data``
-    (source, schema, digest, row count); returns how many were logged. Never fails a stage."""
+    (source, schema, digest, row count; the source a URI a reader can open, :mod:`pro_lib.data_sources`);
+    returns how many were logged. Never fails a stage."""
     import mlflow
     import pandas as pd
+
+    from pro_lib.data_sources import dataset_source
 
     path = Path(path)
     files = sorted(f for f in path.rglob("*") if f.suffix in DATASET_SUFFIXES and f.is_file()
@@ -460,38 +463,6 @@ def log_dataset(path: str | Path, *, context: str, name: str | None = None) -> i
         except Exception as exc:  # noqa: BLE001 - lineage is best effort, the stage's result is not
             log.warning("could not log dataset %s to MLflow: %s", f, exc)
     return done
-
-
-# a KFP pod sees its input artifacts under these mounts of the pipeline root's object store
-KFP_MOUNTS = {"/s3/": "s3://", "/minio/": "s3://", "/gcs/": "gs://"}
-MAX_DATASET_UPLOAD = 16 << 20  # bytes: larger data files keep their path as the source
-
-
-def dataset_source(path: str | Path) -> str:
-    """A data file's source URI, one a reader of the run can open: the object behind a KFP pod's artifact
-    mount (``/s3/b/k`` -> ``s3://b/k``; ``/minio/``: KFP's MinIO, S3 on its endpoint); else, when the active
-    run's artifacts are remote, the file uploaded as a run artifact (``datasets/<folder>/<file>``) and its
-    URI (``s3://...``, or the server's HTTP URL for proxied ``mlflow-artifacts:``); else the local path."""
-    import mlflow
-
-    path = Path(path).resolve()
-    text = str(path)
-    for mount, scheme in KFP_MOUNTS.items():
-        if text.startswith(mount):
-            return scheme + text[len(mount):]
-    if mlflow.active_run() is None:
-        return text
-    root = mlflow.get_artifact_uri()
-    from urllib.parse import urlparse
-
-    if urlparse(root).scheme in ("", "file") or path.stat().st_size > MAX_DATASET_UPLOAD:
-        return text
-    sub = f"datasets/{path.parent.name}"
-    mlflow.log_artifact(text, artifact_path=sub)
-    uri = mlflow.get_artifact_uri(f"{sub}/{path.name}")
-    if uri.startswith("mlflow-artifacts:"):  # proxied by the tracking server: its HTTP route serves the file
-        uri = f"{tracking_uri().rstrip('/')}/api/2.0/mlflow-artifacts/artifacts/{uri.split(':', 1)[1].lstrip('/')}"
-    return uri
 
 
 def log_artifacts(path: str | Path, artifact_path: str | None = None) -> None:

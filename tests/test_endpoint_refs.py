@@ -15,7 +15,7 @@ import pytest
 
 from components import runtime
 from helpers.endpoint import NAMES, build_tiny_endpoint
-from pro_lib import endpoint_refs, registry, serving, tracking
+from pro_lib import data_sources, endpoint_refs, registry, serving, tracking
 from pro_lib.artifacts import EndpointManifest
 from pro_lib.errors import CheckpointError, ConfigError
 
@@ -116,9 +116,9 @@ def test_dataset_sources_are_uris_a_reader_can_open(tmp_path, mlflow_env):
     data = tmp_path / "data" / "eval.jsonl"
     data.parent.mkdir()
     data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
-    assert tracking.dataset_source("/s3/bucket/v2/artifacts/run/data/eval.jsonl") == \
+    assert data_sources.dataset_source("/s3/bucket/v2/artifacts/run/data/eval.jsonl") == \
         "s3://bucket/v2/artifacts/run/data/eval.jsonl"
-    assert tracking.dataset_source("/minio/mlpipeline/v2/artifacts/x/train.jsonl") == \
+    assert data_sources.dataset_source("/minio/mlpipeline/v2/artifacts/x/train.jsonl") == \
         "s3://mlpipeline/v2/artifacts/x/train.jsonl"
     with tracking.stage_run("wic_evaluate") as run:
         tracking.log_dataset(data, context="evaluation")
