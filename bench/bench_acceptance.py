@@ -61,7 +61,8 @@ def next_round(args, kept_recs: dict, pool, sources, suite, orch, out: Path) -> 
     """SFT a fresh copy of the policy on each source's kept samples; evaluate on other held-out prompts."""
     import math
 
-    from pro_lib import wic, wic_eval, wic_offline, wic_rounds
+    from pro_lib import wic
+    from pro_lib.wic import evaluation as wic_eval, rounds as wic_rounds, sft
     from pro_lib.policy import truncate_prompt
     from pro_lib.data import format_source_mix, source_mix
     from pro_lib.pareto import bootstrap_fronts, weight_grid
@@ -70,20 +71,20 @@ def next_round(args, kept_recs: dict, pool, sources, suite, orch, out: Path) -> 
     held = wic_rounds.round_prompts(pool, 2, args.eval_prompts, args.seed, sources=sources)  # not the sampling block
     mix = source_mix(dict(zip(pool, sources))[p] for p in held)
     grid = weight_grid(len(names), 1.0)  # the corners: what the weight response needs
-    opts = wic_offline.SFTOptions(epochs=1.0, learning_rate=args.sft_lr, batch_size=8, max_length=256,
+    opts = sft.SFTOptions(epochs=1.0, learning_rate=args.sft_lr, batch_size=8, max_length=256,
                                   max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, save_steps=10_000)
     z_grid, weighted, info = {}, {}, {}
     baseline = "no SFT (the policy as it was)"
     for src, recs in {baseline: None, **kept_recs}.items():
         pol = wic.WICPolicy.from_pretrained(args.policy)
-        examples = wic_rounds._kept_examples(pol, recs) if recs is not None else []
+        examples = wic_rounds.kept_examples(pol, recs) if recs is not None else []
         if not examples and baseline in weighted:  # nothing kept: this source's next policy is the unchanged one
             z_grid[src], weighted[src], info[src] = z_grid[baseline], weighted[baseline], {"sft_examples": 0}
             continue
         if examples:
             work = out / "next_round" / src
             shutil.rmtree(work, ignore_errors=True)  # a fresh round each run (no resuming another run's SFT)
-            wic_offline.sft_train(pol, examples, opts, work, desc=f"SFT on {src}'s kept samples")
+            sft.sft_train(pol, examples, opts, work, desc=f"SFT on {src}'s kept samples")
         prompts = [truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in held]
         res = wic_eval.evaluate_policy_grid(pol, suite, prompts, grid, max_new_tokens=args.new_tokens, batch_size=16,
                                             orchestrator=orch)
@@ -162,7 +163,8 @@ def main() -> int:
 
     import torch
 
-    from pro_lib import wic, wic_rounds
+    from pro_lib import wic
+    from pro_lib.wic import rounds as wic_rounds
     from pro_lib.policy import truncate_prompt
     from pro_lib.data import format_source_mix, load_prompt_pool, source_mix
     from pro_lib.io import atomic_write_text, write_json
@@ -179,14 +181,14 @@ def main() -> int:
     prompts = [truncate_prompt(pol.tokenizer, p, args.max_prompt_tokens) for p in chosen]
     bars = np.array([np.interp(args.quantile * 100, np.arange(101), pol.score_percentiles[n]) for n in suite.names])
     rules = {
-        "weighted": wic_rounds.SampleOptions(rejection="quantile", quantile=args.quantile, quantile_rule="weighted"),
-        "ric": wic_rounds.SampleOptions(rejection="quantile", quantile=args.quantile, quantile_rule="any"),
+        "weighted": wic_rounds.WICSampleConfig(rejection="quantile", quantile=args.quantile, quantile_rule="weighted"),
+        "ric": wic_rounds.WICSampleConfig(rejection="quantile", quantile=args.quantile, quantile_rule="any"),
     }
     rng = np.random.default_rng(args.seed)
     idx = None
     rows, per_prompt, kept_recs = [], {}, {}
     for src in args.sources.split(","):
-        opts = wic_rounds.SampleOptions(preferences=src, samples_per_prompt=args.samples,
+        opts = wic_rounds.WICSampleConfig(preferences=src, samples_per_prompt=args.samples,
                                         max_new_tokens=args.new_tokens, rejection="none")
         t0 = time.time()
         recs, m = wic_rounds.run_sampling_round(pol, suite, prompts, opts, round_index=1, seed=args.seed,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """CPU speed of the PRO-WIC SmolLM2 stages: SFT tokens/s and generation tokens/s, each option side by side.
 
-SFT arms run the real `pro_lib.wic_offline.sft_train` (trl SFTTrainer) on the same WIC examples (demo prompts with
+SFT arms run the real `pro_lib.wic.sft.sft_train` (trl SFTTrainer) on the same WIC examples (demo prompts with
 weights in context, their preferred responses), the same number of steps, a fresh model each; tokens/s
 counts the real (non-pad) tokens of the examples over the training time. Ratios are against today's
 default path (fp32, full fine-tune, padded batches). Generation arms decode the same prompts greedily with
@@ -78,7 +78,8 @@ def main() -> int:
     import torch
 
     from pro_lib import policy as policy_mod
-    from pro_lib import testing, wic_offline
+    from pro_lib import testing
+    from pro_lib.wic import sft
 
     torch.set_num_threads(args.threads)
     native = policy_mod.cpu_has_native_bf16()
@@ -106,8 +107,8 @@ def main() -> int:
         examples = demo_examples(pol, args.examples)  # the same pairs and weights in every arm
         real_tokens = count_tokens(pol.tokenizer, examples)
         opts = dataclasses.replace(
-            wic_offline.SFTOptions(batch_size=args.batch_size, save_steps=10_000, max_length=384), **change)
-        m = wic_offline.sft_train(pol, examples, opts, work / f"sft-{len(rows)}", desc=label, compact_lm_head=compact)
+            sft.SFTOptions(batch_size=args.batch_size, save_steps=10_000, max_length=384), **change)
+        m = sft.sft_train(pol, examples, opts, work / f"sft-{len(rows)}", desc=label, compact_lm_head=compact)
         base_seconds = base_seconds or m["sft_seconds"]
         tps = real_tokens / m["sft_seconds"]
         rows.append([label, m["sft_steps"], real_tokens, f"{m['sft_seconds']:.1f}", f"{tps:.0f}",

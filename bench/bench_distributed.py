@@ -54,14 +54,14 @@ def timed_reward_model(cfg):
 
 
 def timed_wic_offline(cfg):
-    from pro_lib.wic_offline import train_wic_offline
+    from pro_lib.wic.offline import train_wic_offline
 
     return _timed(train_wic_offline, cfg)
 
 
 # the worker imports these names from this module (StageSpec.config_class)
 from pro_lib.rewards import RewardTrainConfig  # noqa: E402
-from pro_lib.wic_offline import WICOfflineConfig  # noqa: E402
+from pro_lib.wic.offline import WICOfflineConfig  # noqa: E402
 
 
 def _models(root: Path) -> tuple[Path, Path]:

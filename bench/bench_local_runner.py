@@ -124,7 +124,7 @@ def main() -> None:
     import logging
 
     logging.disable(logging.WARNING)
-    from pipelines.cli import run_local
+    from pipelines.runner import run_local
     from pro_lib import tracking
 
     a = pipeline_args(args, work)

@@ -1,6 +1,6 @@
 """Components: PRO-WIC (weights in context) offline SFT, online sampling rounds, online SFT, evaluation.
 
-The stage functions and configs live in pro_lib.wic_offline, pro_lib.wic_rounds and pro_lib.wic_eval
+The stage functions and configs live in pro_lib.wic.offline, pro_lib.wic.rounds and pro_lib.wic.evaluation
 (see components.runtime.STAGES).
 """
 

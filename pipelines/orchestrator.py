@@ -13,7 +13,7 @@ bigger settings in the ``*_config`` dicts (keys = the stage's CLI flags, e.g. ``
 """
 
 import inspect
-from typing import Any, Callable
+from typing import Callable
 
 from kfp import dsl
 
@@ -61,23 +61,35 @@ class PipelineParams(dict):
         return {"name_prefix": self["registered_prefix"], "experiment": self["experiment"]}
 
 
-def pipeline_parameters(*stage_params: tuple[str, type, Any], score_config: dict = DEFAULT_SCORE,
+def stage_config(name: str, stage: str, default: dict) -> tuple[str, type, dict, str]:
+    """A dict pipeline parameter that is ``stage``'s config (its keys: the stage's CLI flags, checked
+    against its config class before a run: pipelines.params.check_stage_configs)."""
+    return (name, dict, default, stage)
+
+
+def pipeline_parameters(*stage_params: tuple, score_config: dict = DEFAULT_SCORE,
                         placement: dict = PLACE) -> Callable:
     """Decorator: give a pipeline body ``body(params: dict)`` the signature KFP builds the pipeline's
     inputs from, in one place for every pipeline: the orchestrator stages' parameters, then
-    ``stage_params`` (``(name, type, default)`` of the pipeline's own stages), then ``promote``,
+    ``stage_params`` (``(name, type, default)`` or :func:`stage_config` of the pipeline's own stages), then
+    ``promote``,
     ``experiment`` (the MLflow experiment of the run's stages; empty: ``$PRO_EXPERIMENT`` or ``pro``),
     ``registered_prefix`` (before every registered name: ``test-`` keeps a trial run off the production
     names and their aliases) and the
     scheduling parameters (``placement``: their defaults); ``score_config``: a pipeline's own default
     for that stage. KFP 2.17 reads the signature with
     ``inspect.signature`` and calls the function positionally; the body receives every argument by name
-    (a :class:`PipelineParams`; stage tasks take ``**params.config("<stage>_config")``)."""
-    spec = [("objectives", list, DEFAULT_OBJECTIVES), ("data_config", dict, DEFAULT_DATA),
-            ("reward_config", dict, DEFAULT_REWARD), ("score_config", dict, score_config),
-            ("orchestrator_config", dict, DEFAULT_ORCHESTRATOR), ("eval_config", dict, DEFAULT_EVAL),
+    (a :class:`PipelineParams`; stage tasks take ``**params.config("<stage>_config")``). The pipeline
+    function's ``stage_configs`` (parameter -> stage) lists its stage-config parameters."""
+    spec = [("objectives", list, DEFAULT_OBJECTIVES), stage_config("data_config", "prepare_data", DEFAULT_DATA),
+            stage_config("reward_config", "train_reward_model", DEFAULT_REWARD),
+            stage_config("score_config", "score_targets", score_config),
+            stage_config("orchestrator_config", "train_orchestrator", DEFAULT_ORCHESTRATOR),
+            stage_config("eval_config", "evaluate_orchestrator", DEFAULT_EVAL),
             *stage_params, ("promote", bool, True), ("experiment", str, ""), ("registered_prefix", str, ""),
             *((k, type(v), v) for k, v in placement.items())]
+    stages = {p[0]: p[3] for p in spec if len(p) == 4}
+    spec = [p[:3] for p in spec]
     sig = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d, annotation=t)
                              for n, t, d in spec])
 
@@ -88,6 +100,7 @@ def pipeline_parameters(*stage_params: tuple[str, type, Any], score_config: dict
             return body(PipelineParams(bound.arguments, {n: d for n, _, d in spec}))
 
         pipeline_func.__signature__ = sig
+        pipeline_func.stage_configs = stages
         for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
             setattr(pipeline_func, attr, getattr(body, attr))
         return pipeline_func

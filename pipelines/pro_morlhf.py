@@ -14,7 +14,7 @@ from kfp import dsl
 
 from components.morlhf import morlhf_evaluate, morlhf_train
 from components.registry import promote_model, register_endpoint, register_model
-from pipelines.orchestrator import add_orchestrator_stages, end_run_on_exit, pipeline_parameters
+from pipelines.orchestrator import add_orchestrator_stages, end_run_on_exit, pipeline_parameters, stage_config
 from pipelines.scheduling import POLICY_PLACEMENT_DEFAULTS as PLACE, Placement
 from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
 
@@ -27,8 +27,8 @@ DEFAULT_MORLHF_EVAL = {"max_prompts": 32, "batch_size": 8}
 @dsl.pipeline(name=PIPELINE_NAME,
               description="PRO-MORLHF: orchestrator pipeline, then RL with prompt-aware weights vs uniform "
                           "weights (MORLHF), evaluation, policy registry")
-@pipeline_parameters(("morlhf_config", dict, DEFAULT_MORLHF), ("morlhf_eval_config", dict, DEFAULT_MORLHF_EVAL),
-                     placement=PLACE)
+@pipeline_parameters(stage_config("morlhf_config", "morlhf_train", DEFAULT_MORLHF),
+                     stage_config("morlhf_eval_config", "morlhf_evaluate", DEFAULT_MORLHF_EVAL), placement=PLACE)
 def pro_morlhf_pipeline(params: dict):
     """``morlhf_config``: MorlhfTrainConfig keys (`pro morlhf train --help`), shared by both methods."""
     promote = params["promote"]

@@ -18,7 +18,8 @@ from kfp import dsl, kubernetes
 from components.judge import judge_evaluate
 from components.registry import promote_model, register_endpoint, register_model
 from components.wic import wic_evaluate, wic_offline_sft, wic_online_sample, wic_online_sft
-from pipelines.orchestrator import DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit, pipeline_parameters
+from pipelines.orchestrator import (DEFAULT_SCORE, add_orchestrator_stages, end_run_on_exit, pipeline_parameters,
+                                    stage_config)
 from pipelines.scheduling import POLICY_PLACEMENT_DEFAULTS as PLACE, Placement
 from pro_lib.judge import SECRET_KEY_FILE
 from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
@@ -26,19 +27,16 @@ from pro_lib.registry import ENDPOINT_MODEL, policy_model_name
 PIPELINE_NAME = "pro-wic"
 # Defaults: the main job (`make demo`) on the shipped demo data with the bundled SmolLM2-135M on 2 CPU
 # cores: targets at tau 0.5 (soft tags, not all corners; the orchestrator and the PRO-WIC tags follow
-# the targets' tau), offline SFT of 1 epoch over 320 training pairs at lr 3e-4 (40 steps: as strong a
-# weight response as 80 steps in docs/results_wic.md; training only the top 8 layers did not learn it),
-# one online round, the weight response on 32 held-out prompts at the corners of the simplex (24 new
-# tokens: the style shows in the first sentence). fp32, full fine-tune, padding-free batches, an empty
-# system turn (SmolLM2's template adds a 21-token default otherwise), trl's LM head on the completion
-# positions only: 1.48x faster SFT steps on a 2-core AVX2 CPU (6.5 s vs 10.6 s in the main job), where
-# bf16 autocast was slower and LoRA gained 1.09x (bench/bench_cpu_training.py). On a GPU pass bigger
-# settings (--set wic_offline_config.bf16=true ...).
+# the targets' tau), offline SFT of 1 epoch over 320 training pairs at lr 3e-4 (40 steps), one online
+# round, the weight response on 32 held-out prompts at the corners of the simplex (24 new tokens: the
+# style shows in the first sentence). fp32, full fine-tune, padding-free batches, an empty system turn
+# (SmolLM2's template adds a 21-token default otherwise), trl's LM head on the completion positions only:
+# the fastest SFT on a 2-core CPU (bench/bench_cpu_training.py). On a GPU pass bigger settings
+# (--set wic_offline_config.bf16=true ...).
 # Each online round's SFT set mixes in 40 of the offline SFT examples (`replay_offline`, as RiC's released code
-# mixes its filtered offline data; the paper follows RiC's implementation): the orchestrator never puts the
-# most weight on helpful for a demo prompt, so a round's kept samples alone taught "helpful-heavy tags ->
-# another style" and took the helpful weight response from +1.54 to +0.19 (one run; in CI to +0.07, interval
-# reaching 0); with the replay it kept +0.88 (docs/results_wic.md, "The online round and the offline replay").
+# mixes its filtered offline data): the orchestrator never puts the most weight on helpful for a demo prompt,
+# so a round's kept samples alone would teach "helpful-heavy tags -> another style". Why these numbers:
+# docs/results_wic.md ("The online round and the offline replay", "The main job in 14 minutes").
 DEFAULT_ONLINE_ROUNDS = 1
 DEFAULT_WIC_SCORE = {**DEFAULT_SCORE, "tau": 0.5}
 DEFAULT_WIC_OFFLINE = {"policy": "smollm2", "epochs": 1.0, "conditioning": "weights",
@@ -67,10 +65,12 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
     @dsl.pipeline(name=PIPELINE_NAME,
                   description=f"PRO-WIC: orchestrator pipeline, offline SFT with weights in context, "
                               f"{online_rounds} online rejection-sampling rounds, Pareto evaluation, policy registry")
-    @pipeline_parameters(("wic_offline_config", dict, DEFAULT_WIC_OFFLINE),
-                         ("wic_sample_config", dict, DEFAULT_WIC_SAMPLE), ("wic_online_config", dict, DEFAULT_WIC_ONLINE),
-                         ("wic_eval_config", dict, DEFAULT_WIC_EVAL), ("judge", bool, False),
-                         ("judge_config", dict, DEFAULT_JUDGE), score_config=DEFAULT_WIC_SCORE, placement=PLACE)
+    @pipeline_parameters(stage_config("wic_offline_config", "wic_offline_sft", DEFAULT_WIC_OFFLINE),
+                         stage_config("wic_sample_config", "wic_online_sample", DEFAULT_WIC_SAMPLE),
+                         stage_config("wic_online_config", "wic_online_sft", DEFAULT_WIC_ONLINE),
+                         stage_config("wic_eval_config", "wic_evaluate", DEFAULT_WIC_EVAL),
+                         ("judge", bool, False), stage_config("judge_config", "judge_evaluate", DEFAULT_JUDGE),
+                         score_config=DEFAULT_WIC_SCORE, placement=PLACE)
     def pro_wic_pipeline(params: dict):
         """``wic_*_config``: the pro_lib.wic stage configs' keys (`pro wic ... --help`)."""
         promote = params["promote"]

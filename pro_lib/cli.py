@@ -16,7 +16,6 @@ import sys
 from importlib.metadata import entry_points
 
 from pro_lib import __version__
-from pro_lib.commands import add_stage, print_metrics as _print_metrics  # noqa: F401 (importable as before)
 from pro_lib.errors import ProError
 
 # Library command modules (pro_lib/commands/), in `pro --help` order: each has ``register(subparsers)``.
@@ -44,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in COMMAND_MODULES:
         importlib.import_module(mod).register(sub)
     for ep in entry_points(group="pro.commands"):
-        if ep.name in sub.choices:  # a library command of that name wins (installed metadata from before
-            continue                # `pro registry` moved into pro_lib/commands still names its plug-in)
+        if ep.name in sub.choices:  # a library command of that name wins (the entry points of an older
+            continue                # install may still name a plug-in for it)
         try:
             register = ep.load()
         except ImportError as exc:  # the platform/ui extras are optional for library users

@@ -108,6 +108,25 @@ def field(default: Any = dataclasses.MISSING, *, help: str = "", choices: list |
     return dataclasses.field(default=default, metadata=meta)
 
 
+def field_like(cls: type, name: str, **changes: Any) -> Any:
+    """A new field with the default, help, choices and range of ``cls``'s field ``name``; ``changes``
+    (``default=``, ``help=``, ``choices=``, ``range=``) sets what differs. An option that several stage
+    configs offer is defined once, in the stage that owns it, and each config still lists all its fields."""
+    (f,) = [f for f in dataclasses.fields(cls) if f.name == name]
+    unknown = set(changes) - {"default", "help", "choices", "range"}
+    if unknown:
+        raise TypeError(f"field_like: unknown change(s) {sorted(unknown)}")
+    kwargs = {k: changes.get(k, f.metadata.get(k)) for k in ("choices", "range")}
+    kwargs["help"] = changes.get("help", f.metadata.get("help", ""))
+    if "default" in changes:
+        kwargs["default"] = changes["default"]
+    elif f.default_factory is not dataclasses.MISSING:
+        kwargs["default_factory"] = f.default_factory
+    else:
+        kwargs["default"] = f.default
+    return field(**kwargs)
+
+
 def _base_type(tp: Any) -> tuple[Any, bool]:
     """Return (inner type, optional?) for X | None annotations."""
     origin = typing.get_origin(tp)
@@ -127,7 +146,7 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
+def coerce_value(cls: type, name: str, value: Any, where: str) -> Any:
     """Coerce a YAML value to the field's type, with an error that names the key."""
     hints = typing.get_type_hints(cls)
     tp, optional = _base_type(hints[name])
@@ -254,7 +273,7 @@ def build_config(cls: type[T], values: dict | None = None, *, where: str = "conf
         name = str(key).replace("-", "_")
         if name not in known:
             raise ConfigError(f"{where}: {unknown_key_message(key, known, what=cls.__name__)}")
-        kwargs[name] = _coerce(cls, name, value, where)
+        kwargs[name] = coerce_value(cls, name, value, where)
     missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:

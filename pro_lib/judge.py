@@ -303,10 +303,10 @@ def judge_eval(cfg: JudgeConfig, *, api_key: str | None = None, client: JudgeCli
 
 def _judge_objectives(cfg: JudgeConfig, client: JudgeClient, rubrics: Mapping[str, str], prompts, policy_answers,
                       ref_answers, records: list[dict], *, suite=None) -> dict:
-    from pro_lib.wic import _load_suite
+    from pro_lib.wic.common import load_suite
 
     if suite is None and cfg.suite:
-        suite = _load_suite(cfg.suite, what="eval judge")
+        suite = load_suite(cfg.suite, what="eval judge")
     names = list(cfg.objectives) or (list(suite.names) if suite is not None else None) or wic_objectives(cfg.policy)
     if not names:
         raise ConfigError("objectives judging needs the objectives: pass --objectives helpful,harmless or --suite")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pro_lib import adapters, soups, testing, wic, wic_offline, wic_rounds
+from pro_lib import adapters, testing, wic
+from pro_lib.wic import sft, soups, offline as wic_offline, rounds as wic_rounds
 from pro_lib.artifacts import AdapterManifest
 from pro_lib.errors import CheckpointError
 
@@ -63,7 +64,7 @@ def test_adapter_round_trip_is_exact_and_full_finetune_is_unchanged(tmp_path):
     base = plain_base(tmp_path / "base")
     examples = [{"prompt": "can you help me ? <W1> 0.80 <W2> 0.20", "completion": "yes i can help"}] * 8
     pol = wic.WICPolicy.from_pretrained(base, objectives=NAMES)
-    wic_offline.sft_train(pol, examples, wic_offline.SFTOptions(**_sft(lora_r=4)), tmp_path / "w")
+    sft.sft_train(pol, examples, sft.SFTOptions(**_sft(lora_r=4)), tmp_path / "w")
     assert adapters.is_peft(pol.model)
     trained = _logits(pol)
     pol.save_pretrained(tmp_path / "saved")
@@ -71,7 +72,7 @@ def test_adapter_round_trip_is_exact_and_full_finetune_is_unchanged(tmp_path):
     assert torch.equal(_logits(again), trained)
     # only the adapter trained: the base's own weights are those of the folder
     full = wic.WICPolicy.from_pretrained(base, objectives=NAMES)
-    wic_offline.sft_train(full, examples, wic_offline.SFTOptions(**_sft()), tmp_path / "w2")
+    sft.sft_train(full, examples, sft.SFTOptions(**_sft()), tmp_path / "w2")
     full.save_pretrained(tmp_path / "full")
     assert (tmp_path / "full" / "config.json").is_file() and not AdapterManifest.exists(tmp_path / "full")
 
@@ -80,8 +81,8 @@ def test_wrong_or_missing_base_is_a_clear_error(tmp_path):
     base = plain_base(tmp_path / "base")
     other = plain_base(tmp_path / "other", seed=1)
     pol = wic.WICPolicy.from_pretrained(base, objectives=NAMES)
-    wic_offline.sft_train(pol, [{"prompt": "help ? <W1> 0.50 <W2> 0.50", "completion": "yes"}] * 4,
-                          wic_offline.SFTOptions(**_sft(lora_r=2)), tmp_path / "w")
+    sft.sft_train(pol, [{"prompt": "help ? <W1> 0.50 <W2> 0.50", "completion": "yes"}] * 4,
+                          sft.SFTOptions(**_sft(lora_r=2)), tmp_path / "w")
     pol.save_pretrained(tmp_path / "adapter")
     with pytest.raises(CheckpointError) as err:
         wic.WICPolicy.from_pretrained(tmp_path / "adapter", base=other)
@@ -98,11 +99,11 @@ def test_online_round_continues_the_adapter_or_merges_it(tmp_path):
     base = plain_base(tmp_path / "base")
     pol = wic.WICPolicy.from_pretrained(base, objectives=NAMES)
     ex = [{"prompt": "help ? <W1> 0.50 <W2> 0.50", "completion": "yes i can help"}] * 4
-    wic_offline.sft_train(pol, ex, wic_offline.SFTOptions(**_sft(lora_r=2)), tmp_path / "w")
+    sft.sft_train(pol, ex, sft.SFTOptions(**_sft(lora_r=2)), tmp_path / "w")
     pol.save_pretrained(tmp_path / "offline")
     before = adapters.adapter_state(tmp_path / "offline")
     on = wic.WICPolicy.from_pretrained(tmp_path / "offline", trainable=True)
-    wic_offline.sft_train(on, ex, wic_offline.SFTOptions(**_sft(lora_r=2)), tmp_path / "w2")
+    sft.sft_train(on, ex, sft.SFTOptions(**_sft(lora_r=2)), tmp_path / "w2")
     on.save_pretrained(tmp_path / "online")
     meta = AdapterManifest.load(tmp_path / "online")
     assert meta.base == str(base.resolve())  # the same base, the adapter trained on
@@ -110,7 +111,7 @@ def test_online_round_continues_the_adapter_or_merges_it(tmp_path):
     assert set(after) == set(before) and any(not torch.equal(before[k], after[k]) for k in before)
     # a full fine-tune (no --lora-r) of an adapter policy merges it first and saves a full model
     full = wic.WICPolicy.from_pretrained(tmp_path / "offline", trainable=True)
-    wic_offline.sft_train(full, ex, wic_offline.SFTOptions(**_sft()), tmp_path / "w3")
+    sft.sft_train(full, ex, sft.SFTOptions(**_sft()), tmp_path / "w3")
     full.save_pretrained(tmp_path / "merged")
     assert (tmp_path / "merged" / "config.json").is_file() and not AdapterManifest.exists(tmp_path / "merged")
 
@@ -148,7 +149,7 @@ def test_one_base_many_adapters(tmp_path):
     for i, name in enumerate(["a1", "a2"]):
         pol = wic.WICPolicy.from_pretrained(base, objectives=NAMES)
         ex = [{"prompt": "help ? <W1> 0.50 <W2> 0.50", "completion": ["yes i can help", "no sorry"][i]}] * 4
-        wic_offline.sft_train(pol, ex, wic_offline.SFTOptions(**_sft(lora_r=2, seed=i)), tmp_path / f"w{i}")
+        sft.sft_train(pol, ex, sft.SFTOptions(**_sft(lora_r=2, seed=i)), tmp_path / f"w{i}")
         pol.save_pretrained(tmp_path / name)
     alone = [_logits(wic.WICPolicy.from_pretrained(tmp_path / n)) for n in ("a1", "a2")]
     adapters.clear_shared()
@@ -202,7 +203,7 @@ def _two_adapters(tmp_path):
     for i, name in enumerate(["a1", "a2"]):
         pol = wic.WICPolicy.from_pretrained(base, objectives=NAMES)
         ex = [{"prompt": pol.condition(["help ?"], [0.5, 0.5])[0], "completion": ["yes i can help", "no sorry"][i]}] * 4
-        wic_offline.sft_train(pol, ex, wic_offline.SFTOptions(**_sft(lora_r=2, seed=i)), tmp_path / f"w{i}")
+        sft.sft_train(pol, ex, sft.SFTOptions(**_sft(lora_r=2, seed=i)), tmp_path / f"w{i}")
         pol.save_pretrained(tmp_path / name)
     return base
 

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from platform_services import FAKE_KEYS, mlflow_env, mlflow_server, s3_endpoint, s3_env  # noqa: F401 (fixtures)
-from pro_lib import packaging, promotion, registry, wic, wic_offline
+from pro_lib import packaging, promotion, registry, wic
+from pro_lib.wic import sft
 from pro_lib.errors import CheckpointError
 from pro_lib.testing import build_plain_lm as plain_base
 
@@ -41,7 +42,7 @@ def test_adapter_version_over_a_registered_base(mlflow_env, s3_endpoint, tmp_pat
     base = plain_base(tmp_path / "base")
     pol = wic.WICPolicy.from_pretrained(base, objectives=NAMES)
     examples = [{"prompt": pol.condition([PROMPT], [0.7, 0.3])[0], "completion": "yes i can help you"}] * 8
-    wic_offline.sft_train(pol, examples, wic_offline.SFTOptions(**_sft(lora_r=2)), tmp_path / "w")
+    sft.sft_train(pol, examples, sft.SFTOptions(**_sft(lora_r=2)), tmp_path / "w")
     pol.save_pretrained(tmp_path / "adapter")
     expected = pol.generate([PROMPT], weights=[0.7, 0.3], max_new_tokens=4)[0]
 

@@ -132,9 +132,9 @@ def test_no_import_cycle_inside_pro_lib():
     assert find_cycles(graph) == []
 
 
-# Function-level imports that would close a cycle (none left after issue 12, phase 2; an entry here
-# must name the change that removes it). The test fails on any other cycle and on a stale entry.
-KNOWN_LAZY_EDGES: set[tuple[str, str]] = set()  # empty since the issue 12 phase 2 splits
+# Function-level imports that would close a cycle (none left; an entry here must name the change that
+# removes it). The test fails on any other cycle and on a stale entry.
+KNOWN_LAZY_EDGES: set[tuple[str, str]] = set()
 
 
 def test_no_import_cycle_through_imports_inside_functions():
@@ -147,7 +147,7 @@ def test_no_import_cycle_through_imports_inside_functions():
     assert find_cycles(pruned) == []
 
 
-MAX_MODULE_LINES = 500  # issue 12: a module of the library reads in one sitting
+MAX_MODULE_LINES = 500  # a module of the library reads in one sitting
 
 
 def test_no_pro_lib_module_over_500_lines():
@@ -334,25 +334,9 @@ def test_no_import_cycle_through_importlib_strings():
 # Imports of another module's private (_underscore) names that exist today, each with why it stays for now.
 # The test fails on a new one and on a stale entry; shrink it, never grow it.
 KNOWN_PRIVATE_IMPORTS: dict[tuple[str, str, str], str] = {
-    **{(m, src, n): "the wic family shares helpers privately: the pro_lib/wic/ package (issue 25 item 3) makes "
-                    "them public inside it; deferred while other issues edit these modules"
-       for m, src, n in [
-           ("pro_lib.soups", "pro_lib.wic", "_load_suite"), ("pro_lib.soups", "pro_lib.wic", "_score"),
-           ("pro_lib.soups", "pro_lib.wic_offline", "_finish_policy"),
-           ("pro_lib.soups", "pro_lib.wic_offline", "_scratch_dir"),
-           ("pro_lib.wic_eval", "pro_lib.wic", "_load_suite"), ("pro_lib.wic_eval", "pro_lib.wic", "_prompt_mix"),
-           ("pro_lib.wic_eval", "pro_lib.wic", "_score"), ("pro_lib.wic_offline", "pro_lib.wic", "_load_suite"),
-           ("pro_lib.wic_offline", "pro_lib.wic", "_score"), ("pro_lib.wic_rounds", "pro_lib.wic", "_load_suite"),
-           ("pro_lib.wic_rounds", "pro_lib.wic", "_prompt_mix"), ("pro_lib.wic_rounds", "pro_lib.wic", "_score"),
-           ("pro_lib.wic_rounds", "pro_lib.wic_offline", "_finish_policy"),
-           ("pro_lib.wic_rounds", "pro_lib.wic_offline", "_scratch_dir")]},
-    **{("pro_lib.promotion", "pro_lib.registry", n): "promotion was split out of registry (issue 12) and still "
-                                                     "uses its MLflow client helpers"
+    **{("pro_lib.promotion", "pro_lib.registry", n): "promotion was split out of registry and still uses its "
+                                                     "MLflow client helpers"
        for n in ("_already_exists", "_client", "_not_found", "_version_info")},
-    ("pipelines.cli", "pro_lib.config", "_coerce"): "--set values are coerced like config fields; pipelines/cli.py "
-                                                     "is being split (issue 25 item 3, deferred)",
-    # arrived with the issue 23 / 29 merges, written before this check existed: make them public
-    ("pro_lib.judge", "pro_lib.wic", "_load_suite"): "the judge loads a reward suite as the wic family does",
 }
 
 
@@ -382,6 +366,23 @@ def test_no_new_imports_of_another_modules_private_names():
     assert not stale, f"remove these from KNOWN_PRIVATE_IMPORTS, they are gone: {sorted(stale)}"
     new = found - set(KNOWN_PRIVATE_IMPORTS)
     assert not new, f"imports of another module's private names (make the name public or move it): {sorted(new)}"
+
+
+def test_wic_configs_live_beside_their_trainers():
+    """pro_lib/wic: a stage's config dataclass is in <stage>_config.py beside the trainer module (trl's layout),
+    never in the trainer module itself, and every *_config.py has its trainer (tests/test_wic_configs.py checks
+    the classes: one per stage, at most SFTOptions below it)."""
+    wic = PRO_LIB / "wic"
+    bad = []
+    for path in sorted(wic.glob("*.py")):
+        configs = [n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.ClassDef)
+                   and any("dataclass" in ast.unparse(d) for d in n.decorator_list)]
+        if path.stem.endswith("_config"):
+            if not (wic / f"{path.stem.removesuffix('_config')}.py").is_file():
+                bad.append(f"{rel(path)} has no trainer module beside it")
+        elif configs:
+            bad.append(f"{rel(path)} defines {configs}: move them to {path.stem}_config.py")
+    assert not bad, bad
 
 
 def test_no_test_module_imports_another():

@@ -101,7 +101,7 @@ def test_submit_without_host_outside_a_cluster(tmp_path, monkeypatch, capsys):
 # -- item 7: bad values accepted silently -------------------------------------------------------------
 
 def test_nan_reference_refused(capsys):
-    from pro_lib.wic_eval import WICEvalConfig
+    from pro_lib.wic.evaluation import WICEvalConfig
 
     assert main(["wic", "eval", "--policy", "p", "--reference", "nan,-2"]) == 2
     line = one_line_error(capsys)
@@ -162,4 +162,8 @@ def test_nested_set_keys_checked_before_submit_or_run(monkeypatch, capsys):
     assert main(["pipeline", "run", "--local", "orchestrator", "--set", "reward_config.epochs.x=1"]) == 2
     assert "is not a dict" in one_line_error(capsys)
     assert not calls
-    pcli.check_stage_configs({"reward_config": {"epochs": 2, "limit": "null"}, "gpu_node_selector": {"a": "b"}})
+    from pipelines.orchestrator import orchestrator_pipeline
+    from pipelines.params import check_stage_configs, stage_configs
+
+    check_stage_configs({"reward_config": {"epochs": 2, "limit": "null"}, "gpu_node_selector": {"a": "b"}},
+                        stage_configs(orchestrator_pipeline))

@@ -128,11 +128,11 @@ def test_objective_names_that_are_paths_are_refused_everywhere(bad, tmp_path, pa
 
 def test_pipeline_objectives_parameter_is_checked_before_a_run():
     pytest.importorskip("kfp")
-    from pipelines.cli import check_stage_configs
+    from pipelines.params import check_stage_configs
 
-    check_stage_configs({"objectives": ["helpful=helpful", "harmless"]})
+    check_stage_configs({"objectives": ["helpful=helpful", "harmless"]}, {})
     with pytest.raises(ConfigError, match="pipeline parameter objectives"):
-        check_stage_configs({"objectives": ["helpful", "../../evil=x"]})
+        check_stage_configs({"objectives": ["helpful", "../../evil=x"]}, {})
 
 
 def test_endpoint_never_copies_outside_its_folder(tmp_path, tiny_encoder_dir):
@@ -224,8 +224,8 @@ def test_numeric_flags_out_of_range_stop_at_parse_time(argv, flag, valid, capsys
 
 
 def test_yaml_and_python_configs_are_range_checked_too(tmp_path):
-    from pro_lib.wic_offline import WICOfflineConfig
-    from pro_lib.wic_rounds import WICOnlineLoopConfig
+    from pro_lib.wic.offline import WICOfflineConfig
+    from pro_lib.wic.rounds import WICOnlineLoopConfig
 
     with pytest.raises(ConfigError, match="key 'batch_size'.*>= 1"):
         build_config(WICOfflineConfig, {"batch_size": 0})

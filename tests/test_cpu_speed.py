@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pro_lib import policy as pol_mod
-from pro_lib import testing, wic, wic_offline
+from pro_lib import testing, wic
+from pro_lib.wic import offline as wic_offline
 
 
 def test_padding_free_batch_gives_the_padded_batch_loss(tmp_path):

@@ -183,10 +183,10 @@ def _run_sft(policy, pairs_file, targets, out, plan, tmp_path):
            "max_steps": 4, "batch_size": 8, "learning_rate": 1e-3, "max_length": 48, "save_steps": 2}
     if plan is None:
         from pro_lib.config import build_config
-        from pro_lib.wic_offline import WICOfflineConfig, train_wic_offline
+        from pro_lib.wic.offline import WICOfflineConfig, train_wic_offline
 
         return train_wic_offline(build_config(WICOfflineConfig, cfg))
-    return run_stage_distributed(_spec("wic_offline_sft", "pro_lib.wic_offline", "train_wic_offline",
+    return run_stage_distributed(_spec("wic_offline_sft", "pro_lib.wic.offline", "train_wic_offline",
                                        "WICOfflineConfig", cfg), plan, work_dir=tmp_path / "work-sft")
 
 

@@ -237,7 +237,8 @@ def test_stale_lock_of_a_killed_run_is_named_and_taken_over(tmp_path, inputs, ca
 
 
 def test_every_training_stage_takes_the_output_lock():
-    from pro_lib import morlhf, orchestrator, rewards, soups, wic_offline, wic_rounds
+    from pro_lib import morlhf, orchestrator, rewards
+    from pro_lib.wic import soups, offline as wic_offline, rounds as wic_rounds
 
     for fn in (rewards.train_reward_model, orchestrator.train_orchestrator, wic_offline.train_wic_offline,
                wic_rounds.train_wic_online, wic_rounds.wic_online, soups.train_soups, morlhf.train_morlhf):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from components import runtime
-from pipelines import cli as pcli
+from pipelines.runner import PIPELINE_DIR
 from pro_lib import registry, tracking
 from pro_lib.errors import ConfigError
 
@@ -58,7 +58,7 @@ def test_a_prefixed_trial_run_leaves_the_production_aliases_alone(tmp_path, mlfl
 
 @pytest.mark.parametrize("name", ["orchestrator", "pro_wic", "pro_morlhf"])
 def test_every_task_gets_the_runs_experiment_and_registry_tasks_the_prefix(name):
-    spec = next(yaml.safe_load_all((pcli.PIPELINE_DIR / f"{name}.yaml").read_text()))
+    spec = next(yaml.safe_load_all((PIPELINE_DIR / f"{name}.yaml").read_text()))
     root = spec["root"]["inputDefinitions"]["parameters"]
     assert root["experiment"]["defaultValue"] == "" and root["registered_prefix"]["defaultValue"] == ""
     dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]

@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from components import runtime
-from pipelines import cli as pcli
+from pipelines import load_pipeline
+from pipelines.params import stage_configs
+from pipelines.runner import PIPELINE_DIR
 
 PREFIX = "pipelinechannel--"
 
@@ -67,8 +69,8 @@ WIC_OVERRIDES = {"wic_offline_sft": {"data": ["d/train.jsonl"], "targets": "t", 
 
 def test_a_partial_stage_config_merges_with_the_pipeline_defaults_each_way(tmp_path, monkeypatch):
     from pipelines.pro_wic import DEFAULT_WIC_OFFLINE, DEFAULT_WIC_ONLINE
-    from pro_lib.wic_offline import WICOfflineConfig
-    from pro_lib.wic_rounds import WICOnlineConfig
+    from pro_lib.wic.offline import WICOfflineConfig
+    from pro_lib.wic.rounds import WICOnlineConfig
 
     # the pipeline's defaults differ from the dataclass's: a fallback to the dataclass would show
     assert DEFAULT_WIC_OFFLINE["learning_rate"] != WICOfflineConfig.learning_rate
@@ -81,7 +83,7 @@ def test_a_partial_stage_config_merges_with_the_pipeline_defaults_each_way(tmp_p
         "--set": _submitted(monkeypatch, ["--set", "wic_offline_config.epochs=2",
                                           "--set", "wic_online_config.learning_rate=1.0e-5"]),
         # kfp.Client(arguments=...) or the KFP UI with the committed YAML: the partial dicts, verbatim
-        "kfp.Client": (next(yaml.safe_load_all((pcli.PIPELINE_DIR / "pro_wic.yaml").read_text())),
+        "kfp.Client": (next(yaml.safe_load_all((PIPELINE_DIR / "pro_wic.yaml").read_text())),
                        {"wic_offline_config": {"epochs": 2}, "wic_online_config": {"learning_rate": 1e-5}}),
     }
     assert ways["--params-file"][1]["wic_offline_config"] == {"epochs": 2}  # verbatim: the merge is not here
@@ -100,7 +102,7 @@ def test_a_partial_stage_config_merges_with_the_pipeline_defaults_each_way(tmp_p
 def test_every_stage_task_carries_its_pipeline_parameters_default(name):
     """One source of truth: each config stage's compiled ``defaults`` input is the default of the pipeline
     parameter its ``config`` input comes from (pipelines/*.py), in the committed YAML."""
-    spec = next(yaml.safe_load_all((pcli.PIPELINE_DIR / f"{name}.yaml").read_text()))
+    spec = next(yaml.safe_load_all((PIPELINE_DIR / f"{name}.yaml").read_text()))
     root = spec["root"]["inputDefinitions"]["parameters"]
     checked = set()
     for task in _tasks(spec):
@@ -110,7 +112,7 @@ def test_every_stage_task_carries_its_pipeline_parameters_default(name):
         param = params["config"]["componentInputParameter"].removeprefix(PREFIX)
         assert params["defaults"]["runtimeValue"]["constant"] == root[param]["defaultValue"], (name, param)
         checked.add(param)
-    assert checked == {p for p in pcli.STAGE_CONFIG_PARAMS if p in root}
+    assert checked == set(stage_configs(load_pipeline(name)))  # the stage configs the pipeline's file declares
 
 
 def test_merge_keys_and_nulls():

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from pipelines import PIPELINES
-from pipelines import cli as pcli
+from pipelines.params import parse_sets, pipeline_defaults
+from pipelines.report import print_weight_response, weight_response_of_run
+from pipelines.runner import compile_pipeline, same_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,10 +63,10 @@ def _tasks(dag, components, out=None):
 
 @pytest.mark.parametrize("name", list(PIPELINES))
 def test_committed_yaml_is_up_to_date(name, tmp_path):
-    fresh = pcli.compile_pipeline(name, tmp_path / f"{name}.yaml").read_text()
+    fresh = compile_pipeline(name, tmp_path / f"{name}.yaml").read_text()
     committed = REPO / "pipelines" / f"{name}.yaml"
     assert committed.is_file(), f"run `pro pipeline compile {name}` and commit {committed}"
-    assert pcli.same_spec(committed.read_text(), fresh), f"{committed} is stale: run `pro pipeline compile`"
+    assert same_spec(committed.read_text(), fresh), f"{committed} is stale: run `pro pipeline compile`"
 
 
 @pytest.mark.parametrize("name", list(PIPELINES))
@@ -146,7 +148,7 @@ def test_orchestrator_graph_and_typed_artifacts():
 
 
 def test_wic_rounds_shape_the_graph(tmp_path):
-    spec = list(yaml.safe_load_all(pcli.compile_pipeline("pro_wic", tmp_path / "w.yaml", online_rounds=3)
+    spec = list(yaml.safe_load_all(compile_pipeline("pro_wic", tmp_path / "w.yaml", online_rounds=3)
                                    .read_text()))[0]
     names = _body(spec)
     assert {"register-endpoint", "promote-model-3"} <= set(names)  # the pro-endpoint and its promotion
@@ -155,7 +157,7 @@ def test_wic_rounds_shape_the_graph(tmp_path):
 
 
 def test_compile_image_option_sets_default(tmp_path):
-    out = pcli.compile_pipeline("orchestrator", tmp_path / "o.yaml", image="registry.local/pro:dev")
+    out = compile_pipeline("orchestrator", tmp_path / "o.yaml", image="registry.local/pro:dev")
     spec = list(yaml.safe_load_all(out.read_text()))[0]
     assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == "registry.local/pro:dev"
 
@@ -164,16 +166,16 @@ def test_parse_sets_merges_into_dict_defaults():
     from pipelines.orchestrator import orchestrator_pipeline
     from pro_lib.errors import ConfigError
 
-    defaults = pcli.pipeline_defaults(orchestrator_pipeline)
-    args = pcli.parse_sets(["reward_config.epochs=0.5", "objectives=[helpful, harmless]", "promote=false",
+    defaults = pipeline_defaults(orchestrator_pipeline)
+    args = parse_sets(["reward_config.epochs=0.5", "objectives=[helpful, harmless]", "promote=false",
                             "reward_config.limit=null"], defaults)
     assert args["objectives"] == ["helpful", "harmless"] and args["promote"] is False
     assert args["reward_config"]["epochs"] == 0.5 and args["reward_config"]["limit"] == "null"
     assert args["reward_config"]["base_model"] == "minilm"   # other keys keep their defaults
     with pytest.raises(ConfigError, match="unknown pipeline parameter 'nope'"):
-        pcli.parse_sets(["nope=1"], defaults)
+        parse_sets(["nope=1"], defaults)
     with pytest.raises(ConfigError, match="not a dict"):
-        pcli.parse_sets(["image.tag=1"], defaults)
+        parse_sets(["image.tag=1"], defaults)
 
 
 def test_submit_uses_kfp_client(monkeypatch, capsys):
@@ -231,8 +233,8 @@ def test_pro_wic_run_prints_the_weight_response_of_its_evaluation(tmp_path, caps
     with tracking.pipeline_run("pro_wic", {}) as parent:
         with tracking.stage_run("wic_evaluate", {}):
             tracking.log_artifacts(tmp_path / "eval.json", "wic_evaluate")
-    assert pcli.weight_response_of_run(parent)["bootstrap"] == ev["bootstrap"]
-    pcli._print_weight_response(parent)
+    assert weight_response_of_run(parent)["bootstrap"] == ev["bootstrap"]
+    print_weight_response(parent)
     out = capsys.readouterr().out
     assert "helpful" in out and "+0.800   [+0.400, +1.200]   yes" in out
     assert "humor" in out and "NO (interval reaches 0)" in out and "not every interval is above 0" in out

@@ -56,7 +56,7 @@ def test_main_job_trains_a_policy_that_follows_its_weights(tmp_path, monkeypatch
     import json
     import shutil
 
-    from pipelines.cli import weight_response_of_run
+    from pipelines.report import weight_response_of_run
 
     home = Path(os.environ["PRO_DEMO_STORE"]) if os.environ.get("PRO_DEMO_STORE") else tmp_path / ".pro"
     if home.exists():

@@ -12,7 +12,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from pipelines.cli import _print_where_to_look, run_local
+from pipelines.report import print_summary
+from pipelines.runner import run_local
 from pipelines.progress import StageReport
 from pro_lib import registry, tracking
 
@@ -59,7 +60,7 @@ def test_orchestrator_pipeline_local_run(tmp_path, tiny_encoder_dir, tiny_reward
     assert re.search(r"= train-reward-model \[humor\] +done .*accuracy \d\.\d{3}", shown.getvalue())
     assert re.search(r"= evaluate-orchestrator +done .*MSE ratio vs best fixed \d\.\d{3}", shown.getvalue())
     capsys.readouterr()
-    _print_where_to_look({**summary, "log": str(tmp_path / "run.log")})   # what follows the stage lines
+    print_summary({**summary, "log": str(tmp_path / "run.log")})   # what follows the stage lines
     table = capsys.readouterr().out
     assert f"full log:        {tmp_path / 'run.log'}" in table and "pro-orchestrator" in table
     assert len(shown.getvalue().splitlines()) + len(table.splitlines()) < MAX_LINES, shown.getvalue() + table

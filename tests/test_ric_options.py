@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from pro_lib import testing, wic_offline, wic_rounds
+from pro_lib import testing
+from pro_lib.wic import offline as wic_offline, rounds as wic_rounds
 from helpers.wic import NAMES, make_suite
 
 

@@ -64,7 +64,8 @@ def test_sample_is_seeded_random_and_independent_of_file_order():
 
 
 def test_wic_eval_prompt_sample_holds_every_source(tmp_path, mixed_split):
-    from pro_lib import testing, wic_eval
+    from pro_lib import testing
+    from pro_lib.wic import evaluation as wic_eval
     from helpers.wic import NAMES, make_suite
 
     policy = testing.build_tiny_policy(tmp_path / "policy", NAMES)
@@ -81,7 +82,7 @@ def test_wic_eval_prompt_sample_holds_every_source(tmp_path, mixed_split):
 
 
 def test_wic_online_rounds_hold_every_source(tmp_path, mixed_split):
-    from pro_lib import wic_rounds
+    from pro_lib.wic import rounds as wic_rounds
 
     pool, sources = load_prompt_pool([str(mixed_split)])
     by_prompt = dict(zip(pool, sources))
@@ -118,7 +119,8 @@ def test_morlhf_train_and_eval_prompt_samples_hold_every_source(tmp_path, mixed_
 
 
 def test_wic_offline_subset_is_stratified(tmp_path, mixed_split):
-    from pro_lib import testing, wic_offline
+    from pro_lib import testing
+    from pro_lib.wic import offline as wic_offline
     from helpers.wic import NAMES, make_suite
 
     policy = testing.build_tiny_policy(tmp_path / "policy", NAMES)

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from pro_lib import soups, testing, wic, wic_eval
+from pro_lib import testing, wic
+from pro_lib.wic import soups, evaluation as wic_eval
 from pro_lib.errors import ConfigError
 from helpers.wic import NAMES, StandInOrchestrator, make_suite
 

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from pro_lib import testing, wic, wic_eval, wic_offline, wic_rounds
+from pro_lib import testing, wic
+from pro_lib.wic import evaluation as wic_eval, offline as wic_offline, rounds as wic_rounds, sft
 from pro_lib.errors import ConfigError, DataError
 
 from helpers.wic import NAMES, StandInOrchestrator, make_suite, write_tiny_pairs  # noqa: F401 (re-exported)
@@ -203,20 +204,20 @@ def test_rejection_rules():
     z = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [-1.0, -1.0]])
     w = np.array([[1.0, 0.0], [1.0, 0.0], [0.5, 0.5], [0.5, 0.5]])
     groups = np.array([0, 0, 1, 1])
-    opts = wic_rounds.SampleOptions(quantile=0.5, quantile_rule="weighted")
+    opts = wic_rounds.WICSampleConfig(quantile=0.5, quantile_rule="weighted")
     assert wic_rounds.rejection_mask(z, w, groups, opts).tolist() == [True, False, True, False]
-    opts = wic_rounds.SampleOptions(quantile=0.7, quantile_rule="any")
+    opts = wic_rounds.WICSampleConfig(quantile=0.7, quantile_rule="any")
     assert wic_rounds.rejection_mask(z, w, groups, opts).tolist() == [True, True, False, False]
-    opts = wic_rounds.SampleOptions(quantile=0.5, quantile_rule="all")
+    opts = wic_rounds.WICSampleConfig(quantile=0.5, quantile_rule="all")
     assert wic_rounds.rejection_mask(z, w, groups, opts).tolist() == [False, False, True, False]
-    opts = wic_rounds.SampleOptions(rejection="topk", top_k=1)
+    opts = wic_rounds.WICSampleConfig(rejection="topk", top_k=1)
     assert wic_rounds.rejection_mask(z, w, groups, opts).tolist() == [True, False, True, False]
-    assert wic_rounds.rejection_mask(z, w, groups, wic_rounds.SampleOptions(rejection="none")).all()
+    assert wic_rounds.rejection_mask(z, w, groups, wic_rounds.WICSampleConfig(rejection="none")).all()
     # fixed bars (the offline data's quantiles): acceptance depends on the samples, not on the batch
     bars = np.array([0.6, 0.6])
-    opts = wic_rounds.SampleOptions(quantile_rule="weighted")
+    opts = wic_rounds.WICSampleConfig(quantile_rule="weighted")
     assert wic_rounds.rejection_mask(z, w, groups, opts, bars).tolist() == [True, False, False, False]
-    any_rule = wic_rounds.SampleOptions(quantile_rule="any")
+    any_rule = wic_rounds.WICSampleConfig(quantile_rule="any")
     assert wic_rounds.rejection_mask(z, w, groups, any_rule, bars).tolist() == [True, True, False, False]
 
 
@@ -343,13 +344,13 @@ def test_kfp_halves_and_the_loop_run_the_same_round(tmp_path, pairs_file):
     base = testing.build_tiny_policy(tmp_path / "base", NAMES)
     sampling = dict(policy=str(base), data=[str(pairs_file)], prompts_per_round=4, samples_per_prompt=2,
                     max_new_tokens=4, preferences="dirichlet", rejection="topk", max_prompt_tokens=4, seed=3)
-    sft = {**_sft(), "batch_size": 1}  # 4 steps: the order of the kept samples (the SFT seed) matters
-    wic_rounds.wic_online(wic_rounds.WICOnlineLoopConfig(**sampling, **sft, rounds=1,
+    sft_kw = {**_sft(), "batch_size": 1}  # 4 steps: the order of the kept samples (the SFT seed) matters
+    wic_rounds.wic_online(wic_rounds.WICOnlineLoopConfig(**sampling, **sft_kw, rounds=1,
                                                          output_dir=str(tmp_path / "loop")), suite=suite)
     wic_rounds.sample_online_round(wic_rounds.WICSampleConfig(**sampling, round_index=1,
                                                               output_dir=str(tmp_path / "sampled")), suite=suite)
     wic_rounds.train_wic_online(wic_rounds.WICOnlineConfig(policy=str(base), samples=[str(tmp_path / "sampled")],
-                                                           seed=3, output_dir=str(tmp_path / "kfp"), **sft))
+                                                           seed=3, output_dir=str(tmp_path / "kfp"), **sft_kw))
 
     def samples(path):
         rows = [json.loads(line) for line in path.read_text().splitlines()]
@@ -396,9 +397,9 @@ def test_offline_tags_follow_the_targets_tau(tmp_path, pairs_file):
     assert pol.tag_max == expected < 1.0
     assert f"<W1> {expected:.2f} <W2> {1 - expected:.2f}" in pol.condition(["hi"], [1.0, 0.0])[0]
     # the online round's SFT examples carry the tags their samples were generated with
-    from pro_lib.wic_rounds import _kept_examples
+    from pro_lib.wic.rounds import kept_examples
 
-    ex = _kept_examples(pol, [{"prompt": "hi", "response": "ok", "weights": [1.0, 0.0], "kept": True}])
+    ex = kept_examples(pol, [{"prompt": "hi", "response": "ok", "weights": [1.0, 0.0], "kept": True}])
     assert ex[0]["prompt"] == pol.condition(["hi"], [1.0, 0.0])[0]
 
 
@@ -466,14 +467,14 @@ def test_trainable_layers_trains_only_the_top_layers(tmp_path):
     pol = wic.WICPolicy.from_pretrained(path)
     before = {n: p.detach().clone() for n, p in pol.model.named_parameters()}
     examples = [{"prompt": pol.condition(["can you help me ?"], [0.8, 0.2])[0], "completion": "sure , here it is"}] * 8
-    opts = wic_offline.SFTOptions(epochs=1.0, batch_size=4, learning_rate=1e-2, trainable_layers=1, save_steps=1000)
-    out = wic_offline.sft_train(pol, examples, opts, tmp_path / "work")
+    opts = sft.SFTOptions(epochs=1.0, batch_size=4, learning_rate=1e-2, trainable_layers=1, save_steps=1000)
+    out = sft.sft_train(pol, examples, opts, tmp_path / "work")
     assert out["sft_steps"] == 2
     moved = {n for n, p in pol.model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert moved and all(n.startswith(("model.layers.1.", "model.norm")) for n in moved), sorted(moved)
     assert any(n.startswith("model.layers.1.") for n in moved)
     assert all(p.requires_grad for p in pol.model.parameters())
     with pytest.raises(ConfigError, match="has 2 layers"):
-        wic_offline.sft_train(pol, examples, dataclasses.replace(opts, trainable_layers=3), tmp_path / "w2")
+        sft.sft_train(pol, examples, dataclasses.replace(opts, trainable_layers=3), tmp_path / "w2")
     with pytest.raises(ConfigError, match="pass one of them"):
-        wic_offline.sft_train(pol, examples, dataclasses.replace(opts, lora_r=4), tmp_path / "w3")
+        sft.sft_train(pol, examples, dataclasses.replace(opts, lora_r=4), tmp_path / "w3")

@@ -7,7 +7,8 @@ import json
 import pytest
 import yaml
 
-from pro_lib import testing, wic_eval, wic_offline, wic_rounds
+from pro_lib import testing
+from pro_lib.wic import evaluation as wic_eval, offline as wic_offline, rounds as wic_rounds
 from pro_lib.cli import main
 
 NAMES = ["helpful", "harmless"]
@@ -56,7 +57,7 @@ def test_shipped_configs_build():
     repo = Path(__file__).resolve().parents[1]
     files = sorted((repo / "configs").glob("wic*.yaml"))
     assert files, "configs/wic*.yaml are missing"
-    from pro_lib.soups import SoupsTrainConfig
+    from pro_lib.wic.soups import SoupsTrainConfig
 
     classes = {"offline": wic_offline.WICOfflineConfig, "ric_offline": wic_offline.RiCOfflineConfig,
                "soups": SoupsTrainConfig, "online": wic_rounds.WICOnlineLoopConfig,

@@ -35,7 +35,8 @@ def test_smollm2_wic_follows_its_weights(tmp_path):
     HH = shared_file("hh-rlhf/helpful-base_test.jsonl.gz")
     import torch
 
-    from pro_lib import wic, wic_offline
+    from pro_lib import wic
+    from pro_lib.wic import offline as wic_offline
     from pro_lib.policy import truncate_prompt
     from pro_lib.data import load_pairs
     from pro_lib.suite import RewardSuite

@@ -51,41 +51,42 @@ def _show_eval(cfg, m):
 
 
 def register(subparsers) -> None:
-    from pro_lib import wic, wic_eval, wic_offline, wic_rounds
+    from pro_lib import wic
+    from pro_lib.wic import evaluation, offline, rounds
     from pro_lib.commands import add_stage
 
     p = subparsers.add_parser("wic", help="PRO-WIC: weights in context (offline SFT, online rounds, Pareto eval)",
                               description=(wic.__doc__ or "").split("\n\n")[0])
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add_stage(s, "offline", wic_offline.WICOfflineConfig, wic_offline.train_wic_offline,
+    add_stage(s, "offline", offline.WICOfflineConfig, offline.train_wic_offline,
               "offline stage: SFT on preferred responses with w* in the prompt (Eq. 10)", after=_show_policy)
-    add_stage(s, "online", wic_rounds.WICOnlineLoopConfig, wic_rounds.wic_online,
+    add_stage(s, "online", rounds.WICOnlineLoopConfig, rounds.wic_online,
               "online stage: E rounds of orchestrator weights -> samples -> rejection -> SFT (Eq. 11)",
               after=_show_online)
-    add_stage(s, "sample", wic_rounds.WICSampleConfig, wic_rounds.sample_online_round,
+    add_stage(s, "sample", rounds.WICSampleConfig, rounds.sample_online_round,
               "one online round's sampling half (weights, samples, scores, rejection)")
-    add_stage(s, "sft", wic_rounds.WICOnlineConfig, wic_rounds.train_wic_online,
+    add_stage(s, "sft", rounds.WICOnlineConfig, rounds.train_wic_online,
               "one online round's SFT half (fine-tune on kept samples)", after=_show_policy)
-    add_stage(s, "eval", wic_eval.WICEvalConfig, wic_eval.evaluate_wic,
+    add_stage(s, "eval", evaluation.WICEvalConfig, evaluation.evaluate_wic,
               "weight-grid sweep on held-out prompts: Pareto fronts (CSV, PNG), equal-weight table, hypervolume",
               after=_show_eval)
 
     p = subparsers.add_parser("ric", help="RiC baselines: rewards-in-context offline SFT, online with random preferences",
                               description="Rewards-in-Context (RiC) baselines on the same machinery as PRO-WIC.")
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add_stage(s, "offline", wic_offline.RiCOfflineConfig, wic_offline.train_wic_offline,
+    add_stage(s, "offline", offline.RiCOfflineConfig, offline.train_wic_offline,
               "RiC offline: SFT with the responses' own rewards in the prompt", after=_show_policy)
-    add_stage(s, "online", wic_rounds.RiCOnlineConfig, wic_rounds.wic_online,
+    add_stage(s, "online", rounds.RiCOnlineConfig, rounds.wic_online,
               "RiC online: E rounds with random preferences (RiC grid or Dirichlet)", after=_show_online)
 
-    from pro_lib import soups
+    from pro_lib.wic import soups
 
     p = subparsers.add_parser("soups", help="Rewarded Soups baseline: one expert per objective, interpolated at test time",
                               description=(soups.__doc__ or "").split("\n\n")[0])
     s = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     add_stage(s, "train", soups.SoupsTrainConfig, soups.train_soups,
               "train one expert per objective (SFT on the responses that objective scores higher)")
-    add_stage(s, "eval", wic_eval.WICEvalConfig, wic_eval.evaluate_wic,
+    add_stage(s, "eval", evaluation.WICEvalConfig, evaluation.evaluate_wic,
               "weight-grid sweep of soups (and WIC policies) on held-out prompts: the same fronts and hypervolume "
               "as `pro wic eval`", after=_show_eval)
 

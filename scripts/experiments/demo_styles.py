@@ -7,7 +7,7 @@ styled reply opens with a fixed sentence per style, so that which style to use i
 tokens that are the same across prompts and that only the tags predict.
 
 Scores come from keyword functions (no reward-model training), tags are w* = softmax(z / tau) of those
-scores through the real offline stage (pro_lib.wic_offline.train_wic_offline). After SFT, the policy
+scores through the real offline stage (pro_lib.wic.offline.train_wic_offline). After SFT, the policy
 generates on held-out demo prompts at each corner of the simplex; the weight response of objective k
 is the mean score k at corner k minus the mean score k at the other corners (95% bootstrap interval
 over prompts).
@@ -125,7 +125,8 @@ def main():
     BODY_WORDS, OPENER_EXAMPLES = args.body_words, args.opener_examples
     import torch
 
-    from pro_lib import wic, wic_offline
+    from pro_lib import wic
+    from pro_lib.wic import offline as wic_offline
     from pro_lib.data import demo_data_path
     from pro_lib.suite import RewardSuite
 

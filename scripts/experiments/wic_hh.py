@@ -48,10 +48,10 @@ def main() -> int:
 
     import torch
 
-    from pro_lib import wic_eval, wic_offline, wic_rounds
+    from pro_lib.wic import evaluation as wic_eval, offline as wic_offline, rounds as wic_rounds
     from pro_lib.config import build_config, load_yaml_config
     from pro_lib.io import read_json
-    from pro_lib.soups import SoupsTrainConfig, train_soups
+    from pro_lib.wic.soups import SoupsTrainConfig, train_soups
 
     torch.set_num_threads(args.threads)
     hh, out = Path(args.hh), Path(args.out)

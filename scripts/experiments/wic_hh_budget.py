@@ -39,7 +39,7 @@ def main() -> int:
     ap.add_argument("--force", action="store_true", help="redo the budgets that run")
     args = ap.parse_args()
 
-    from pro_lib import wic_eval, wic_offline
+    from pro_lib.wic import evaluation as wic_eval, offline as wic_offline
     from pro_lib.config import build_config, load_yaml_config
     from pro_lib.data import format_source_mix
     from pro_lib.errors import ConfigError

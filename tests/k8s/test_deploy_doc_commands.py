@@ -98,7 +98,7 @@ def test_every_documented_kustomize_folder_renders(render):
 
 
 def test_every_documented_pro_command_parses_and_builds_its_arguments(monkeypatch):
-    from pipelines.cli import _pipeline_args
+    from pipelines.params import pipeline_arguments
     from pro_lib.cli import attach_negative_values, build_parser
 
     monkeypatch.chdir(REPO)   # the page's paths are relative to the repository
@@ -111,7 +111,7 @@ def test_every_documented_pro_command_parses_and_builds_its_arguments(monkeypatc
         except SystemExit:
             pytest.fail(f"docs/deploy.md: `pro {' '.join(argv)}` does not parse")
         if argv[:2] == ["pipeline", "submit"]:
-            _pipeline_args(args, args.name)   # params file and --set checked against the pipeline
+            pipeline_arguments(args.name, args.set, args.params_file)   # params file and --set checked against the pipeline
 
 
 def test_every_documented_script_exists_and_parses():

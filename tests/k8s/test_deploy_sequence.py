@@ -278,15 +278,13 @@ def test_documented_cpu_parameters_parse_and_compile(pipeline, params, tmp_path)
     commands = _commands("kind")
     assert any(f"--params-file k8s/overlays/local/{params} {pipeline}" in c for c in commands) or \
         f"--params-file k8s/overlays/local/{params} {pipeline}" in _section()
-    from argparse import Namespace
-
     from kfp import compiler
 
     from pipelines import load_pipeline
-    from pipelines.cli import _pipeline_args
+    from pipelines.params import pipeline_arguments
 
     path = REPO / "k8s" / "overlays" / "local" / params
-    arguments = _pipeline_args(Namespace(params_file=str(path), set=[]), pipeline)
+    arguments = pipeline_arguments(pipeline, [], str(path))
     assert arguments["gpu_count"] == 0 and arguments["gpu_node_selector"] == {}
     out = tmp_path / f"{pipeline}.yaml"
     compiler.Compiler().compile(load_pipeline(pipeline), str(out), pipeline_parameters=arguments)

@@ -1,22 +1,10 @@
-"""PRO-WIC (weights in context): the prompt format, the policy, and the helpers its stages share.
+"""The WIC policy and its prompt format.
 
 The policy reads the preference weights in its prompt: the user turn becomes
 ``prompt <W1> 0.70 <W2> 0.30`` (fixed decimals; ``<W1>``..``<WK>`` are special tokens added to the
 tokenizer), and the policy's chat template, when it has one, wraps that user turn (HH transcripts
-``\\n\\nHuman: ... \\n\\nAssistant:`` become chat messages first).
-
-The stages (each a plain function of a config dataclass that writes its outputs atomically) live
-one module each:
-
-- ``pro_lib.wic_offline``: ``train_wic_offline`` (paper Eq. 10): score each preferred response with
-  the reward suite, w* = softmax(z / tau) (Eq. 7), SFT on the responses only (trl SFTTrainer,
-  completion-only loss). ``conditioning: rewards`` is RiC offline: the tags hold the response's own
-  (min-max scaled) rewards, and at inference a preference w maps to desired rewards (RiC's mapping).
-- ``pro_lib.wic_rounds``: the online rounds (Eq. 11: weights from the orchestrator or random,
-  N samples per prompt, score, rejection sampling, SFT on the kept samples): ``wic_online`` runs E
-  rounds; ``sample_online_round`` + ``train_wic_online`` are a round's two halves (the KFP components).
-- ``pro_lib.wic_eval``: ``evaluate_wic``: weight-grid sweep on held-out prompts, Pareto fronts (CSV,
-  PNG), the equal-weight table with an "orchestrator weights" row, hypervolume against a stated reference.
+``\\n\\nHuman: ... \\n\\nAssistant:`` become chat messages first). A rewards-conditioned (RiC)
+policy writes desired rewards into the same tags (:func:`ric_desired_rewards`).
 
 Inference: ``WICPolicy.from_pretrained(ref).generate(prompts, weights=None)`` (weights omitted: the
 orchestrator's), ``pro generate "prompt" --weights helpful=0.7,harmless=0.3``.
@@ -32,8 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from pro_lib.adapters import TAG_INIT_SEED, resize_embeddings  # noqa: F401 (TAG_INIT_SEED public here too)
-from pro_lib.artifacts import SuiteManifest, WICPolicyManifest
-from pro_lib.config import field
+from pro_lib.artifacts import WICPolicyManifest
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import atomic_dir
 from pro_lib.targets import check_objectives, parse_weights
@@ -163,7 +150,7 @@ def add_wic_tokens(model, tokenizer, k: int) -> int:
 
     The new embedding rows are drawn from their own seeded generator (``TAG_INIT_SEED``), not from
     torch's global state: the same base model and K always start with the same tag rows, so two runs
-    of the same offline stage train the same policy (they once differed from the first step's loss)."""
+    of the same offline stage train the same policy."""
     tags = wic_tags(k)
     vocab = tokenizer.get_vocab()
     new = [t for t in tags if t not in vocab]
@@ -389,34 +376,3 @@ class WICPolicy:
         thread.join()
         if errors:
             raise errors[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------------
-def _load_suite(path: str | None, *, what: str):
-    from pro_lib.suite import RewardSuite
-
-    if not path:
-        raise ConfigError(f"{what}: give --suite <folder> (a reward suite saved by `pro rewards score`)")
-    return RewardSuite.load(SuiteManifest.folder(path))
-
-
-def _score(suite, prompts: Sequence[str], responses: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(raw, normalised) scores; normalised = raw when the suite has no stats."""
-    raw = np.asarray(suite.score(list(prompts), list(responses), progress=False), dtype=np.float64)
-    z = suite.normalize(raw) if suite.stats is not None else raw
-    return raw, np.asarray(z, dtype=np.float64)
-
-
-def max_prompt_tokens_field():
-    """The ``max_prompt_tokens`` config field (SFT, online sampling, evaluation): the one definition."""
-    return field(256, help="prompts longer than this many tokens keep their last tokens")
-
-
-def _prompt_mix(chosen: Sequence[str], pool: Sequence[str], sources: Sequence[str | None] | None) -> dict[str, int]:
-    """Per-source counts of the prompts a stage used (``pool``/``sources`` align)."""
-    from pro_lib.data import source_mix
-
-    by_prompt = dict(zip(pool, sources if sources is not None else [None] * len(pool)))
-    return source_mix(by_prompt.get(p) for p in chosen)

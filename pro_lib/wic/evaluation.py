@@ -2,6 +2,7 @@
 equal-weight table with an "orchestrator weights" row, hypervolume against a stated reference.
 
 A Rewarded Soups folder (``pro soups train``) is evaluated beside WIC policies (``pro soups eval``).
+The config is in :mod:`pro_lib.wic.evaluation_config`.
 """
 
 from __future__ import annotations
@@ -10,54 +11,23 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from pro_lib.artifacts import EVAL_FILE
-from pro_lib.config import field
 from pro_lib.data import load_prompt_pool
 from pro_lib.errors import ConfigError, ProError
 from pro_lib.io import atomic_dir, write_json, write_jsonl
-from pro_lib.soups import SoupPolicy, is_soup
+from pro_lib.wic.soups import SoupPolicy, is_soup
 from pro_lib.targets import check_objectives
 from pro_lib.policy import resolve_device, truncate_prompt
-from pro_lib.wic import RIC_MAPPINGS, WICPolicy, _load_suite, _prompt_mix, _score, max_prompt_tokens_field
+from pro_lib.wic.common import load_suite, prompt_mix, score
+from pro_lib.wic.evaluation_config import WICEvalConfig
+from pro_lib.wic.policy import RIC_MAPPINGS, WICPolicy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WICEvalConfig:
-    """Pareto evaluation: sweep preference weights, generate on held-out prompts, score, fronts, HV."""
-
-    policy: str | None = field(None, help="a WIC policy to evaluate (label = its method)")
-    policies: list[str] = field(default_factory=list, help="label=folder,... to compare several policies (a "
-                                                           "`pro soups train` folder is a Rewarded Soups policy)")
-    suite: str = field("runs/targets/suite", help="reward suite folder (with normalisation stats)")
-    data: list[str] = field(default_factory=lambda: ["runs/data/eval.jsonl"], help="held-out prompts")
-    max_prompts: int = field(32, help="held-out prompts to evaluate on: a random sample stratified by source "
-                                      "(seed --seed), so every source is represented in proportion")
-    seed: int = field(0, help="seed of the held-out prompt sample")
-    grid_step: float = field(0.1, help="weight grid step (K=2: 0.0..1.0; K=3: simplex grid)")
-    orchestrator: str | None = field(None, help="orchestrator for the 'orchestrator weights' row "
-                                                "(default: the one recorded in the policy, if any)")
-    reference: list[float] = field(default_factory=list,
-                                   help="hypervolume reference point in normalised reward units "
-                                        "(default: -2 per objective)")
-    max_new_tokens: int = field(48, help="max new tokens (greedy decoding)")
-    gen_batch_size: int = field(16, help="generation batch size")
-    max_prompt_tokens: int = max_prompt_tokens_field()
-    bootstrap: int = field(1000, help="bootstrap resamples over prompts for the confidence intervals of the "
-                                      "hypervolumes, their differences and the weight response (0: none)")
-    ric_mapping: str | None = field(None, help="override the preference-to-reward mapping of rewards-conditioned "
-                                               "(RiC) policies: linf, l2 or linear (default: each policy's own)",
-                                    choices=list(RIC_MAPPINGS))
-    device: str | None = field(None, help="cpu or cuda (default: cuda when available)")
-    output_dir: str = field("runs/wic_eval", help="output folder: eval.json, pareto.csv, pareto.png, eval_table.md")
-
 
 
 def _eval_policies(cfg: WICEvalConfig) -> list[tuple[str, str]]:
@@ -93,7 +63,7 @@ def evaluate_policy_grid(policy: WICPolicy, suite, prompts: Sequence[str], grid:
     responses = policy.generate_texts(all_texts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                       do_sample=False, progress=True, desc="eval generate")
     rep_prompts = list(prompts) * (len(grid) + (orch_w is not None))
-    _, z = _score(suite, rep_prompts, responses)
+    _, z = score(suite, rep_prompts, responses)
     points = np.stack([z[i * n:(i + 1) * n].mean(axis=0) for i in range(len(grid))])
     sems = np.stack([z[i * n:(i + 1) * n].std(axis=0, ddof=1) / math.sqrt(max(n - 1, 1)) if n > 1 else np.zeros(k)
                      for i in range(len(grid))])
@@ -153,7 +123,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
                                 weight_response, write_front_csv)
 
     t0 = time.time()
-    suite = suite or _load_suite(cfg.suite, what="wic eval")
+    suite = suite or load_suite(cfg.suite, what="wic eval")
     k = suite.K
     ref = list(cfg.reference) or [-2.0] * k
     if len(ref) != k:
@@ -164,7 +134,7 @@ def evaluate_wic(cfg: WICEvalConfig, *, suite=None, policies: Mapping[str, WICPo
     equal_idx = int(np.argmin(np.abs(grid - 1.0 / k).sum(axis=1)))
     all_prompts, all_sources = load_prompt_pool(cfg.data)
     pool = stratified_sample(all_prompts, cfg.max_prompts, sources=all_sources, seed=cfg.seed)
-    mix = _prompt_mix(pool, all_prompts, all_sources)
+    mix = prompt_mix(pool, all_prompts, all_sources)
     loaded: dict[str, WICPolicy] = dict(policies or {})
     if not loaded:
         for label, path in _eval_policies(cfg):

@@ -2,18 +2,17 @@
 online), N samples per prompt, score, rejection sampling, SFT on the kept samples.
 
 ``wic_online`` runs E rounds in one call (the CLI); ``sample_online_round`` and ``train_wic_online``
-are one round's two halves (the KFP components ``wic_online_sample`` / ``wic_online_sft``).
+are one round's two halves (the KFP components ``wic_online_sample`` / ``wic_online_sft``). Their configs
+are in :mod:`pro_lib.wic.rounds_config`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -23,116 +22,23 @@ from pro_lib import distributed
 from pro_lib.artifacts import WICPolicyManifest
 from pro_lib.checkpoints import (already_finished, check_output_folder, digest_data, digest_model, digest_value,
                                   exclusive_output, find_checkpoint, fingerprint, prepare_resume)
-from pro_lib.config import field
 from pro_lib.data import load_prompt_pool
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 from pro_lib.targets import check_objectives
 from pro_lib.policy import resolve_device, truncate_prompt
-from pro_lib.wic import WICPolicy, _load_suite, _prompt_mix, _score, max_prompt_tokens_field
-from pro_lib.wic_offline import SFTOptions, _finish_policy, saved_metrics, _scratch_dir, scale_rewards, sft_train
+from pro_lib.wic.common import finish_policy, load_suite, prompt_mix, saved_metrics, score, scratch_dir
+from pro_lib.wic.offline import scale_rewards
+from pro_lib.wic.policy import WICPolicy
+from pro_lib.wic.rounds_config import (PREFERENCE_SOURCES, RiCOnlineConfig, SamplingOptions, WICOnlineConfig,
+                                       WICOnlineLoopConfig, WICSampleConfig)
+from pro_lib.wic.sft import SFTOptions, sft_train
+
+__all__ = ["RiCOnlineConfig", "WICOnlineConfig", "WICOnlineLoopConfig", "WICSampleConfig", "kept_examples",
+           "offline_replay", "rejection_mask", "round_prompts", "run_sampling_round", "sample_online_round",
+           "sample_preferences", "sample_round", "sft_round", "train_wic_online", "wic_online", "wic_online_round"]
 
 log = logging.getLogger(__name__)
-
-PREFERENCE_SOURCES = ("orchestrator", "dirichlet", "ric", "uniform", "orchestrator-shuffled", "orchestrator-mean")
-REJECTION_RULES = ("quantile", "topk", "none")
-
-
-# ---------------------------------------------------------------------------------------------
-# configs
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class SampleOptions:
-    """Online sampling settings."""
-
-    data: list[str] = field(default_factory=lambda: ["runs/data/train.jsonl"],
-                            help="prompt sources (load_pairs specs); prompts are deduplicated")
-    prompts_per_round: int = field(64, help="O: prompts per online round")
-    samples_per_prompt: int = field(4, help="N: samples per prompt")
-    preferences: str = field("orchestrator", help="where the weights come from: orchestrator (PRO-WIC), "
-                             "dirichlet (RiC online, Dirichlet(1)), ric (uniform over the RiC weight grid), uniform; "
-                             "controls: orchestrator-shuffled (the orchestrator's weights permuted across the round's "
-                             "prompts), orchestrator-mean (their mean, the same for every prompt)",
-                             choices=list(PREFERENCE_SOURCES))
-    dirichlet_alpha: float = field(1.0, help="concentration of the Dirichlet preference sampler")
-    rejection: str = field("quantile", help="quantile: keep samples at or above the per-objective quantile "
-                           "(RiC); topk: keep each prompt's top-k by weighted reward; none: keep all",
-                           choices=list(REJECTION_RULES))
-    quantile: float = field(0.7, help="quantile of the rejection rule (RiC: 0.7)")
-    thresholds: str = field("offline", help="where the quantile comes from: offline (the offline data's "
-                            "per-objective score distribution, stored in the policy: a fixed bar, so acceptance "
-                            "rates compare across preference sources) or round (this round's samples)",
-                            choices=["offline", "round"])
-    quantile_rule: str = field("weighted", help="weighted: weighted reward w.z at or above its quantile; "
-                               "any/all: at or above the per-objective quantile on any/all objectives",
-                               choices=["weighted", "any", "all"])
-    top_k: int = field(1, help="samples kept per prompt with rejection=topk")
-    max_new_tokens: int = field(48, help="max new tokens per sample")
-    temperature: float = field(0.9, help="sampling temperature")
-    top_p: float = field(0.95, help="nucleus sampling p")
-    gen_batch_size: int = field(16, help="generation batch size (sequences)")
-    max_prompt_tokens: int = max_prompt_tokens_field()
-    orchestrator: str | None = field(None, help="orchestrator folder or models:/ ref (needed for preferences=orchestrator)")
-    suite: str = field("runs/targets/suite", help="reward suite folder (with normalisation stats)")
-
-
-@dataclass
-class WICSampleConfig(SampleOptions):
-    """One online round (Eq. 11): weights per prompt, N samples each, score, rejection sampling."""
-
-    policy: str = field("runs/wic_offline", help="the current WIC policy (folder or models:/ ref)")
-    round_index: int = field(1, help="round number (1-based); selects this round's prompts")
-    output_dir: str = field("runs/wic_samples", help="folder for samples.jsonl (all), kept.jsonl, metrics.json")
-    seed: int = field(0, help="random seed")
-
-
-@dataclass
-class WICOnlineConfig(SFTOptions):
-    """Online round, second half: SFT the policy on the kept samples of a sampling round (plus
-    --replay-offline of the offline stage's examples, as the main job does)."""
-
-    policy: str = field("runs/wic_offline", help="the WIC policy to fine-tune")
-    samples: list[str] = field(default_factory=lambda: ["runs/wic_samples"],
-                               help="sampling-round folders (or kept.jsonl files)")
-    output_dir: str = field("runs/wic_online", help="output folder for the new WIC policy")
-    replay_offline: int = field(0, help="offline SFT examples mixed into this round's SFT set, as `pro wic online "
-                                        "--replay-offline`: those clearing --replay-quantile of the offline scores "
-                                        "on any objective, at most N (seeded; -1 all, 0 none)")
-    replay_quantile: float = field(SampleOptions.quantile, help="the quantile the replayed offline examples clear "
-                                                                "(the sampling half's --quantile)")
-    offline_policy: str | None = field(None, help="the offline WIC policy whose examples.jsonl the replay draws "
-                                                  "from (default: --policy, which is the offline policy in round 1)")
-
-
-@dataclass
-class WICOnlineLoopConfig(SampleOptions, SFTOptions):
-    """Online stage: E rounds of (sample, score, reject, SFT), starting from an offline WIC policy."""
-
-    policy: str = field("runs/wic_offline", help="the offline WIC policy to start from")
-    rounds: int = field(2, help="E: online rounds")
-    replay_offline: int = field(0, help="offline SFT examples (those clearing the round rule's quantile of the offline "
-                                        "scores on any objective) mixed into each round's SFT set: 0 none, N at most "
-                                        "N (seeded), -1 all (RiC's released code mixes up to 10,000)")
-    replay_rounds: bool = field(False, help="also train each round on the kept samples of all earlier rounds "
-                                            "(RiC's released code does)")
-    output_dir: str = field("runs/wic_online", help="output folder: round-<e>/ samples and policy, policy/ "
-                            "(final), rounds.jsonl (acceptance, rewards, wall time per round)")
-
-
-
-@dataclass
-class RiCOnlineConfig(WICOnlineLoopConfig):
-    """RiC online: E rounds of random preferences (RiC's weight grid or Dirichlet), sampling,
-    rejection sampling and SFT on the kept samples relabelled with their achieved rewards."""
-
-    policy: str = field("runs/ric_offline", help="the RiC offline policy to start from")
-    preferences: str = field("ric", help="ric (uniform over RiC's 0.1 weight grid) or dirichlet",
-                             choices=list(PREFERENCE_SOURCES))
-    replay_offline: int = field(-1, help="offline examples clearing the quantile on any objective mixed into each "
-                                         "round's SFT set (RiC's released code: up to 10,000; -1 all, 0 none)")
-    replay_rounds: bool = field(True, help="train each round on the kept samples of earlier rounds too (RiC's "
-                                           "released code); --no-replay-rounds for fresh samples only")
-    output_dir: str = field("runs/ric_online", help="output folder (as for `pro wic online`)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +73,7 @@ def sample_preferences(source: str, prompts: Sequence[str], names: Sequence[str]
     raise ConfigError(f"unknown preference source {source!r}; choose one of {PREFERENCE_SOURCES}")
 
 
-def rejection_mask(z: np.ndarray, weights: np.ndarray, groups: np.ndarray, opts: SampleOptions,
+def rejection_mask(z: np.ndarray, weights: np.ndarray, groups: np.ndarray, opts: SamplingOptions,
                    thresholds: np.ndarray | None = None) -> np.ndarray:
     """Which samples to keep. ``z``: (M, K) normalised scores, ``weights``: (M, K), ``groups``: prompt ids.
 
@@ -210,7 +116,7 @@ def round_prompts(prompts: Sequence[str], round_index: int, count: int, seed: in
     return [prompts[order[(start + i) % len(prompts)]] for i in range(min(count, len(prompts)))]
 
 
-def run_sampling_round(policy: WICPolicy, suite, prompts: Sequence[str], opts: SampleOptions, *,
+def run_sampling_round(policy: WICPolicy, suite, prompts: Sequence[str], opts: SamplingOptions, *,
                        round_index: int, seed: int, orchestrator=None) -> tuple[list[dict], dict]:
     """Sample, score and reject for one round; returns (all sample records, round metrics)."""
     t0 = time.time()
@@ -231,7 +137,7 @@ def run_sampling_round(policy: WICPolicy, suite, prompts: Sequence[str], opts: S
     sw = w[groups]
     sp = [prompts[g] for g in groups]
     t_score = time.time()
-    raw, z = _score(suite, sp, responses)
+    raw, z = score(suite, sp, responses)
     t_score = time.time() - t_score
     thresholds = None
     if opts.rejection == "quantile" and opts.thresholds == "offline":
@@ -257,7 +163,7 @@ def run_sampling_round(policy: WICPolicy, suite, prompts: Sequence[str], opts: S
     return recs, metrics
 
 
-def round_orchestrator(cfg: SampleOptions, policy: WICPolicy, orchestrator=None):
+def round_orchestrator(cfg: SamplingOptions, policy: WICPolicy, orchestrator=None):
     """The orchestrator a round's weights come from with ``preferences=orchestrator*``: the one passed in,
     else ``cfg.orchestrator`` (loaded once), else the one recorded in the policy (None here: the policy
     loads its own)."""
@@ -273,7 +179,7 @@ def round_orchestrator(cfg: SampleOptions, policy: WICPolicy, orchestrator=None)
     return PreferenceOrchestrator.from_pretrained(cfg.orchestrator)
 
 
-def sample_round(policy: WICPolicy, suite, opts: SampleOptions, round_index: int, *, seed: int,
+def sample_round(policy: WICPolicy, suite, opts: SamplingOptions, round_index: int, *, seed: int,
                  pool: Sequence[str], sources: Sequence[str | None] | None = None,
                  orchestrator=None) -> tuple[list[dict], dict]:
     """One online round's sampling half, the one implementation behind both the CLI loop (``wic_online``)
@@ -284,7 +190,7 @@ def sample_round(policy: WICPolicy, suite, opts: SampleOptions, round_index: int
     prompts = [truncate_prompt(policy.tokenizer, p, opts.max_prompt_tokens) for p in chosen]
     recs, metrics = run_sampling_round(policy, suite, prompts, opts, round_index=round_index, seed=seed,
                                        orchestrator=orchestrator)
-    metrics["source_mix"] = _prompt_mix(chosen, pool, sources)
+    metrics["source_mix"] = prompt_mix(chosen, pool, sources)
     return recs, metrics
 
 
@@ -303,7 +209,7 @@ def sft_round(policy: WICPolicy, examples: Sequence[Mapping[str, str]], opts: SF
 def sample_online_round(cfg: WICSampleConfig, *, suite=None, policy: WICPolicy | None = None,
                         orchestrator=None) -> dict:
     """One round's sampling half. Writes samples.jsonl (all), kept.jsonl and metrics.json into output_dir."""
-    suite = suite or _load_suite(cfg.suite, what="wic sample")
+    suite = suite or load_suite(cfg.suite, what="wic sample")
     policy = policy or WICPolicy.from_pretrained(cfg.policy, device=resolve_device(None))
     orchestrator = round_orchestrator(cfg, policy, orchestrator)
     pool, sources = load_prompt_pool(cfg.data)
@@ -316,7 +222,7 @@ def sample_online_round(cfg: WICSampleConfig, *, suite=None, policy: WICPolicy |
     return metrics
 
 
-def _kept_examples(policy: WICPolicy, recs: Sequence[Mapping]) -> list[dict]:
+def kept_examples(policy: WICPolicy, recs: Sequence[Mapping]) -> list[dict]:
     """SFT examples from kept samples: conditioned on the weights they were sampled with (PRO-WIC) or,
     for a rewards-conditioned policy (RiC), relabelled with the rewards they achieved."""
     out = []
@@ -371,12 +277,12 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
     policy_digest = digest_model(cfg.policy, given=policy)
     policy = policy or WICPolicy.from_pretrained(cfg.policy, trainable=True)  # a LoRA adapter trains on
     recs = [r for spec in cfg.samples for r in _read_kept(spec)]
-    new = _kept_examples(policy, recs)
+    new = kept_examples(policy, recs)
     replay = offline_replay(cfg.offline_policy or cfg.policy, cfg.replay_offline, quantile=cfg.replay_quantile,
                             seed=cfg.seed)
     examples = new + replay
     round_index = max((int(r.get("round", 0)) for r in recs), default=0)  # recorded by the sampling half
-    scratch = _scratch_dir(out, create=False)
+    scratch = scratch_dir(out, create=False)
     fp = fingerprint(cfg, {"examples_content": digest_value(examples), "policy_content": policy_digest})
     if already_finished(out, fp, cfg.resume, what="WIC online SFT", ckpt_dir=scratch / "checkpoints"):
         return saved_metrics(out)
@@ -386,7 +292,7 @@ def train_wic_online(cfg: WICOnlineConfig, *, policy: WICPolicy | None = None) -
     m.update({"sft_examples_new": len(new), "sft_examples_offline": len(replay)})
     if distributed.is_main():
         write_json(scratch / "metrics.json", {"stage": "wic_online_sft", **m})
-    _finish_policy(policy, out, scratch, fp)
+    finish_policy(policy, out, scratch, fp)
     return {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
@@ -403,11 +309,11 @@ def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICP
     recs, metrics = sample_round(policy, suite, cfg, round_index, seed=cfg.seed, pool=pool, sources=sources,
                                  orchestrator=orchestrator)
     write_jsonl(rdir / "samples.jsonl", recs)
-    examples = _kept_examples(policy, recs)
+    examples = kept_examples(policy, recs)
     previous = []
     if cfg.replay_rounds:  # RiC: every earlier round's kept samples stay in the SFT set
         for e in range(1, round_index):
-            previous += _kept_examples(policy, _read_kept(str(Path(cfg.output_dir) / f"round-{e}" / "samples.jsonl")))
+            previous += kept_examples(policy, _read_kept(str(Path(cfg.output_dir) / f"round-{e}" / "samples.jsonl")))
     replay = list(replay or [])
     metrics.update({"sft_examples_new": len(examples), "sft_examples_previous_rounds": len(previous),
                     "sft_examples_offline": len(replay)})
@@ -417,7 +323,7 @@ def wic_online_round(cfg: WICOnlineLoopConfig, round_index: int, *, policy: WICP
     m = sft_round(policy, examples, cfg, work, round_index=round_index)
     metrics.update({k: v for k, v in m.items() if k != "resumed_from"})
     metrics["round_seconds"] = time.time() - t0
-    _finish_policy(policy, rdir / "policy", Path(cfg.output_dir) / f".round-{round_index}.work")
+    finish_policy(policy, rdir / "policy", Path(cfg.output_dir) / f".round-{round_index}.work")
     write_json(rdir / "metrics.json", metrics)
     return policy, metrics
 
@@ -444,7 +350,7 @@ def wic_online(cfg: WICOnlineLoopConfig, *, suite=None, policy: WICPolicy | None
     out = Path(cfg.output_dir)
     _online_resume_check(cfg, out, suite=suite, policy=policy, orchestrator=orchestrator)
     out.mkdir(parents=True, exist_ok=True)
-    suite = suite or _load_suite(cfg.suite, what="wic online")
+    suite = suite or load_suite(cfg.suite, what="wic online")
     pool, sources = load_prompt_pool(cfg.data)
     replay = offline_replay(cfg.policy, cfg.replay_offline, quantile=cfg.quantile, seed=cfg.seed)
     history = []

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,25 +32,13 @@ from pro_lib import adapters
 from pro_lib.artifacts import SoupsManifest, WICPolicyManifest
 from pro_lib.checkpoints import (check_output_folder, digest_data, digest_model, exclusive_output, find_checkpoint,
                                   fingerprint, prepare_resume)
-from pro_lib.config import field, to_dict
+from pro_lib.config import to_dict
 from pro_lib.errors import CheckpointError, ConfigError
 from pro_lib.io import write_json
-from pro_lib.wic import WICPolicy, _load_suite, _score
-from pro_lib.wic_offline import SFTOptions, _finish_policy, _scratch_dir, sft_train
-
-
-@dataclass
-class SoupsTrainConfig(SFTOptions):
-    """Rewarded Soups: one expert per objective, SFT on the responses that objective scores higher."""
-
-    policy: str = field("smollm2", help="base policy every expert starts from ('smollm2', a folder, a hub name)")
-    data: list[str] = field(default_factory=lambda: ["runs/data/train.jsonl"],
-                            help="preference pairs (load_pairs specs): both responses of each pair are candidates")
-    suite: str = field("runs/targets/suite", help="reward suite folder (one objective per expert)")
-    output_dir: str = field("runs/soups", help="output folder: soups.json and one expert policy per objective")
-    max_examples: int | None = field(None, help="use at most this many pairs (a random sample stratified by source, "
-                                                "seed --seed)")
-    orchestrator: str | None = field(None, help="orchestrator recorded for the 'orchestrator weights' evaluation row")
+from pro_lib.wic.common import finish_policy, load_suite, score, scratch_dir
+from pro_lib.wic.policy import WICPolicy
+from pro_lib.wic.sft import sft_train
+from pro_lib.wic.soups_config import SoupsTrainConfig
 
 
 def expert_examples(cfg: SoupsTrainConfig, suite, tokenizer) -> tuple[list[dict], np.ndarray, np.ndarray]:
@@ -63,8 +50,8 @@ def expert_examples(cfg: SoupsTrainConfig, suite, tokenizer) -> tuple[list[dict]
     if cfg.max_examples is not None and cfg.max_examples < len(pairs):
         keep = stratified_sample(range(len(pairs)), cfg.max_examples, sources=[p.source for p in pairs], seed=cfg.seed)
         pairs = [pairs[i] for i in sorted(keep)]
-    _, zc = _score(suite, [p.prompt for p in pairs], [p.chosen for p in pairs])
-    _, zr = _score(suite, [p.prompt for p in pairs], [p.rejected for p in pairs])
+    _, zc = score(suite, [p.prompt for p in pairs], [p.chosen for p in pairs])
+    _, zr = score(suite, [p.prompt for p in pairs], [p.rejected for p in pairs])
     recs = [{"prompt": truncate_prompt(tokenizer, p.prompt, cfg.max_prompt_tokens), "chosen": p.chosen.strip(),
              "rejected": p.rejected.strip(), "source": p.source} for p in pairs]
     return recs, zc, zr
@@ -77,7 +64,7 @@ def _soups_resume_check(cfg: SoupsTrainConfig, out: Path, suite, *, given_suite)
     inputs = {"data_content": digest_data(cfg.data), "policy_content": digest_model(cfg.policy),
               "suite_content": digest_model(cfg.suite, given=given_suite), "objectives": suite.names}
     state = [out / n for n in suite.names if WICPolicyManifest.exists(out / n)]
-    state += [c for n in suite.names if (c := find_checkpoint(_scratch_dir(out / n, create=False) / "checkpoints"))]
+    state += [c for n in suite.names if (c := find_checkpoint(scratch_dir(out / n, create=False) / "checkpoints"))]
     prepare_resume(out, fingerprint(cfg, inputs), cfg.resume, found=state[0] if state else None,
                    what="Rewarded Soups training", finished=out)
 
@@ -91,7 +78,7 @@ def train_soups(cfg: SoupsTrainConfig, *, suite=None) -> dict:
     out = Path(cfg.output_dir)
     check_output_folder(out, what="Rewarded Soups training")
     given_suite = suite
-    suite = suite or _load_suite(cfg.suite, what="soups train")
+    suite = suite or load_suite(cfg.suite, what="soups train")
     _soups_resume_check(cfg, out, suite, given_suite=given_suite)
     metrics: dict[str, Any] = {"objectives": suite.names}
     recs = zc = zr = None
@@ -108,11 +95,11 @@ def train_soups(cfg: SoupsTrainConfig, *, suite=None) -> dict:
         take_rejected = zr[:, k] > zc[:, k]
         examples = [{"prompt": expert.render_plain(r["prompt"]),
                      "completion": r["rejected"] if rej else r["chosen"]} for r, rej in zip(recs, take_rejected)]
-        scratch = _scratch_dir(folder)
+        scratch = scratch_dir(folder)
         m = sft_train(expert, examples, cfg, scratch / "checkpoints", desc=f"Rewarded Soups expert {name}")
         write_json(scratch / "metrics.json", {"stage": "soups_expert", "objective": name, **m,
                                              "rejected_share": float(take_rejected.mean())})
-        _finish_policy(expert, folder, scratch)
+        finish_policy(expert, folder, scratch)
         metrics.update({f"{name}_sft_loss_last": m["sft_loss_last"], f"{name}_sft_steps": m["sft_steps"],
                         f"{name}_rejected_share": float(take_rejected.mean())})
     SoupsManifest(experts={n: n for n in suite.names}, objectives=suite.names, orchestrator=cfg.orchestrator,
@@ -205,7 +192,7 @@ class SoupPolicy:
         for g, w in enumerate(grid):
             responses += self.generate(prompts, w, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                        do_sample=False, progress=True, desc=f"soup {g + 1}/{len(grid)}")
-        _, z = _score(suite, list(prompts) * len(grid), responses)
+        _, z = score(suite, list(prompts) * len(grid), responses)
         zg = z.reshape(len(grid), n, k)
         res = {"points": zg.mean(axis=1), "responses": responses, "z": z,
                "sem": zg.std(axis=1, ddof=1) / math.sqrt(max(n - 1, 1)) if n > 1 else np.zeros((len(grid), k))}
