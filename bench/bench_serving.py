@@ -15,6 +15,15 @@ column is served / in-process (latency: > 1 = serving costs more). Printed as a 
     flock /tmp/pro-heavy.lock nice -n 10 .venv/bin/python bench/bench_serving.py        # MiniLM + SmolLM2
     .venv/bin/python bench/bench_serving.py --tiny                                     # seconds, tiny models
     .venv/bin/python bench/bench_serving.py --model models:/pro-endpoint@champion      # a registered endpoint
+
+``--busy-neighbour``: served latency under a CPU-bound neighbour, three served arms at once (alternated per
+repeat, the neighbour busy throughout): torch threads from the CPU limit (``PRO_SERVING_THREADS`` =
+``--cpu-limit``, what ``use_container_cpus`` sets from cgroup ``cpu.max``), torch's default (every core:
+what serving did before), and the first arm with traces on (each request's trace exported to a local
+MLflow store). The neighbour is ``--busy`` processes spinning on the CPU. The ratio is each arm's latency
+over the CPU-limit arm's.
+
+    flock /tmp/pro-cpu.lock .venv/bin/python bench/bench_serving.py --busy-neighbour
 """
 
 from __future__ import annotations
@@ -72,7 +81,13 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads in both arms (1: the 2-core dev machine is shared)")
+    ap.add_argument("--busy-neighbour", action="store_true", help="threads from the CPU limit vs torch's default, "
+                                                                  "beside a busy process (see above)")
+    ap.add_argument("--cpu-limit", type=int, default=1, help="--busy-neighbour: the CPU limit's threads")
+    ap.add_argument("--busy", type=int, default=1, help="--busy-neighbour: spinning neighbour processes")
     args = ap.parse_args()
+    if args.busy_neighbour:
+        return busy_neighbour(args)
 
     import pandas as pd
     import torch
@@ -129,6 +144,70 @@ def main() -> int:
           f"{'prompts/s in-proc':>18} {'prompts/s served':>17} {'ratio':>6}")
     for b, li, ls, lr, ti, ts, tr in rows:
         print(f"{b:>5} {li:>18.3f} {ls:>17.3f} {lr:>6.2f} {ti:>18.2f} {ts:>17.2f} {tr:>6.2f}")
+    return 0
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def busy_neighbour(args) -> int:
+    """Served latency with threads from the CPU limit vs torch's default, beside busy processes."""
+    import multiprocessing
+    import os
+
+    from pro_lib import packaging, serving
+    from pro_lib.registry import download_model
+    from platform_services import serve_model, stop_server
+
+    work = Path(tempfile.mkdtemp(prefix="pro-bench-busy-"))
+    if args.model:
+        model_dir = download_model(args.model).parents[1]
+    else:
+        model_dir = work / "pyfunc"
+        packaging.save_pyfunc(build_endpoint(work, args.tiny), model_dir)
+    cores = len(os.sched_getaffinity(0))
+    quiet = {"PRO_TRACING": "0", "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'unused.db'}"}
+    arms = {f"threads = CPU limit ({args.cpu_limit})": {"PRO_SERVING_THREADS": str(args.cpu_limit), **quiet},
+            f"torch default ({cores})": {"PRO_SERVING_THREADS": str(cores), **quiet},
+            f"CPU limit ({args.cpu_limit}), traced": {"PRO_SERVING_THREADS": str(args.cpu_limit), "PRO_TRACING": "1",
+                                                      "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'traces.db'}",
+                                                      "MLFLOW_EXPERIMENT_NAME": "bench-traces"}}
+    servers = {}
+    try:
+        for name, env in arms.items():
+            servers[name] = serve_model(env, work, ref=str(model_dir))
+        clients = {name: serving.EndpointClient(url) for name, (_, url) in servers.items()}
+        texts = prompts(args.prompts)
+        params = {"max_new_tokens": args.new_tokens, "score": True}
+        for c in clients.values():  # warm-up (the traced arm also creates its store here)
+            c.invoke(texts[:1], **params)
+        spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
+        for p in spinners:
+            p.start()
+        try:
+            times = {name: [] for name in arms}
+            for _ in range(args.repeats):
+                for name, c in clients.items():
+                    t0 = time.perf_counter()
+                    for t in texts:  # one prompt per request: the interactive case
+                        c.invoke([t], **params)
+                    times[name].append((time.perf_counter() - t0) / len(texts))
+        finally:
+            for p in spinners:
+                p.terminate()
+    finally:
+        for proc, _ in servers.values():
+            stop_server(proc)
+    what = "tiny random models" if args.tiny else (args.model or "MiniLM orchestrator + SmolLM2-135M policy")
+    base = statistics.median(times[next(iter(arms))])
+    print(f"\nserved pro-endpoint ({what}) beside {args.busy} busy process(es) on {cores} cores; one prompt per "
+          f"request, {args.new_tokens} new tokens, greedy; median of {args.repeats} x {args.prompts} requests")
+    print(f"{'arm':<32} {'latency s':>10} {'min s':>7} {'max s':>7} {'ratio':>6}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:<32} {med:>10.3f} {min(ts):>7.3f} {max(ts):>7.3f} {med / base:>6.2f}")
     return 0
 
 

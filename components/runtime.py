@@ -399,7 +399,8 @@ def registered_name(name: str, objective: str = "", prefix: str = "") -> str:
 
 
 def register_stage(name: str, model_dir: str, metrics_artifact, *, objective: str = "", gate_metric: str = "",
-                   gate_mode: str = "", name_prefix: str = "", experiment: str = "") -> str:
+                   gate_mode: str = "", name_prefix: str = "", experiment: str = "",
+                   version_tags: dict | None = None) -> str:
     from pro_lib import packaging, registry, tracking
 
     setup_logging()
@@ -416,7 +417,7 @@ def register_stage(name: str, model_dir: str, metrics_artifact, *, objective: st
                   "not registered again")
         else:
             # the version (its run_id, its LoggedModel) belongs to the training run, with its loss curves
-            version = packaging.register_model(model_dir, name, run_id=trained_by, metrics=numbers,
+            version = packaging.register_model(model_dir, name, run_id=trained_by, metrics=numbers, tags=version_tags,
                                                gate_metric=gate_metric or None, gate_mode=gate_mode or None)
         tracking.log_metrics({"registered_version": int(version)})
     print(f"registered models:/{name}/{version} (alias {registry.CHALLENGER})")
@@ -445,13 +446,49 @@ def registered_from(name: str, run_id: str | None) -> str | None:
 def register_endpoint_stage(name: str, orchestrator_dir: str, policy_dir: str, targets_dir: str,
                             reward_model_dirs: list[str], metrics_artifact, *, gate_metric: str = "",
                             gate_mode: str = "", name_prefix: str = "", experiment: str = "") -> str:
-    """Assemble the pro-endpoint folder (orchestrator + policy + reward suite) and register it."""
+    """Assemble the pro-endpoint folder (orchestrator + policy + reward suite) and register it; each part
+    that is a registered version already (registered from this folder by its training run) is referenced,
+    not copied (:mod:`pro_lib.endpoint_refs`)."""
+    from pro_lib import endpoint_refs
+    from pro_lib.registry import ORCHESTRATOR_MODEL, POLICY_MODEL_PREFIX, REWARD_MODEL_PREFIX
     from pro_lib.serving import build_endpoint
+    from pro_lib.suite import reward_model_info
 
+    setup_logging()
+    use_experiment(experiment)
+    parts = {"orchestrator": (orchestrator_dir, ORCHESTRATOR_MODEL), "policy": (policy_dir, POLICY_MODEL_PREFIX),
+             **{f"suite/{reward_model_info(Path(d)).objective}": (d, REWARD_MODEL_PREFIX) for d in reward_model_dirs}}
+    refs = {part: ref for part, (d, family) in parts.items()
+            if (ref := registered_reference(d, name_prefix + family)) is not None}
+    missing = sorted(set(parts) - set(refs))
+    if missing:
+        print(f"not registered (yet): {', '.join(missing)}; the endpoint holds a copy of each")
     folder = build_endpoint(scratch_dir("endpoint") / "endpoint", orchestrator=orchestrator_dir,
-                            policy=policy_dir, suite=suite_dir(targets_dir), reward_models=reward_model_dirs)
+                            policy=policy_dir, suite=suite_dir(targets_dir), reward_models=reward_model_dirs,
+                            references=refs)
     return register_stage(name, str(folder), metrics_artifact, gate_metric=gate_metric, gate_mode=gate_mode,
-                          name_prefix=name_prefix, experiment=experiment)
+                          name_prefix=name_prefix, experiment=experiment,
+                          version_tags=endpoint_refs.version_tags(folder))
+
+
+def registered_reference(model_dir: str, family: str) -> str | None:
+    """``models:/<name>/<version>`` of the newest version registered from ``model_dir`` by the run that
+    trained it, under a name of ``family`` (``pro-orchestrator``, ``pro-reward-``, with the run's prefix);
+    None when there is none (the folder was not registered, or not yet)."""
+    from pro_lib import tracking
+    from pro_lib.registry import SOURCE_DIR_TAG
+
+    run_id = training_run_of(model_dir)
+    if not run_id:
+        return None
+    c = tracking.client()
+    want = str(Path(model_dir).resolve())
+    found = [v for v in c.search_model_versions(f"run_id = '{run_id}'") if v.name.startswith(family)]
+    found = [v for v in found if (c.get_model_version(v.name, v.version).tags or {}).get(SOURCE_DIR_TAG) == want]
+    if not found:
+        return None
+    best = max(found, key=lambda v: int(v.version))
+    return f"models:/{best.name}/{best.version}"
 
 
 def promote_stage(name: str, version: str, *, objective: str = "", force: bool = False, reason: str = "",

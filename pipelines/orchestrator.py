@@ -140,7 +140,7 @@ def add_orchestrator_stages(params: dict, *, place: Placement):
     prom = place(promote_model(name=ORCHESTRATOR_MODEL, version=reg.output, enabled=promote, **params.registry())
                  .set_display_name("promote orchestrator"))
     return {"data": data, "targets": targets, "orchestrator": orch, "evaluation": ev, "register": reg,
-            "promote": prom, "reward_models": rm}
+            "promote": prom, "reward_models": rm, "register_reward_models": rm_reg}
 
 
 def end_run_on_exit(params: dict, *, place: Placement, pipeline: str) -> dsl.ExitHandler:

@@ -45,9 +45,10 @@ def pro_morlhf_pipeline(params: dict):
                      .set_display_name("MORLHF (uniform weights)"))
         ev = place(morlhf_evaluate(**params.config("morlhf_eval_config"), data=data, pro_policy=pro.outputs["policy"],
                                    baseline_policy=base.outputs["policy"]).set_display_name("evaluate policies"))
+        regs = {}
         for method, task, gate in (("pro-morlhf", pro, "pro-morlhf/weighted_orchestrator"),
                                    ("morlhf", base, "morlhf/weighted_orchestrator")):
-            reg = place(register_model(name=policy_model_name(method), model=task.outputs["policy"],
+            reg = regs[method] = place(register_model(name=policy_model_name(method), model=task.outputs["policy"],
                                        metrics=ev.outputs["metrics"], gate_metric=gate, gate_mode="max",
                                        subdir="policy", **params.registry())
                         .set_display_name(f"register {method} policy"))
@@ -59,6 +60,8 @@ def pro_morlhf_pipeline(params: dict):
                                      reward_models=dsl.Collected(t["reward_models"].outputs["model"]),
                                      metrics=ev.outputs["metrics"], gate_metric="pro-morlhf/weighted_orchestrator",
                                      **params.registry())
-                   .set_display_name("register PRO endpoint"))
+                   .set_display_name("register PRO endpoint")
+                   # it references the registered versions of its parts (pro_lib.endpoint_refs): after them
+                   .after(t["register"], t["register_reward_models"], regs["pro-morlhf"]))
         place(promote_model(name=ENDPOINT_MODEL, version=ep.output, enabled=promote, **params.registry())
               .set_display_name("promote PRO endpoint"))

@@ -112,7 +112,9 @@ def make_pipeline(online_rounds: int = DEFAULT_ONLINE_ROUNDS):
                                          targets=targets,
                                          reward_models=dsl.Collected(t["reward_models"].outputs["model"]),
                                          metrics=ev.outputs["metrics"], gate_metric=GATE_METRIC, **params.registry())
-                       .set_display_name("register PRO endpoint"))
+                       .set_display_name("register PRO endpoint")
+                       # it references the registered versions of its parts (pro_lib.endpoint_refs): after them
+                       .after(t["register"], t["register_reward_models"], reg))
             place(promote_model(name=ENDPOINT_MODEL, version=ep.output, enabled=promote, **params.registry())
                   .set_display_name("promote PRO endpoint"))
 

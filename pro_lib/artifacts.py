@@ -305,6 +305,10 @@ class EndpointManifest(Manifest):
     policy: str | None = None
     suite_source: str | None = None
     policies: list[str] = field(default_factory=list)  # further policies (policies/<name>/), picked per request
+    # parts held by reference, not copied (pro_lib.endpoint_refs): part -> models:/<name>/<version>, and the
+    # digest of the folder each was built from (checked when the endpoint loads)
+    references: dict[str, str] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
 
 
 MANIFESTS: tuple[type[Manifest], ...] = (TargetsReport, RewardModelInfo, SuiteManifest, OrchestratorManifest,

@@ -26,6 +26,7 @@ from pro_lib.registry import (ARTIFACT_KEY, BASE_DIGEST_TAG, BASE_MODEL_PREFIX, 
 
 KINDS = ("orchestrator", "reward", "policy", "endpoint")
 # packages the pyfunc models import at inference time, pinned to the versions that wrote them
+TORCH_INDEX = "https://download.pytorch.org/whl"  # PyTorch's wheel indexes: <TORCH_INDEX>/cpu, /cu126, ...
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyyaml", "tqdm", "peft")
 
 
@@ -87,13 +88,23 @@ def input_example_for(kind: str) -> pd.DataFrame:
     return pd.DataFrame({"prompt": serving.EXAMPLE_PROMPTS})
 
 
-def pip_requirements() -> list[str]:
+def pip_requirements(version=_md.version) -> list[str]:
+    """The pinned requirements; a torch wheel from PyTorch's own index (``2.13.0+cpu``, ``+cu126``, ``+rocm6.4``)
+    adds that index (``--extra-index-url https://download.pytorch.org/whl/cpu``): PyPI's torch of the same
+    version is another build (CUDA on Linux), a GB more to install in a CPU serving image."""
+    import re
+
     reqs = []
     for pkg in REQUIREMENTS:
         try:
-            reqs.append(f"{pkg}=={_md.version(pkg).split('+')[0]}")
+            full = version(pkg)
         except _md.PackageNotFoundError:
             reqs.append(pkg)
+            continue
+        public, _, local = full.partition("+")
+        reqs.append(f"{pkg}=={public}")
+        if pkg == "torch" and re.fullmatch(r"cpu|cu\d+|rocm[\d.]+", local):
+            reqs.insert(0, f"--extra-index-url {TORCH_INDEX}/{local}")
     return reqs
 
 

@@ -41,6 +41,7 @@ FORMAT_TAG = "pro.format"   # every version registered as an MLflow pyfunc model
 FORMAT = "mlflow-pyfunc/1"
 ARTIFACT_KEY = "model"      # the PRO folder is the pyfunc model's artifact of this name (pro_lib.packaging)
 KIND_TAG = "pro.kind"       # orchestrator | reward | policy | endpoint
+SOURCE_DIR_TAG = "pro.source_dir"  # the folder a version was registered from (resolved path)
 
 # The registered names (defined here only): pro-orchestrator, pro-reward-<objective>, pro-policy-<method>,
 # pro-endpoint, pro-base-<name>.
@@ -186,7 +187,7 @@ def register_version(model_dir: str | Path, name: str, *, kind: str, source_dir:
                                       description=MODEL_DESCRIPTIONS.get(kind))
         except Exception:  # registered concurrently
             c.get_registered_model(name)
-    all_tags = {**metric_tags, **dict(tags or {}), "pro.source_dir": str(source_dir.resolve()),
+    all_tags = {**metric_tags, **dict(tags or {}), SOURCE_DIR_TAG: str(source_dir.resolve()),
                 FORMAT_TAG: FORMAT, KIND_TAG: kind}
     if gate_metric:
         all_tags.update({GATE_METRIC_TAG: gate_metric, GATE_MODE_TAG: gate_mode})
@@ -244,6 +245,8 @@ def log_logged_model(c, run_id: str, model_dir: str | Path, *, name: str, kind: 
                                tags={KIND_TAG: kind, FORMAT_TAG: FORMAT}, model_type=f"pro-{kind}")
     try:
         c.log_model_artifacts(lm.model_id, str(model_dir))
+        if (Path(model_dir) / "MLmodel").is_file():  # the MLmodel names its training run and LoggedModel
+            _log_stamped_mlmodel(c, lm.model_id, Path(model_dir) / "MLmodel", run_id)
         now = int(time.time() * 1000)
         nums = [Metric(sanitize_key(k), float(v), now, 0, model_id=lm.model_id)
                 for k, v in numeric_metrics(metrics).items()]
@@ -255,6 +258,21 @@ def log_logged_model(c, run_id: str, model_dir: str | Path, *, name: str, kind: 
         raise
     c.finalize_logged_model(lm.model_id, LoggedModelStatus.READY)
     return lm.model_id
+
+
+def _log_stamped_mlmodel(c, model_id: str, mlmodel_file: Path, run_id: str) -> None:
+    """Upload ``mlmodel_file`` with ``run_id`` (the training run) and ``model_id`` (the LoggedModel) filled in,
+    over the copy just uploaded (``save_model`` wrote it before the LoggedModel existed); the file itself is
+    left as it is."""
+    import tempfile
+
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="pro-mlmodel-") as tmp:
+        mlmodel = Model.load(str(mlmodel_file))
+        mlmodel.run_id, mlmodel.model_id = run_id, model_id
+        mlmodel.save(str(Path(tmp) / "MLmodel"))
+        c.log_model_artifact(model_id, str(Path(tmp) / "MLmodel"))
 
 
 def resolve_version(name: str, *, alias: str | None = None, version: str | int | None = None) -> str:

@@ -60,6 +60,9 @@ import pandas as pd
 
 from pro_lib.artifacts import (AdapterManifest, EndpointManifest, OrchestratorManifest, RewardModelInfo,
                                SuiteManifest, WICPolicyManifest)
+# the HTTP client of a served endpoint lives beside it (importable from here as before)
+from pro_lib.endpoint_client import EXAMPLE_PROMPTS, EndpointClient  # noqa: F401
+from pro_lib.endpoint_refs import check_references, load_suite, part_folder
 from pro_lib.errors import CheckpointError, ConfigError, DataError
 from pro_lib.policy import CGROUP_V1_QUOTA, container_cpu_limit, serving_threads, use_container_cpus  # noqa: F401
 from pro_lib.registry import ARTIFACT_KEY
@@ -71,7 +74,6 @@ GEN_PARAMS = {"max_new_tokens": ("long", 64), "do_sample": ("boolean", False), "
               "top_p": ("double", 1.0), "seed": ("long", -1),
               # OpenAI-style alias of max_new_tokens (honoured; -1: not given)
               "max_tokens": ("long", -1)}
-EXAMPLE_PROMPTS = ["How do I bake bread at home?", "Tell me a joke about computers."]
 
 
 # -- what a folder is ----------------------------------------------------------------------------
@@ -297,13 +299,14 @@ class Endpoint:
 
         folder = Path(folder)
         meta = EndpointManifest.load(folder)
-        self.orchestrator = PreferenceOrchestrator.from_pretrained(folder / "orchestrator")
+        # each part: the folder's copy, or the registered version it references (pro_lib.endpoint_refs)
+        self.orchestrator = PreferenceOrchestrator.from_pretrained(part_folder(folder, meta, "orchestrator"))
         self.objectives = self.orchestrator.objectives
-        self.generator = Generator(folder / "policy", self.objectives)
+        self.generator = Generator(part_folder(folder, meta, "policy"), self.objectives)
         # further policies, picked per request (params {"policy": name}); LoRA adapters of one base share it
-        self.generators = {"": self.generator, **{name: Generator(folder / "policies" / name, self.objectives)
-                                                  for name in meta.policies}}
-        self.suite = RewardSuite.load(folder / "suite") if meta.suite else None
+        self.generators = {"": self.generator, **{
+            name: Generator(part_folder(folder, meta, f"policies/{name}"), self.objectives) for name in meta.policies}}
+        self.suite = load_suite(folder, meta) if meta.suite else None
         if self.suite is not None:
             self.orchestrator.check_objectives(self.suite.names)
             self.suite.load_all()  # /health turns ready with every model in memory, not on the first request
@@ -344,8 +347,11 @@ class EndpointModel(mlflow.pyfunc.PythonModel):
     """:class:`Endpoint` as a pyfunc model (``pro-endpoint``)."""
 
     def load_context(self, context):
+        from pro_lib.tracing import instrument
+
         use_container_cpus()
-        self.endpoint = Endpoint(context.artifacts[ARTIFACT_KEY])
+        # a trace per request: orchestrator, generation and scoring spans (pro_lib.tracing)
+        self.endpoint = instrument(Endpoint(context.artifacts[ARTIFACT_KEY]))
 
     @_bad_request
     def predict(self, context, model_input, params=None):
@@ -354,7 +360,8 @@ class EndpointModel(mlflow.pyfunc.PythonModel):
 
 def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | Path,
                    suite: str | Path | None = None, reward_models: Sequence[str | Path] = (),
-                   policies: Mapping[str, str | Path] | None = None) -> Path:
+                   policies: Mapping[str, str | Path] | None = None,
+                   references: Mapping[str, str] | None = None) -> Path:
     """Assemble a ``pro-endpoint`` folder (atomically): ``orchestrator/``, ``policy/``, optional
     ``suite/`` (suite.yaml + a copy of each reward model, referenced relatively) and ``pro_endpoint.json``.
 
@@ -364,8 +371,11 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
 
     ``policies``: further policies (name -> folder or ref) served beside ``policy`` and picked per request
     (``params={"policy": name}``); LoRA adapters of one base load that base once (:mod:`pro_lib.adapters`).
+
+    ``references``: parts (``orchestrator``, ``policy``, ``policies/<name>``, ``suite/<objective>``) to hold as
+    ``models:/<name>/<version>`` of the same folder instead of a copy (:mod:`pro_lib.endpoint_refs`).
     """
-    from pro_lib.io import atomic_dir
+    from pro_lib.io import atomic_dir, digest_path
     from pro_lib.refs import localize
     from pro_lib.targets import check_objective_name, check_objectives
 
@@ -392,11 +402,19 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
         if info["conditioned"]:
             check_objectives(info["objectives"], names, got_what=f"the policy {extra[name]}",
                              expected_what=f"the orchestrator {orch_dir}", fix="use the matching pair")
+    refs, digests = check_references(references), {}
+
+    def place(src: Path, part: str) -> None:  # a copy, or the reference and the digest it must match
+        if part in refs:
+            digests[part] = digest_path(src)
+        else:
+            shutil.copytree(src, tmp / part)
+
     with atomic_dir(Path(dest)) as tmp:
-        shutil.copytree(orch_dir, tmp / "orchestrator")
-        shutil.copytree(pol_dir, tmp / "policy")
+        place(orch_dir, "orchestrator")
+        place(pol_dir, "policy")
         for name, src in extra.items():
-            shutil.copytree(src, tmp / "policies" / name)
+            place(src, f"policies/{name}")
         if suite is not None:
             sfile = SuiteManifest.path(localize(suite))
             data = SuiteManifest.load(sfile)
@@ -415,68 +433,13 @@ def build_endpoint(dest: str | Path, *, orchestrator: str | Path, policy: str | 
                     src = sfile.parent / src
                 if not Path(src).is_dir():
                     raise CheckpointError(f"reward model for '{o['name']}' not found at {src}")
-                shutil.copytree(src, tmp / "suite" / o["name"])
-                o["model"] = o["name"]  # relative to suite.yaml
+                place(Path(src), f"suite/{o['name']}")
+                o["model"] = refs.get(f"suite/{o['name']}", o["name"])  # the reference, or relative to suite.yaml
             SuiteManifest(objectives=objs, stats=data.stats).save(tmp / "suite")
+        if set(refs) - set(digests):
+            raise ConfigError(f"references for parts this endpoint does not have: {sorted(set(refs) - set(digests))}")
         EndpointManifest(objectives=names, conditioned=pol["conditioned"], suite=suite is not None,
                          orchestrator=str(orchestrator), policy=str(policy),
-                         suite_source=str(suite) if suite else None, policies=sorted(extra)).save(tmp)
+                         suite_source=str(suite) if suite else None, policies=sorted(extra), references=refs,
+                         digests=digests).save(tmp)
     return Path(dest)
-
-
-# -- a served endpoint over HTTP -----------------------------------------------------------------
-
-class EndpointClient:
-    """Talks to ``mlflow models serve`` of a ``pro-endpoint`` (``POST <url>/invocations``)."""
-
-    def __init__(self, url: str, *, timeout: float = 600.0):
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-
-    def invoke(self, prompts: Sequence[str], weights: Sequence[Sequence[float] | None] | None = None,
-               **params) -> pd.DataFrame:
-        import urllib.error
-        import urllib.request
-
-        records = []
-        for i, p in enumerate(prompts):
-            rec: dict[str, Any] = {"prompt": p}
-            if weights is not None:  # [] for a row without weights: the orchestrator's
-                rec["weights"] = [] if weights[i] is None else [float(x) for x in weights[i]]
-            records.append(rec)
-        body: dict[str, Any] = {"dataframe_records": records}
-        if params:
-            body["params"] = params
-        req = urllib.request.Request(f"{self.url}/invocations", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                payload = json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            raise CheckpointError(f"the endpoint {self.url} refused the request ({exc.code}): "
-                                  f"{_server_error(exc.read())}") from None
-        except OSError as exc:
-            raise CheckpointError(f"the endpoint {self.url} is not reachable ({exc}); check PRO_UI_ENDPOINT "
-                                  "and that `mlflow models serve` is running") from None
-        preds = payload.get("predictions", payload)
-        return pd.DataFrame(preds)
-
-    def weights(self, prompts: Sequence[str], objectives: Sequence[str]) -> np.ndarray:
-        """The orchestrator's weights (no generation, no scoring: ``max_new_tokens=1``)."""
-        df = self.invoke(prompts, max_new_tokens=1, score=False)
-        return df[[f"weight_{n}" for n in objectives]].to_numpy(dtype=np.float64)
-
-    def objectives(self) -> list[str]:
-        df = self.invoke([EXAMPLE_PROMPTS[0]], max_new_tokens=1, score=False)
-        return [c[len("weight_"):] for c in df.columns if c.startswith("weight_")]
-
-
-def _server_error(body: bytes) -> str:
-    """The scoring server's error: its message, plus the model's own exception (last traceback line)."""
-    try:
-        err = json.loads(body)
-    except ValueError:
-        return body.decode(errors="replace")[:500]
-    trace = [line for line in str(err.get("stack_trace") or "").splitlines() if line.strip()]
-    cause = f" ({trace[-1].strip()})" if trace else ""
-    return f"{err.get('message', '')}{cause}"[:1000]

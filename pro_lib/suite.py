@@ -289,6 +289,17 @@ class RewardSuite:
             self._scorer(obj)
         return self
 
+    def subset(self, names: Sequence[str]) -> "RewardSuite":
+        """These objectives (in this order) as a suite that shares this one's loaded models and its stats."""
+        missing = [n for n in names if n not in self.names]
+        if missing:
+            raise ConfigError(f"no objective(s) {missing} in this reward suite; it has {self.names}")
+        objs = [self.objectives[self.names.index(n)] for n in names]
+        sub = RewardSuite(objs, {n: self.stats[n] for n in names} if self.stats else None, device=self.device,
+                          functions={n: f for n, f in self._functions.items() if n in names})
+        sub._scorers = {o.name: self._scorer(o) for o in objs if o.name not in sub._functions}
+        return sub
+
     # -- scoring ------------------------------------------------------------------------------
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 32,
               normalize: bool = False, progress: bool = True, sort_by_length: bool = True) -> np.ndarray:

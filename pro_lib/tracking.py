@@ -431,9 +431,12 @@ DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 def log_dataset(path: str | Path, *, context: str, name: str | None = None) -> int:
     """Log a data file (or every data file of a folder) to the active run with ``mlflow.data``
-    (source, schema, digest, row count); returns how many were logged. Never fails a stage."""
+    (source, schema, digest, row count; the source a URI a reader can open, :mod:`pro_lib.data_sources`);
+    returns how many were logged. Never fails a stage."""
     import mlflow
     import pandas as pd
+
+    from pro_lib.data_sources import dataset_source
 
     path = Path(path)
     files = sorted(f for f in path.rglob("*") if f.suffix in DATASET_SUFFIXES and f.is_file()
@@ -454,7 +457,7 @@ def log_dataset(path: str | Path, *, context: str, name: str | None = None) -> i
                       else pd.read_parquet(f))
             # nested cells (lists, dicts) as JSON text: the schema stays flat and the digest stable
             df = df.apply(lambda col: col.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v))
-            ds = mlflow.data.from_pandas(df, source=str(f.resolve()), name=name or f"{f.parent.name}/{f.name}")
+            ds = mlflow.data.from_pandas(df, source=dataset_source(f), name=name or f"{f.parent.name}/{f.name}")
             mlflow.log_input(ds, context=context)
             done += 1
         except Exception as exc:  # noqa: BLE001 - lineage is best effort, the stage's result is not

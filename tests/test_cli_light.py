@@ -44,6 +44,7 @@ def _platform_commands() -> list[tuple[str, ...]]:
     ("morlhf", "train", "--help"),
     ("registry", "list", "--help"),
     ("weights", "--help"),
+    ("eval", "genai", "--help"),
     *_platform_commands(),
 ], ids=" ".join)
 def test_help_imports_no_heavy_library(argv):

@@ -32,3 +32,27 @@ def test_torch_threads_follow_the_container_cpu_limit(tmp_path, monkeypatch):
     assert serving.container_cpu_limit(cpu_max) is None or os.path.exists(serving.CGROUP_V1_QUOTA)
     monkeypatch.setenv("PRO_SERVING_THREADS", "3")
     assert serving.serving_threads(cpu_max) == 3
+
+
+def test_recorded_requirements_name_the_torch_index_of_a_cpu_build(tmp_path, tiny_encoder_dir):
+    from importlib import metadata
+
+    from pro_lib import packaging
+    from pro_lib.orchestrator import PreferenceOrchestrator
+
+    def versions(torch: str):
+        return lambda pkg: torch if pkg == "torch" else metadata.version(pkg)
+
+    cpu = packaging.pip_requirements(versions("2.13.0+cpu"))
+    assert cpu[0] == "--extra-index-url https://download.pytorch.org/whl/cpu" and "torch==2.13.0" in cpu
+    assert packaging.pip_requirements(versions("2.13.0+cu126"))[0].endswith("/whl/cu126")
+    assert not [r for r in packaging.pip_requirements(versions("2.13.0")) if r.startswith("--")]  # PyPI's build
+    # a model saved from this environment records what its torch is
+    PreferenceOrchestrator.from_backbone(str(tiny_encoder_dir), ["a", "b"], max_length=16).save_pretrained(
+        tmp_path / "orch")
+    packaging.save_pyfunc(tmp_path / "orch", tmp_path / "mlmodel")
+    lines = (tmp_path / "mlmodel" / "requirements.txt").read_text().splitlines()
+    local = metadata.version("torch").partition("+")[2]
+    has_index = f"--extra-index-url https://download.pytorch.org/whl/{local}" in lines
+    assert has_index == (local == "cpu" or local.startswith(("cu", "rocm"))), lines
+    assert f"torch=={metadata.version('torch').partition('+')[0]}" in lines

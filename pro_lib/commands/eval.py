@@ -4,6 +4,7 @@
         --base-url https://api.openai.com/v1 --model gpt-4o   # key: $PRO_JUDGE_API_KEY or --api-key-file
     pro eval judge --policy answers.jsonl --reference reference.jsonl --prompts prompts.jsonl \\
         --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-7B-Instruct --modes pairwise,single
+    pro eval genai --endpoint models:/pro-endpoint@champion --data runs/data/eval.jsonl --max-prompts 32
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 
 def register(subparsers) -> None:
     # config module only at parse time: pro_lib.judge imports numpy and pro_lib.config, never torch/openai
-    from pro_lib import judge
+    from pro_lib import genai_eval, judge
     from pro_lib.config import add_dataclass_arguments
 
     p = subparsers.add_parser("eval", help="LLM-as-judge evaluation (any OpenAI-compatible endpoint)",
@@ -32,6 +33,15 @@ def register(subparsers) -> None:
                                                    "never logged")
     j.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     j.set_defaults(func=run_judge)
+    g = s.add_parser("genai", help="pro-endpoint on held-out prompts through mlflow.genai.evaluate: a trace per "
+                                   "prompt with the reward models' assessments, browsable per row in the MLflow UI",
+                     description=(genai_eval.GenAIEvalConfig.__doc__ or "").strip(),
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                     epilog="Scorers: one per reward model of the suite (z-scores under its stats) and pro_reward "
+                            "(sum_k w_k z_k under the endpoint's weights); code scorers only, no LLM judge. "
+                            "See docs/evaluation.md.")
+    add_dataclass_arguments(g, genai_eval.GenAIEvalConfig)
+    g.set_defaults(func=run_genai)
 
 
 def run_judge(args) -> None:
@@ -47,3 +57,15 @@ def run_judge(args) -> None:
     out = os.path.join(cfg.output_dir, judge.REPORT_FILE)
     print(open(out, encoding="utf-8").read().rstrip())
     print(f"\nwritten: {cfg.output_dir}/ ({judge.REPORT_FILE}, eval.json, {judge.JUDGEMENTS_FILE})")
+
+
+def run_genai(args) -> None:
+    from pro_lib import genai_eval, tracking
+    from pro_lib.config import config_from_args, to_dict
+
+    cfg = config_from_args(genai_eval.GenAIEvalConfig, args)
+    with tracking.stage_run("eval_genai", to_dict(cfg), run_name=cfg.run_name) as run:
+        out = genai_eval.evaluate_endpoint(cfg)
+    print("\n".join(f"{k:>24}: {v:.4f}" for k, v in sorted(out["metrics"].items())))
+    print(f"\n{out['rows']} held-out prompts; MLflow run {run.info.run_id} ({tracking.run_url(run.info.run_id)}): "
+          "per-row traces and assessments in its Traces tab")
