@@ -148,7 +148,8 @@ def evaluate_selection(select_scores: np.ndarray, judge_scores: np.ndarray, weig
     judging suite; ``weightings``: name -> (P, K) or (K,); the first ``n`` candidates make best-of-``n``.
     Returns per N and weighting the judge's mean score per objective, per source and overall, the
     source-matched score, and paired bootstrap intervals of each weighting's source-matched score minus
-    each of ``baselines`` (the same prompts and candidates; only the choice differs)."""
+    each of ``baselines`` (the same prompts and candidates; only the choice differs; a baseline is not
+    compared again with an earlier one)."""
     sel = np.asarray(select_scores, dtype=np.float64)
     judge = np.asarray(judge_scores, dtype=np.float64)
     if sel.shape != judge.shape:
@@ -174,8 +175,9 @@ def evaluate_selection(select_scores: np.ndarray, judge_scores: np.ndarray, weig
                                  for s in sorted(set(sources))},
                    "choice": idx.tolist()}
             rows[wname] = row
+        bases = [b for b in baselines if b in matched]
         diffs = {f"{a} - {b}": list(paired_interval(matched[a], matched[b], n_boot=n_boot, seed=seed))
-                 for b in baselines if b in matched for a in matched if a != b}
+                 for i, b in enumerate(bases) for a in matched if a not in bases[:i + 1]}  # no mirrored pairs
         out["by_n"][n] = {"weightings": rows, "differences": diffs}
     return out
 

@@ -70,6 +70,7 @@ def test_evaluate_selection_judges_each_weighting_with_the_other_suite():
     # N = 1: every weighting keeps candidate 0, so every difference is exactly 0
     assert all(r["choice"] == [0, 0, 0, 0] for r in one["weightings"].values())
     assert all(d == [0.0, 0.0, 0.0] for d in one["differences"].values())
+    assert sorted(one["differences"]) == ["oracle - shuffled", "oracle - uniform", "shuffled - uniform"]
     # N = 3: oracle picks 1, 1, 2, 2; shuffled the opposite; uniform ties (0.5 each) -> the first, 1
     w = three["weightings"]
     assert w["oracle"]["choice"] == [1, 1, 2, 2] and w["shuffled"]["choice"] == [2, 2, 1, 1]
