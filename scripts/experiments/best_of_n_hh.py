@@ -272,8 +272,8 @@ def main() -> int:
              "## Reward models: held-out pairwise accuracy (95% Wilson interval)", "```",
              reward_eval_table(rm_rows), "```", "",
              f"orchestrator: argmax agrees with the prompt's source on {agree:.3f} of the held-out prompts; "
-             f"mean f(x) {dict(zip(NAMES, np.round(f_x.mean(0), 3)))}; best fixed (mean training target) "
-             f"{dict(zip(NAMES, np.round(best_fixed, 3)))}", ""]
+             f"mean f(x) {dict(zip(NAMES, np.round(f_x.mean(0), 3).tolist()))}; best fixed (mean training target) "
+             f"{dict(zip(NAMES, np.round(best_fixed, 3).tolist()))}", ""]
     for n in ns:
         r = res["by_n"][n]
         lines += [f"## N = {n}: suite B's reward of the pick (z), per source", "",
