@@ -178,6 +178,7 @@ def run_stage(stage: str, config: Mapping[str, Any] | None, *, overrides: Mappin
     from pro_lib.config import to_dict
 
     setup_logging()
+    tracking.interrupt_on_sigterm()  # a cancelled task / deleted pod ends the stage's run KILLED, not RUNNING
     use_experiment(experiment)
     spec = STAGES[stage]
     _, fn = spec.load()

@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from pro_lib.tracking import Terminated, interrupt_on_sigterm
+
+    interrupt_on_sigterm()  # `kill` ends MLflow runs as KILLED, like Ctrl-C
     try:
         if _uses_registry(args):  # fail in a second, not after loading models, when MLflow is away
             from pro_lib.tracking import check_reachable
@@ -121,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {unreachable_message(tracking_uri(), 'the connection failed during the command')}",
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; training commands resume from their last checkpoint when re-run",
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}; training commands resume from their last checkpoint when re-run",
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     return 0
 
 

@@ -18,6 +18,7 @@ Registered names: ``pro-orchestrator``, ``pro-reward-<objective>``, ``pro-policy
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -168,9 +169,11 @@ def register_version(model_dir: str | Path, name: str, *, kind: str, source_dir:
         active = mlflow.active_run()
         if active is not None:
             run_id = active.info.run_id
-    if run_id is None:
+    if run_id is None:  # the register run stays open until the version exists: a kill ends it KILLED
         with tracking.stage_run(f"register:{name}", {"source_dir": str(source_dir)}) as run:
-            run_id = run.info.run_id
+            return register_version(model_dir, name, kind=kind, source_dir=source_dir, run_id=run.info.run_id,
+                                    metrics=metrics, tags=tags, gate_metric=gate_metric, gate_mode=gate_mode,
+                                    description=description)
     model_id = log_logged_model(c, run_id, model_dir, name=name, kind=kind, metrics=metrics)
     source = f"models:/{model_id}"
     try:
@@ -239,12 +242,17 @@ def log_logged_model(c, run_id: str, model_dir: str | Path, *, name: str, kind: 
     run = c.get_run(run_id)
     lm = c.create_logged_model(run.info.experiment_id, name=name.replace("/", "-"), source_run_id=run_id,
                                tags={KIND_TAG: kind, FORMAT_TAG: FORMAT}, model_type=f"pro-{kind}")
-    c.log_model_artifacts(lm.model_id, str(model_dir))
-    now = int(time.time() * 1000)
-    nums = [Metric(sanitize_key(k), float(v), now, 0, model_id=lm.model_id)
-            for k, v in numeric_metrics(metrics).items()]
-    for start in range(0, len(nums), 500):
-        c.log_batch(run_id, metrics=nums[start:start + 500])
+    try:
+        c.log_model_artifacts(lm.model_id, str(model_dir))
+        now = int(time.time() * 1000)
+        nums = [Metric(sanitize_key(k), float(v), now, 0, model_id=lm.model_id)
+                for k, v in numeric_metrics(metrics).items()]
+        for start in range(0, len(nums), 500):
+            c.log_batch(run_id, metrics=nums[start:start + 500])
+    except BaseException:  # an upload cut short (an error, Ctrl-C, SIGTERM): FAILED, never PENDING forever
+        with contextlib.suppress(Exception):
+            c.finalize_logged_model(lm.model_id, LoggedModelStatus.FAILED)
+        raise
     c.finalize_logged_model(lm.model_id, LoggedModelStatus.READY)
     return lm.model_id
 

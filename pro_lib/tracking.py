@@ -361,7 +361,35 @@ def stage_run(stage_name: str, params: Mapping[str, Any] | None = None, *,
         flat = flatten_params(params)
         if flat:
             mlflow.log_params({sanitize_key(k): v for k, v in flat.items()})
-        yield run
+        try:
+            yield run
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (interrupt_on_sigterm): KILLED, never left RUNNING
+            mlflow.end_run("KILLED")
+            raise
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a cancelled KFP task, a deleted pod) raised as an interrupt, so that ``finally`` blocks
+    and run contexts end MLflow runs as KILLED instead of leaving them RUNNING forever."""
+
+
+def interrupt_on_sigterm() -> None:
+    """From now on SIGTERM raises :class:`Terminated` in the main thread (where Python delivers signals).
+
+    Left alone outside the main thread and where a handler other than the default is installed already
+    (a server, a test runner, torchrun's agent)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        return
+
+    def _raise(signum, frame):
+        raise Terminated(f"terminated by signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> dict[str, float]:

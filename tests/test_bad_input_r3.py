@@ -356,3 +356,60 @@ def test_corrupt_download_cache_is_fetched_again(tmp_path, caplog):
         again = registry.download_model("models:/pro-policy-test/1")
     assert (again / "model.safetensors").read_bytes() == good
     assert any("downloading it again" in r.getMessage() for r in caplog.records)
+
+
+_SLOW_UPLOAD = """
+import sys, time
+from pathlib import Path
+from mlflow.tracking import MlflowClient
+def slow(self, model_id, local_dir):  # the upload is under way when the test sends SIGTERM
+    Path(sys.argv[1]).write_text(model_id)
+    time.sleep(120)
+MlflowClient.log_model_artifacts = slow
+from pro_lib.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_killed_registry_register_leaves_no_running_run(tmp_path):
+    """Item 7: `kill` during `pro registry register`'s upload ends its run KILLED and its LoggedModel FAILED
+    (not RUNNING / PENDING forever), registers nothing, and a rerun registers version 1."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from pro_lib import registry
+
+    model = tmp_path / "orch"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "bert"}')
+    (model / "model.safetensors").write_bytes(b"x" * 1000)
+    (model / "pro_orchestrator.json").write_text('{"objectives": ["helpful", "harmless"], "pooling": "mean"}')
+    argv = ["registry", "register", str(model), "--name", "pro-orchestrator", "--metric", "orchestrator_kl=0.2"]
+    started = tmp_path / "upload-started"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_UPLOAD, str(started), *argv],
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        deadline = time.time() + 120
+        while not started.exists():
+            assert proc.poll() is None, f"register ended before its upload: {proc.stderr.read()}"
+            assert time.time() < deadline, "the upload never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err, err
+
+    c = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the store the subprocess used (not a cached one)
+    runs = [r for e in c.search_experiments() for r in c.search_runs([e.experiment_id])]
+    assert [r.info.status for r in runs] == ["KILLED"], [(r.info.run_name, r.info.status) for r in runs]
+    assert str(c.get_logged_model(started.read_text()).status).endswith("FAILED")
+    assert "pro-orchestrator" not in registry.list_models()  # no version, not even an empty name
+
+    assert main(argv) == 0  # nothing half-done in the way of a rerun
+    assert [v["version"] for v in registry.list_versions("pro-orchestrator")] == ["1"]

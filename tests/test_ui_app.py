@@ -803,3 +803,53 @@ def test_sidebar_links_each_registered_model_to_its_training_run(monkeypatch, ti
     table = at.dataframe[-1].value
     assert list(table.columns[:3]) == ["version", "aliases", "training run"]
     assert table["training run"].iloc[0] == f"http://mlflow.example:5000/#/runs/{train.info.run_id}"
+
+
+def test_compare_tab_asks_an_llm_judge_in_both_orders(monkeypatch, tiny_models):
+    """Issue 29: the Compare tab's judge view: the verdict of a (scripted, loopback) OpenAI-compatible judge
+    asked in both orders; a position-biased judge is shown as inconsistent; an unreachable one is a message."""
+    import re
+
+    from judge_server import ScriptedJudge
+
+    at = _app(monkeypatch, tiny_models).run()
+    at.text_area(key="prompt").input(PROMPT).run()
+    at.number_input(key="max_new_tokens").set_value(8).run()
+    at.checkbox(key="do_sample").check().run()  # greedy tiny policies may write the same text
+    at.button(key="compare").click().run()
+    a_text, b_text = (it["text"] for it in at.session_state["cmp"]["items"])
+    assert a_text.strip() and b_text.strip() and a_text != b_text
+
+    def _shown(messages):  # the answer in the first and second position of a pairwise request
+        text = messages[-1]["content"]
+        return [re.search(rf"Assistant {x}'s Answer\]\n(.*?)\n\[The End of Assistant {x}", text, re.S).group(1)
+                for x in "AB"]
+
+    def prefers_b(messages):  # knows which text is B's, wherever it is shown
+        first, _ = _shown(messages)
+        return "B's answer is better. [[A]]" if first == b_text else "[[B]]"
+
+    def always_first(messages):
+        return "[[A]]"
+
+    with ScriptedJudge(prefers_b) as judge:
+        at.text_input(key="judge_url").input(judge.url).run()
+        at.text_input(key="judge_model").input(judge.model).run()
+        at.button(key="judge_go").click().run()
+        _no_traceback(at)
+        res = at.session_state["judge_result"]
+        assert res["verdict"] == "B is better" and judge.requests == 2
+        assert (res["a_first"], res["b_first"]) == ("B", "A")  # B won from either position
+        assert any("B is better" in m.value for m in at.markdown)
+        at.button(key="judge_go").click().run()  # same answers, same judge: from the cache, no request
+        assert judge.requests == 2 and at.session_state["judge_result"]["cached"]
+    with ScriptedJudge(always_first, model="biased-judge") as biased:  # the cache is keyed by the model's name
+        at.text_input(key="judge_url").input(biased.url).run()
+        at.text_input(key="judge_model").input(biased.model).run()
+        at.button(key="judge_go").click().run()
+        assert at.session_state["judge_result"]["verdict"].startswith("inconsistent")
+    at.text_input(key="judge_url").input("http://127.0.0.1:9/v1").run()  # nothing listens on port 9
+    at.button(key="judge_go").click().run()
+    _no_traceback(at)
+    assert at.session_state["judge_result"] is None
+    assert any("Judge:" in e and "127.0.0.1:9" in e for e in _errors(at)), _errors(at)

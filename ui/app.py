@@ -417,6 +417,49 @@ def tab_compare(loaded: dict, names: list[str]) -> None:
             run_generations("cmp", jobs, names, prompt, loaded.get("suite"), ss["inferred"])
             st.rerun()
     show_stored("cmp", names, loaded.get("suite"), ss["inferred"])
+    judge_panel(names)
+
+
+def judge_panel(names: list[str]) -> None:
+    """Ask an LLM judge which of the two compared answers is better (both orders, as `pro eval judge` does)."""
+    stored = ss.get("cmp")
+    items = [it for it in (stored or {}).get("items", []) if it.get("done") and not it.get("error")]
+    if len(items) != 2 or not all(it["text"].strip() for it in items):
+        return
+    from pro_lib.judge_client import ENV_BASE_URL, ENV_MODEL
+    from pro_lib.judge_protocol import DEFAULT_RUBRICS
+
+    with st.expander("LLM judge: which answer is better?", expanded=bool(ss.get("judge_result"))):
+        st.caption(f"Any OpenAI-compatible endpoint (vLLM, `transformers serve`, a hosted API). The key is read from "
+                   f"$PRO_JUDGE_API_KEY or the mounted Secret pro-judge, never typed here. Each answer is shown "
+                   f"first once, so a judge that prefers a position says 'inconsistent'.")
+        c1, c2, c3 = st.columns([3, 2, 2])
+        c1.text_input("judge base URL", value=os.environ.get(ENV_BASE_URL, ""), key="judge_url",
+                      placeholder="http://127.0.0.1:8000/v1")
+        c2.text_input("judge model", value=os.environ.get(ENV_MODEL, ""), key="judge_model")
+        rubrics = [r for r in DEFAULT_RUBRICS if r == "general" or r in names]
+        c3.selectbox("rubric", rubrics, key="judge_rubric", help="general, or one objective only")
+        a, b = items
+        key = hashlib.sha256("|".join([stored["prompt"], a["text"], b["text"], ss.get("judge_rubric", ""),
+                                       ss.get("judge_url", ""), ss.get("judge_model", "")]).encode()).hexdigest()
+        if st.button("Judge A vs B", key="judge_go"):
+            try:
+                with st.spinner("asking the judge (two requests)…"):
+                    ss["judge_result"] = {"key": key, **backend().judge_pair(
+                        stored["prompt"], a["text"], b["text"], base_url=ss.get("judge_url"),
+                        model=ss.get("judge_model"), rubric=ss.get("judge_rubric") or "general")}
+            except UIError as exc:
+                ss["judge_result"] = None
+                st.error(str(exc))
+        res = ss.get("judge_result")
+        if res and res["key"] == key:  # a verdict for other answers or another judge is not shown
+            st.markdown(f"**{res['verdict']}** ({res['rubric']} rubric; {a['label']} vs {b['label']})")
+            st.caption(f"judge {res['judge']}: A shown first -> [[{res['a_first'] or '?'}]], B shown first -> "
+                       f"[[{res['b_first'] or '?'}]]" + (" (cached)" if res["cached"] else ""))
+            with st.expander("the judge's replies"):
+                for title, reply in zip(("A shown first", "B shown first"), res["replies"]):
+                    st.markdown(f"*{title}*")
+                    st.code(reply or " ", language=None, wrap_lines=True)
 
 
 def _dataset_choices() -> list[str]:

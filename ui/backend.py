@@ -488,6 +488,42 @@ class Backend:
         return np.asarray(s, dtype=np.float64)[:, order], normalized
 
 
+    def judge_pair(self, prompt: str, answer_a: str, answer_b: str, *, base_url: str | None, model: str | None,
+                   rubric: str = "general") -> dict:
+        """An LLM judge's pairwise verdict on two answers, asked in both orders (position bias cancels):
+        ``pro eval judge``'s protocol (pro_lib.judge_protocol) on one prompt, through any OpenAI-compatible
+        endpoint. The key comes from $PRO_JUDGE_API_KEY, $PRO_JUDGE_API_KEY_FILE or the mounted Secret
+        pro-judge, never from the page. Verdicts are cached under $PRO_HOME/judge-cache like the CLI's."""
+        from pro_lib.errors import ProError
+        from pro_lib.io import pro_home
+        from pro_lib.judge_client import JudgeClient, JudgeEndpoint
+        from pro_lib.judge_protocol import DEFAULT_RUBRICS, judge_pairwise
+
+        if rubric not in DEFAULT_RUBRICS:
+            raise UIError(f"unknown judge rubric {rubric!r}; known: {', '.join(DEFAULT_RUBRICS)}")
+        try:
+            endpoint = JudgeEndpoint.resolve(base_url or None, model or None)
+            client = JudgeClient(endpoint, cache_dir=pro_home() / "judge-cache", concurrency=2, retries=1,
+                                 timeout=60.0)
+            client.check()
+            summary, records = judge_pairwise(client, [prompt], [answer_a], [answer_b],
+                                              rubric=DEFAULT_RUBRICS[rubric], label=rubric, n_boot=0)
+        except ProError as exc:
+            raise UIError(f"Judge: {exc}") from None
+        by_order = {r["policy_first"]: r for r in records}
+        outcomes = [by_order[o]["policy_outcome"] for o in (True, False)]  # A's outcome, A shown first / second
+        if None in outcomes:
+            verdict = "no verdict (the judge's reply had no [[A]] / [[B]] / [[C]])"
+        elif outcomes[0] != outcomes[1]:
+            verdict = "inconsistent: the verdict follows the position, not the answers"
+        else:
+            verdict = {1.0: "A is better", 0.0: "B is better", 0.5: "tie"}[outcomes[0]]
+        return {"verdict": verdict, "rubric": rubric, "judge": f"{endpoint.model} at {endpoint.base_url}",
+                "a_first": by_order[True]["verdict"], "b_first": by_order[False]["verdict"],
+                "cached": all(r["cached"] for r in records), "replies": [by_order[True]["reply"],
+                                                                          by_order[False]["reply"]]}
+
+
 def check_endpoint(url: str, timeout: float = ENDPOINT_PING_TIMEOUT) -> None:
     """Raise :class:`EndpointUnreachable` unless ``<url>/ping`` answers (the scoring server's health check)."""
     import urllib.error

@@ -146,7 +146,7 @@ def test_rendered_mlflow_serves_with_auth_on_postgres_as_the_db_owner(rendered, 
         def as_user(user: dict) -> mlflow.MlflowClient:
             for key, value in user.items():
                 monkeypatch.setenv(key, value)
-            return mlflow.MlflowClient(tracking_uri=url)
+            return mlflow.MlflowClient(tracking_uri=url, registry_uri=url)  # not a registry URI an earlier test set
 
         client = as_user(pipeline)
         exp = client.create_experiment(f"k8s-check-{time.time_ns()}")
