@@ -53,6 +53,7 @@ RANGES: dict[str, tuple] = {
     "eval_fraction": ((0, True), (1, False)),
     "warmup_ratio": ((0, True), (1, True)),
     "tag_max": ((0, False), (1, True)),
+    "best_of_n": ((1, True), (64, True)),      # answers sampled per prompt (a served request's memory: <= 64)
 }
 
 

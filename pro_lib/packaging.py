@@ -77,8 +77,11 @@ def signature_for(kind: str, info: Mapping[str, Any]):
     out = [ColSpec(DataType.string, "weights_source"), *w_cols, ColSpec(DataType.string, "response")]
     if info.get("suite"):
         out += [ColSpec(DataType.double, f"score_{n}") for n in names]
-    return ModelSignature(Schema([prompt, weights]), Schema(out),
-                          params=_gen_param_schema({"score": ("boolean", True), "policy": ("string", "")}))
+        # only with params best_of_n > 1 (pro_lib.best_of_n)
+        out += [ColSpec(DataType.long, "best_of_n", required=False),
+                ColSpec(DataType.double, "weighted_score", required=False),
+                ColSpec(Array(DataType.double), "candidate_weighted_scores", required=False)]
+    return ModelSignature(Schema([prompt, weights]), Schema(out), params=_gen_param_schema(serving.ENDPOINT_PARAMS))
 
 
 def input_example_for(kind: str) -> pd.DataFrame:

@@ -24,7 +24,8 @@ endpoint               ``prompt``, optional ``weights``            ``weights_sou
 Policies and the endpoint take generation params (``max_new_tokens``, ``do_sample``,
 ``temperature``, ``top_p``, ``seed``; the endpoint also ``score``, and ``policy``: which of its policies
 answers, when it was built with more than one; LoRA adapters of one base share that base) through MLflow's
-``params``.
+``params``; the endpoint's ``best_of_n`` (default 1) returns the best of N sampled answers under the
+prompt's weights (:mod:`pro_lib.best_of_n`: ``best_of_n``, ``weighted_score``, ``candidate_weighted_scores``).
 
 Layout of a version's artifacts: ``MLmodel``, ``python_env.yaml``, ``requirements.txt``,
 ``input_example.json``, ``code/pro_lib`` (this library, so the model loads without pro-align
@@ -60,6 +61,7 @@ import pandas as pd
 
 from pro_lib.artifacts import (AdapterManifest, EndpointManifest, OrchestratorManifest, RewardModelInfo,
                                SuiteManifest, WICPolicyManifest)
+from pro_lib.best_of_n import check_n, endpoint_best_of_n
 # the HTTP client of a served endpoint lives beside it (importable from here as before)
 from pro_lib.endpoint_client import EXAMPLE_PROMPTS, EndpointClient  # noqa: F401
 from pro_lib.endpoint_refs import check_references, load_suite, part_folder
@@ -74,6 +76,8 @@ GEN_PARAMS = {"max_new_tokens": ("long", 64), "do_sample": ("boolean", False), "
               "top_p": ("double", 1.0), "seed": ("long", -1),
               # OpenAI-style alias of max_new_tokens (honoured; -1: not given)
               "max_tokens": ("long", -1)}
+# the endpoint's own params: score the answer; which policy answers; best-of-N (pro_lib.best_of_n)
+ENDPOINT_PARAMS = {"score": ("boolean", True), "policy": ("string", ""), "best_of_n": ("long", 1)}
 
 
 # -- what a folder is ----------------------------------------------------------------------------
@@ -171,7 +175,7 @@ def _row_weights(df: pd.DataFrame, k: int) -> list[np.ndarray | None]:
 def _gen_kwargs(params: Mapping[str, Any] | None) -> dict:
     p = {k: d for k, (_, d) in GEN_PARAMS.items()}
     given = {k: v for k, v in dict(params or {}).items() if v is not None}
-    unknown = sorted(set(given) - set(GEN_PARAMS) - {"score", "policy"})  # endpoint params, not generation ones
+    unknown = sorted(set(given) - set(GEN_PARAMS) - set(ENDPOINT_PARAMS))  # endpoint params, not generation ones
     if unknown:
         raise DataError(f"unknown generation parameter(s) {unknown}; PRO's are {sorted(GEN_PARAMS)}")
     p.update({k: v for k, v in given.items() if k in GEN_PARAMS})
@@ -331,16 +335,20 @@ class Endpoint:
             raise DataError(f"no policy {name!r} in this endpoint; it serves "
                             f"{', '.join(repr(n) for n in self.generators if n) or 'only its default policy'} "
                             "(params.policy; '' is the default)")
-        responses = self.generators[name].generate(prompts, w, **_gen_kwargs(params))
+        gen, n = _gen_kwargs(params), check_n(params.get("best_of_n"))
+        picked = (endpoint_best_of_n(self.generators[name], self.suite, prompts, w, n, gen,
+                                     score=params.get("score", True)) if n > 1 else None)
+        responses = picked.responses if picked else self.generators[name].generate(prompts, w, **gen)
         out["response"] = responses
         if self.suite is not None:  # the units of score_<objective>: z-scores under these stats, raw when null
             stats = {n: [float(m), float(sd)] for n, (m, sd) in self.suite.stats.items()} if self.suite.stats else None
             out["suite_stats"] = json.dumps(stats)
         if self.suite is not None and params.get("score", True):
-            s = self.suite.score(prompts, responses, normalize=self.suite.stats is not None, progress=False)
+            s = picked.scores if picked else self.suite.score(prompts, responses, normalize=self.suite.stats is not None,
+                                                              progress=False)
             for j, n in enumerate(self.objectives):
                 out[f"score_{n}"] = s[:, j].astype(np.float64)
-        return out
+        return out.assign(**picked.columns()) if picked else out
 
 
 class EndpointModel(mlflow.pyfunc.PythonModel):

@@ -172,6 +172,12 @@ def test_served_endpoint_answers_invocations(registered, tmp_path):
         assert all(isinstance(r, str) for r in df["response"])
         assert {"score_helpful", "score_harmless"} <= set(df.columns)
         assert client.objectives() == NAMES
+        # best-of-N through the signature's params: the answer is the candidate with the largest sum_k w_k score_k
+        bo = client.invoke(["How do I bake bread?"], max_new_tokens=4, best_of_n=3, seed=0).iloc[0]
+        assert bo["best_of_n"] == 3 and len(bo["candidate_weighted_scores"]) == 3
+        w, z = bo[["weight_helpful", "weight_harmless"]].to_numpy(float), bo[["score_helpful", "score_harmless"]]
+        assert bo["weighted_score"] == pytest.approx(float(w @ z.to_numpy(float)), abs=1e-6)
+        assert bo["weighted_score"] == pytest.approx(max(bo["candidate_weighted_scores"]))
         # bad weights: a 400 with the reason, not a crash
         with pytest.raises(CheckpointError, match="weights"):
             client.invoke(["hi"], [[0.5, 0.3, 0.2]])

@@ -8,6 +8,7 @@ Rewarded Soups baselines.
     pro soups train --policy smollm2 --data runs/data/train.jsonl --suite runs/targets/suite --output-dir runs/soups
     pro wic eval    --policies PRO-WIC=runs/wic_online/policy,RiC=runs/ric_online/policy,Soups=runs/soups
     pro generate "How do I bake bread?" --policy runs/wic_online/policy --weights helpful=0.7,harmless=0.3
+    pro generate "How do I bake bread?" --best-of-n 4 --suite runs/targets/suite   # the suite picks the answer
 """
 
 from __future__ import annotations
@@ -112,11 +113,25 @@ def register(subparsers) -> None:
                    help="max new tokens")
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=number_type(float, RANGES["temperature"]), default=0.8, help="sampling temperature (with --sample)")
-    g.add_argument("--json", action="store_true", help="print JSON (prompt, weights, response)")
+    g.add_argument("--best-of-n", type=number_type(int, RANGES["best_of_n"]), default=1, metavar="N",
+                   help="sample N answers per prompt and print the one --suite scores highest under the weights "
+                        "(sum_k w_k score_k); implies --sample; 1: one answer")
+    g.add_argument("--suite", default=None,
+                   help="reward suite folder (suite.yaml, e.g. runs/targets/suite) that scores the candidates of "
+                        "--best-of-n")
+    g.add_argument("--seed", type=number_type(int, RANGES["seed"]), default=None, help="sampling seed")
+    g.add_argument("--json", action="store_true", help="print JSON (prompt, weights, response; with --best-of-n "
+                                                       "also the scores and every candidate)")
 
     def generate(args):
         import numpy as np
 
+        from pro_lib.errors import ConfigError
+        from pro_lib.targets import check_objectives
+
+        if args.best_of_n > 1 and not args.suite:
+            raise ConfigError(f"--best-of-n {args.best_of_n} needs --suite <folder>: the reward suite that scores "
+                              "the candidates (e.g. runs/targets/suite, written by `pro rewards score`)")
         policy = wic.WICPolicy.from_pretrained(args.policy, base=args.base)
         if args.weights is not None:
             w = np.repeat(wic.parse_user_weights(args.weights, policy.objectives)[None], len(args.prompts), axis=0)
@@ -124,16 +139,40 @@ def register(subparsers) -> None:
             orch = (args.orchestrator or policy.orchestrator or os.environ.get("PRO_ORCHESTRATOR")
                     or DEFAULT_ORCHESTRATOR)
             w = policy.orchestrator_weights(args.prompts, orch)
-        kw = {"max_new_tokens": args.max_new_tokens, "do_sample": args.sample}
-        if args.sample:
+        sample = args.sample or args.best_of_n > 1  # N greedy answers would be one answer N times
+        kw = {"max_new_tokens": args.max_new_tokens, "do_sample": sample, "seed": args.seed}
+        if sample:
             kw["temperature"] = args.temperature
-        outs = policy.generate(args.prompts, weights=w, **kw)
+        picked = None
+        if args.best_of_n > 1:
+            from pro_lib.best_of_n import best_of_n, suite_scores
+            from pro_lib.suite import RewardSuite
+
+            suite = RewardSuite.load(args.suite)
+            check_objectives(suite.names, policy.objectives, got_what=f"the suite {args.suite}",
+                             expected_what=f"the policy {args.policy}", fix="use the suite the policy was trained with")
+            picked = best_of_n(lambda k: policy.generate(args.prompts, weights=w, num_return_sequences=k, **kw),
+                               lambda p, r: suite_scores(suite, p, r), args.prompts, w, args.best_of_n)
+            outs = picked.responses
+        else:
+            outs = policy.generate(args.prompts, weights=w, **kw)
+        rows = [{"prompt": p, "weights": dict(zip(policy.objectives, map(float, row))), "response": r}
+                for p, row, r in zip(args.prompts, w, outs)]
+        if picked is not None:
+            for i, rec in enumerate(rows):
+                rec.update(best_of_n=args.best_of_n, scores=dict(zip(policy.objectives, map(float, picked.scores[i]))),
+                           weighted_score=float(picked.weighted[i, picked.index[i]]),
+                           candidates=[{"response": c, "weighted_score": float(v)}
+                                       for c, v in zip(picked.candidates[i], picked.weighted[i])])
         if args.json:
-            print(json.dumps([{"prompt": p, "weights": dict(zip(policy.objectives, map(float, row))), "response": r}
-                              for p, row, r in zip(args.prompts, w, outs)], indent=2))
+            print(json.dumps(rows, indent=2))
             return
-        for p, row, r in zip(args.prompts, w, outs):
-            print("weights: " + ", ".join(f"{n}={v:.2f}" for n, v in zip(policy.objectives, row)), file=sys.stderr)
-            print(r)
+        for rec in rows:
+            print("weights: " + ", ".join(f"{n}={v:.2f}" for n, v in rec["weights"].items()), file=sys.stderr)
+            if picked is not None:
+                print(f"best of {args.best_of_n}: weighted score {rec['weighted_score']:+.3f} (candidates: "
+                      + ", ".join(f"{c['weighted_score']:+.3f}" for c in rec["candidates"]) + "); scores: "
+                      + ", ".join(f"{n}={v:+.3f}" for n, v in rec["scores"].items()), file=sys.stderr)
+            print(rec["response"])
 
     g.set_defaults(func=generate)
