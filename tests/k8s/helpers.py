@@ -7,6 +7,7 @@ The fixtures that render (once per test session and folder) live in conftest.py.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import re
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -364,6 +366,35 @@ def _ui_container_env(objs, overrides: dict | None = None) -> tuple[list[str], d
     if not pro.exists():
         pytest.skip(f"the `{c['args'][0]}` entry point is not installed next to {sys.executable}")
     return [str(pro), *c["args"][1:]], env
+
+
+@contextlib.contextmanager
+def _ui_container_running(objs, tmp_path: Path) -> Iterator[tuple[int, str]]:
+    """`pro ui` started as the UI container starts it (its port moved to a free one), until its readiness
+    probe answers; yields (port, probe path). Stopped as the kubelet stops it: SIGTERM to its process group
+    (`pro ui` starts Streamlit as a child; tini -g does this in the image), SIGKILL after 20 s."""
+    import signal
+    import time
+
+    port = _free_port()
+    cmd, env = _ui_container_env(objs, {"HOME": str(tmp_path), "PRO_HOME": str(tmp_path / "pro"),
+                                        "STREAMLIT_SERVER_PORT": str(port)})
+    ui, _ = _ui_containers(objs)
+    probe = ui["readinessProbe"]["httpGet"]["path"]
+    log = tmp_path / "ui.log"
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}{probe}", 120, proc, log)
+        yield port, probe
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        time.sleep(0.5)
 
 
 # --------------------------------------------------------------------------- live MLflow check

@@ -20,7 +20,7 @@ from .helpers import (
     _secret_values,
     _service_url,
     _ui_container_env,
-    _ui_containers,
+    _ui_container_running,
     _wait_http,
     _write_scripts,
 )
@@ -211,30 +211,9 @@ def test_ui_command_serves_the_pod_port_and_in_cluster_mlflow(rendered, tmp_path
 def test_ui_container_command_answers_its_probe(rendered, tmp_path):
     """Start the UI exactly as the container does (port moved to a free one) and hit the
     readiness probe's path."""
-    import time
     import urllib.request
 
     pytest.importorskip("streamlit", reason="the ui extra is not installed")
-    objs = rendered["root"]
-    port = _free_port()
-    cmd, env = _ui_container_env(objs, {"HOME": str(tmp_path), "PRO_HOME": str(tmp_path / "pro"),
-                                        "STREAMLIT_SERVER_PORT": str(port)})
-    c, _ = _ui_containers(objs)
-    path = c["readinessProbe"]["httpGet"]["path"]
-    log = tmp_path / "ui.log"
-    # own process group: `pro ui` starts Streamlit as a child (tini -g does this in the image)
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}{path}", 120, proc, log)
+    with _ui_container_running(rendered["root"], tmp_path) as (port, path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
             assert resp.read().decode().strip() == "ok"
-    finally:
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        time.sleep(0.5)

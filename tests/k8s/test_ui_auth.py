@@ -38,9 +38,8 @@ from .helpers import (
     OVERLAYS,
     _find,
     _free_port,
-    _ui_container_env,
+    _ui_container_running,
     _ui_containers,
-    _wait_http,
     _write_kustomization,
 )
 
@@ -404,16 +403,7 @@ def test_real_explorer_behind_the_rendered_proxy(rendered, tmp_path):
     pytest.importorskip("streamlit", reason="the ui extra is not installed")
     _nginx()
     objs = rendered["root"]
-    port = _free_port()
-    cmd, env = _ui_container_env(objs, {"HOME": str(tmp_path), "PRO_HOME": str(tmp_path / "pro"),
-                                        "STREAMLIT_SERVER_PORT": str(port)})
-    ui, _ = _ui_containers(objs)
-    probe = ui["readinessProbe"]["httpGet"]["path"]
-    log = tmp_path / "ui.log"
-    proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)   # `pro ui` starts Streamlit as a child
-    try:
-        _wait_http(f"http://127.0.0.1:{port}{probe}", 120, proc, log)
+    with _ui_container_running(objs, tmp_path) as (port, probe):
         users = {"alice": "alice-" + os.urandom(4).hex()}
         with _run_proxy(objs, _htpasswd_lines(users), port) as (url, _):
             assert _get(f"{url}{probe}")[:3:2] == (200, b"ok")       # what the kubelet asks
@@ -426,13 +416,6 @@ def test_real_explorer_behind_the_rendered_proxy(rendered, tmp_path):
             head, sock = _websocket(url, None)
             sock.close()
             assert head.startswith(b"HTTP/1.1 401"), head
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------- components/ui-oidc
